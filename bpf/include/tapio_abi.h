@@ -1,0 +1,113 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The one ABI between Tapio's BPF objects and the agent.
+ *
+ * Everything here is mirrored #[repr(C)] in src/agent/abi.rs; sizes and the
+ * offsets the agent reads are asserted on both sides. No kernel types, no
+ * pointers, no enums, no variable-length data: fixed-width integers only.
+ * Bump TAPIO_ABI_VERSION on any change of layout or meaning.
+ */
+#ifndef __TAPIO_ABI_H
+#define __TAPIO_ABI_H
+
+#define TAPIO_ABI_VERSION 1
+
+/* tapio_config.flags: one bit per observer. No bit ever means "disable". */
+#define TAPIO_FLAG_NETWORK   (1U << 0)
+#define TAPIO_FLAG_CONTAINER (1U << 1)
+#define TAPIO_FLAG_STORAGE   (1U << 2)
+#define TAPIO_FLAG_NODE      (1U << 3)
+
+#define TAPIO_MAX_IGNORE_EXIT_CODES 16
+
+/* tapio_config.ctr_exit_scope */
+#define TAPIO_EXIT_SCOPE_INIT 0
+#define TAPIO_EXIT_SCOPE_ALL  1
+
+/*
+ * Runtime configuration, one copy in a single-entry ARRAY map ("tapio_config")
+ * per BPF object. All-zero (the map's state before the agent writes it) is
+ * inert: programs emit nothing until abi_version and their flag are set.
+ */
+struct tapio_config {
+	__u32 abi_version;                 /* 0: TAPIO_ABI_VERSION, first, always */
+	__u32 generation;                  /* 4: stamped into every event */
+	__u32 flags;                       /* 8 */
+	__u32 _pad0;                       /* 12 */
+	/* network */
+	__u32 net_refused_min_count;       /* 16 */
+	__u32 net_refused_window_ms;       /* 20 */
+	__u32 net_retransmit_min_count;    /* 24 */
+	__u32 net_retransmit_window_ms;    /* 28 */
+	__u32 net_rtt_multiplier_permille; /* 32 */
+	__u32 net_rtt_min_baseline_samples;/* 36 */
+	__u32 net_rtt_abs_us;              /* 40 */
+	__u32 _pad1;                       /* 44 */
+	/* container */
+	__u32 ctr_exit_scope;              /* 48 */
+	__u32 ctr_ignore_exit_codes_count; /* 52: written after the entries */
+	__u32 ctr_ignore_exit_codes[TAPIO_MAX_IGNORE_EXIT_CODES]; /* 56 */
+	/* storage */
+	__u64 sto_slow_io_ns;              /* 120 */
+	__u64 sto_critical_io_ns;          /* 128 */
+	/* node */
+	__u32 node_sample_period_ms;       /* 136 */
+	__u32 node_cpu_stall_permille;     /* 140 */
+	__u32 node_ipc_drop_permille;      /* 144 */
+	__u32 node_mem_mpki_milli;         /* 148 */
+	__u32 node_psi_mem_permille;       /* 152 */
+	__u32 node_psi_cpu_permille;       /* 156 */
+	__u32 node_min_baseline_samples;   /* 160 */
+	__u32 _pad2;                       /* 164 */
+	__u64 _reserved[4];                /* 168 */
+};
+_Static_assert(sizeof(struct tapio_config) == 200, "tapio_config size");
+
+/*
+ * Per-object counters in a PERCPU_ARRAY ("tapio_stats"), summed by the agent.
+ */
+#define TAPIO_STAT_CFG_ZERO       0 /* invocation while config is all-zero/unset */
+#define TAPIO_STAT_CFG_ABI        1 /* invocation while abi_version is wrong */
+#define TAPIO_STAT_RB_FULL        2 /* ring-buffer reserve failed: record lost */
+#define TAPIO_STAT_OWNER_MISSING  3 /* net: close of a connect we never saw start */
+#define TAPIO_STAT_CORR_DUP       4 /* storage: issue of a request already inflight */
+#define TAPIO_STAT_CORR_MISSING   5 /* storage: completion without an issue */
+#define TAPIO_STAT_MAX            8
+
+/* Event kinds (tapio_event_hdr.kind). */
+#define TAPIO_EV_NET_CONNECT_FAIL 1
+#define TAPIO_EV_NET_RETRANSMIT   2
+#define TAPIO_EV_NET_RTT          3
+
+/* Common header of every ring-buffer record. */
+struct tapio_event_hdr {
+	__u64 ts_ns;      /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+	__u32 generation; /* tapio_config.generation that judged it */
+	__u16 kind;       /* TAPIO_EV_* */
+	__u16 size;       /* sizeof the whole record */
+};
+_Static_assert(sizeof(struct tapio_event_hdr) == 16, "tapio_event_hdr size");
+
+/* tapio_net_event.flags */
+#define TAPIO_NET_F_RST   (1U << 0) /* tcp_receive_reset seen during SYN_SENT */
+#define TAPIO_NET_F_OWNER (1U << 1) /* pid/comm are the connecting process */
+
+struct tapio_net_event {
+	struct tapio_event_hdr hdr; /* 0 */
+	__u32 pid;                  /* 16: tgid of the owner, 0 if unknown */
+	__u32 tid;                  /* 20 */
+	char comm[16];              /* 24 */
+	__u8 saddr[16];             /* 40: IPv4 in the first 4 bytes */
+	__u8 daddr[16];             /* 56 */
+	__u16 family;               /* 72: AF_INET (2) or AF_INET6 (10) */
+	__u16 sport;                /* 74: host byte order */
+	__u16 dport;                /* 76: host byte order */
+	__u16 flags;                /* 78: TAPIO_NET_F_* */
+	__s32 sk_err;               /* 80: socket error at the transition */
+	__u32 srtt_us;              /* 84: smoothed RTT in µs (kernel stores <<3) */
+	__u32 state;                /* 88: TCP state when it happened */
+	__u32 _pad;                 /* 92 */
+};
+_Static_assert(sizeof(struct tapio_net_event) == 96, "tapio_net_event size");
+
+#endif /* __TAPIO_ABI_H */

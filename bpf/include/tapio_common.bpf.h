@@ -1,0 +1,77 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * BPF-only helpers shared by every observer object: the config carrier, the
+ * per-object counters and ring-buffer wake-up batching. Each object that
+ * includes this defines its own maps (one carrier, one ring, one stats array
+ * per object), so the agent can write and read them object by object.
+ */
+#ifndef __TAPIO_COMMON_BPF_H
+#define __TAPIO_COMMON_BPF_H
+
+#include "tapio_abi.h"
+
+/* Wake the drain thread only once this much is queued; otherwise it picks
+ * records up on its next tick. Keeps a storm from costing a wake-up per
+ * record (DESIGN.md, performance by design). */
+#define TAPIO_WAKEUP_BYTES (64 * 1024)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tapio_config);
+} tapio_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TAPIO_STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} tapio_stats SEC(".maps");
+
+static __always_inline void tapio_stat_inc(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&tapio_stats, &idx);
+
+	if (v)
+		*v += 1;
+}
+
+/*
+ * Copies the carrier to @cfg once for this invocation. Returns 1 when the
+ * config is live for @flag, 0 when the program must not emit (all-zero,
+ * wrong ABI version, or observer flag clear). Per-event state cleanup must
+ * not depend on this.
+ */
+static __always_inline int tapio_config_load(struct tapio_config *cfg, __u32 flag)
+{
+	__u32 zero = 0;
+	struct tapio_config *c = bpf_map_lookup_elem(&tapio_config, &zero);
+
+	if (!c)
+		return 0;
+	__builtin_memcpy(cfg, c, sizeof(*cfg));
+	if (cfg->abi_version != TAPIO_ABI_VERSION) {
+		tapio_stat_inc(cfg->abi_version ? TAPIO_STAT_CFG_ABI : TAPIO_STAT_CFG_ZERO);
+		return 0;
+	}
+	return (cfg->flags & flag) != 0;
+}
+
+static __always_inline __u64 tapio_rb_flags(void *rb)
+{
+	return bpf_ringbuf_query(rb, BPF_RB_AVAIL_DATA) >= TAPIO_WAKEUP_BYTES ?
+		       BPF_RB_FORCE_WAKEUP :
+		       BPF_RB_NO_WAKEUP;
+}
+
+static __always_inline void tapio_hdr(struct tapio_event_hdr *h, const struct tapio_config *cfg,
+				      __u16 kind, __u16 size)
+{
+	h->ts_ns = bpf_ktime_get_ns();
+	h->generation = cfg->generation;
+	h->kind = kind;
+	h->size = size;
+}
+
+#endif /* __TAPIO_COMMON_BPF_H */

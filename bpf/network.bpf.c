@@ -1,0 +1,195 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * Network observer: failed connects, retransmits and RTT samples.
+ *
+ * Facts this rests on (KERNEL-FACTS.md, checked on 6.18):
+ *  - a connect runs CLOSE->SYN_SENT in the connecting process; the
+ *    SYN_SENT->CLOSE of a refused or timed-out connect may run in softirq
+ *    or timer context, so pid/comm are taken at CLOSE->SYN_SENT, keyed by
+ *    the socket, and used at the close;
+ *  - sk_err is already set when SYN_SENT->CLOSE fires: 111 refused (RST or
+ *    ICMP port unreachable), 110 timed out, 113/101 unreachable, 0 when the
+ *    application gave up itself (not an anomaly);
+ *  - skc_num is 0 at both transitions of a failed connect; inet_sport still
+ *    holds the source port at SYN_SENT->CLOSE.
+ * Classification (windows, baselines) happens in the agent; this program
+ * only decides what is a fact worth a record.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "tapio_common.bpf.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} events SEC(".maps");
+
+/* Who opened a socket actively. One entry per live outgoing connection,
+ * deleted at its close; LRU so a socket whose close we miss cannot leak. */
+struct conn_owner {
+	__u32 pid;
+	__u32 tid;
+	char comm[16];
+	__u32 flags;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct conn_owner);
+} conn_owners SEC(".maps");
+
+static __always_inline void fill_addrs(struct tapio_net_event *e, struct sock *sk)
+{
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__u16 sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+
+	e->family = family;
+	if (family == AF_INET) {
+		__u32 s = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+		__u32 d = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+
+		__builtin_memcpy(e->saddr, &s, 4);
+		__builtin_memcpy(e->daddr, &d, 4);
+	} else {
+		BPF_CORE_READ_INTO(&e->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(&e->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	}
+	/* skc_num is already released on a failed connect's close. */
+	if (!sport)
+		sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	e->sport = sport;
+	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+}
+
+static __always_inline __u32 read_srtt_us(struct sock *sk)
+{
+	/* tcp_sock.srtt_us holds the smoothed RTT << 3. */
+	return BPF_CORE_READ((struct tcp_sock *)sk, srtt_us) >> 3;
+}
+
+static __always_inline void emit(struct sock *sk, const struct tapio_config *cfg, __u16 kind,
+				 struct conn_owner *owner, __s32 sk_err, __u32 state)
+{
+	struct tapio_net_event *e;
+
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		tapio_stat_inc(TAPIO_STAT_RB_FULL);
+		return;
+	}
+	tapio_hdr(&e->hdr, cfg, kind, sizeof(*e));
+	__builtin_memset(e->saddr, 0, sizeof(e->saddr));
+	__builtin_memset(e->daddr, 0, sizeof(e->daddr));
+	fill_addrs(e, sk);
+	if (owner) {
+		e->pid = owner->pid;
+		e->tid = owner->tid;
+		__builtin_memcpy(e->comm, owner->comm, sizeof(e->comm));
+		e->flags = (owner->flags & TAPIO_NET_F_RST) | TAPIO_NET_F_OWNER;
+	} else {
+		e->pid = 0;
+		e->tid = 0;
+		__builtin_memset(e->comm, 0, sizeof(e->comm));
+		e->flags = 0;
+	}
+	e->sk_err = sk_err;
+	e->srtt_us = read_srtt_us(sk);
+	e->state = state;
+	e->_pad = 0;
+	bpf_ringbuf_submit(e, tapio_rb_flags(&events));
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(handle_net__inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
+{
+	struct tapio_config cfg;
+	struct conn_owner *owner;
+	__u64 key = (__u64)sk;
+	int live;
+
+	/* Cheapest filter first: only a connect's start and any close matter. */
+	if (newstate != TCP_SYN_SENT && newstate != TCP_CLOSE)
+		return 0;
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+
+	if (newstate == TCP_SYN_SENT) {
+		struct conn_owner o = {};
+		__u64 id;
+
+		if (!tapio_config_load(&cfg, TAPIO_FLAG_NETWORK))
+			return 0;
+		id = bpf_get_current_pid_tgid();
+		o.pid = id >> 32;
+		o.tid = (__u32)id;
+		bpf_get_current_comm(o.comm, sizeof(o.comm));
+		bpf_map_update_elem(&conn_owners, &key, &o, BPF_ANY);
+		return 0;
+	}
+
+	/* newstate == TCP_CLOSE: per-socket state is dropped whatever the config. */
+	owner = bpf_map_lookup_elem(&conn_owners, &key);
+	if (oldstate == TCP_SYN_SENT) {
+		__s32 err = BPF_CORE_READ(sk, sk_err);
+
+		/* err == 0: the application abandoned its own connect. */
+		if (err && tapio_config_load(&cfg, TAPIO_FLAG_NETWORK)) {
+			if (!owner)
+				tapio_stat_inc(TAPIO_STAT_OWNER_MISSING);
+			emit(sk, &cfg, TAPIO_EV_NET_CONNECT_FAIL, owner, err, oldstate);
+		}
+	} else if (owner && oldstate != TCP_LISTEN) {
+		/* End of an actively opened connection: one RTT sample. */
+		live = tapio_config_load(&cfg, TAPIO_FLAG_NETWORK);
+		if (live && read_srtt_us(sk))
+			emit(sk, &cfg, TAPIO_EV_NET_RTT, owner, 0, oldstate);
+	}
+	if (owner)
+		bpf_map_delete_elem(&conn_owners, &key);
+	return 0;
+}
+
+SEC("tp_btf/tcp_receive_reset")
+int BPF_PROG(handle_net__tcp_receive_reset, struct sock *sk)
+{
+	struct conn_owner *owner;
+	__u64 key = (__u64)sk;
+
+	/* Only a reset answering our SYN says "refused by RST". This runs in
+	 * softirq context: never take the current task here. */
+	if (BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_SYN_SENT)
+		return 0;
+	owner = bpf_map_lookup_elem(&conn_owners, &key);
+	if (owner)
+		owner->flags |= TAPIO_NET_F_RST; /* sole writer of this bit */
+	return 0;
+}
+
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(handle_net__tcp_retransmit_skb, struct sock *sk, struct sk_buff *skb)
+{
+	struct tapio_config cfg;
+	__u64 key = (__u64)sk;
+	__u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
+
+	/* SYN retransmits belong to the connect's own outcome (timeout), not
+	 * to a retransmit spike of an established connection. */
+	if (state == TCP_SYN_SENT || state == TCP_SYN_RECV)
+		return 0;
+	if (!tapio_config_load(&cfg, TAPIO_FLAG_NETWORK))
+		return 0;
+	/* Timer context: the owner map, not the current task, names the process. */
+	emit(sk, &cfg, TAPIO_EV_NET_RETRANSMIT, bpf_map_lookup_elem(&conn_owners, &key), 0, state);
+	return 0;
+}

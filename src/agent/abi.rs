@@ -1,0 +1,183 @@
+//! Rust mirror of `bpf/include/tapio_abi.h`: the runtime config carrier and
+//! the ring-buffer record layouts.
+//!
+//! Layouts are asserted at compile time here and by `_Static_assert` in C;
+//! `tests/abi_layout.rs` checks the offsets against the C header text too.
+//! Raw records never leave `decode`; this module only knows bytes.
+
+use crate::wire::config::{CompiledConfig, MAX_IGNORE_EXIT_CODES};
+use crate::wire::Observer;
+
+pub const ABI_VERSION: u32 = 1;
+
+pub const STAT_CFG_ZERO: usize = 0;
+pub const STAT_CFG_ABI: usize = 1;
+pub const STAT_RB_FULL: usize = 2;
+pub const STAT_OWNER_MISSING: usize = 3;
+pub const STAT_CORR_DUP: usize = 4;
+pub const STAT_CORR_MISSING: usize = 5;
+pub const STAT_MAX: usize = 8;
+
+pub const EV_NET_CONNECT_FAIL: u16 = 1;
+pub const EV_NET_RETRANSMIT: u16 = 2;
+pub const EV_NET_RTT: u16 = 3;
+
+pub const NET_F_RST: u16 = 1 << 0;
+pub const NET_F_OWNER: u16 = 1 << 1;
+
+/// `struct tapio_config`. Written whole, as bytes, to every observer's
+/// single-entry carrier map.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TapioConfig {
+    pub abi_version: u32,
+    pub generation: u32,
+    pub flags: u32,
+    pub _pad0: u32,
+    pub net_refused_min_count: u32,
+    pub net_refused_window_ms: u32,
+    pub net_retransmit_min_count: u32,
+    pub net_retransmit_window_ms: u32,
+    pub net_rtt_multiplier_permille: u32,
+    pub net_rtt_min_baseline_samples: u32,
+    pub net_rtt_abs_us: u32,
+    pub _pad1: u32,
+    pub ctr_exit_scope: u32,
+    pub ctr_ignore_exit_codes_count: u32,
+    pub ctr_ignore_exit_codes: [u32; MAX_IGNORE_EXIT_CODES],
+    pub sto_slow_io_ns: u64,
+    pub sto_critical_io_ns: u64,
+    pub node_sample_period_ms: u32,
+    pub node_cpu_stall_permille: u32,
+    pub node_ipc_drop_permille: u32,
+    pub node_mem_mpki_milli: u32,
+    pub node_psi_mem_permille: u32,
+    pub node_psi_cpu_permille: u32,
+    pub node_min_baseline_samples: u32,
+    pub _pad2: u32,
+    pub _reserved: [u64; 4],
+}
+
+const _: () = assert!(std::mem::size_of::<TapioConfig>() == 200);
+const _: () = assert!(std::mem::offset_of!(TapioConfig, generation) == 4);
+const _: () = assert!(std::mem::offset_of!(TapioConfig, flags) == 8);
+const _: () = assert!(std::mem::offset_of!(TapioConfig, net_refused_min_count) == 16);
+const _: () = assert!(std::mem::offset_of!(TapioConfig, net_rtt_abs_us) == 40);
+const _: () = assert!(std::mem::offset_of!(TapioConfig, ctr_exit_scope) == 48);
+const _: () = assert!(std::mem::offset_of!(TapioConfig, ctr_ignore_exit_codes_count) == 52);
+const _: () = assert!(std::mem::offset_of!(TapioConfig, ctr_ignore_exit_codes) == 56);
+const _: () = assert!(std::mem::offset_of!(TapioConfig, sto_slow_io_ns) == 120);
+const _: () = assert!(std::mem::offset_of!(TapioConfig, sto_critical_io_ns) == 128);
+const _: () = assert!(std::mem::offset_of!(TapioConfig, node_sample_period_ms) == 136);
+const _: () = assert!(std::mem::offset_of!(TapioConfig, node_min_baseline_samples) == 160);
+const _: () = assert!(std::mem::offset_of!(TapioConfig, _reserved) == 168);
+
+impl TapioConfig {
+    /// The carrier bytes for `cfg` judged as `generation`. Observers whose
+    /// section is disabled get no flag bit, which makes them inert.
+    pub fn from_compiled(cfg: &CompiledConfig, generation: u32) -> TapioConfig {
+        let mut flags = 0;
+        for (obs, on) in [
+            (Observer::Network, cfg.network.enabled),
+            (Observer::Container, cfg.container.enabled),
+            (Observer::Storage, cfg.storage.enabled),
+            (Observer::Node, cfg.node.enabled),
+        ] {
+            if on {
+                flags |= obs.flag();
+            }
+        }
+        let mut codes = [0u32; MAX_IGNORE_EXIT_CODES];
+        let n = cfg.container.ignore_exit_codes.len().min(MAX_IGNORE_EXIT_CODES);
+        for (slot, code) in codes.iter_mut().zip(&cfg.container.ignore_exit_codes) {
+            *slot = u32::from(*code);
+        }
+        TapioConfig {
+            abi_version: ABI_VERSION,
+            generation,
+            flags,
+            net_refused_min_count: cfg.network.refused_min_count,
+            net_refused_window_ms: cfg.network.refused_window_ms,
+            net_retransmit_min_count: cfg.network.retransmit_min_count,
+            net_retransmit_window_ms: cfg.network.retransmit_window_ms,
+            net_rtt_multiplier_permille: cfg.network.rtt_spike_multiplier_permille,
+            net_rtt_min_baseline_samples: cfg.network.rtt_min_baseline_samples,
+            net_rtt_abs_us: cfg.network.rtt_spike_abs_us,
+            ctr_exit_scope: cfg.container.exit_scope.abi_value(),
+            ctr_ignore_exit_codes_count: n as u32,
+            ctr_ignore_exit_codes: codes,
+            sto_slow_io_ns: cfg.storage.slow_io_threshold_ns,
+            sto_critical_io_ns: cfg.storage.io_latency_critical_ns,
+            node_sample_period_ms: cfg.node.sample_period_ms,
+            node_cpu_stall_permille: cfg.node.cpu_stall_permille,
+            node_ipc_drop_permille: cfg.node.ipc_drop_permille,
+            node_mem_mpki_milli: cfg.node.memory_pressure_mpki_milli,
+            node_psi_mem_permille: cfg.node.psi_memory_permille,
+            node_psi_cpu_permille: cfg.node.psi_cpu_permille,
+            node_min_baseline_samples: cfg.node.min_baseline_samples,
+            ..TapioConfig::default()
+        }
+    }
+
+    /// The exact bytes written to a carrier map.
+    pub fn to_bytes(&self) -> [u8; 200] {
+        // SAFETY: TapioConfig is repr(C), 200 bytes (asserted above), made only
+        // of integers with explicit padding fields, so every byte is
+        // initialised and any bit pattern is a valid [u8; 200].
+        unsafe { std::mem::transmute::<TapioConfig, [u8; 200]>(*self) }
+    }
+}
+
+/// Size of `struct tapio_event_hdr`.
+pub const EVENT_HDR_SIZE: usize = 16;
+/// Size of `struct tapio_net_event`.
+pub const NET_EVENT_SIZE: usize = 96;
+
+/// Field offsets of `struct tapio_net_event` (see the C header).
+pub mod net {
+    pub const PID: usize = 16;
+    pub const TID: usize = 20;
+    pub const COMM: usize = 24;
+    pub const SADDR: usize = 40;
+    pub const DADDR: usize = 56;
+    pub const FAMILY: usize = 72;
+    pub const SPORT: usize = 74;
+    pub const DPORT: usize = 76;
+    pub const FLAGS: usize = 78;
+    pub const SK_ERR: usize = 80;
+    pub const SRTT_US: usize = 84;
+    pub const STATE: usize = 88;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_sets_all_flags_and_version() {
+        let c = TapioConfig::from_compiled(&CompiledConfig::default(), 7);
+        assert_eq!(c.abi_version, ABI_VERSION);
+        assert_eq!(c.generation, 7);
+        assert_eq!(c.flags, 0b1111);
+        let b = c.to_bytes();
+        assert_eq!(&b[0..4], &ABI_VERSION.to_ne_bytes());
+        assert_eq!(&b[4..8], &7u32.to_ne_bytes());
+        assert_eq!(&b[120..128], &100_000_000u64.to_ne_bytes());
+    }
+
+    #[test]
+    fn disabled_observer_has_no_flag_and_codes_are_bounded() {
+        let mut cfg = CompiledConfig::default();
+        cfg.storage.enabled = false;
+        cfg.container.ignore_exit_codes = vec![3, 7];
+        let c = TapioConfig::from_compiled(&cfg, 1);
+        assert_eq!(c.flags & Observer::Storage.flag(), 0);
+        assert_eq!(c.ctr_ignore_exit_codes_count, 2);
+        assert_eq!(&c.ctr_ignore_exit_codes[..3], &[3, 7, 0]);
+    }
+
+    #[test]
+    fn default_is_all_zero_and_inert() {
+        assert!(TapioConfig::default().to_bytes().iter().all(|b| *b == 0));
+    }
+}
