@@ -4,4 +4,5 @@
 //! speaks; `agent` observes. Nothing depends on `agent`.
 
 pub mod agent;
+pub mod exit;
 pub mod wire;

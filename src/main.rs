@@ -1,1 +1,30 @@
-fn main() {}
+//! `tapio`: parse arguments, set up logging once, dispatch, map the outcome
+//! to an exit code (0 ok, 1 usage/validation error, 2 runtime failure).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use tapio::exit::CliError;
+
+#[derive(Parser)]
+#[command(name = "tapio", version, about = "An exact eBPF observer of kernel failure facts")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the node agent (Linux, root or CAP_BPF+CAP_PERFMON+CAP_NET_ADMIN).
+    Agent(tapio::agent::config::AgentArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tapio::exit::init_logging();
+    let result: Result<(), CliError> = match cli.command {
+        Command::Agent(args) => tapio::agent::run(args),
+    };
+    tapio::exit::finish(result)
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, unit and integration tests
+# (real eBPF where the machine allows), then the smoke scripts.
+# With TAPIO_REQUIRE_EBPF=1, a kernel test that cannot run fails instead of skipping.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+export PATH="$HOME/.cargo/bin:$PATH"
+
+echo "== cargo fmt --check"
+cargo fmt --check
+echo "== cargo clippy"
+cargo clippy --locked --all-targets --quiet -- -D warnings
+echo "== cargo test"
+cargo build --locked --quiet
+cargo test --locked 2>&1
