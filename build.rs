@@ -15,7 +15,10 @@ fn main() {
     let mut table = String::from("/// (observer name, compiled BPF object) pairs.\n");
     table.push_str("pub const OBJECTS: &[(&str, &[u8])] = &[\n");
     if target_os == "linux" {
-        let arch = match env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default().as_str() {
+        let arch = match env::var("CARGO_CFG_TARGET_ARCH")
+            .unwrap_or_default()
+            .as_str()
+        {
             "x86_64" => "x86",
             "aarch64" => "arm64",
             "riscv64" => "riscv",
@@ -50,8 +53,12 @@ fn main() {
                 ])
                 .build()
                 .unwrap_or_else(|e| panic!("failed to compile {}: {e:#}", src.display()));
-            writeln!(table, "    ({name:?}, include_bytes!({:?})),", obj.display().to_string())
-                .unwrap();
+            writeln!(
+                table,
+                "    ({name:?}, include_bytes!({:?})),",
+                obj.display().to_string()
+            )
+            .unwrap();
         }
     }
     table.push_str("];\n");

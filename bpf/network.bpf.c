@@ -40,6 +40,7 @@ struct conn_owner {
 	__u32 tid;
 	char comm[16];
 	__u32 flags;
+	__u64 cgroup_id;
 };
 
 struct {
@@ -97,7 +98,9 @@ static __always_inline void emit(struct sock *sk, const struct tapio_config *cfg
 		e->tid = owner->tid;
 		__builtin_memcpy(e->comm, owner->comm, sizeof(e->comm));
 		e->flags = (owner->flags & TAPIO_NET_F_RST) | TAPIO_NET_F_OWNER;
+		e->cgroup_id = owner->cgroup_id;
 	} else {
+		e->cgroup_id = 0;
 		e->pid = 0;
 		e->tid = 0;
 		__builtin_memset(e->comm, 0, sizeof(e->comm));
@@ -134,6 +137,7 @@ int BPF_PROG(handle_net__inet_sock_set_state, struct sock *sk, int oldstate, int
 		o.pid = id >> 32;
 		o.tid = (__u32)id;
 		bpf_get_current_comm(o.comm, sizeof(o.comm));
+		o.cgroup_id = bpf_get_current_cgroup_id();
 		bpf_map_update_elem(&conn_owners, &key, &o, BPF_ANY);
 		return 0;
 	}

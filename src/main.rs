@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use tapio::exit::CliError;
 
 #[derive(Parser)]
-#[command(name = "tapio", version, about = "An exact eBPF observer of kernel failure facts")]
+#[command(
+    name = "tapio",
+    version,
+    about = "An exact eBPF observer of kernel failure facts"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

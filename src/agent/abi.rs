@@ -88,7 +88,11 @@ impl TapioConfig {
             }
         }
         let mut codes = [0u32; MAX_IGNORE_EXIT_CODES];
-        let n = cfg.container.ignore_exit_codes.len().min(MAX_IGNORE_EXIT_CODES);
+        let n = cfg
+            .container
+            .ignore_exit_codes
+            .len()
+            .min(MAX_IGNORE_EXIT_CODES);
         for (slot, code) in codes.iter_mut().zip(&cfg.container.ignore_exit_codes) {
             *slot = u32::from(*code);
         }
@@ -131,7 +135,7 @@ impl TapioConfig {
 /// Size of `struct tapio_event_hdr`.
 pub const EVENT_HDR_SIZE: usize = 16;
 /// Size of `struct tapio_net_event`.
-pub const NET_EVENT_SIZE: usize = 96;
+pub const NET_EVENT_SIZE: usize = 104;
 
 /// Field offsets of `struct tapio_net_event` (see the C header).
 pub mod net {
@@ -147,6 +151,7 @@ pub mod net {
     pub const SK_ERR: usize = 80;
     pub const SRTT_US: usize = 84;
     pub const STATE: usize = 88;
+    pub const CGROUP_ID: usize = 96;
 }
 
 #[cfg(test)]

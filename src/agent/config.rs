@@ -157,7 +157,9 @@ impl AgentConfig {
         let file = match std::fs::read_to_string(&path) {
             Ok(text) => parse_file(&text)
                 .with_context(|| format!("failed to parse config {}", path.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => FileConfig::default(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                FileConfig::default()
+            }
             Err(e) => {
                 return Err(e).with_context(|| format!("failed to read config {}", path.display()))
             }
@@ -178,7 +180,9 @@ impl AgentConfig {
             .or(file.heartbeat_interval)
             .unwrap_or(DEFAULT_HEARTBEAT_SECS);
         if heartbeat < MIN_HEARTBEAT_SECS {
-            bail!("heartbeat interval must be at least {MIN_HEARTBEAT_SECS} seconds, got {heartbeat}");
+            bail!(
+                "heartbeat interval must be at least {MIN_HEARTBEAT_SECS} seconds, got {heartbeat}"
+            );
         }
         let standalone = match &file.observers {
             Some(t) => apply_overrides(CompiledConfig::default(), t)?,
@@ -193,7 +197,10 @@ impl AgentConfig {
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             http_endpoint: args.http_endpoint.clone().or(file.http_endpoint),
-            controller_endpoint: args.controller_endpoint.clone().or(file.controller_endpoint),
+            controller_endpoint: args
+                .controller_endpoint
+                .clone()
+                .or(file.controller_endpoint),
             controller_token_file: args
                 .controller_token_file
                 .clone()
@@ -238,11 +245,16 @@ pub fn parse_file(text: &str) -> anyhow::Result<FileConfig> {
 
 /// Merges `[observers.<name>]` tables over `base`. Unknown observers and
 /// keys are rejected by name.
-pub fn apply_overrides(base: CompiledConfig, overrides: &toml::Table) -> anyhow::Result<CompiledConfig> {
+pub fn apply_overrides(
+    base: CompiledConfig,
+    overrides: &toml::Table,
+) -> anyhow::Result<CompiledConfig> {
     let mut doc = serde_json::to_value(&base)?;
     for (section, value) in overrides {
         let Some(target) = doc.get_mut(section).filter(|_| section != "profile") else {
-            bail!("unknown key `observers.{section}`: expected network, container, storage or node");
+            bail!(
+                "unknown key `observers.{section}`: expected network, container, storage or node"
+            );
         };
         let Some(table) = value.as_table() else {
             bail!("`observers.{section}` must be a table");
@@ -269,8 +281,14 @@ fn check_standalone(cfg: &CompiledConfig) -> anyhow::Result<()> {
         ("network.retransmit_window_ms", n.retransmit_window_ms),
         ("network.refused_min_count", n.refused_min_count),
         ("network.retransmit_min_count", n.retransmit_min_count),
-        ("network.rtt_min_baseline_samples", n.rtt_min_baseline_samples),
-        ("network.rtt_spike_multiplier_permille", n.rtt_spike_multiplier_permille),
+        (
+            "network.rtt_min_baseline_samples",
+            n.rtt_min_baseline_samples,
+        ),
+        (
+            "network.rtt_spike_multiplier_permille",
+            n.rtt_spike_multiplier_permille,
+        ),
         ("node.sample_period_ms", cfg.node.sample_period_ms),
     ] {
         if v == 0 {
@@ -309,7 +327,8 @@ mod tests {
 
     #[test]
     fn flags_win_over_file_and_defaults_fill_in() {
-        let file = parse_file("sinks = [\"file\"]\ndata_dir = \"/tmp/x\"\nnode_name = \"n1\"\n").unwrap();
+        let file =
+            parse_file("sinks = [\"file\"]\ndata_dir = \"/tmp/x\"\nnode_name = \"n1\"\n").unwrap();
         let args = AgentArgs {
             sinks: vec![SinkKind::Stdout, SinkKind::Stdout],
             ..Default::default()
@@ -329,16 +348,23 @@ mod tests {
         let e = parse_file("[metrics]\nport = 1").unwrap_err().to_string();
         assert!(e.contains("port"), "{e}");
         let file = parse_file("[observers.network]\nwindow = 5").unwrap();
-        let e = AgentConfig::merge(&AgentArgs::default(), file).unwrap_err().to_string();
+        let e = AgentConfig::merge(&AgentArgs::default(), file)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("observers.network.window"), "{e}");
         let file = parse_file("[observers.gpu]\nenabled = true").unwrap();
-        let e = AgentConfig::merge(&AgentArgs::default(), file).unwrap_err().to_string();
+        let e = AgentConfig::merge(&AgentArgs::default(), file)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("observers.gpu"), "{e}");
     }
 
     #[test]
     fn observer_overrides_apply() {
-        let file = parse_file("[observers.network]\nretransmit_min_count = 3\n[observers.storage]\nenabled = false\n").unwrap();
+        let file = parse_file(
+            "[observers.network]\nretransmit_min_count = 3\n[observers.storage]\nenabled = false\n",
+        )
+        .unwrap();
         let cfg = AgentConfig::merge(&AgentArgs::default(), file).unwrap();
         assert_eq!(cfg.standalone.network.retransmit_min_count, 3);
         assert!(!cfg.standalone.storage.enabled);
@@ -359,7 +385,9 @@ mod tests {
             sinks: vec![SinkKind::Http],
             ..Default::default()
         };
-        let e = AgentConfig::merge(&args, FileConfig::default()).unwrap_err().to_string();
+        let e = AgentConfig::merge(&args, FileConfig::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--http-endpoint"), "{e}");
     }
 }

@@ -59,6 +59,8 @@ pub struct NetFact {
     pub sk_err: i32,
     pub srtt_us: u32,
     pub state: u32,
+    /// cgroup2 id of the connecting process (0 when unknown).
+    pub cgroup_id: u64,
 }
 
 impl NetFact {
@@ -169,7 +171,12 @@ fn addr(family: u16, raw: &[u8]) -> Result<IpAddr, DecodeError> {
     }
 }
 
-fn decode_net(b: &[u8], kind: NetKind, mono_ns: u64, generation: u32) -> Result<NetFact, DecodeError> {
+fn decode_net(
+    b: &[u8],
+    kind: NetKind,
+    mono_ns: u64,
+    generation: u32,
+) -> Result<NetFact, DecodeError> {
     let family = u16_at(b, net::FAMILY);
     let mut comm = [0u8; 16];
     comm.copy_from_slice(&b[net::COMM..net::COMM + 16]);
@@ -190,6 +197,7 @@ fn decode_net(b: &[u8], kind: NetKind, mono_ns: u64, generation: u32) -> Result<
         sk_err: u32_at(b, net::SK_ERR) as i32,
         srtt_us: u32_at(b, net::SRTT_US),
         state: u32_at(b, net::STATE),
+        cgroup_id: u64_at(b, net::CGROUP_ID),
     })
 }
 
@@ -198,7 +206,13 @@ pub(crate) mod tests {
     use super::*;
 
     /// Builds a well-formed network record, for tests here and in classify.
-    pub(crate) fn net_record(kind: u16, family: u16, daddr: &[u8], dport: u16, sk_err: i32) -> Vec<u8> {
+    pub(crate) fn net_record(
+        kind: u16,
+        family: u16,
+        daddr: &[u8],
+        dport: u16,
+        sk_err: i32,
+    ) -> Vec<u8> {
         let mut b = vec![0u8; NET_EVENT_SIZE];
         b[0..8].copy_from_slice(&123u64.to_ne_bytes());
         b[8..12].copy_from_slice(&3u32.to_ne_bytes());
@@ -209,7 +223,8 @@ pub(crate) mod tests {
         b[net::DADDR..net::DADDR + daddr.len()].copy_from_slice(daddr);
         b[net::FAMILY..net::FAMILY + 2].copy_from_slice(&family.to_ne_bytes());
         b[net::DPORT..net::DPORT + 2].copy_from_slice(&dport.to_ne_bytes());
-        b[net::FLAGS..net::FLAGS + 2].copy_from_slice(&(abi::NET_F_RST | abi::NET_F_OWNER).to_ne_bytes());
+        b[net::FLAGS..net::FLAGS + 2]
+            .copy_from_slice(&(abi::NET_F_RST | abi::NET_F_OWNER).to_ne_bytes());
         b[net::SK_ERR..net::SK_ERR + 4].copy_from_slice(&sk_err.to_ne_bytes());
         b
     }
@@ -250,16 +265,22 @@ pub(crate) mod tests {
         long.extend_from_slice(&[0; 8]);
         assert_eq!(
             decode(Observer::Network, &long),
-            Err(DecodeError::Oversized { len: 104, max: 96 })
+            Err(DecodeError::Oversized { len: 112, max: 104 })
         );
     }
 
     #[test]
     fn bad_kind_family_and_declared_size_are_refused() {
         let rec = net_record(99, AF_INET, &[1, 2, 3, 4], 1, 0);
-        assert_eq!(decode(Observer::Network, &rec), Err(DecodeError::UnknownKind(99)));
+        assert_eq!(
+            decode(Observer::Network, &rec),
+            Err(DecodeError::UnknownKind(99))
+        );
         let rec = net_record(abi::EV_NET_RTT, 7, &[1, 2, 3, 4], 1, 0);
-        assert_eq!(decode(Observer::Network, &rec), Err(DecodeError::BadFamily(7)));
+        assert_eq!(
+            decode(Observer::Network, &rec),
+            Err(DecodeError::BadFamily(7))
+        );
         let mut rec = net_record(abi::EV_NET_RTT, AF_INET, &[1, 2, 3, 4], 1, 0);
         rec[14..16].copy_from_slice(&64u16.to_ne_bytes());
         assert!(matches!(

@@ -7,13 +7,15 @@
 
 pub mod abi;
 pub mod classify;
-pub mod decode;
 pub mod config;
+pub mod decode;
 
 use crate::exit::CliError;
 
 /// `tapio agent`.
 pub fn run(args: config::AgentArgs) -> Result<(), CliError> {
     let _cfg = config::AgentConfig::resolve(&args).map_err(CliError::usage)?;
-    Err(CliError::runtime(anyhow::anyhow!("the agent pipeline is not built yet")))
+    Err(CliError::runtime(anyhow::anyhow!(
+        "the agent pipeline is not built yet"
+    )))
 }

@@ -154,7 +154,12 @@ impl NetworkClassifier {
         let min = self.cfg.retransmit_min_count.max(1) as usize;
         let key = (f.saddr, f.sport, f.daddr, f.dport);
         if !self.retrans.contains_key(&key) && self.retrans.len() >= MAX_RETRANS_CONNS {
-            if let Some(oldest) = self.retrans.iter().min_by_key(|(_, h)| h.last_ns).map(|(k, _)| *k) {
+            if let Some(oldest) = self
+                .retrans
+                .iter()
+                .min_by_key(|(_, h)| h.last_ns)
+                .map(|(k, _)| *k)
+            {
                 self.retrans.remove(&oldest);
                 self.drops.add("retransmit_table_full", 1);
             }
@@ -208,7 +213,12 @@ impl NetworkClassifier {
         }
         let key = (f.daddr, f.dport);
         if !self.rtt.contains_key(&key) && self.rtt.len() >= MAX_RTT_DESTS {
-            if let Some(oldest) = self.rtt.iter().min_by_key(|(_, b)| b.last_ns).map(|(k, _)| *k) {
+            if let Some(oldest) = self
+                .rtt
+                .iter()
+                .min_by_key(|(_, b)| b.last_ns)
+                .map(|(k, _)| *k)
+            {
                 self.rtt.remove(&oldest);
             }
         }
@@ -279,6 +289,9 @@ fn conn_data(f: &NetFact) -> Map<String, Value> {
     m.insert("sport".into(), f.sport.into());
     m.insert("daddr".into(), f.daddr.to_string().into());
     m.insert("dport".into(), f.dport.into());
+    if f.cgroup_id != 0 {
+        m.insert("cgroup_id".into(), f.cgroup_id.into());
+    }
     m
 }
 
@@ -331,7 +344,11 @@ impl Classifier for NetworkClassifier {
         match f.kind {
             NetKind::ConnectFail => match f.sk_err {
                 ECONNREFUSED => self.on_refused(f, out),
-                ETIMEDOUT => out.push(close_finding(f, AnomalyType::ConnectionTimeout, "ETIMEDOUT")),
+                ETIMEDOUT => out.push(close_finding(
+                    f,
+                    AnomalyType::ConnectionTimeout,
+                    "ETIMEDOUT",
+                )),
                 EHOSTUNREACH => out.push(close_finding(
                     f,
                     AnomalyType::ConnectionUnreachable,
@@ -409,6 +426,7 @@ mod tests {
             sk_err,
             srtt_us: 0,
             state: 2,
+            cgroup_id: 0,
         })
     }
 
@@ -515,7 +533,10 @@ mod tests {
         c.on_fact(&fact(NetKind::ConnectFail, 0, 81, EHOSTUNREACH), &mut out);
         c.on_fact(&fact(NetKind::ConnectFail, 0, 82, ENETUNREACH), &mut out);
         c.on_fact(&fact(NetKind::ConnectFail, 0, 83, 13), &mut out);
-        let types: Vec<_> = out.iter().map(|f| (f.anomaly, f.data["errno"].clone())).collect();
+        let types: Vec<_> = out
+            .iter()
+            .map(|f| (f.anomaly, f.data["errno"].clone()))
+            .collect();
         assert_eq!(
             types,
             vec![
@@ -571,7 +592,7 @@ mod tests {
     #[test]
     fn rtt_rule_boundaries() {
         let cfg = CompiledConfig::default().network; // 3x, 8 samples, 10ms
-        // Not enough samples.
+                                                     // Not enough samples.
         assert!(!rtt_qualifies(&cfg, 100_000, 1000.0, 7));
         assert!(rtt_qualifies(&cfg, 100_000, 1000.0, 8));
         // Exactly 3x and exactly the absolute floor qualify; just under does not.
