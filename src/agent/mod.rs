@@ -82,8 +82,20 @@ fn build_sinks(cfg: &AgentConfig, metrics: &Arc<Metrics>) -> anyhow::Result<Vec<
     let mut out = Vec::new();
     for kind in &cfg.sinks {
         let sink: Box<dyn sinks::Sink> = match kind {
-            SinkKind::Stdout => Box::new(sinks::stdout::StdoutSink::new()),
-            SinkKind::File => Box::new(sinks::file::FileSink::new(&cfg.data_dir)?),
+            SinkKind::Stdout => Box::new(sinks::stdout::StdoutSink::new(metrics.clone())),
+            SinkKind::File => Box::new(sinks::file::FileSink::new(&cfg.data_dir, metrics.clone())?),
+            SinkKind::Http => Box::new(sinks::http::http_sink(
+                cfg.http_endpoint.as_deref().unwrap_or_default(),
+                sinks::http::PostPolicy::default(),
+                metrics.clone(),
+            )?),
+            SinkKind::Otlp => Box::new(sinks::otlp::otlp_sink(
+                cfg.otlp_endpoint.as_deref().unwrap_or_default(),
+                cfg.otlp_encoding,
+                &cfg.node_name,
+                sinks::http::PostPolicy::default(),
+                metrics.clone(),
+            )?),
             other => anyhow::bail!("sink {} is not available in this build", other.as_str()),
         };
         out.push(
