@@ -5,6 +5,7 @@
 //! configs; `controller` serves them to a fleet. Nothing depends on `agent`.
 
 pub mod agent;
+pub mod controller;
 pub mod exit;
 pub mod profile;
 pub mod wire;

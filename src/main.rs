@@ -28,6 +28,8 @@ enum Command {
     Agent(tapio::agent::config::AgentArgs),
     /// Validate or compile an Evidence Profile.
     Profile(tapio::profile::cli::ProfileArgs),
+    /// Serve an Evidence Profile to agents over tapio-wire/v1.
+    Controller(tapio::controller::ControllerArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +38,7 @@ fn main() -> ExitCode {
     let result: Result<(), CliError> = match cli.command {
         Command::Agent(args) => tapio::agent::run(args),
         Command::Profile(args) => tapio::profile::cli::run(args),
+        Command::Controller(args) => tapio::controller::run(args),
     };
     tapio::exit::finish(result)
 }
