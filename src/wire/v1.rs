@@ -40,7 +40,8 @@
 //!
 //! # `GET /v1/agents/config?agent_id=&node_name=&version=` — [`ConfigResponse`]
 //!
-//! `agent_id` is required, the others are informative. The response has
+//! `agent_id` is required, the others are informative; an `agent_id` the
+//! controller has not seen a hello from still gets the config. The response has
 //! `ETag: "<config_hash>"` (quotes included). A request with
 //! `If-None-Match` equal to that exact value gets `304 Not Modified` and no
 //! body. `config_version` is the controller's generation of the active
@@ -89,7 +90,8 @@
 //! numbered per agent instance by `sequence` (start at 1, +1 per batch, a
 //! retried batch keeps its number). The controller counts gaps and
 //! duplicates; a duplicate is acknowledged (`duplicate: true`) and not stored
-//! twice. A batch containing any of the reasoning field names
+//! twice. Batches from an `agent_id` without a hello (e.g. after a
+//! controller restart) are accepted; the heartbeat ack asks for the hello. A batch containing any of the reasoning field names
 //! ([`super::REASONING_FIELDS`]) at any depth is refused whole with `422
 //! REASONING_FIELD`.
 //!
