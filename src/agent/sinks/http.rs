@@ -79,6 +79,9 @@ pub struct BatchPoster {
     metrics: Arc<Metrics>,
     rng: u64,
     warned: bool,
+    bearer: Option<String>,
+    /// Also count failed requests in `tapio_controller_send_failures_total{kind}`.
+    failure_kind: Option<&'static str>,
 }
 
 enum Outcome {
@@ -117,7 +120,30 @@ impl BatchPoster {
             metrics,
             rng: seed,
             warned: false,
+            bearer: None,
+            failure_kind: None,
         })
+    }
+
+    /// Sends `Authorization: Bearer <token>` with every request.
+    pub fn with_bearer(mut self, token: Option<String>) -> Self {
+        self.bearer = token;
+        self
+    }
+
+    pub fn with_failure_kind(mut self, kind: &'static str) -> Self {
+        self.failure_kind = Some(kind);
+        self
+    }
+
+    fn count_failure(&self) {
+        self.metrics.sink_write(self.name, false, 1);
+        if let Some(kind) = self.failure_kind {
+            self.metrics
+                .controller_send_failures
+                .get_or_create(&crate::agent::metrics::KindLabel { kind: kind.into() })
+                .inc();
+        }
     }
 
     fn jitter(&mut self, max: Duration) -> Duration {
@@ -130,12 +156,15 @@ impl BatchPoster {
     }
 
     fn post(&self, body: &[u8]) -> Outcome {
-        let res = self
+        let mut rb = self
             .client
             .post(self.url.clone())
             .header(reqwest::header::CONTENT_TYPE, self.content_type)
-            .body(body.to_vec())
-            .send();
+            .body(body.to_vec());
+        if let Some(t) = &self.bearer {
+            rb = rb.bearer_auth(t);
+        }
+        let res = rb.send();
         match res {
             Ok(r) if r.status().is_success() => Outcome::Sent,
             Ok(r) => {
@@ -177,13 +206,13 @@ impl BatchPoster {
                     return;
                 }
                 Outcome::Rejected(why) => {
-                    self.metrics.sink_write(self.name, false, 1);
+                    self.count_failure();
                     self.metrics.sink_drop(self.name, "rejected", n);
                     tracing::warn!(sink = self.name, url = %self.url, "batch of {n} rejected: {why}");
                     return;
                 }
                 Outcome::Retry(why) => {
-                    self.metrics.sink_write(self.name, false, 1);
+                    self.count_failure();
                     last = why;
                 }
             }

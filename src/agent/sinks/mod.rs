@@ -8,6 +8,7 @@
 //! (one per I/O operation: a line batch, a file, a request) and its own
 //! failures in `tapio_sink_drops_total{sink,reason}`.
 
+pub mod controller;
 pub mod file;
 pub mod http;
 pub mod otlp;
