@@ -244,33 +244,6 @@ impl Metrics {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exposition_names_and_labels() {
-        let m = Metrics::new();
-        m.anomalies
-            .get_or_create(&AnomalyLabels {
-                observer: "network".into(),
-                kind: TypeLabel("kernel.network.connection_refused".into()),
-            })
-            .inc();
-        m.sink_drop("file", "queue_full", 2);
-        m.correlation_drop("storage", "ambiguous_inflight_io", 1);
-        let text = m.encode();
-        assert!(text.contains(
-            "tapio_anomalies_total{observer=\"network\",type=\"kernel.network.connection_refused\"} 1"
-        ), "{text}");
-        assert!(text.contains("tapio_sink_drops_total{sink=\"file\",reason=\"queue_full\"} 2"));
-        assert!(text.contains(
-            "tapio_correlation_drops_total{observer=\"storage\",reason=\"ambiguous_inflight_io\"} 1"
-        ));
-        assert!(text.contains("tapio_drain_cap_total 0"));
-    }
-}
-
 /// Serves `GET /metrics` (Prometheus text format 0.0.4) on `addr` from its
 /// own thread and single-threaded runtime, until `stop` returns true.
 /// Binding happens before this returns, so a bad address fails start-up.
@@ -330,4 +303,31 @@ pub fn serve(
             });
         })?;
     Ok((local, handle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_and_labels() {
+        let m = Metrics::new();
+        m.anomalies
+            .get_or_create(&AnomalyLabels {
+                observer: "network".into(),
+                kind: TypeLabel("kernel.network.connection_refused".into()),
+            })
+            .inc();
+        m.sink_drop("file", "queue_full", 2);
+        m.correlation_drop("storage", "ambiguous_inflight_io", 1);
+        let text = m.encode();
+        assert!(text.contains(
+            "tapio_anomalies_total{observer=\"network\",type=\"kernel.network.connection_refused\"} 1"
+        ), "{text}");
+        assert!(text.contains("tapio_sink_drops_total{sink=\"file\",reason=\"queue_full\"} 2"));
+        assert!(text.contains(
+            "tapio_correlation_drops_total{observer=\"storage\",reason=\"ambiguous_inflight_io\"} 1"
+        ));
+        assert!(text.contains("tapio_drain_cap_total 0"));
+    }
 }
