@@ -5,7 +5,8 @@
 //! `unsupported.rs` elsewhere). The agent never grows Kubernetes watches, an
 //! inbound API, a policy engine or reasoning fields.
 //!
-//! Threads: `drain` (rings → facts → findings), `emitter` (findings →
+//! Threads: `drain` (rings → facts → findings), `node-sampler` (Linux:
+//! per-CPU counters and PSI → findings), `emitter` (findings →
 //! occurrences → sink queues), one per sink, and the main thread, which
 //! waits for SIGINT/SIGTERM and then stops them in that order so every
 //! queued occurrence is written before exit.
@@ -64,7 +65,7 @@ pub fn run(args: config::AgentArgs) -> Result<(), CliError> {
         shared.request_config(c.clone(), 1);
     }
     let initial = standalone.clone().unwrap_or_default();
-    let drain = platform_start(&cfg, shared.clone(), metrics.clone(), findings_tx, initial)
+    let producers = platform_start(&cfg, shared.clone(), metrics.clone(), findings_tx, initial)
         .map_err(CliError::runtime)?;
     let metrics_server = if cfg.metrics_enabled {
         let s = shared.clone();
@@ -90,7 +91,10 @@ pub fn run(args: config::AgentArgs) -> Result<(), CliError> {
     if let Some(c) = client {
         let _ = c.join();
     }
-    let _ = drain.join();
+    // The emitter ends once every producer (and its findings sender) is gone.
+    for p in producers {
+        let _ = p.join();
+    }
     let _ = emitter.join();
     if let Some(h) = metrics_server {
         let _ = h.join();
@@ -197,8 +201,25 @@ fn platform_start(
     metrics: Arc<Metrics>,
     findings: std::sync::mpsc::SyncSender<Vec<classify::Finding>>,
     initial: crate::wire::CompiledConfig,
-) -> anyhow::Result<std::thread::JoinHandle<()>> {
-    linux::drain::start(cfg.ebpf_dir.clone(), shared, metrics, findings, initial)
+) -> anyhow::Result<Vec<std::thread::JoinHandle<()>>> {
+    let drain = linux::drain::start(
+        cfg.ebpf_dir.clone(),
+        shared.clone(),
+        metrics.clone(),
+        findings.clone(),
+        initial.clone(),
+    )?;
+    let mut producers = vec![drain];
+    // The node observer never stops the others: if its thread cannot start,
+    // it is reported unavailable and the agent runs on.
+    match linux::node::start(shared.clone(), metrics, findings, initial) {
+        Ok(node) => producers.push(node),
+        Err(e) => {
+            tracing::warn!(observer = "node", "observer unavailable: {e:#}");
+            shared.set_status("node", "unavailable", format!("{e:#}"));
+        }
+    }
+    Ok(producers)
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -213,6 +234,6 @@ fn platform_start(
     _metrics: Arc<Metrics>,
     _findings: std::sync::mpsc::SyncSender<Vec<classify::Finding>>,
     _initial: crate::wire::CompiledConfig,
-) -> anyhow::Result<std::thread::JoinHandle<()>> {
+) -> anyhow::Result<Vec<std::thread::JoinHandle<()>>> {
     unsupported::preflight().map(|_| unreachable!())
 }
