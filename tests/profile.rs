@@ -210,7 +210,7 @@ fn default_profile_compiles_to_the_builtin_config() {
     assert_eq!(cfg, CompiledConfig::default());
     assert_eq!(
         cfg.hash().0,
-        "sha256:4b7b855e8d7a6042f90c115daf142ff6d9322baf03ae38f773951210455bdb9a"
+        "sha256:0194b755544257dae4c936b49cbaeaab77ffc74e093720ee66ded249a639dc91"
     );
 }
 
@@ -347,7 +347,7 @@ fn validate_command_output_and_exit_codes() {
     assert_eq!(
         String::from_utf8(ok.stdout).unwrap(),
         "examples/profiles/default.yaml: OK (profile \"default\", config_hash \
-         sha256:4b7b855e8d7a6042f90c115daf142ff6d9322baf03ae38f773951210455bdb9a)\n"
+         sha256:0194b755544257dae4c936b49cbaeaab77ffc74e093720ee66ded249a639dc91)\n"
     );
 
     let f = "tests/fixtures/profiles/invalid/critical_below_slow.yaml";

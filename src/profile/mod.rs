@@ -41,7 +41,7 @@
 //!       ipc_drop_ratio: 0.5        # 0.001..=1 (share of the CPU's IPC baseline)
 //!       memory_pressure_mpki: 20   # 0.001..=1000 LLC misses per kilo-instruction
 //!       psi_memory_ratio: 0.1      # 0.001..=1 (PSI memory "some" share)
-//!       psi_cpu_ratio: 0.5         # 0.001..=1 (PSI cpu "some" share)
+//!       psi_cpu_ratio: 0.95        # 0.001..=1 (PSI cpu "some" share)
 //!       min_baseline_samples: 8    # 1..=1000
 //! ```
 //!

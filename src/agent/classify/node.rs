@@ -1270,14 +1270,14 @@ mod tests {
                 }),
                 psi_memory: None,
             };
-            total += 600_000;
+            total += 960_000;
             for f in run(&mut c, &s) {
                 assert_eq!(f.anomaly, AnomalyType::CpuStall);
                 assert_eq!(f.data["source"], "psi");
                 assert_eq!(f.data["resource"], "cpu");
                 assert_eq!(f.data["cpu"], -1);
-                assert_eq!(f.data["some_permille"], 600);
-                assert_eq!(f.data["threshold_permille"], 500);
+                assert_eq!(f.data["some_permille"], 960);
+                assert_eq!(f.data["threshold_permille"], 950);
                 emitted.push(t);
             }
         }
