@@ -367,12 +367,15 @@ pub fn python_venv(name: &str, packages: &[&str]) -> Option<PathBuf> {
     Some(py)
 }
 
+/// Requests a [`Receiver`] got: (path, head, body).
+pub type Requests = Arc<Mutex<Vec<(String, String, Vec<u8>)>>>;
+
 /// A loopback HTTP/1.1 receiver: records each request (path, headers,
 /// body) and answers with the next status from `statuses` (then 200), or
 /// never answers when `hang` is set.
 pub struct Receiver {
     pub addr: std::net::SocketAddr,
-    pub requests: Arc<Mutex<Vec<(String, String, Vec<u8>)>>>,
+    pub requests: Requests,
     pub connections: Arc<AtomicU32>,
 }
 
@@ -380,7 +383,7 @@ impl Receiver {
     pub fn start(statuses: Vec<u16>, hang: bool) -> Receiver {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let requests: Arc<Mutex<Vec<(String, String, Vec<u8>)>>> = Arc::default();
+        let requests: Requests = Arc::default();
         let connections = Arc::new(AtomicU32::new(0));
         let (r, c) = (requests.clone(), connections.clone());
         let statuses = Arc::new(Mutex::new(std::collections::VecDeque::from(statuses)));
