@@ -62,6 +62,12 @@ pub struct KindLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProgramLabel {
+    pub observer: String,
+    pub program: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
     pub result: String,
 }
@@ -79,6 +85,8 @@ pub struct Metrics {
     pub controller_send_failures: Family<KindLabel, Counter>,
     pub config_fetch: Family<ResultLabel, Counter>,
     pub config_errors: Family<ObserverReason, Counter>,
+    pub bpf_runs: Family<ProgramLabel, Counter>,
+    pub bpf_run_time_ns: Family<ProgramLabel, Counter>,
     registry: Registry,
     /// Occurrences handed to sinks; lets tests and the CLI see progress.
     pub emitted: AtomicU64,
@@ -99,6 +107,8 @@ impl Metrics {
             controller_send_failures: Family::default(),
             config_fetch: Family::default(),
             config_errors: Family::default(),
+            bpf_runs: Family::default(),
+            bpf_run_time_ns: Family::default(),
             registry: Registry::default(),
             emitted: AtomicU64::new(0),
         };
@@ -156,6 +166,16 @@ impl Metrics {
             "tapio_config_errors",
             "BPF invocations that found no usable config",
             m.config_errors.clone(),
+        );
+        registry.register(
+            "tapio_bpf_program_runs",
+            "BPF program invocations (kernel.bpf_stats_enabled=1 only)",
+            m.bpf_runs.clone(),
+        );
+        registry.register(
+            "tapio_bpf_program_run_time_ns",
+            "Time spent in a BPF program, ns (kernel.bpf_stats_enabled=1 only)",
+            m.bpf_run_time_ns.clone(),
         );
         Arc::new(Metrics { registry, ..m })
     }
