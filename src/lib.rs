@@ -1,8 +1,10 @@
 //! Tapio: an exact eBPF observer of kernel failure facts.
 //!
 //! One binary, one library. `wire` is the protocol every other module
-//! speaks; `agent` observes. Nothing depends on `agent`.
+//! speaks; `agent` observes; `store` reads what the agent's file sink wrote,
+//! for `cli` and `mcp`. Nothing depends on `agent`.
 
 pub mod agent;
 pub mod exit;
+pub mod store;
 pub mod wire;
