@@ -5,6 +5,8 @@
 //! for `cli` and `mcp`. Nothing depends on `agent`.
 
 pub mod agent;
+pub mod cli;
 pub mod exit;
+pub mod mcp;
 pub mod store;
 pub mod wire;
