@@ -51,6 +51,10 @@ use filter::{classify_name, fact_time_ns, ulid_before, Filter, NameKind, TopN};
 
 /// Default data dir, relative to the working directory (as the file sink's).
 pub const DEFAULT_DATA_DIR: &str = ".tapio/occurrences";
+/// Full scans read files on at most this many threads.
+pub const MAX_READERS: usize = 4;
+/// Below this many files a scan stays on one thread.
+const PARALLEL_MIN_FILES: usize = 512;
 
 /// A store failure: the data dir itself could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -125,9 +129,12 @@ pub fn parse_record(bytes: &[u8]) -> Option<Record> {
     Some(Record { occurrence, ts_ns })
 }
 
+/// An occurrence file name and its ULID time (ns), when it is a ULID.
+type FileName = (String, Option<u64>);
+
 struct Listing {
     /// Occurrence file names with their ULID time.
-    files: Vec<(String, Option<u64>)>,
+    files: Vec<FileName>,
     foreign: u64,
 }
 
@@ -201,27 +208,25 @@ impl Store {
     }
 
     /// Visits every record that passes `filter`, in no particular order.
-    /// Memory stays flat however many files there are.
+    /// Memory stays flat however many files there are; files are read on up
+    /// to [`MAX_READERS`] threads.
     pub fn scan(
         &self,
         filter: &Filter,
         mut visit: impl FnMut(Record),
     ) -> Result<ScanInfo, StoreError> {
-        self.scan_ordered(filter, &mut |r| {
-            visit(r);
-            None
-        })
+        let Some((files, mut info)) = self.candidates(filter)? else {
+            return Ok(ScanInfo::default());
+        };
+        self.read_parallel(&files, filter, &mut visit, &mut info);
+        Ok(info)
     }
 
-    /// The core loop: candidates newest name first; `visit` returns a floor
-    /// (ns) below which nothing more is wanted, which ends the scan early.
-    fn scan_ordered(
-        &self,
-        filter: &Filter,
-        visit: &mut dyn FnMut(Record) -> Option<u64>,
-    ) -> Result<ScanInfo, StoreError> {
+    /// Lists the dir and orders the files worth opening for `filter`: names
+    /// that are not ULIDs first (they have no time), then ULIDs newest first.
+    fn candidates(&self, filter: &Filter) -> Result<Option<(Vec<FileName>, ScanInfo)>, StoreError> {
         let Some(mut listing) = self.list()? else {
-            return Ok(ScanInfo::default());
+            return Ok(None);
         };
         let mut info = ScanInfo {
             exists: true,
@@ -231,16 +236,27 @@ impl Store {
         if let Some(since) = filter.since_ns {
             listing.files.retain(|(_, u)| !ulid_before(*u, since));
         }
-        // Names that are not ULIDs have no time: read them first, always.
         listing.files.sort_unstable_by(|a, b| match (a.1, b.1) {
             (None, None) => a.0.cmp(&b.0),
             (None, Some(_)) => std::cmp::Ordering::Less,
             (Some(_), None) => std::cmp::Ordering::Greater,
             (Some(_), Some(_)) => b.0.cmp(&a.0),
         });
+        Ok(Some((listing.files, info)))
+    }
+
+    /// Reads `files` in order on this thread; `visit` returns a floor (ns)
+    /// below which nothing more is wanted, which ends the read early.
+    fn read_ordered(
+        &self,
+        files: &[FileName],
+        filter: &Filter,
+        visit: &mut dyn FnMut(Record) -> Option<u64>,
+        info: &mut ScanInfo,
+    ) {
         let mut floor: Option<u64> = None;
         let mut buf = Vec::with_capacity(4096);
-        for (name, ulid_ns) in &listing.files {
+        for (name, ulid_ns) in files {
             if let Some(f) = floor {
                 if ulid_before(*ulid_ns, f) {
                     break;
@@ -259,18 +275,107 @@ impl Store {
                 Err(()) => info.skipped.corrupt += 1,
             }
         }
-        Ok(info)
+    }
+
+    /// Reads all of `files` on several threads (open, read and parse are
+    /// the cost); `visit` runs on this thread, in no particular order.
+    fn read_parallel(
+        &self,
+        files: &[FileName],
+        filter: &Filter,
+        visit: &mut dyn FnMut(Record),
+        info: &mut ScanInfo,
+    ) {
+        let readers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(MAX_READERS);
+        if readers < 2 || files.len() < PARALLEL_MIN_FILES {
+            self.read_ordered(
+                files,
+                filter,
+                &mut |r| {
+                    visit(r);
+                    None
+                },
+                info,
+            );
+            return;
+        }
+        let chunk = files.len().div_ceil(readers);
+        let corrupt: u64 = std::thread::scope(|s| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Record>(1024);
+            let workers: Vec<_> = files
+                .chunks(chunk)
+                .map(|part| {
+                    let tx = tx.clone();
+                    s.spawn(move || {
+                        let mut corrupt = 0u64;
+                        let mut buf = Vec::with_capacity(4096);
+                        for (name, _) in part {
+                            match self.read(name, &mut buf) {
+                                Ok(Some(rec)) => {
+                                    if filter.matches(&rec.occurrence, rec.ts_ns)
+                                        && tx.send(rec).is_err()
+                                    {
+                                        break;
+                                    }
+                                }
+                                Ok(None) => {}
+                                Err(()) => corrupt += 1,
+                            }
+                        }
+                        corrupt
+                    })
+                })
+                .collect();
+            drop(tx);
+            for rec in rx {
+                visit(rec);
+            }
+            workers
+                .into_iter()
+                .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .sum()
+        });
+        info.opened += files.len() as u64;
+        info.skipped.corrupt += corrupt;
     }
 
     /// The newest `limit` records (all with `None`) passing `filter`, newest
     /// first.
     pub fn query(&self, filter: &Filter, limit: Option<usize>) -> Result<QueryResult, StoreError> {
+        let Some((files, mut info)) = self.candidates(filter)? else {
+            return Ok(QueryResult {
+                records: Vec::new(),
+                info: ScanInfo::default(),
+            });
+        };
         let mut top = TopN::new(limit);
-        let info = self.scan_ordered(filter, &mut |rec| {
-            let id = rec.occurrence.id.clone();
-            top.push(rec.ts_ns, id, rec);
-            top.floor_ns()
-        })?;
+        if limit.is_some() {
+            // In name order, so the scan can stop once nothing older can
+            // enter the top N.
+            self.read_ordered(
+                &files,
+                filter,
+                &mut |rec| {
+                    let id = rec.occurrence.id.clone();
+                    top.push(rec.ts_ns, id, rec);
+                    top.floor_ns()
+                },
+                &mut info,
+            );
+        } else {
+            self.read_parallel(
+                &files,
+                filter,
+                &mut |rec| {
+                    let id = rec.occurrence.id.clone();
+                    top.push(rec.ts_ns, id, rec);
+                },
+                &mut info,
+            );
+        }
         Ok(QueryResult {
             records: top.into_sorted(),
             info,
@@ -493,6 +598,31 @@ mod tests {
         let r = Store::new(d).query(&Filter::default(), Some(1)).unwrap();
         assert_eq!(r.records.len(), 1);
         assert_eq!(r.info.opened, 2);
+    }
+
+    #[test]
+    fn large_scans_read_in_parallel_with_the_same_answer() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        let n = PARALLEL_MIN_FILES as u64 + 100;
+        for i in 0..n {
+            write(d, "kernel.storage.io_error", "error", T0 + i * S, i as u128);
+        }
+        for i in 0..7 {
+            std::fs::write(d.join(format!("bad{i}.json")), "{").unwrap();
+        }
+        let store = Store::new(d);
+        let mut seen = 0u64;
+        let info = store.scan(&Filter::default(), |_| seen += 1).unwrap();
+        assert_eq!(seen, n);
+        assert_eq!(info.skipped.corrupt, 7);
+        assert_eq!(info.opened, n + 7);
+        let all = store.query(&Filter::default(), None).unwrap();
+        assert_eq!(all.records.len() as u64, n);
+        assert_eq!(all.records[0].ts_ns, T0 + (n - 1) * S);
+        assert!(all.records.windows(2).all(|w| w[0].ts_ns > w[1].ts_ns));
+        let top = store.query(&Filter::default(), Some(5)).unwrap();
+        assert_eq!(top.records[..], all.records[..5]);
     }
 
     #[test]
