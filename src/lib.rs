@@ -1,12 +1,15 @@
 //! Tapio: an exact eBPF observer of kernel failure facts.
 //!
 //! One binary, one library. `wire` is the protocol every other module
-//! speaks; `agent` observes; `store` reads what the agent's file sink wrote,
-//! for `cli` and `mcp`. Nothing depends on `agent`.
+//! speaks; `agent` observes; `profile` turns Evidence Profiles into
+//! configs; `controller` serves them to a fleet; `store` reads what the
+//! agent's file sink wrote, for `cli` and `mcp`. Nothing depends on `agent`.
 
 pub mod agent;
 pub mod cli;
+pub mod controller;
 pub mod exit;
 pub mod mcp;
+pub mod profile;
 pub mod store;
 pub mod wire;

@@ -83,6 +83,12 @@ pub enum Fact {
 }
 
 impl Fact {
+    pub fn as_net(&self) -> Option<&NetFact> {
+        match self {
+            Fact::Net(f) => Some(f),
+        }
+    }
+
     pub fn generation(&self) -> u32 {
         match self {
             Fact::Net(f) => f.generation,

@@ -7,6 +7,7 @@
 //! time) outside this module.
 
 pub mod network;
+pub mod node;
 
 use serde_json::{Map, Value};
 
