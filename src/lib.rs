@@ -2,10 +2,14 @@
 //!
 //! One binary, one library. `wire` is the protocol every other module
 //! speaks; `agent` observes; `profile` turns Evidence Profiles into
-//! configs; `controller` serves them to a fleet. Nothing depends on `agent`.
+//! configs; `controller` serves them to a fleet; `store` reads what the
+//! agent's file sink wrote, for `cli` and `mcp`. Nothing depends on `agent`.
 
 pub mod agent;
+pub mod cli;
 pub mod controller;
 pub mod exit;
+pub mod mcp;
 pub mod profile;
+pub mod store;
 pub mod wire;

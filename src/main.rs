@@ -30,15 +30,38 @@ enum Command {
     Profile(tapio::profile::cli::ProfileArgs),
     /// Serve an Evidence Profile to agents over tapio-wire/v1.
     Controller(tapio::controller::ControllerArgs),
+    /// Summarise the local occurrence files: counts by observer and type, newest.
+    Status(tapio::cli::StatusArgs),
+    /// Show the newest occurrences, filtered by time, type, observer, severity.
+    Recent(tapio::cli::RecentArgs),
+    /// Follow new occurrences as the agent writes them, until Ctrl-C.
+    Watch(tapio::cli::WatchArgs),
+    /// Give each observer a verdict (ok / degraded / failing) from recent evidence.
+    Health(tapio::cli::HealthArgs),
+    /// Serve the occurrence files to MCP clients (read-only, JSON-RPC over stdio).
+    Mcp(tapio::mcp::McpArgs),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Bad usage exits 1 (clap's own default would be 2, our runtime-failure
+    // code); --help and --version exit 0.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
+        }
+    };
     tapio::exit::init_logging();
     let result: Result<(), CliError> = match cli.command {
         Command::Agent(args) => tapio::agent::run(args),
         Command::Profile(args) => tapio::profile::cli::run(args),
         Command::Controller(args) => tapio::controller::run(args),
+        Command::Status(args) => tapio::cli::status::run(args),
+        Command::Recent(args) => tapio::cli::recent::run(args),
+        Command::Watch(args) => tapio::cli::watch::run(args),
+        Command::Health(args) => tapio::cli::health::run(args),
+        Command::Mcp(args) => tapio::mcp::run(args),
     };
     tapio::exit::finish(result)
 }

@@ -1,0 +1,253 @@
+//! The MCP tools: their descriptions, input and output JSON Schemas, and how
+//! a call maps onto [`crate::store::report`].
+
+use serde_json::{json, Value};
+
+use crate::store::report::{self, HealthParams, RecentParams, ReportError};
+use crate::store::summary::HEALTH_RULE;
+use crate::store::Store;
+
+/// The most occurrences one `recent_anomalies` call returns.
+pub const MAX_LIMIT: u64 = 1000;
+
+/// A failed call and how it is reported.
+#[derive(Debug)]
+pub enum CallError {
+    /// Unknown tool or arguments that do not fit the input schema:
+    /// JSON-RPC -32602.
+    InvalidParams(String),
+    /// The tool ran and failed (the data dir could not be read): a result
+    /// with `isError: true`.
+    Execution(String),
+}
+
+const OBSERVERS: [&str; 4] = ["network", "container", "storage", "node"];
+const SEVERITIES: [&str; 4] = ["info", "warning", "error", "critical"];
+
+fn since_schema(default: Option<&str>) -> Value {
+    let mut s = json!({
+        "type": "string",
+        "description": "Window start: a duration back from now (30s, 5m, 2h, 1d) or an RFC 3339 time (2026-04-03T14:00:00Z).",
+        "pattern": "^([0-9]+[smhd]|[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ].+)$"
+    });
+    if let Some(d) = default {
+        s["default"] = json!(d);
+    }
+    s
+}
+
+fn occurrence_schema() -> Value {
+    json!({
+        "type": "object",
+        "description": "One kernel failure fact (Tapio occurrence JSON).",
+        "required": ["id", "timestamp", "source", "type", "protocol_version", "severity", "outcome", "error", "data"],
+        "properties": {
+            "id": {"type": "string"},
+            "timestamp": {"type": "string"},
+            "source": {"type": "string"},
+            "type": {"type": "string"},
+            "protocol_version": {"type": "string"},
+            "severity": {"type": "string"},
+            "outcome": {"type": "string"},
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {"code": {"type": "string"}, "message": {"type": "string"}}
+            },
+            "data": {"type": "object"}
+        }
+    })
+}
+
+fn skipped_schema() -> Value {
+    json!({
+        "type": "object",
+        "description": "Entries skipped: unreadable or unparsable occurrence files (corrupt), other entries (foreign).",
+        "required": ["corrupt", "foreign"],
+        "properties": {"corrupt": {"type": "integer"}, "foreign": {"type": "integer"}}
+    })
+}
+
+fn nullable_string() -> Value {
+    json!({"type": ["string", "null"]})
+}
+
+/// The `tools/list` entries. `structured`: include the fields added in
+/// 2025-06-18 (`title`, `outputSchema`).
+pub fn list(structured: bool) -> Vec<Value> {
+    let mut tools = vec![
+        json!({
+            "name": "recent_anomalies",
+            "title": "Recent kernel anomalies",
+            "description": "Newest kernel failure facts (occurrences) recorded on this node by the Tapio agent, newest first: refused/timed-out/unreachable connections, retransmit spikes, RTT degradation, OOM kills, abnormal exits, I/O errors and latency spikes, CPU stalls, IPC degradation, memory pressure. Filters combine; severity is a minimum.",
+            "inputSchema": {
+                "type": "object",
+                "properties": {
+                    "since": since_schema(None),
+                    "type": {
+                        "type": "string",
+                        "description": "Anomaly type, e.g. kernel.network.connection_refused, or its short name (connection_refused)."
+                    },
+                    "observer": {"type": "string", "enum": OBSERVERS},
+                    "severity": {"type": "string", "enum": SEVERITIES, "description": "Minimum severity."},
+                    "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": report::DEFAULT_LIMIT}
+                },
+                "additionalProperties": false
+            },
+            "outputSchema": {
+                "type": "object",
+                "required": ["data_dir", "data_dir_exists", "query", "count", "skipped", "occurrences"],
+                "properties": {
+                    "data_dir": {"type": "string"},
+                    "data_dir_exists": {"type": "boolean"},
+                    "query": {
+                        "type": "object",
+                        "required": ["since", "type", "observer", "severity", "limit"],
+                        "properties": {
+                            "since": nullable_string(),
+                            "type": nullable_string(),
+                            "observer": nullable_string(),
+                            "severity": nullable_string(),
+                            "limit": {"type": "integer"}
+                        }
+                    },
+                    "count": {"type": "integer"},
+                    "skipped": skipped_schema(),
+                    "occurrences": {"type": "array", "items": occurrence_schema()}
+                }
+            }
+        }),
+        json!({
+            "name": "node_health",
+            "title": "Node health verdicts",
+            "description": format!("Per-observer verdict (ok, degraded, failing) from the occurrences in a window (default the last 15 minutes), with the counts behind it. Rule: {HEALTH_RULE}. Only written evidence counts: an observer that never started also reads ok."),
+            "inputSchema": {
+                "type": "object",
+                "properties": {
+                    "observer": {"type": "string", "enum": OBSERVERS},
+                    "since": since_schema(Some("15m")),
+                    "until": {"type": "string", "description": "Window end, RFC 3339; default now."}
+                },
+                "additionalProperties": false
+            },
+            "outputSchema": {
+                "type": "object",
+                "required": ["data_dir", "data_dir_exists", "window", "rule", "verdict", "observers", "skipped"],
+                "properties": {
+                    "data_dir": {"type": "string"},
+                    "data_dir_exists": {"type": "boolean"},
+                    "window": {
+                        "type": "object",
+                        "required": ["since", "until", "seconds"],
+                        "properties": {
+                            "since": {"type": "string"},
+                            "until": {"type": "string"},
+                            "seconds": {"type": "integer"}
+                        }
+                    },
+                    "rule": {"type": "string"},
+                    "verdict": {"type": "string", "enum": ["ok", "degraded", "failing"]},
+                    "observers": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["observer", "verdict", "total", "critical", "error", "warning", "info", "other", "newest"],
+                            "properties": {
+                                "observer": {"type": "string", "enum": OBSERVERS},
+                                "verdict": {"type": "string", "enum": ["ok", "degraded", "failing"]},
+                                "total": {"type": "integer"},
+                                "critical": {"type": "integer"},
+                                "error": {"type": "integer"},
+                                "warning": {"type": "integer"},
+                                "info": {"type": "integer"},
+                                "other": {"type": "integer"},
+                                "newest": nullable_string()
+                            }
+                        }
+                    },
+                    "skipped": skipped_schema()
+                }
+            }
+        }),
+        json!({
+            "name": "status",
+            "title": "Occurrence store status",
+            "description": "What the node's occurrence store holds: total, counts by observer and by type, the newest occurrence, skipped files.",
+            "inputSchema": {"type": "object", "properties": {}, "additionalProperties": false},
+            "outputSchema": {
+                "type": "object",
+                "required": ["data_dir", "data_dir_exists", "total", "skipped", "by_observer", "by_type", "newest"],
+                "properties": {
+                    "data_dir": {"type": "string"},
+                    "data_dir_exists": {"type": "boolean"},
+                    "total": {"type": "integer"},
+                    "skipped": skipped_schema(),
+                    "by_observer": {"type": "object", "additionalProperties": {"type": "integer"}},
+                    "by_type": {"type": "object", "additionalProperties": {"type": "integer"}},
+                    "newest": {"anyOf": [occurrence_schema(), {"type": "null"}]}
+                }
+            }
+        }),
+    ];
+    for t in &mut tools {
+        if let Some(obj) = t.as_object_mut() {
+            obj.insert(
+                "annotations".into(),
+                json!({"readOnlyHint": true, "destructiveHint": false, "idempotentHint": true, "openWorldHint": false}),
+            );
+            if !structured {
+                obj.remove("title");
+                obj.remove("outputSchema");
+            }
+        }
+    }
+    tools
+}
+
+fn parse_args<T: serde::de::DeserializeOwned>(name: &str, args: Value) -> Result<T, CallError> {
+    serde_json::from_value(args)
+        .map_err(|e| CallError::InvalidParams(format!("invalid arguments for {name}: {e}")))
+}
+
+fn report_error(e: ReportError) -> CallError {
+    match e {
+        ReportError::Invalid(m) => CallError::InvalidParams(m),
+        ReportError::Store(e) => CallError::Execution(e.to_string()),
+    }
+}
+
+fn to_value(v: &impl serde::Serialize) -> Result<Value, CallError> {
+    serde_json::to_value(v)
+        .map_err(|e| CallError::Execution(format!("failed to encode result: {e}")))
+}
+
+/// Runs tool `name` with `args` (a JSON object) and returns its structured
+/// result.
+pub fn call(store: &Store, name: &str, args: Value, now_ns: u64) -> Result<Value, CallError> {
+    match name {
+        "recent_anomalies" => {
+            let params: RecentParams = parse_args(name, args)?;
+            if let Some(limit) = params.limit {
+                if !(1..=MAX_LIMIT).contains(&limit) {
+                    return Err(CallError::InvalidParams(format!(
+                        "invalid arguments for {name}: limit must be between 1 and {MAX_LIMIT}"
+                    )));
+                }
+            }
+            to_value(&report::recent(store, &params, now_ns).map_err(report_error)?)
+        }
+        "node_health" => {
+            let params: HealthParams = parse_args(name, args)?;
+            to_value(&report::health(store, &params, now_ns).map_err(report_error)?)
+        }
+        "status" => {
+            let _: Empty = parse_args(name, args)?;
+            to_value(&report::status(store).map_err(report_error)?)
+        }
+        _ => Err(CallError::InvalidParams(format!("unknown tool: {name}"))),
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Empty {}

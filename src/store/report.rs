@@ -1,0 +1,351 @@
+//! The three questions the CLI and the MCP server both answer — recent
+//! occurrences, status, health — as one set of parameters and one JSON shape
+//! each. `tapio recent --json` and the MCP `recent_anomalies` tool return the
+//! same object, and so on. Field names are stable; new fields may be added.
+//!
+//! `recent`:
+//! ```json
+//! {"data_dir":".tapio/occurrences","data_dir_exists":true,
+//!  "query":{"since":"2026-04-03T14:00:00.000Z","type":null,"observer":null,"severity":null,"limit":50},
+//!  "count":1,"skipped":{"corrupt":0,"foreign":0},"occurrences":[{...occurrence...}]}
+//! ```
+//! `status`:
+//! ```json
+//! {"data_dir":"…","data_dir_exists":true,"total":3,"skipped":{"corrupt":1,"foreign":0},
+//!  "by_observer":{"container":1,"network":2,"node":0,"storage":0},
+//!  "by_type":{"kernel.container.oom_kill":1,"kernel.network.connection_refused":2},
+//!  "newest":{...occurrence...}}
+//! ```
+//! `health` (rule in [`super::summary`]):
+//! ```json
+//! {"data_dir":"…","data_dir_exists":true,
+//!  "window":{"since":"…","until":"…","seconds":900},"rule":"failing: …","verdict":"degraded",
+//!  "observers":[{"observer":"network","verdict":"degraded","total":2,"critical":0,"error":1,
+//!                "warning":1,"info":0,"other":0,"newest":"2026-04-03T14:23:01.042Z"}, …],
+//!  "skipped":{"corrupt":0,"foreign":0}}
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use super::filter::{parse_observer, parse_severity, parse_since, parse_type, Filter};
+use super::summary::{
+    HealthCounts, ObserverHealth, StatusCounts, Verdict, DEFAULT_HEALTH_WINDOW_S, HEALTH_RULE,
+};
+use super::{Skipped, Store, StoreError};
+use crate::wire::time::{format_rfc3339_millis, parse_rfc3339};
+use crate::wire::{Observer, Occurrence};
+
+/// `recent` returns at most this many occurrences unless told otherwise.
+pub const DEFAULT_LIMIT: u64 = 50;
+
+/// Why a report could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// A parameter is invalid (the caller's fault: exit 1, JSON-RPC -32602).
+    #[error("{0}")]
+    Invalid(String),
+    /// The data dir could not be read (exit 2, MCP `isError`).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Parameters of `recent` / `recent_anomalies`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecentParams {
+    /// `30s`, `5m`, `2h`, `1d` or RFC 3339; none: no lower bound.
+    pub since: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub observer: Option<String>,
+    /// Minimum severity.
+    pub severity: Option<String>,
+    /// 0 means no limit; none means [`DEFAULT_LIMIT`].
+    pub limit: Option<u64>,
+}
+
+/// Parameters of `health` / `node_health`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthParams {
+    pub observer: Option<String>,
+    /// Window start: a duration back from `until`, or RFC 3339. Default 15m.
+    pub since: Option<String>,
+    /// Window end, RFC 3339. Default now.
+    pub until: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RecentQuery {
+    pub since: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub observer: Option<Observer>,
+    pub severity: Option<String>,
+    /// 0: no limit.
+    pub limit: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RecentReport {
+    pub data_dir: String,
+    pub data_dir_exists: bool,
+    pub query: RecentQuery,
+    pub count: usize,
+    pub skipped: Skipped,
+    pub occurrences: Vec<Occurrence>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatusReport {
+    pub data_dir: String,
+    pub data_dir_exists: bool,
+    pub total: u64,
+    pub skipped: Skipped,
+    pub by_observer: std::collections::BTreeMap<String, u64>,
+    pub by_type: std::collections::BTreeMap<String, u64>,
+    pub newest: Option<Occurrence>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Window {
+    pub since: String,
+    pub until: String,
+    pub seconds: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HealthReport {
+    pub data_dir: String,
+    pub data_dir_exists: bool,
+    pub window: Window,
+    pub rule: &'static str,
+    pub verdict: Verdict,
+    pub observers: Vec<ObserverHealth>,
+    pub skipped: Skipped,
+}
+
+fn dir_string(store: &Store) -> String {
+    store.dir().to_string_lossy().into_owned()
+}
+
+/// Validates `params` into a filter and the limit (`None`: unlimited).
+pub fn recent_filter(
+    params: &RecentParams,
+    now_ns: u64,
+) -> Result<(Filter, RecentQuery), ReportError> {
+    let since_ns = params
+        .since
+        .as_deref()
+        .map(|s| parse_since(s, now_ns))
+        .transpose()
+        .map_err(ReportError::Invalid)?;
+    let kind = params
+        .kind
+        .as_deref()
+        .map(parse_type)
+        .transpose()
+        .map_err(ReportError::Invalid)?;
+    let observer = params
+        .observer
+        .as_deref()
+        .map(parse_observer)
+        .transpose()
+        .map_err(ReportError::Invalid)?;
+    let severity = params
+        .severity
+        .as_deref()
+        .map(parse_severity)
+        .transpose()
+        .map_err(ReportError::Invalid)?;
+    let filter = Filter {
+        since_ns,
+        until_ns: None,
+        observers: observer.into_iter().collect(),
+        kind: kind.clone(),
+        min_severity: severity,
+    };
+    let query = RecentQuery {
+        since: since_ns.map(format_rfc3339_millis),
+        kind,
+        observer,
+        severity: severity.map(|s| s.as_str().to_string()),
+        limit: params.limit.unwrap_or(DEFAULT_LIMIT),
+    };
+    Ok((filter, query))
+}
+
+/// `recent`: the newest occurrences matching `params`.
+pub fn recent(
+    store: &Store,
+    params: &RecentParams,
+    now_ns: u64,
+) -> Result<RecentReport, ReportError> {
+    let (filter, query) = recent_filter(params, now_ns)?;
+    let limit = match query.limit {
+        0 => None,
+        n => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+    };
+    let result = store.query(&filter, limit)?;
+    let occurrences: Vec<Occurrence> = result.records.into_iter().map(|r| r.occurrence).collect();
+    Ok(RecentReport {
+        data_dir: dir_string(store),
+        data_dir_exists: result.info.exists,
+        query,
+        count: occurrences.len(),
+        skipped: result.info.skipped,
+        occurrences,
+    })
+}
+
+/// `status`: counts over every occurrence in the store.
+pub fn status(store: &Store) -> Result<StatusReport, ReportError> {
+    let mut counts = StatusCounts::new();
+    let info = store.scan(&Filter::default(), |r| counts.add(r))?;
+    Ok(StatusReport {
+        data_dir: dir_string(store),
+        data_dir_exists: info.exists,
+        total: counts.total,
+        skipped: info.skipped,
+        by_observer: counts.by_observer,
+        by_type: counts.by_type,
+        newest: counts.newest,
+    })
+}
+
+/// `health`: verdicts per observer over a window ending at `until` (default
+/// `now_ns`).
+pub fn health(
+    store: &Store,
+    params: &HealthParams,
+    now_ns: u64,
+) -> Result<HealthReport, ReportError> {
+    let observers: Vec<Observer> = params
+        .observer
+        .as_deref()
+        .map(parse_observer)
+        .transpose()
+        .map_err(ReportError::Invalid)?
+        .into_iter()
+        .collect();
+    let until_ns = match params.until.as_deref() {
+        Some(u) => parse_rfc3339(u).ok_or_else(|| {
+            ReportError::Invalid(format!(
+                "invalid --until {u:?}: expected an RFC 3339 time like 2026-04-03T14:00:00Z"
+            ))
+        })?,
+        None => now_ns,
+    };
+    let since_ns = match params.since.as_deref() {
+        Some(s) => parse_since(s, until_ns).map_err(ReportError::Invalid)?,
+        None => until_ns.saturating_sub(DEFAULT_HEALTH_WINDOW_S * 1_000_000_000),
+    };
+    if since_ns > until_ns {
+        return Err(ReportError::Invalid(format!(
+            "invalid window: since {} is after until {}",
+            format_rfc3339_millis(since_ns),
+            format_rfc3339_millis(until_ns)
+        )));
+    }
+    let filter = Filter {
+        since_ns: Some(since_ns),
+        until_ns: Some(until_ns),
+        observers: observers.clone(),
+        ..Filter::default()
+    };
+    let mut counts = HealthCounts::new(&observers);
+    let info = store.scan(&filter, |r| counts.add(&r))?;
+    Ok(HealthReport {
+        data_dir: dir_string(store),
+        data_dir_exists: info.exists,
+        window: Window {
+            since: format_rfc3339_millis(since_ns),
+            until: format_rfc3339_millis(until_ns),
+            seconds: (until_ns - since_ns) / 1_000_000_000,
+        },
+        rule: HEALTH_RULE,
+        verdict: counts.verdict(),
+        observers: counts.into_observers(),
+        skipped: info.skipped,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_743_691_381_042_000_000;
+
+    #[test]
+    fn recent_params_validate() {
+        let ok = RecentParams {
+            since: Some("5m".into()),
+            kind: Some("oom_kill".into()),
+            observer: Some("container".into()),
+            severity: Some("error".into()),
+            limit: None,
+        };
+        let (f, q) = recent_filter(&ok, NOW).unwrap();
+        assert_eq!(f.since_ns, Some(NOW - 300_000_000_000));
+        assert_eq!(q.kind.as_deref(), Some("kernel.container.oom_kill"));
+        assert_eq!(q.limit, DEFAULT_LIMIT);
+        for bad in [
+            RecentParams {
+                since: Some("5x".into()),
+                ..RecentParams::default()
+            },
+            RecentParams {
+                observer: Some("gpu".into()),
+                ..RecentParams::default()
+            },
+            RecentParams {
+                severity: Some("fatal".into()),
+                ..RecentParams::default()
+            },
+            RecentParams {
+                kind: Some("nope".into()),
+                ..RecentParams::default()
+            },
+        ] {
+            assert!(
+                matches!(recent_filter(&bad, NOW), Err(ReportError::Invalid(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn params_reject_unknown_fields() {
+        let r: Result<RecentParams, _> = serde_json::from_str(r#"{"sinse":"5m"}"#);
+        assert!(r.is_err());
+        let r: Result<HealthParams, _> = serde_json::from_str(r#"{"observer":3}"#);
+        assert!(r.is_err());
+    }
+
+    #[test]
+    fn health_window_checks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::new(tmp.path());
+        let r = health(&store, &HealthParams::default(), NOW).unwrap();
+        assert_eq!(r.window.seconds, 900);
+        assert_eq!(r.verdict, Verdict::Ok);
+        assert_eq!(r.observers.len(), 4);
+        let bad = HealthParams {
+            since: Some("2030-01-01T00:00:00Z".into()),
+            until: Some("2026-01-01T00:00:00Z".into()),
+            ..HealthParams::default()
+        };
+        assert!(matches!(
+            health(&store, &bad, NOW),
+            Err(ReportError::Invalid(_))
+        ));
+        let bad = HealthParams {
+            until: Some("later".into()),
+            ..HealthParams::default()
+        };
+        assert!(matches!(
+            health(&store, &bad, NOW),
+            Err(ReportError::Invalid(_))
+        ));
+    }
+}

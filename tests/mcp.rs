@@ -1,0 +1,351 @@
+//! `tapio mcp` over real stdio: raw JSON-RPC edge cases, and the official
+//! MCP Python SDK as a client (tests/mcp_client.py).
+//!
+//! The SDK is installed once into `target/py-venv` (`python3 -m venv`, then
+//! `pip install mcp==2.3.0`). Where that cannot be done the SDK test prints
+//! one line saying why and passes, unless `TAPIO_REQUIRE_EBPF=1` (CI), where
+//! it fails.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+const BASIC: &str = "tests/fixtures/occurrences/basic";
+/// The SDK release the client script is written against.
+const SDK: &str = "mcp==2.3.0";
+const LINE_WAIT: Duration = Duration::from_secs(30);
+
+struct Server {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Server {
+    fn start() -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tapio"))
+            .args(["mcp", "--data-dir", BASIC])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn tapio mcp");
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Server {
+            stdin: child.stdin.take(),
+            child,
+            lines,
+        }
+    }
+
+    fn send_raw(&mut self, bytes: &[u8]) {
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(bytes).unwrap();
+        stdin.write_all(b"\n").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Sends one line and returns the one response line, parsed.
+    fn ask(&mut self, line: &str) -> Value {
+        self.send_raw(line.as_bytes());
+        self.reply()
+    }
+
+    fn reply(&self) -> Value {
+        let line = self
+            .lines
+            .recv_timeout(LINE_WAIT)
+            .expect("no response within the bound (did the server exit?)");
+        let v: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
+        assert_eq!(v["jsonrpc"], "2.0", "{line}");
+        v
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn error_code(v: &Value) -> i64 {
+    v["error"]["code"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("not an error: {v}"))
+}
+
+#[test]
+fn malformed_input_gets_json_rpc_errors_and_the_server_keeps_answering() {
+    let mut s = Server::start();
+    let cases: &[(&str, i64, Value)] = &[
+        ("{", -32700, Value::Null),
+        ("{\"jsonrpc\":\"2.0\",\"id\":1,", -32700, Value::Null),
+        ("[1,2]", -32600, Value::Null),
+        ("\"hello\"", -32600, Value::Null),
+        (r#"{"jsonrpc":"2.0","id":2}"#, -32600, json!(2)),
+        (
+            r#"{"jsonrpc":"1.0","id":3,"method":"ping"}"#,
+            -32600,
+            json!(3),
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":4,"method":"sampling/createMessage"}"#,
+            -32601,
+            json!(4),
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":"five","method":"initialize","params":{"protocolVersion":5}}"#,
+            -32602,
+            json!("five"),
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"drop_tables"}}"#,
+            -32602,
+            json!(6),
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"recent_anomalies","arguments":{"observer":"gpu"}}}"#,
+            -32602,
+            json!(7),
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"recent_anomalies","arguments":{"limit":-1}}}"#,
+            -32602,
+            json!(8),
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"node_health","arguments":{"until":"noon"}}}"#,
+            -32602,
+            json!(9),
+        ),
+    ];
+    for (line, code, id) in cases {
+        let v = s.ask(line);
+        assert_eq!(error_code(&v), *code, "{line} -> {v}");
+        assert_eq!(v["id"], *id, "{line} -> {v}");
+        assert!(v["error"]["message"].is_string(), "{v}");
+    }
+
+    // Not UTF-8.
+    s.send_raw(b"\xff\xfe{}");
+    assert_eq!(error_code(&s.reply()), -32700);
+
+    // A line over the 1 MiB bound is refused, not buffered forever.
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":10,"method":"ping","params":{{"pad":"{}"}}}}"#,
+        "x".repeat(2 << 20)
+    );
+    s.send_raw(big.as_bytes());
+    assert_eq!(error_code(&s.reply()), -32600);
+
+    // Notifications get no answer: the next line is the ping's.
+    s.send_raw(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+    s.send_raw(br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}}"#);
+    s.send_raw(b"");
+    let v = s.ask(r#"{"jsonrpc":"2.0","id":11,"method":"ping"}"#);
+    assert_eq!(v, json!({"jsonrpc": "2.0", "id": 11, "result": {}}));
+
+    // Still a working server.
+    let v = s.ask(
+        r#"{"jsonrpc":"2.0","id":12,"method":"initialize","params":{"protocolVersion":"2024-11-05","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#,
+    );
+    assert_eq!(v["result"]["protocolVersion"], "2024-11-05");
+    assert_eq!(v["result"]["serverInfo"]["name"], "tapio");
+    let v = s.ask(
+        r#"{"jsonrpc":"2.0","id":13,"method":"tools/call","params":{"name":"status","arguments":{}}}"#,
+    );
+    assert_eq!(v["result"]["isError"], false);
+    let text = v["result"]["content"][0]["text"].as_str().unwrap();
+    let status: Value = serde_json::from_str(text).unwrap();
+    assert_eq!(status["total"], 5);
+    // 2024-11-05 has no structuredContent.
+    assert!(v["result"].get("structuredContent").is_none(), "{v}");
+
+    // End of stdin ends the server, with exit 0.
+    drop(s.stdin.take());
+    let mut status = None;
+    for _ in 0..300 {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            status = Some(st);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(status.expect("server did not exit on EOF").code(), Some(0));
+    // Nothing else was written to stdout.
+    assert!(s.lines.try_recv().is_err());
+}
+
+#[test]
+fn negotiates_and_returns_structured_content() {
+    let mut s = Server::start();
+    let v = s.ask(
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2099-01-01","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#,
+    );
+    assert_eq!(v["result"]["protocolVersion"], "2025-06-18");
+    assert_eq!(
+        v["result"]["capabilities"]["tools"],
+        json!({"listChanged": false})
+    );
+    let v = s.ask(
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"recent_anomalies","arguments":{"since":"2025-04-03T14:21:00Z"}}}"#,
+    );
+    let sc = &v["result"]["structuredContent"];
+    assert_eq!(sc["count"], 2, "{v}");
+    assert_eq!(
+        sc["occurrences"][1]["type"],
+        "kernel.network.connection_timeout"
+    );
+    let text: Value =
+        serde_json::from_str(v["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(&text, sc);
+}
+
+fn venv_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/py-venv")
+}
+
+struct Finished {
+    status: std::process::ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `cmd` to completion within `limit`, capturing its output (read on
+/// threads, so a chatty child cannot block on a full pipe).
+fn run_bounded(mut cmd: Command, limit: Duration) -> Result<Finished, String> {
+    let what = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{what}: {e}"))?;
+    let collect = |r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = BufReader::new(r).read_to_string(&mut text);
+            text
+        })
+    };
+    let out = collect(Box::new(child.stdout.take().unwrap()));
+    let err = collect(Box::new(child.stderr.take().unwrap()));
+    let step = Duration::from_millis(100);
+    let mut waited = Duration::ZERO;
+    let status = loop {
+        if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
+            break st;
+        }
+        if waited >= limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("{what}: still running after {limit:?}"));
+        }
+        std::thread::sleep(step);
+        waited += step;
+    };
+    Ok(Finished {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    })
+}
+
+/// Like [`run_bounded`], and the command must succeed.
+fn run_ok(cmd: Command, limit: Duration) -> Result<(), String> {
+    let what = format!("{cmd:?}");
+    let f = run_bounded(cmd, limit)?;
+    if f.status.success() {
+        Ok(())
+    } else {
+        let last = f.stderr.lines().last().unwrap_or("").to_string();
+        Err(format!("{what}: {}: {last}", f.status))
+    }
+}
+
+/// A Python with the MCP SDK, installing it into the venv when needed.
+fn sdk_python() -> Result<PathBuf, String> {
+    let venv = venv_dir();
+    let python = venv.join("bin/python");
+    let has_sdk = |py: &Path| {
+        let mut c = Command::new(py);
+        c.args(["-c", "import mcp.client.stdio"]);
+        run_ok(c, Duration::from_secs(60)).is_ok()
+    };
+    if python.exists() && has_sdk(&python) {
+        return Ok(python);
+    }
+    if !python.exists() {
+        let mut c = Command::new("python3");
+        c.args(["-m", "venv"]).arg(&venv);
+        run_ok(c, Duration::from_secs(120))?;
+    }
+    let mut c = Command::new(&python);
+    c.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        SDK,
+    ]);
+    run_ok(c, Duration::from_secs(600))?;
+    if has_sdk(&python) {
+        Ok(python)
+    } else {
+        Err(format!(
+            "{SDK} installed but `import mcp.client.stdio` fails"
+        ))
+    }
+}
+
+#[test]
+fn official_python_sdk_client() {
+    let python = match sdk_python() {
+        Ok(p) => p,
+        Err(why) => {
+            if std::env::var("TAPIO_REQUIRE_EBPF").as_deref() == Ok("1") {
+                panic!("cannot set up the MCP Python SDK: {why}");
+            }
+            println!(
+                "skipping official_python_sdk_client: cannot set up the MCP Python SDK ({why})"
+            );
+            return;
+        }
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut cmd = Command::new(python);
+    cmd.arg(root.join("tests/mcp_client.py"))
+        .arg(env!("CARGO_BIN_EXE_tapio"))
+        .arg(root.join(BASIC))
+        .current_dir(root);
+    // Bounded: the client script is a fixed sequence of calls.
+    let out = run_bounded(cmd, Duration::from_secs(120)).expect("run mcp_client.py");
+    let (stdout, stderr) = (&out.stdout, &out.stderr);
+    assert!(
+        out.status.success(),
+        "mcp_client.py failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    assert!(
+        stdout.contains("checks passed"),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    print!("{stdout}");
+}
