@@ -21,6 +21,16 @@ pub const STAT_MAX: usize = 8;
 pub const EV_NET_CONNECT_FAIL: u16 = 1;
 pub const EV_NET_RETRANSMIT: u16 = 2;
 pub const EV_NET_RTT: u16 = 3;
+pub const EV_CTR_OOM: u16 = 16;
+pub const EV_CTR_EXIT: u16 = 17;
+pub const EV_STO_IO: u16 = 32;
+
+pub const CTR_F_PIDNS_INIT: u32 = 1 << 0;
+pub const CTR_F_MEMCG: u32 = 1 << 1;
+pub const CTR_F_MM: u32 = 1 << 2;
+
+pub const STO_F_LATENCY: u16 = 1 << 0;
+pub const STO_F_PARTIAL: u16 = 1 << 1;
 
 pub const NET_F_RST: u16 = 1 << 0;
 pub const NET_F_OWNER: u16 = 1 << 1;
@@ -154,6 +164,62 @@ pub mod net {
     pub const CGROUP_ID: usize = 96;
 }
 
+/// Size of `struct tapio_ctr_event`.
+pub const CTR_EVENT_SIZE: usize = 112;
+/// Size of `struct tapio_sto_event`.
+pub const STO_EVENT_SIZE: usize = 56;
+
+/// Field offsets of `struct tapio_ctr_event` (see the C header).
+pub mod ctr {
+    pub const PID: usize = 16;
+    pub const TID: usize = 20;
+    pub const COMM: usize = 24;
+    pub const CGROUP_ID: usize = 40;
+    pub const MEMCG_ID: usize = 48;
+    pub const EXIT_STATUS: usize = 56;
+    pub const FLAGS: usize = 60;
+    pub const NS_PID: usize = 64;
+    pub const MEMCG_LIMIT_DEPTH: usize = 68;
+    pub const ANON_RSS_PAGES: usize = 72;
+    pub const FILE_RSS_PAGES: usize = 80;
+    pub const SHMEM_RSS_PAGES: usize = 88;
+    pub const MEMCG_USAGE_PAGES: usize = 96;
+    pub const MEMCG_MAX_PAGES: usize = 104;
+}
+
+/// Field offsets of `struct tapio_sto_event` (see the C header).
+pub mod sto {
+    pub const LATENCY_NS: usize = 16;
+    pub const SECTOR: usize = 24;
+    pub const DEV: usize = 32;
+    pub const NR_SECTORS: usize = 36;
+    pub const BYTES: usize = 40;
+    pub const CMD_FLAGS: usize = 44;
+    pub const STATUS: usize = 48;
+    pub const REQUEUES: usize = 52;
+    pub const FLAGS: usize = 54;
+}
+
+// The last field of each record ends exactly at its size.
+const _: () = assert!(ctr::MEMCG_MAX_PAGES + 8 == CTR_EVENT_SIZE);
+const _: () = assert!(sto::FLAGS + 2 == STO_EVENT_SIZE);
+
+/// The `reason` label of `tapio_correlation_drops_total{observer,reason}`
+/// for a BPF stats index, or `None` when that index is not a correlation
+/// drop for `observer`.
+///
+/// | observer | index | reason |
+/// |---|---|---|
+/// | storage | 4 (`TAPIO_STAT_CORR_DUP`) | `ambiguous_inflight_io`: a completion whose request had been issued again with no requeue between; its latency is not judged (an error is still reported, without `latency_ns`) |
+/// | storage | 5 (`TAPIO_STAT_CORR_MISSING`) | `missing_issue`: a completion with no recorded issue (issued before the observer was live, or evicted from the full inflight map) |
+pub fn stat_reason(observer: Observer, idx: usize) -> Option<&'static str> {
+    match (observer, idx) {
+        (Observer::Storage, STAT_CORR_DUP) => Some("ambiguous_inflight_io"),
+        (Observer::Storage, STAT_CORR_MISSING) => Some("missing_issue"),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,6 +245,21 @@ mod tests {
         assert_eq!(c.flags & Observer::Storage.flag(), 0);
         assert_eq!(c.ctr_ignore_exit_codes_count, 2);
         assert_eq!(&c.ctr_ignore_exit_codes[..3], &[3, 7, 0]);
+    }
+
+    #[test]
+    fn stat_reasons_name_storage_drops_only() {
+        assert_eq!(
+            stat_reason(Observer::Storage, STAT_CORR_DUP),
+            Some("ambiguous_inflight_io")
+        );
+        assert_eq!(
+            stat_reason(Observer::Storage, STAT_CORR_MISSING),
+            Some("missing_issue")
+        );
+        assert_eq!(stat_reason(Observer::Storage, STAT_RB_FULL), None);
+        assert_eq!(stat_reason(Observer::Container, STAT_CORR_DUP), None);
+        assert_eq!(stat_reason(Observer::Storage, STAT_MAX), None);
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! testable with synthetic facts. A finding becomes an occurrence (id, wall
 //! time) outside this module.
 
+pub mod container;
 pub mod network;
+pub mod storage;
 
 use serde_json::{Map, Value};
 
