@@ -35,6 +35,17 @@ pub const STO_F_PARTIAL: u16 = 1 << 1;
 pub const NET_F_RST: u16 = 1 << 0;
 pub const NET_F_OWNER: u16 = 1 << 1;
 
+/// The `tapio_correlation_drops_total` reason for an object counter beyond
+/// the shared ones (config, ring full), or `None` for counters that are not
+/// drops.
+pub fn stat_reason(observer: Observer, idx: usize) -> Option<&'static str> {
+    match (observer, idx) {
+        (Observer::Storage, STAT_CORR_DUP) => Some("ambiguous_inflight_io"),
+        (Observer::Storage, STAT_CORR_MISSING) => Some("completion_without_issue"),
+        _ => None,
+    }
+}
+
 /// `struct tapio_config`. Written whole, as bytes, to every observer's
 /// single-entry carrier map.
 #[repr(C)]

@@ -71,6 +71,10 @@ impl Occurrence {
     /// Builds an occurrence of `kind` for a fact seen at `timestamp_ns`
     /// (wall clock, ns since the epoch). `data` must serialise to a JSON
     /// object; `config_generation` and `timestamp_ns` are added to it.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one argument per required occurrence fact; a builder would only hide them"
+    )]
     pub fn new(
         id: ulid::Ulid,
         kind: AnomalyType,

@@ -1,0 +1,123 @@
+//! Opens, loads and attaches the BPF objects, one per observer.
+
+use std::path::Path;
+
+use anyhow::Context;
+use libbpf_rs::{Link, MapCore, MapFlags, Object, ObjectBuilder};
+
+use crate::agent::abi::{TapioConfig, STAT_MAX};
+use crate::wire::Observer;
+
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/bpf_objects.rs"));
+}
+
+/// The compiled objects built into this binary, by observer name.
+pub fn embedded_objects() -> &'static [(&'static str, &'static [u8])] {
+    embedded::OBJECTS
+}
+
+/// One observer's loaded object and its live attachments.
+pub struct LoadedObject {
+    pub observer: Observer,
+    pub obj: Object,
+    pub links: Vec<Link>,
+    /// Programs that failed to attach, with libbpf's error.
+    pub failed: Vec<(String, String)>,
+}
+
+impl LoadedObject {
+    fn map(&self, name: &str) -> anyhow::Result<libbpf_rs::Map<'_>> {
+        self.obj
+            .maps()
+            .find(|m| m.name() == name)
+            .with_context(|| format!("object {} has no map {name}", self.observer.as_str()))
+    }
+
+    /// Writes the config carrier. The ignore-list entries go in before their
+    /// count (SPEC §4), so a program never reads a count ahead of its entries.
+    pub fn write_config(&self, cfg: &TapioConfig) -> anyhow::Result<()> {
+        let map = self.map("tapio_config")?;
+        let key = 0u32.to_ne_bytes();
+        if cfg.ctr_ignore_exit_codes_count > 0 {
+            let staged = TapioConfig {
+                ctr_ignore_exit_codes_count: 0,
+                ..*cfg
+            };
+            map.update(&key, &staged.to_bytes(), MapFlags::ANY)?;
+        }
+        map.update(&key, &cfg.to_bytes(), MapFlags::ANY)
+            .with_context(|| {
+                format!(
+                    "failed to write config to the {} object",
+                    self.observer.as_str()
+                )
+            })
+    }
+
+    /// Sums the per-CPU counters of `tapio_stats`.
+    pub fn read_stats(&self) -> anyhow::Result<[u64; STAT_MAX]> {
+        let map = self.map("tapio_stats")?;
+        let mut out = [0u64; STAT_MAX];
+        for (i, slot) in out.iter_mut().enumerate() {
+            let key = (i as u32).to_ne_bytes();
+            if let Some(per_cpu) = map.lookup_percpu(&key, MapFlags::ANY)? {
+                *slot = per_cpu
+                    .iter()
+                    .filter(|v| v.len() >= 8)
+                    .map(|v| u64::from_ne_bytes(v[..8].try_into().unwrap_or([0; 8])))
+                    .sum();
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Opens and loads one object from bytes, then attaches each program on its
+/// own. Errors only when the object cannot be loaded at all.
+pub fn load_object(observer: Observer, bytes: &[u8]) -> anyhow::Result<LoadedObject> {
+    let open = ObjectBuilder::default()
+        .open_memory(bytes)
+        .with_context(|| format!("failed to open the {} BPF object", observer.as_str()))?;
+    let obj = open
+        .load()
+        .with_context(|| format!("failed to load the {} BPF object", observer.as_str()))?;
+    let mut links = Vec::new();
+    let mut failed = Vec::new();
+    for prog in obj.progs_mut() {
+        let name = prog.name().to_string_lossy().into_owned();
+        match prog.attach() {
+            Ok(link) => links.push(link),
+            Err(e) => {
+                tracing::warn!(observer = observer.as_str(), program = %name, "failed to attach: {e}");
+                failed.push((name, e.to_string()));
+            }
+        }
+    }
+    Ok(LoadedObject {
+        observer,
+        obj,
+        links,
+        failed,
+    })
+}
+
+/// The bytes of every object to load: embedded, or `<dir>/<name>.bpf.o`.
+pub fn object_sources(ebpf_dir: Option<&Path>) -> Vec<(Observer, Result<Vec<u8>, String>)> {
+    let mut v = Vec::new();
+    for (name, bytes) in embedded_objects() {
+        let Some(observer) = Observer::parse(name) else {
+            tracing::warn!("ignoring BPF object {name}: no observer of that name");
+            continue;
+        };
+        let src = match ebpf_dir {
+            None => Ok(bytes.to_vec()),
+            Some(dir) => {
+                let path = dir.join(format!("{name}.bpf.o"));
+                std::fs::read(&path).map_err(|e| format!("failed to read {}: {e}", path.display()))
+            }
+        };
+        v.push((observer, src));
+    }
+    v
+}

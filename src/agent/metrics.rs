@@ -1,0 +1,237 @@
+//! The agent's counters (SPEC §3), in one prometheus-client registry.
+//!
+//! Label sets are small and fixed (observer, type, sink, reason, result,
+//! kind), so cardinality is bounded by construction. Hot paths never touch
+//! these per record: the drain thread adds its per-tick totals once a tick.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ObserverLabel {
+    pub observer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AnomalyLabels {
+    pub observer: String,
+    #[prometheus(flatten)]
+    pub kind: TypeLabel,
+}
+
+/// `type` is a Rust keyword, so the label lives in its own set.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct TypeLabel(pub String);
+
+impl EncodeLabelSet for TypeLabel {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::LabelSetEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeLabel;
+        ("type", self.0.as_str()).encode(encoder.encode_label())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ObserverReason {
+    pub observer: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkResult {
+    pub sink: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkReason {
+    pub sink: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: String,
+}
+
+/// Every counter the agent exports.
+pub struct Metrics {
+    pub events: Family<ObserverLabel, Counter>,
+    pub anomalies: Family<AnomalyLabels, Counter>,
+    pub lost_events: Family<ObserverLabel, Counter>,
+    pub malformed_events: Family<ObserverLabel, Counter>,
+    pub correlation_drops: Family<ObserverReason, Counter>,
+    pub drain_cap: Counter,
+    pub sink_writes: Family<SinkResult, Counter>,
+    pub sink_drops: Family<SinkReason, Counter>,
+    pub controller_send_failures: Family<KindLabel, Counter>,
+    pub config_fetch: Family<ResultLabel, Counter>,
+    pub config_errors: Family<ObserverReason, Counter>,
+    registry: Registry,
+    /// Occurrences handed to sinks; lets tests and the CLI see progress.
+    pub emitted: AtomicU64,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            events: Family::default(),
+            anomalies: Family::default(),
+            lost_events: Family::default(),
+            malformed_events: Family::default(),
+            correlation_drops: Family::default(),
+            drain_cap: Counter::default(),
+            sink_writes: Family::default(),
+            sink_drops: Family::default(),
+            controller_send_failures: Family::default(),
+            config_fetch: Family::default(),
+            config_errors: Family::default(),
+            registry: Registry::default(),
+            emitted: AtomicU64::new(0),
+        };
+        registry.register(
+            "tapio_events",
+            "Ring-buffer records drained",
+            m.events.clone(),
+        );
+        registry.register(
+            "tapio_anomalies",
+            "Occurrences emitted",
+            m.anomalies.clone(),
+        );
+        registry.register(
+            "tapio_lost_events",
+            "Records the kernel could not queue (ring buffer full)",
+            m.lost_events.clone(),
+        );
+        registry.register(
+            "tapio_malformed_events",
+            "Records refused by decode (truncated, oversized, unknown)",
+            m.malformed_events.clone(),
+        );
+        registry.register(
+            "tapio_correlation_drops",
+            "Facts deliberately not emitted because the evidence was incomplete or ambiguous",
+            m.correlation_drops.clone(),
+        );
+        registry.register(
+            "tapio_drain_cap",
+            "Drain ticks that hit the per-tick record cap",
+            m.drain_cap.clone(),
+        );
+        registry.register(
+            "tapio_sink_writes",
+            "Sink write attempts",
+            m.sink_writes.clone(),
+        );
+        registry.register(
+            "tapio_sink_drops",
+            "Occurrences a sink dropped",
+            m.sink_drops.clone(),
+        );
+        registry.register(
+            "tapio_controller_send_failures",
+            "Failed requests to the controller",
+            m.controller_send_failures.clone(),
+        );
+        registry.register(
+            "tapio_config_fetch",
+            "Controller config polls by outcome",
+            m.config_fetch.clone(),
+        );
+        registry.register(
+            "tapio_config_errors",
+            "BPF invocations that found no usable config",
+            m.config_errors.clone(),
+        );
+        Arc::new(Metrics { registry, ..m })
+    }
+
+    /// Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn sink_write(&self, sink: &str, ok: bool, n: u64) {
+        self.sink_writes
+            .get_or_create(&SinkResult {
+                sink: sink.into(),
+                result: if ok { "ok" } else { "error" }.into(),
+            })
+            .inc_by(n);
+    }
+
+    pub fn sink_drop(&self, sink: &str, reason: &str, n: u64) {
+        self.sink_drops
+            .get_or_create(&SinkReason {
+                sink: sink.into(),
+                reason: reason.into(),
+            })
+            .inc_by(n);
+    }
+
+    pub fn correlation_drop(&self, observer: &str, reason: &str, n: u64) {
+        self.correlation_drops
+            .get_or_create(&ObserverReason {
+                observer: observer.into(),
+                reason: reason.into(),
+            })
+            .inc_by(n);
+    }
+
+    pub fn observer_counter(family: &Family<ObserverLabel, Counter>, observer: &str, n: u64) {
+        if n > 0 {
+            family
+                .get_or_create(&ObserverLabel {
+                    observer: observer.into(),
+                })
+                .inc_by(n);
+        }
+    }
+
+    pub fn emitted(&self) -> u64 {
+        self.emitted.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_and_labels() {
+        let m = Metrics::new();
+        m.anomalies
+            .get_or_create(&AnomalyLabels {
+                observer: "network".into(),
+                kind: TypeLabel("kernel.network.connection_refused".into()),
+            })
+            .inc();
+        m.sink_drop("file", "queue_full", 2);
+        m.correlation_drop("storage", "ambiguous_inflight_io", 1);
+        let text = m.encode();
+        assert!(text.contains(
+            "tapio_anomalies_total{observer=\"network\",type=\"kernel.network.connection_refused\"} 1"
+        ), "{text}");
+        assert!(text.contains("tapio_sink_drops_total{sink=\"file\",reason=\"queue_full\"} 2"));
+        assert!(text.contains(
+            "tapio_correlation_drops_total{observer=\"storage\",reason=\"ambiguous_inflight_io\"} 1"
+        ));
+        assert!(text.contains("tapio_drain_cap_total 0"));
+    }
+}

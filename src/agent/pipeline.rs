@@ -1,0 +1,301 @@
+//! The platform-neutral middle of the agent: shared state between the
+//! drain thread and the rest, the classifier set, and the emitter thread
+//! that turns findings into occurrences (id, wall-clock time) and offers
+//! them to the sinks.
+//!
+//! The drain thread only decodes and classifies; everything that allocates
+//! per occurrence or may touch the filesystem happens on the emitter.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use super::classify::network::NetworkClassifier;
+use super::classify::{Classifier, Finding};
+use super::decode::Fact;
+use super::metrics::{AnomalyLabels, Metrics, TypeLabel};
+use super::sinks::SinkHandle;
+use crate::wire::{CompiledConfig, ConfigHash, Observer, Occurrence};
+
+/// Most finding batches waiting for the emitter.
+pub const FINDINGS_QUEUE: usize = 1024;
+
+/// What an observer is doing right now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ObserverStatus {
+    /// `active`, `degraded` (some programs missing) or `unavailable`.
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+/// A config to apply, with the generation that will judge events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub config: CompiledConfig,
+    pub generation: u32,
+    pub hash: ConfigHash,
+}
+
+/// State shared between the drain thread and the rest of the agent.
+#[derive(Default)]
+pub struct Shared {
+    pub stop: AtomicBool,
+    /// Set by whoever owns config (start-up, controller client); taken by
+    /// the drain thread, which writes the carriers.
+    pending: Mutex<Option<Applied>>,
+    /// What the carriers hold now.
+    applied: Mutex<Option<Applied>>,
+    statuses: Mutex<BTreeMap<String, ObserverStatus>>,
+}
+
+impl Shared {
+    pub fn new() -> Arc<Shared> {
+        Arc::new(Shared::default())
+    }
+
+    pub fn request_config(&self, config: CompiledConfig, generation: u32) {
+        let hash = config.hash();
+        *lock(&self.pending) = Some(Applied {
+            config,
+            generation,
+            hash,
+        });
+    }
+
+    pub fn take_pending(&self) -> Option<Applied> {
+        lock(&self.pending).take()
+    }
+
+    pub fn mark_applied(&self, a: Applied) {
+        *lock(&self.applied) = Some(a);
+    }
+
+    pub fn applied(&self) -> Option<Applied> {
+        lock(&self.applied).clone()
+    }
+
+    pub fn set_status(&self, observer: &str, state: &'static str, reason: impl Into<String>) {
+        lock(&self.statuses).insert(
+            observer.to_string(),
+            ObserverStatus {
+                state,
+                reason: reason.into(),
+            },
+        );
+    }
+
+    pub fn statuses(&self) -> BTreeMap<String, ObserverStatus> {
+        lock(&self.statuses).clone()
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+}
+
+/// A poisoned lock only means another thread panicked mid-update of plain
+/// data; the data is still the best we have.
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One classifier per observer that has one.
+pub struct Classifiers {
+    slots: [Option<Box<dyn Classifier>>; 4],
+}
+
+impl Classifiers {
+    pub fn new(cfg: &CompiledConfig) -> Classifiers {
+        Classifiers {
+            slots: [
+                Some(Box::new(NetworkClassifier::new(cfg))),
+                None,
+                None,
+                None,
+            ],
+        }
+    }
+
+    pub fn set_config(&mut self, cfg: &CompiledConfig) {
+        for c in self.slots.iter_mut().flatten() {
+            c.set_config(cfg);
+        }
+    }
+
+    pub fn on_fact(&mut self, observer: Observer, fact: &Fact, out: &mut Vec<Finding>) {
+        if let Some(c) = &mut self.slots[observer as usize] {
+            c.on_fact(fact, out);
+        }
+    }
+
+    pub fn on_tick(&mut self, now_mono_ns: u64, out: &mut Vec<Finding>) {
+        for c in self.slots.iter_mut().flatten() {
+            c.on_tick(now_mono_ns, out);
+        }
+    }
+
+    pub fn flush(&mut self, out: &mut Vec<Finding>) {
+        for c in self.slots.iter_mut().flatten() {
+            c.flush(out);
+        }
+    }
+
+    /// Cumulative drop counts per observer and reason.
+    pub fn drops(&self) -> Vec<(Observer, &'static str, u64)> {
+        let mut v = Vec::new();
+        for (i, c) in self.slots.iter().enumerate() {
+            if let Some(c) = c {
+                for (reason, n) in &c.drops().0 {
+                    v.push((Observer::ALL[i], *reason, *n));
+                }
+            }
+        }
+        v
+    }
+}
+
+/// Offers a batch of findings to the emitter without blocking; a full queue
+/// drops the batch and counts it.
+pub fn send_findings(tx: &SyncSender<Vec<Finding>>, batch: Vec<Finding>, metrics: &Metrics) {
+    if batch.is_empty() {
+        return;
+    }
+    let n = batch.len() as u64;
+    match tx.try_send(batch) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_)) => metrics.sink_drop("pipeline", "queue_full", n),
+        Err(TrySendError::Disconnected(_)) => metrics.sink_drop("pipeline", "stopped", n),
+    }
+}
+
+/// Wall clock = monotonic + offset, measured once at start (SPEC §2).
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    offset_ns: i128,
+}
+
+impl Clock {
+    pub fn measure() -> Clock {
+        let mono = monotonic_ns() as i128;
+        let wall = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i128)
+            .unwrap_or(0);
+        Clock {
+            offset_ns: wall - mono,
+        }
+    }
+
+    pub fn with_offset(offset_ns: i128) -> Clock {
+        Clock { offset_ns }
+    }
+
+    pub fn wall_ns(&self, mono_ns: u64) -> u64 {
+        (mono_ns as i128 + self.offset_ns).max(0) as u64
+    }
+}
+
+/// CLOCK_MONOTONIC, the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec to a valid pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Builds the occurrence for a finding.
+pub fn occurrence(f: Finding, id: ulid::Ulid, clock: &Clock) -> Occurrence {
+    Occurrence::new(
+        id,
+        f.anomaly,
+        f.severity,
+        f.outcome,
+        f.message,
+        &f.data,
+        f.generation,
+        clock.wall_ns(f.mono_ns),
+    )
+}
+
+/// Starts the emitter thread. It ends when every sender of `rx` is gone,
+/// after closing (and so flushing) every sink.
+pub fn spawn_emitter(
+    rx: Receiver<Vec<Finding>>,
+    sinks: Vec<SinkHandle>,
+    metrics: Arc<Metrics>,
+    clock: Clock,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("emitter".into())
+        .spawn(move || {
+            let mut ids = ulid::Generator::new();
+            for batch in rx {
+                for f in batch {
+                    let wall = clock.wall_ns(f.mono_ns);
+                    let when = SystemTime::UNIX_EPOCH + Duration::from_nanos(wall);
+                    let id = ids
+                        .generate_from_datetime(when)
+                        .unwrap_or_else(|_| ulid::Ulid::from_datetime(when));
+                    metrics
+                        .anomalies
+                        .get_or_create(&AnomalyLabels {
+                            observer: f.anomaly.observer().as_str().into(),
+                            kind: TypeLabel(f.anomaly.as_str().into()),
+                        })
+                        .inc();
+                    let occ = Arc::new(occurrence(f, id, &clock));
+                    for s in &sinks {
+                        s.offer(occ.clone());
+                    }
+                    metrics.emitted.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            for s in sinks {
+                s.close();
+            }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{AnomalyType, Outcome, Severity};
+
+    #[test]
+    fn occurrence_carries_generation_and_wall_time() {
+        let f = Finding {
+            anomaly: AnomalyType::ConnectionTimeout,
+            severity: Severity::Error,
+            outcome: Outcome::Failure,
+            message: "m".into(),
+            data: serde_json::Map::new(),
+            generation: 4,
+            mono_ns: 1_000,
+        };
+        let clock = Clock::with_offset(1_743_691_381_042_000_000 - 1_000);
+        let o = occurrence(f, ulid::Ulid::nil(), &clock);
+        assert_eq!(o.timestamp, "2025-04-03T14:43:01.042Z");
+        assert_eq!(o.timestamp_ns(), Some(1_743_691_381_042_000_000));
+        assert_eq!(o.config_generation(), Some(4));
+        assert_eq!(o.error.code, "CONNECTION_TIMEOUT");
+    }
+
+    #[test]
+    fn pending_config_is_taken_once() {
+        let s = Shared::new();
+        s.request_config(CompiledConfig::default(), 2);
+        let a = s.take_pending().unwrap();
+        assert_eq!(a.generation, 2);
+        assert_eq!(a.hash, CompiledConfig::default().hash());
+        assert!(s.take_pending().is_none());
+    }
+}
