@@ -74,8 +74,10 @@ impl Harness {
             .find(|p| p.name() == prog)
             .unwrap_or_else(|| panic!("no program {prog}"));
         let mut ctx: Vec<u8> = args.iter().flat_map(|a| a.to_ne_bytes()).collect();
-        let mut input = ProgramInput::default();
-        input.context_in = Some(&mut ctx);
+        let input = ProgramInput {
+            context_in: Some(&mut ctx),
+            ..Default::default()
+        };
         p.test_run(input)
             .unwrap_or_else(|e| panic!("run {prog}: {e:#}"));
     }

@@ -215,22 +215,6 @@ pub mod sto {
 const _: () = assert!(ctr::MEMCG_MAX_PAGES + 8 == CTR_EVENT_SIZE);
 const _: () = assert!(sto::FLAGS + 2 == STO_EVENT_SIZE);
 
-/// The `reason` label of `tapio_correlation_drops_total{observer,reason}`
-/// for a BPF stats index, or `None` when that index is not a correlation
-/// drop for `observer`.
-///
-/// | observer | index | reason |
-/// |---|---|---|
-/// | storage | 4 (`TAPIO_STAT_CORR_DUP`) | `ambiguous_inflight_io`: a completion whose request had been issued again with no requeue between; its latency is not judged (an error is still reported, without `latency_ns`) |
-/// | storage | 5 (`TAPIO_STAT_CORR_MISSING`) | `missing_issue`: a completion with no recorded issue (issued before the observer was live, or evicted from the full inflight map) |
-pub fn stat_reason(observer: Observer, idx: usize) -> Option<&'static str> {
-    match (observer, idx) {
-        (Observer::Storage, STAT_CORR_DUP) => Some("ambiguous_inflight_io"),
-        (Observer::Storage, STAT_CORR_MISSING) => Some("missing_issue"),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,7 +250,7 @@ mod tests {
         );
         assert_eq!(
             stat_reason(Observer::Storage, STAT_CORR_MISSING),
-            Some("missing_issue")
+            Some("completion_without_issue")
         );
         assert_eq!(stat_reason(Observer::Storage, STAT_RB_FULL), None);
         assert_eq!(stat_reason(Observer::Container, STAT_CORR_DUP), None);
