@@ -36,6 +36,7 @@
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #define MINORBITS 20
+#define REQ_OP_MASK 0xff
 
 #define INFLIGHT_REQUEUED  (1U << 0)
 #define INFLIGHT_AMBIGUOUS (1U << 1)
@@ -126,7 +127,7 @@ int BPF_PROG(handle_sto__block_rq_complete, struct request *rq, blk_status_t err
 	__u64 latency = 0;
 	__u16 flags = 0, requeues = 0;
 	__u32 data_len, status = error;
-	bool partial, known = false, ambiguous = false;
+	bool partial, known = false, ambiguous = false, passthrough;
 
 	data_len = BPF_CORE_READ(rq, __data_len);
 	partial = nr_bytes < data_len;
@@ -163,7 +164,14 @@ int BPF_PROG(handle_sto__block_rq_complete, struct request *rq, blk_status_t err
 	if (partial)
 		flags |= TAPIO_STO_F_PARTIAL;
 	e->latency_ns = known ? latency : 0;
+	e->cmd_flags = BPF_CORE_READ(rq, cmd_flags);
+	/* As the tracepoint reports them (blk_rq_trace_sector/_nr_sectors):
+	 * driver-private requests and sector -1 (a flush) have none. */
+	passthrough = (e->cmd_flags & REQ_OP_MASK) == REQ_OP_DRV_IN ||
+		      (e->cmd_flags & REQ_OP_MASK) == REQ_OP_DRV_OUT;
 	e->sector = BPF_CORE_READ(rq, __sector);
+	if (passthrough || e->sector == (__u64)-1)
+		e->sector = 0;
 	{
 		struct gendisk *disk = BPF_CORE_READ(rq, q, disk);
 		__u32 major = 0, minor = 0;
@@ -174,9 +182,8 @@ int BPF_PROG(handle_sto__block_rq_complete, struct request *rq, blk_status_t err
 		}
 		e->dev = (major << MINORBITS) | minor;
 	}
-	e->nr_sectors = data_len >> 9;
+	e->nr_sectors = passthrough ? 0 : data_len >> 9;
 	e->bytes = nr_bytes;
-	e->cmd_flags = BPF_CORE_READ(rq, cmd_flags);
 	e->status = status;
 	e->requeues = requeues;
 	e->flags = flags;
