@@ -242,6 +242,98 @@ mod tests {
         assert_eq!(&c.ctr_ignore_exit_codes[..3], &[3, 7, 0]);
     }
 
+    /// `(field, offset)` from the `/* N` comments of `struct <name>` in the
+    /// C header.
+    fn c_offsets(name: &str) -> Vec<(String, usize)> {
+        let h = include_str!("../../bpf/include/tapio_abi.h");
+        let start = h
+            .find(&format!("struct {name} {{"))
+            .expect("struct in header");
+        let body = &h[start..start + h[start..].find("};").expect("struct end")];
+        body.lines()
+            .filter_map(|l| {
+                let (decl, comment) = l.split_once("/*")?;
+                let field = decl
+                    .trim()
+                    .trim_end_matches(';')
+                    .split_whitespace()
+                    .last()?;
+                let field = field.split('[').next()?.to_string();
+                let off = comment
+                    .trim()
+                    .split(|c: char| !c.is_ascii_digit())
+                    .next()?
+                    .parse()
+                    .ok()?;
+                Some((field, off))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn container_and_storage_offsets_match_the_c_header() {
+        let ctr_fields = [
+            ("pid", ctr::PID),
+            ("tid", ctr::TID),
+            ("comm", ctr::COMM),
+            ("cgroup_id", ctr::CGROUP_ID),
+            ("memcg_id", ctr::MEMCG_ID),
+            ("exit_status", ctr::EXIT_STATUS),
+            ("flags", ctr::FLAGS),
+            ("ns_pid", ctr::NS_PID),
+            ("memcg_limit_depth", ctr::MEMCG_LIMIT_DEPTH),
+            ("anon_rss_pages", ctr::ANON_RSS_PAGES),
+            ("file_rss_pages", ctr::FILE_RSS_PAGES),
+            ("shmem_rss_pages", ctr::SHMEM_RSS_PAGES),
+            ("memcg_usage_pages", ctr::MEMCG_USAGE_PAGES),
+            ("memcg_max_pages", ctr::MEMCG_MAX_PAGES),
+        ];
+        let sto_fields = [
+            ("latency_ns", sto::LATENCY_NS),
+            ("sector", sto::SECTOR),
+            ("dev", sto::DEV),
+            ("nr_sectors", sto::NR_SECTORS),
+            ("bytes", sto::BYTES),
+            ("cmd_flags", sto::CMD_FLAGS),
+            ("status", sto::STATUS),
+            ("requeues", sto::REQUEUES),
+            ("flags", sto::FLAGS),
+        ];
+        for (name, fields) in [
+            ("tapio_ctr_event", &ctr_fields[..]),
+            ("tapio_sto_event", &sto_fields[..]),
+        ] {
+            let c = c_offsets(name);
+            assert_eq!(c.first(), Some(&("hdr".to_string(), 0)), "{name}");
+            assert_eq!(c.len(), fields.len() + 1, "{name}: {c:?}");
+            for ((cf, co), (rf, ro)) in c[1..].iter().zip(fields) {
+                assert_eq!((cf.as_str(), *co), (*rf, *ro), "{name}");
+            }
+        }
+        let h = include_str!("../../bpf/include/tapio_abi.h");
+        assert!(h.contains(&format!(
+            "sizeof(struct tapio_ctr_event) == {CTR_EVENT_SIZE}"
+        )));
+        assert!(h.contains(&format!(
+            "sizeof(struct tapio_sto_event) == {STO_EVENT_SIZE}"
+        )));
+        for (c, v) in [
+            ("TAPIO_EV_CTR_OOM", EV_CTR_OOM),
+            ("TAPIO_EV_CTR_EXIT", EV_CTR_EXIT),
+            ("TAPIO_EV_STO_IO", EV_STO_IO),
+        ] {
+            assert!(
+                h.lines().any(|l| {
+                    let mut t = l.split_whitespace();
+                    t.next() == Some("#define")
+                        && t.next() == Some(c)
+                        && t.next() == Some(&v.to_string())
+                }),
+                "{c}"
+            );
+        }
+    }
+
     #[test]
     fn stat_reasons_name_storage_drops_only() {
         assert_eq!(
