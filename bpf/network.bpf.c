@@ -40,7 +40,9 @@ struct conn_owner {
 	__u32 tid;
 	char comm[16];
 	__u32 flags;
+	__s32 err;      /* error reported while in SYN_SENT (see below) */
 	__u64 cgroup_id;
+	__u64 err_ts;   /* when it was reported */
 };
 
 struct {
@@ -90,6 +92,8 @@ static __always_inline void emit(struct sock *sk, const struct tapio_config *cfg
 		return;
 	}
 	tapio_hdr(&e->hdr, cfg, kind, sizeof(*e));
+	if (owner && owner->err_ts && kind == TAPIO_EV_NET_CONNECT_FAIL)
+		e->hdr.ts_ns = owner->err_ts; /* the refusal, not the later close */
 	__builtin_memset(e->saddr, 0, sizeof(e->saddr));
 	__builtin_memset(e->daddr, 0, sizeof(e->daddr));
 	fill_addrs(e, sk);
@@ -147,6 +151,10 @@ int BPF_PROG(handle_net__inet_sock_set_state, struct sock *sk, int oldstate, int
 	if (oldstate == TCP_SYN_SENT) {
 		__s32 err = BPF_CORE_READ(sk, sk_err);
 
+		/* An error the application already collected (SO_ERROR clears
+		 * sk_err) before closing: take the one reported earlier. */
+		if (!err && owner)
+			err = owner->err;
 		/* err == 0: the application abandoned its own connect. */
 		if (err && tapio_config_load(&cfg, TAPIO_FLAG_NETWORK)) {
 			if (!owner)
@@ -177,6 +185,50 @@ int BPF_PROG(handle_net__tcp_receive_reset, struct sock *sk)
 	owner = bpf_map_lookup_elem(&conn_owners, &key);
 	if (owner)
 		owner->flags |= TAPIO_NET_F_RST; /* sole writer of this bit */
+	return 0;
+}
+
+/*
+ * An ICMP error that arrives while the connecting task holds the socket
+ * lock (loopback answers within the connect() call itself) is not a hard
+ * sk_err: tcp_v4_err/tcp_v6_err queue it on sk_error_queue
+ * (ip_icmp_error → sock_queue_err_skb, which reports it) and keep it in
+ * sk_err_soft. The application collects it with SO_ERROR, which clears
+ * sk_err_soft, and only then closes, so the close sees no error at all
+ * (observed on 6.18). The queued skb carries the errno in its
+ * sock_extended_err; read it at the report, while it is the newest entry.
+ */
+#define SO_EE_ORIGIN_ICMP 2
+#define SO_EE_ORIGIN_ICMP6 3
+
+SEC("tp_btf/inet_sk_error_report")
+int BPF_PROG(handle_net__inet_sk_error_report, struct sock *sk)
+{
+	struct sock_exterr_skb *serr;
+	struct conn_owner *owner;
+	struct sk_buff *skb;
+	__u64 key = (__u64)sk;
+	__s32 err;
+	__u8 origin;
+
+	if (BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_SYN_SENT)
+		return 0;
+	owner = bpf_map_lookup_elem(&conn_owners, &key);
+	if (!owner)
+		return 0;
+	err = BPF_CORE_READ(sk, sk_err);
+	if (!err) {
+		skb = BPF_CORE_READ(sk, sk_error_queue.prev);
+		if (!skb || (void *)skb == (void *)&sk->sk_error_queue)
+			return 0;
+		serr = (struct sock_exterr_skb *)&skb->cb;
+		origin = BPF_CORE_READ(serr, ee.ee_origin);
+		if (origin != SO_EE_ORIGIN_ICMP && origin != SO_EE_ORIGIN_ICMP6)
+			return 0;
+		err = BPF_CORE_READ(serr, ee.ee_errno);
+	}
+	owner->err = err;
+	owner->err_ts = bpf_ktime_get_ns();
 	return 0;
 }
 

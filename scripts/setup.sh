@@ -5,7 +5,7 @@ set -euo pipefail
 
 need_pkgs=()
 want() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$1"); }
-for p in clang libelf-dev zlib1g-dev pkg-config make gcc iproute2 nftables python3 python3-venv procps util-linux; do
+for p in clang libelf-dev zlib1g-dev pkg-config make gcc iproute2 nftables python3 python3-venv procps util-linux curl ca-certificates; do
   want "$p"
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then

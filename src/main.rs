@@ -19,9 +19,17 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once at start-up; boxing the agent's flags buys nothing"
+)]
 enum Command {
     /// Run the node agent (Linux, root or CAP_BPF+CAP_PERFMON+CAP_NET_ADMIN).
     Agent(tapio::agent::config::AgentArgs),
+    /// Validate or compile an Evidence Profile.
+    Profile(tapio::profile::cli::ProfileArgs),
+    /// Serve an Evidence Profile to agents over tapio-wire/v1.
+    Controller(tapio::controller::ControllerArgs),
 }
 
 fn main() -> ExitCode {
@@ -29,6 +37,8 @@ fn main() -> ExitCode {
     tapio::exit::init_logging();
     let result: Result<(), CliError> = match cli.command {
         Command::Agent(args) => tapio::agent::run(args),
+        Command::Profile(args) => tapio::profile::cli::run(args),
+        Command::Controller(args) => tapio::controller::run(args),
     };
     tapio::exit::finish(result)
 }

@@ -3,24 +3,13 @@
 //! otherwise, fails instead when `TAPIO_REQUIRE_EBPF=1`.
 #![cfg(target_os = "linux")]
 
+mod common;
+
 mod bpf_objects {
     include!(concat!(env!("OUT_DIR"), "/bpf_objects.rs"));
 }
 
 use libbpf_rs::{MapCore, ObjectBuilder};
-
-fn can_run(what: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if root {
-        return true;
-    }
-    if std::env::var("TAPIO_REQUIRE_EBPF").as_deref() == Ok("1") {
-        panic!("{what}: needs root for eBPF and TAPIO_REQUIRE_EBPF=1");
-    }
-    eprintln!("skipping {what}: needs root (CAP_BPF) to load eBPF");
-    false
-}
 
 fn load_and_attach(name: &str) -> Vec<String> {
     let bytes = bpf_objects::OBJECTS
@@ -55,7 +44,7 @@ fn load_and_attach(name: &str) -> Vec<String> {
 
 #[test]
 fn container_object_loads_and_attaches() {
-    if !can_run("container_object_loads_and_attaches") {
+    if !common::require_ebpf("container_object_loads_and_attaches") {
         return;
     }
     assert_eq!(
@@ -66,7 +55,7 @@ fn container_object_loads_and_attaches() {
 
 #[test]
 fn storage_object_loads_and_attaches() {
-    if !can_run("storage_object_loads_and_attaches") {
+    if !common::require_ebpf("storage_object_loads_and_attaches") {
         return;
     }
     assert_eq!(

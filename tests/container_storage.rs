@@ -13,154 +13,52 @@
 //! `TAPIO_REQUIRE_EBPF=1`.
 #![cfg(target_os = "linux")]
 
-use std::io::{BufRead, BufReader, Write};
+mod common;
+
+use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
+use common::{is_type, require_ebpf, Agent};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn require_ebpf() -> bool {
+fn ci() -> bool {
     std::env::var("TAPIO_REQUIRE_EBPF").as_deref() == Ok("1")
 }
 
-/// Root and the tools a test needs, or one line saying why it skips.
+/// Root, BTF and the tools a test needs, or one line saying why it skips
+/// (a failure under `TAPIO_REQUIRE_EBPF=1`).
 fn can_run(what: &str, tools: &[&str]) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let mut missing = Vec::new();
-    if unsafe { libc::geteuid() } != 0 {
-        missing.push("root (CAP_BPF)".to_string());
+    if !require_ebpf(what) {
+        return false;
     }
-    for t in tools {
-        let found = std::env::var_os("PATH")
-            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(t).is_file()));
-        if !found {
-            missing.push(format!("`{t}`"));
-        }
-    }
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|t| {
+            !std::env::var_os("PATH")
+                .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(t).is_file()))
+        })
+        .collect();
     if missing.is_empty() {
         return true;
     }
     let why = format!("{what}: needs {}", missing.join(", "));
-    if require_ebpf() {
-        panic!("{why} and TAPIO_REQUIRE_EBPF=1");
-    }
+    assert!(!ci(), "{why} and TAPIO_REQUIRE_EBPF=1");
     eprintln!("skipping {why}");
     false
 }
 
-// ---------------------------------------------------------------- agent
-
-struct Agent {
-    child: Child,
-    out: Receiver<Value>,
-    seen: Vec<Value>,
-    _dir: tempfile::TempDir,
+fn start(toml: &str) -> Agent {
+    Agent::start(toml, &["--sink", "stdout"])
 }
 
-impl Agent {
-    /// Starts `tapio agent --sink stdout` with `toml` as its config and
-    /// waits until its config is applied to the kernel.
-    fn start(toml: &str) -> Agent {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let cfg = dir.path().join("tapio.toml");
-        std::fs::write(&cfg, toml).expect("write config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tapio"))
-            .args(["agent", "--sink", "stdout", "--config"])
-            .arg(&cfg)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn tapio agent");
-        let (tx, out) = channel();
-        let stdout = child.stdout.take().expect("stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    if tx.send(v).is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        let (ready_tx, ready) = channel();
-        let stderr = child.stderr.take().expect("stderr");
-        std::thread::spawn(move || {
-            let mut lines = Vec::new();
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("config applied") {
-                    let _ = ready_tx.send(Ok(()));
-                }
-                lines.push(line);
-            }
-            let _ = ready_tx.send(Err(lines.join("\n")));
-        });
-        match ready.recv_timeout(WAIT) {
-            Ok(Ok(())) => {}
-            Ok(Err(log)) => panic!("agent exited before applying its config:\n{log}"),
-            Err(_) => panic!("agent did not apply its config within {WAIT:?}"),
-        }
-        Agent {
-            child,
-            out,
-            seen: Vec::new(),
-            _dir: dir,
-        }
-    }
-
-    /// Waits (bounded) for an occurrence matching `pred`; every occurrence
-    /// read on the way is kept for later assertions.
-    fn wait_for(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        if let Some(v) = self.seen.iter().find(|v| pred(v)) {
-            return v.clone();
-        }
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.out.recv_timeout(left) {
-                Ok(v) => {
-                    let hit = pred(&v);
-                    self.seen.push(v.clone());
-                    if hit {
-                        return v;
-                    }
-                }
-                Err(_) => panic!(
-                    "no occurrence for {what} within {WAIT:?}; saw {} others",
-                    self.seen.len()
-                ),
-            }
-        }
-    }
-
-    fn seen(&self, pred: impl Fn(&Value) -> bool) -> Vec<&Value> {
-        self.seen.iter().filter(|v| pred(v)).collect()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        // SAFETY: kill with a pid we spawned and have not reaped.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn is_type(v: &Value, t: &str) -> bool {
-    v["type"] == t
+fn wait_for(agent: &Agent, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    agent.wait_for(what, WAIT, pred)
 }
 
 fn data_pid(v: &Value) -> Option<u64> {
@@ -341,7 +239,7 @@ fn direct_write(dev: &Path, seek: u64, blocks: u64) -> bool {
 }
 
 fn unique(tag: &str) -> String {
-    format!("tapio-test-{tag}-{}", std::process::id())
+    common::unique(&format!("tapio-test-{tag}-"))
 }
 
 // ---------------------------------------------------------------- tests
@@ -355,20 +253,20 @@ fn oom_kill_in_a_v1_memory_cgroup_reports_pid_and_limit_once() {
     let v2_memory = Path::new("/sys/fs/cgroup/memory.max").exists();
     if !memory.join("memory.limit_in_bytes").exists() {
         let why = "oom_kill test: no cgroup v1 memory controller at /sys/fs/cgroup/memory";
-        if require_ebpf() && !v2_memory {
+        if ci() && !v2_memory {
             panic!("{why}");
         }
         eprintln!("skipping {why}");
         return;
     }
     const LIMIT: u64 = 64 * 1024 * 1024;
-    let mut agent = Agent::start("");
+    let agent = start("");
     let (_cg, dir) = CgroupGuard::create(memory, &unique("oom"));
     std::fs::write(dir.join("memory.limit_in_bytes"), LIMIT.to_string()).expect("set limit");
     // `tail` keeps a line it never finishes: /dev/zero has no newline.
     let pid = run_in_cgroup(&dir, "exec tail /dev/zero");
 
-    let oom = agent.wait_for("the OOM kill", |v| {
+    let oom = wait_for(&agent, "the OOM kill", |v| {
         is_type(v, "kernel.container.oom_kill") && data_pid(v) == Some(u64::from(pid))
     });
     let d = &oom["data"];
@@ -386,10 +284,10 @@ fn oom_kill_in_a_v1_memory_cgroup_reports_pid_and_limit_once() {
     // The victim's SIGKILL exit is not a second report: a later marker
     // crash gets through, the victim's exit never does.
     let marker = segv();
-    agent.wait_for("the marker crash", |v| {
+    wait_for(&agent, "the marker crash", |v| {
         data_pid(v) == Some(u64::from(marker))
     });
-    let about_victim = agent.seen(|v| data_pid(v) == Some(u64::from(pid)));
+    let about_victim = agent.matching(|v| data_pid(v) == Some(u64::from(pid)));
     assert_eq!(about_victim.len(), 1, "{about_victim:?}");
 }
 
@@ -398,11 +296,11 @@ fn crash_signal_and_pidns_init_exit_are_reported_host_exit_is_not() {
     if !can_run("crash_signal_and_pidns_init_exit", &["unshare"]) {
         return;
     }
-    let mut agent = Agent::start("");
+    let agent = start("");
     let host_exit_1 = run_sh("exit 1").0;
     let term = run_sh("kill -TERM $$").0;
     let crashed = segv();
-    let seg = agent.wait_for("the SIGSEGV", |v| {
+    let seg = wait_for(&agent, "the SIGSEGV", |v| {
         is_type(v, "kernel.container.abnormal_exit") && data_pid(v) == Some(u64::from(crashed))
     });
     assert_eq!(seg["severity"], "error");
@@ -411,7 +309,7 @@ fn crash_signal_and_pidns_init_exit_are_reported_host_exit_is_not() {
     assert_eq!(seg["data"]["comm"], "sh");
 
     let (init, outer) = pidns_init_exit(3);
-    let ex = agent.wait_for("the namespace init's exit", |v| {
+    let ex = wait_for(&agent, "the namespace init's exit", |v| {
         is_type(v, "kernel.container.abnormal_exit") && data_pid(v) == Some(u64::from(init))
     });
     assert_eq!(ex["severity"], "warning");
@@ -422,13 +320,13 @@ fn crash_signal_and_pidns_init_exit_are_reported_host_exit_is_not() {
     // Marker after everything else, then: nothing about the host process
     // that exited 1, the SIGTERM death or the unshare that exited 3.
     let marker = segv();
-    agent.wait_for("the marker crash", |v| {
+    wait_for(&agent, "the marker crash", |v| {
         data_pid(v) == Some(u64::from(marker))
     });
     for quiet in [host_exit_1, term, outer] {
         assert!(
             agent
-                .seen(|v| data_pid(v) == Some(u64::from(quiet)))
+                .matching(|v| data_pid(v) == Some(u64::from(quiet)))
                 .is_empty(),
             "pid {quiet} must not be reported"
         );
@@ -440,15 +338,15 @@ fn ignored_exit_code_is_never_reported() {
     if !can_run("ignored_exit_code_is_never_reported", &["unshare"]) {
         return;
     }
-    let mut agent = Agent::start("[observers.container]\nignore_exit_codes = [42]\n");
+    let agent = start("[observers.container]\nignore_exit_codes = [42]\n");
     let (ignored, _) = pidns_init_exit(42);
     let (marker, _) = pidns_init_exit(43);
-    let m = agent.wait_for("the marker exit 43", |v| {
+    let m = wait_for(&agent, "the marker exit 43", |v| {
         data_pid(v) == Some(u64::from(marker))
     });
     assert_eq!(m["data"]["exit_code"], 43);
     assert!(agent
-        .seen(|v| data_pid(v) == Some(u64::from(ignored)))
+        .matching(|v| data_pid(v) == Some(u64::from(ignored)))
         .is_empty());
 }
 
@@ -457,9 +355,11 @@ fn exit_scope_all_reports_host_exit_codes() {
     if !can_run("exit_scope_all_reports_host_exit_codes", &[]) {
         return;
     }
-    let mut agent = Agent::start("[observers.container]\nexit_scope = \"all\"\n");
+    let agent = start("[observers.container]\nexit_scope = \"all\"\n");
     let pid = run_sh("exit 5").0;
-    let v = agent.wait_for("the host exit 5", |v| data_pid(v) == Some(u64::from(pid)));
+    let v = wait_for(&agent, "the host exit 5", |v| {
+        data_pid(v) == Some(u64::from(pid))
+    });
     assert_eq!(v["data"]["exit_code"], 5);
     assert_eq!(v["data"]["pidns_init"], false);
 }
@@ -491,7 +391,7 @@ fn block_io_error_on_a_full_loop_device() {
     ) {
         return;
     }
-    let mut agent = Agent::start("");
+    let agent = start("");
     // Field order matters for drop: loop device, then mount, then dir.
     let (dir, _mnt, lo) = loop_on_tmpfs("ioerr", "2m", 64);
     let dev = lo.major_minor();
@@ -508,7 +408,7 @@ fn block_io_error_on_a_full_loop_device() {
         !direct_write(&lo.dev, 4096, 1),
         "a write past the full tmpfs must fail"
     );
-    let v = agent.wait_for("the io_error on the loop device", |v| {
+    let v = wait_for(&agent, "the io_error on the loop device", |v| {
         is_type(v, "kernel.storage.io_error") && v["data"]["dev"] == dev.as_str()
     });
     let d = &v["data"];
@@ -529,11 +429,11 @@ fn slow_threshold_reports_loop_device_latency() {
         return;
     }
     // 1 µs: every request on a loop device is slower than that.
-    let mut agent = Agent::start("[observers.storage]\nslow_io_threshold_ns = 1000\n");
+    let agent = start("[observers.storage]\nslow_io_threshold_ns = 1000\n");
     let (_dir, _mnt, lo) = loop_on_tmpfs("lat", "32m", 16);
     let dev = lo.major_minor();
     assert!(direct_write(&lo.dev, 16, 4), "write to the loop device");
-    let v = agent.wait_for("a latency_spike on the loop device", |v| {
+    let v = wait_for(&agent, "a latency_spike on the loop device", |v| {
         is_type(v, "kernel.storage.latency_spike") && v["data"]["dev"] == dev.as_str()
     });
     let lat = v["data"]["latency_ns"].as_u64().expect("latency_ns");
@@ -560,7 +460,7 @@ fn crashes_in_runtime_shaped_cgroups_are_attributed() {
         v2
     } else {
         let why = "attribution test: no cgroup2 hierarchy under /sys/fs/cgroup";
-        assert!(!require_ebpf(), "{why}");
+        assert!(!ci(), "{why}");
         eprintln!("skipping {why}");
         return;
     };
@@ -614,7 +514,7 @@ fn crashes_in_runtime_shaped_cgroups_are_attributed() {
         ));
     }
 
-    let mut agent = Agent::start("");
+    let agent = start("");
     let mut guards = Vec::new();
     let mut crashed = Vec::new();
     for (i, (hier, layout, cid, pod, rt)) in cases.iter().enumerate() {
@@ -624,7 +524,7 @@ fn crashes_in_runtime_shaped_cgroups_are_attributed() {
         crashed.push((pid, cid.clone(), *pod, *rt, layout.clone()));
     }
     for (pid, cid, pod, rt, layout) in crashed {
-        let v = agent.wait_for(&format!("the crash in {layout}"), |v| {
+        let v = wait_for(&agent, &format!("the crash in {layout}"), |v| {
             is_type(v, "kernel.container.abnormal_exit") && data_pid(v) == Some(u64::from(pid))
         });
         let d = &v["data"];
@@ -640,7 +540,9 @@ fn crashes_in_runtime_shaped_cgroups_are_attributed() {
     }
     // A host process is not attributed.
     let host = segv();
-    let v = agent.wait_for("the host crash", |v| data_pid(v) == Some(u64::from(host)));
+    let v = wait_for(&agent, "the host crash", |v| {
+        data_pid(v) == Some(u64::from(host))
+    });
     assert!(v["data"].get("container_id").is_none(), "{v}");
     drop(guards);
 }

@@ -10,6 +10,8 @@
 //! `TAPIO_REQUIRE_EBPF=1`.
 #![cfg(target_os = "linux")]
 
+mod common;
+
 mod bpf_objects {
     include!(concat!(env!("OUT_DIR"), "/bpf_objects.rs"));
 }
@@ -24,18 +26,6 @@ use libbpf_rs::{
 use tapio::agent::abi::{self, TapioConfig};
 use tapio::agent::decode::{decode, Fact, StoFact};
 use tapio::wire::{CompiledConfig, Observer};
-
-fn can_run(what: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var("TAPIO_REQUIRE_EBPF").as_deref() == Ok("1") {
-        panic!("{what}: needs root for eBPF and TAPIO_REQUIRE_EBPF=1");
-    }
-    eprintln!("skipping {what}: needs root (CAP_BPF) to load eBPF");
-    false
-}
 
 struct Harness {
     obj: Object,
@@ -158,7 +148,7 @@ const BLK_STS_NOSPC: u8 = 3;
 
 #[test]
 fn issue_then_complete_correlates_exactly() {
-    if !can_run("issue_then_complete_correlates_exactly") {
+    if !common::require_ebpf("issue_then_complete_correlates_exactly") {
         return;
     }
     let mut h = Harness::new();
@@ -182,7 +172,7 @@ fn issue_then_complete_correlates_exactly() {
 
 #[test]
 fn fast_success_below_threshold_sends_nothing() {
-    if !can_run("fast_success_below_threshold_sends_nothing") {
+    if !common::require_ebpf("fast_success_below_threshold_sends_nothing") {
         return;
     }
     let mut h = Harness::new();
@@ -195,7 +185,7 @@ fn fast_success_below_threshold_sends_nothing() {
 
 #[test]
 fn completion_without_issue_is_counted_and_error_still_reported() {
-    if !can_run("completion_without_issue_is_counted_and_error_still_reported") {
+    if !common::require_ebpf("completion_without_issue_is_counted_and_error_still_reported") {
         return;
     }
     let mut h = Harness::new();
@@ -215,7 +205,7 @@ fn completion_without_issue_is_counted_and_error_still_reported() {
 
 #[test]
 fn duplicate_issue_without_requeue_is_ambiguous() {
-    if !can_run("duplicate_issue_without_requeue_is_ambiguous") {
+    if !common::require_ebpf("duplicate_issue_without_requeue_is_ambiguous") {
         return;
     }
     let mut h = Harness::new();
@@ -238,7 +228,7 @@ fn duplicate_issue_without_requeue_is_ambiguous() {
 
 #[test]
 fn requeue_restarts_the_clock_and_is_counted_in_the_record() {
-    if !can_run("requeue_restarts_the_clock_and_is_counted_in_the_record") {
+    if !common::require_ebpf("requeue_restarts_the_clock_and_is_counted_in_the_record") {
         return;
     }
     let mut h = Harness::new();
@@ -259,7 +249,7 @@ fn requeue_restarts_the_clock_and_is_counted_in_the_record() {
 
 #[test]
 fn merged_request_leaves_no_state() {
-    if !can_run("merged_request_leaves_no_state") {
+    if !common::require_ebpf("merged_request_leaves_no_state") {
         return;
     }
     let mut h = Harness::new();
@@ -271,7 +261,7 @@ fn merged_request_leaves_no_state() {
 
 #[test]
 fn disabled_or_zero_config_creates_nothing_and_still_cleans_up() {
-    if !can_run("disabled_or_zero_config_creates_nothing_and_still_cleans_up") {
+    if !common::require_ebpf("disabled_or_zero_config_creates_nothing_and_still_cleans_up") {
         return;
     }
     let mut h = Harness::new();

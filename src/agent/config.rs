@@ -12,6 +12,7 @@
 //! controller_endpoint = "http://tapio-controller:8080"
 //! controller_token_file = "/etc/tapio/token"
 //! otlp_endpoint = "http://otel-collector:4318"
+//! otlp_encoding = "protobuf"             # or "json"
 //!
 //! [metrics]
 //! enabled = true
@@ -84,6 +85,9 @@ pub struct AgentArgs {
     pub controller_token_file: Option<PathBuf>,
     #[arg(long, value_name = "URL")]
     pub otlp_endpoint: Option<String>,
+    /// OTLP/HTTP body encoding (default protobuf).
+    #[arg(long, value_enum, value_name = "ENCODING")]
+    pub otlp_encoding: Option<crate::agent::sinks::otlp::OtlpEncoding>,
     /// Seconds between controller heartbeats (>= 5).
     #[arg(long, value_name = "SECONDS")]
     pub heartbeat_interval: Option<u64>,
@@ -109,6 +113,7 @@ pub struct FileConfig {
     pub controller_endpoint: Option<String>,
     pub controller_token_file: Option<PathBuf>,
     pub otlp_endpoint: Option<String>,
+    pub otlp_encoding: Option<crate::agent::sinks::otlp::OtlpEncoding>,
     pub heartbeat_interval: Option<u64>,
     pub profile: Option<PathBuf>,
     pub node_name: Option<String>,
@@ -136,6 +141,7 @@ pub struct AgentConfig {
     pub controller_endpoint: Option<String>,
     pub controller_token_file: Option<PathBuf>,
     pub otlp_endpoint: Option<String>,
+    pub otlp_encoding: crate::agent::sinks::otlp::OtlpEncoding,
     pub heartbeat_interval_secs: u64,
     pub profile: Option<PathBuf>,
     pub node_name: String,
@@ -206,6 +212,10 @@ impl AgentConfig {
                 .clone()
                 .or(file.controller_token_file),
             otlp_endpoint: args.otlp_endpoint.clone().or(file.otlp_endpoint),
+            otlp_encoding: args
+                .otlp_encoding
+                .or(file.otlp_encoding)
+                .unwrap_or(crate::agent::sinks::otlp::OtlpEncoding::Protobuf),
             heartbeat_interval_secs: heartbeat,
             profile: args.profile.clone().or(file.profile),
             node_name: args
@@ -233,6 +243,16 @@ impl AgentConfig {
             };
             if let Some(flag) = missing {
                 bail!("sink {} needs {flag}", s.as_str());
+            }
+        }
+        // Refuse unusable endpoints now, before anything connects anywhere.
+        for (url, flag) in [
+            (&cfg.http_endpoint, "--http-endpoint"),
+            (&cfg.otlp_endpoint, "--otlp-endpoint"),
+            (&cfg.controller_endpoint, "--controller-endpoint"),
+        ] {
+            if let Some(u) = url {
+                crate::agent::sinks::http::check_plain_http(u, flag)?;
             }
         }
         Ok(cfg)

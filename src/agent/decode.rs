@@ -189,6 +189,27 @@ pub enum Fact {
 }
 
 impl Fact {
+    pub fn as_net(&self) -> Option<&NetFact> {
+        match self {
+            Fact::Net(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    pub fn as_ctr(&self) -> Option<&CtrFact> {
+        match self {
+            Fact::Ctr(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    pub fn as_sto(&self) -> Option<&StoFact> {
+        match self {
+            Fact::Sto(f) => Some(f),
+            _ => None,
+        }
+    }
+
     pub fn generation(&self) -> u32 {
         match self {
             Fact::Net(f) => f.generation,

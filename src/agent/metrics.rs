@@ -204,9 +204,105 @@ impl Metrics {
         }
     }
 
+    /// Loss totals for the heartbeat, parsed back from the exposition so the
+    /// names match what Prometheus sees (`<family>.<label value>`).
+    pub fn loss_counters(&self) -> std::collections::BTreeMap<String, u64> {
+        let mut out = std::collections::BTreeMap::new();
+        for line in self.encode().lines() {
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(v) = value.parse::<f64>() else {
+                continue;
+            };
+            for (family, key) in [
+                ("tapio_lost_events_total{observer=\"", "lost_events"),
+                (
+                    "tapio_malformed_events_total{observer=\"",
+                    "malformed_events",
+                ),
+                ("tapio_sink_drops_total{sink=\"", "sink_drops"),
+                (
+                    "tapio_controller_send_failures_total{kind=\"",
+                    "controller_send_failures",
+                ),
+            ] {
+                if let Some(rest) = series.strip_prefix(family) {
+                    let label = rest.split('"').next().unwrap_or_default();
+                    *out.entry(format!("{key}.{label}")).or_insert(0) += v as u64;
+                }
+            }
+            if series == "tapio_drain_cap_total" {
+                out.insert("drain_cap".into(), v as u64);
+            }
+        }
+        out
+    }
+
     pub fn emitted(&self) -> u64 {
         self.emitted.load(Ordering::Relaxed)
     }
+}
+
+/// Serves `GET /metrics` (Prometheus text format 0.0.4) on `addr` from its
+/// own thread and single-threaded runtime, until `stop` returns true.
+/// Binding happens before this returns, so a bad address fails start-up.
+pub fn serve(
+    addr: &str,
+    metrics: Arc<Metrics>,
+    stop: impl Fn() -> bool + Send + 'static,
+) -> anyhow::Result<(std::net::SocketAddr, std::thread::JoinHandle<()>)> {
+    use anyhow::Context;
+    let listener = std::net::TcpListener::bind(addr)
+        .with_context(|| format!("failed to bind the metrics address {addr}"))?;
+    listener.set_nonblocking(true)?;
+    let local = listener.local_addr()?;
+    let handle = std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!("metrics server could not start: {e}");
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                    return;
+                };
+                let app = axum::Router::new().route(
+                    "/metrics",
+                    axum::routing::get(move || {
+                        let m = metrics.clone();
+                        async move {
+                            (
+                                [(
+                                    axum::http::header::CONTENT_TYPE,
+                                    "text/plain; version=0.0.4; charset=utf-8",
+                                )],
+                                m.encode(),
+                            )
+                        }
+                    }),
+                );
+                let shutdown = async move {
+                    while !stop() {
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    }
+                };
+                if let Err(e) = axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+                {
+                    tracing::error!("metrics server failed: {e}");
+                }
+            });
+        })?;
+    Ok((local, handle))
 }
 
 #[cfg(test)]

@@ -5,7 +5,8 @@
 //! `unsupported.rs` elsewhere). The agent never grows Kubernetes watches, an
 //! inbound API, a policy engine or reasoning fields.
 //!
-//! Threads: `drain` (rings → facts → findings), `emitter` (findings →
+//! Threads: `drain` (rings → facts → findings), `node-sampler` (Linux:
+//! per-CPU counters and PSI → findings), `emitter` (findings →
 //! occurrences → sink queues), one per sink, and the main thread, which
 //! waits for SIGINT/SIGTERM and then stops them in that order so every
 //! queued occurrence is written before exit.
@@ -14,6 +15,7 @@ pub mod abi;
 pub mod attribution;
 pub mod classify;
 pub mod config;
+pub mod controller_client;
 pub mod decode;
 pub mod metrics;
 pub mod pipeline;
@@ -40,52 +42,144 @@ use sinks::SinkHandle;
 /// `tapio agent`.
 pub fn run(args: config::AgentArgs) -> Result<(), CliError> {
     let cfg = AgentConfig::resolve(&args).map_err(CliError::usage)?;
+    let standalone = standalone_config(&cfg).map_err(CliError::usage)?;
+    let token = match &cfg.controller_token_file {
+        Some(path) => Some(config::read_token(path).map_err(CliError::usage)?),
+        None => None,
+    };
     platform_preflight().map_err(CliError::runtime)?;
     // Block the stop signals before any thread starts, so only the main
     // thread's sigwait sees them.
     let signals = signals::block_stop_signals().map_err(CliError::runtime)?;
-    let initial = initial_config(&cfg).map_err(CliError::usage)?;
+    let agent_id = ulid::Ulid::new().to_string();
 
     let metrics = Metrics::new();
-    let sinks = build_sinks(&cfg, &metrics).map_err(CliError::runtime)?;
+    let sinks = build_sinks(&cfg, &metrics, &agent_id, &token).map_err(CliError::runtime)?;
     let (findings_tx, findings_rx) = sync_channel(FINDINGS_QUEUE);
     let emitter = pipeline::spawn_emitter(findings_rx, sinks, metrics.clone(), Clock::measure())
         .context("failed to start the emitter thread")
         .map_err(CliError::runtime)?;
     let shared = Shared::new();
-    shared.request_config(initial.clone(), 1);
-    let drain = platform_start(&cfg, shared.clone(), metrics.clone(), findings_tx, initial)
+    // Standalone: apply at once. Controller mode: the carriers stay
+    // all-zero (inert) until the controller's config is applied.
+    if let Some(c) = &standalone {
+        shared.request_config(c.clone(), 1);
+    }
+    let initial = standalone.clone().unwrap_or_default();
+    let producers = platform_start(&cfg, shared.clone(), metrics.clone(), findings_tx, initial)
         .map_err(CliError::runtime)?;
-    tracing::info!(node = %cfg.node_name, sinks = ?cfg.sinks.iter().map(|s| s.as_str()).collect::<Vec<_>>(), "agent running");
+    let metrics_server = if cfg.metrics_enabled {
+        let s = shared.clone();
+        let (addr, h) = metrics::serve(&cfg.metrics_addr, metrics.clone(), move || s.stopping())
+            .map_err(CliError::runtime)?;
+        tracing::info!(%addr, "metrics at http://{addr}/metrics");
+        Some(h)
+    } else {
+        None
+    };
+    let client = match &cfg.controller_endpoint {
+        Some(url) => Some(
+            start_controller_client(&cfg, url, token, &agent_id, &shared, &metrics)
+                .map_err(CliError::runtime)?,
+        ),
+        None => None,
+    };
+    tracing::info!(node = %cfg.node_name, agent_id = %agent_id, sinks = ?cfg.sinks.iter().map(|s| s.as_str()).collect::<Vec<_>>(), "agent running");
 
     let sig = signals::wait(&signals);
     tracing::info!("received {sig}, stopping");
     shared.stop.store(true, Ordering::Relaxed);
-    let _ = drain.join();
+    if let Some(c) = client {
+        let _ = c.join();
+    }
+    // The emitter ends once every producer (and its findings sender) is gone.
+    for p in producers {
+        let _ = p.join();
+    }
     let _ = emitter.join();
+    if let Some(h) = metrics_server {
+        let _ = h.join();
+    }
     tracing::info!(occurrences = metrics.emitted(), "agent stopped");
     Ok(())
 }
 
-/// The config a standalone agent starts with: `--profile`, or the defaults
-/// with the TOML overrides.
-fn initial_config(cfg: &AgentConfig) -> anyhow::Result<crate::wire::CompiledConfig> {
-    match &cfg.profile {
-        Some(path) => anyhow::bail!(
-            "--profile {} needs Evidence Profile support, which this build does not have yet",
-            path.display()
+/// The config a standalone agent starts with (`--profile`, or the defaults
+/// with the TOML overrides); `None` in controller mode.
+fn standalone_config(cfg: &AgentConfig) -> anyhow::Result<Option<crate::wire::CompiledConfig>> {
+    match (&cfg.controller_endpoint, &cfg.profile) {
+        (Some(_), Some(p)) => anyhow::bail!(
+            "--profile {} and --controller-endpoint exclude each other: the controller distributes the profile",
+            p.display()
         ),
-        None => Ok(cfg.standalone.clone()),
+        (Some(_), None) => Ok(None),
+        (None, Some(path)) => Ok(Some(crate::profile::load(path)?)),
+        (None, None) => Ok(Some(cfg.standalone.clone())),
     }
 }
 
-fn build_sinks(cfg: &AgentConfig, metrics: &Arc<Metrics>) -> anyhow::Result<Vec<SinkHandle>> {
+fn start_controller_client(
+    cfg: &AgentConfig,
+    url: &str,
+    token: Option<String>,
+    agent_id: &str,
+    shared: &Arc<Shared>,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let base = sinks::http::check_plain_http(url, "--controller-endpoint")?;
+    let client = controller_client::ControllerClient::new(
+        controller_client::ClientConfig {
+            base,
+            token,
+            agent_id: agent_id.to_string(),
+            node_name: cfg.node_name.clone(),
+            interval: std::time::Duration::from_secs(cfg.heartbeat_interval_secs),
+            observers: shared.statuses().into_keys().collect(),
+        },
+        shared.clone(),
+        metrics.clone(),
+    )?;
+    Ok(std::thread::Builder::new()
+        .name("controller".into())
+        .spawn(move || client.run())?)
+}
+
+fn build_sinks(
+    cfg: &AgentConfig,
+    metrics: &Arc<Metrics>,
+    agent_id: &str,
+    token: &Option<String>,
+) -> anyhow::Result<Vec<SinkHandle>> {
     let mut out = Vec::new();
     for kind in &cfg.sinks {
         let sink: Box<dyn sinks::Sink> = match kind {
-            SinkKind::Stdout => Box::new(sinks::stdout::StdoutSink::new()),
-            SinkKind::File => Box::new(sinks::file::FileSink::new(&cfg.data_dir)?),
-            other => anyhow::bail!("sink {} is not available in this build", other.as_str()),
+            SinkKind::Stdout => Box::new(sinks::stdout::StdoutSink::new(metrics.clone())),
+            SinkKind::File => Box::new(sinks::file::FileSink::new(&cfg.data_dir, metrics.clone())?),
+            SinkKind::Http => Box::new(sinks::http::http_sink(
+                cfg.http_endpoint.as_deref().unwrap_or_default(),
+                sinks::http::PostPolicy::default(),
+                metrics.clone(),
+            )?),
+            SinkKind::Otlp => Box::new(sinks::otlp::otlp_sink(
+                cfg.otlp_endpoint.as_deref().unwrap_or_default(),
+                cfg.otlp_encoding,
+                &cfg.node_name,
+                sinks::http::PostPolicy::default(),
+                metrics.clone(),
+            )?),
+            SinkKind::Controller => {
+                let base = sinks::http::check_plain_http(
+                    cfg.controller_endpoint.as_deref().unwrap_or_default(),
+                    "--controller-endpoint",
+                )?;
+                Box::new(sinks::controller::controller_sink(
+                    &base,
+                    agent_id.to_string(),
+                    token.clone(),
+                    sinks::http::PostPolicy::default(),
+                    metrics.clone(),
+                )?)
+            }
         };
         out.push(
             SinkHandle::spawn(sink, metrics.clone()).context("failed to start a sink thread")?,
@@ -108,8 +202,25 @@ fn platform_start(
     metrics: Arc<Metrics>,
     findings: std::sync::mpsc::SyncSender<Vec<classify::Finding>>,
     initial: crate::wire::CompiledConfig,
-) -> anyhow::Result<std::thread::JoinHandle<()>> {
-    linux::drain::start(cfg.ebpf_dir.clone(), shared, metrics, findings, initial)
+) -> anyhow::Result<Vec<std::thread::JoinHandle<()>>> {
+    let drain = linux::drain::start(
+        cfg.ebpf_dir.clone(),
+        shared.clone(),
+        metrics.clone(),
+        findings.clone(),
+        initial.clone(),
+    )?;
+    let mut producers = vec![drain];
+    // The node observer never stops the others: if its thread cannot start,
+    // it is reported unavailable and the agent runs on.
+    match linux::node::start(shared.clone(), metrics, findings, initial) {
+        Ok(node) => producers.push(node),
+        Err(e) => {
+            tracing::warn!(observer = "node", "observer unavailable: {e:#}");
+            shared.set_status("node", "unavailable", format!("{e:#}"));
+        }
+    }
+    Ok(producers)
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -124,6 +235,6 @@ fn platform_start(
     _metrics: Arc<Metrics>,
     _findings: std::sync::mpsc::SyncSender<Vec<classify::Finding>>,
     _initial: crate::wire::CompiledConfig,
-) -> anyhow::Result<std::thread::JoinHandle<()>> {
+) -> anyhow::Result<Vec<std::thread::JoinHandle<()>>> {
     unsupported::preflight().map(|_| unreachable!())
 }

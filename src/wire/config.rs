@@ -21,7 +21,7 @@
 //!  "storage":{"enabled":true,"slow_io_threshold_ns":100000000,"io_latency_critical_ns":1000000000},
 //!  "node":{"enabled":true,"sample_period_ms":1000,"cpu_stall_permille":500,
 //!          "ipc_drop_permille":500,"memory_pressure_mpki_milli":20000,
-//!          "psi_memory_permille":100,"psi_cpu_permille":500,"min_baseline_samples":8}}
+//!          "psi_memory_permille":100,"psi_cpu_permille":950,"min_baseline_samples":8}}
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -140,7 +140,7 @@ impl Default for CompiledConfig {
                 ipc_drop_permille: 500,
                 memory_pressure_mpki_milli: 20_000,
                 psi_memory_permille: 100,
-                psi_cpu_permille: 500,
+                psi_cpu_permille: 950,
                 min_baseline_samples: 8,
             },
         }

@@ -1,7 +1,8 @@
 //! The Tapio protocol: everything that crosses a process boundary as bytes.
 //!
 //! This module owns the occurrence JSON (SPEC §2), the stable anomaly names,
-//! and the compiled runtime configuration with its hash (SPEC §4–§5). It is
+//! the compiled runtime configuration with its hash (SPEC §4–§5), and the
+//! `tapio-wire/v1` agent ↔ controller bodies ([`v1`], SPEC §6). It is
 //! pure data: serde types and the functions that format or hash them. It must
 //! not do I/O, read clocks or depend on any other Tapio module.
 //!
@@ -33,6 +34,7 @@ pub mod anomaly;
 pub mod config;
 pub mod occurrence;
 pub mod time;
+pub mod v1;
 
 pub use anomaly::{AnomalyType, Observer};
 pub use config::{CompiledConfig, ConfigHash};

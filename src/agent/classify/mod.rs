@@ -8,6 +8,7 @@
 
 pub mod container;
 pub mod network;
+pub mod node;
 pub mod storage;
 
 use serde_json::{Map, Value};

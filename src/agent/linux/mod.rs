@@ -1,6 +1,7 @@
 //! Everything Linux-specific in the agent: privilege and BTF checks, BPF
 //! object loading (embedded or `--ebpf-dir`), per-program attach, the
-//! config carrier writer, per-object counters and the drain thread.
+//! config carrier writer, per-object counters and the drain thread; the
+//! node sampler (perf counters and PSI, no BPF) on a thread of its own.
 //!
 //! All programs attach as `tp_btf` (BTF-typed raw tracepoints), which needs
 //! neither tracefs (not mounted at boot on the target kernels) nor kprobes.
@@ -9,6 +10,7 @@
 
 pub mod drain;
 pub mod loader;
+pub mod node;
 
 use std::path::Path;
 

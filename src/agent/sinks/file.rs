@@ -12,23 +12,26 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use super::Sink;
+use crate::agent::metrics::Metrics;
 use crate::wire::Occurrence;
 
 pub struct FileSink {
     dir: PathBuf,
     buf: Vec<u8>,
     last_error: Option<String>,
+    metrics: Arc<Metrics>,
 }
 
 impl FileSink {
     /// Creates the directory if needed; fails if it cannot be created.
-    pub fn new(dir: &Path) -> anyhow::Result<Self> {
+    pub fn new(dir: &Path, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
         fs::create_dir_all(dir)
             .with_context(|| format!("failed to create data dir {}", dir.display()))?;
         Ok(FileSink {
             dir: dir.to_path_buf(),
             buf: Vec::with_capacity(4096),
             last_error: None,
+            metrics,
         })
     }
 
@@ -55,12 +58,14 @@ impl Sink for FileSink {
         "file"
     }
 
-    fn write_batch(&mut self, batch: &[Arc<Occurrence>]) -> Result<usize, anyhow::Error> {
-        let mut written = 0;
+    fn accept(&mut self, batch: &[Arc<Occurrence>]) {
         for o in batch {
-            match self.write_one(o) {
-                Ok(()) => written += 1,
+            let result = self.write_one(o);
+            self.metrics.sink_write("file", result.is_ok(), 1);
+            match result {
+                Ok(()) => self.last_error = None,
                 Err(e) => {
+                    self.metrics.sink_drop("file", "write_error", 1);
                     // Log a repeated failure once, not once per occurrence.
                     let msg = e.to_string();
                     if self.last_error.as_deref() != Some(msg.as_str()) {
@@ -70,10 +75,6 @@ impl Sink for FileSink {
                 }
             }
         }
-        if written > 0 {
-            self.last_error = None;
-        }
-        Ok(written)
     }
 }
 
@@ -84,9 +85,13 @@ mod tests {
     #[test]
     fn writes_one_parseable_file_per_occurrence_and_no_temp_files() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = FileSink::new(&dir.path().join("occ")).unwrap();
+        let metrics = Metrics::new();
+        let mut s = FileSink::new(&dir.path().join("occ"), metrics.clone()).unwrap();
         let batch: Vec<_> = (0..3).map(crate::agent::sinks::tests::occ).collect();
-        assert_eq!(s.write_batch(&batch).unwrap(), 3);
+        s.accept(&batch);
+        assert!(metrics
+            .encode()
+            .contains("tapio_sink_writes_total{sink=\"file\",result=\"ok\"} 3"));
         let mut names: Vec<String> = fs::read_dir(dir.path().join("occ"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -106,11 +111,22 @@ mod tests {
     fn unwritable_dir_counts_failures_and_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("occ");
-        let mut s = FileSink::new(&target).unwrap();
+        let metrics = Metrics::new();
+        let mut s = FileSink::new(&target, metrics.clone()).unwrap();
         // Replace the directory with a regular file: every write fails.
         fs::remove_dir(&target).unwrap();
         fs::write(&target, b"not a dir").unwrap();
         let batch: Vec<_> = (0..2).map(crate::agent::sinks::tests::occ).collect();
-        assert_eq!(s.write_batch(&batch).unwrap(), 0);
+        s.accept(&batch);
+        let text = metrics.encode();
+        assert!(
+            text.contains("tapio_sink_writes_total{sink=\"file\",result=\"error\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tapio_sink_drops_total{sink=\"file\",reason=\"write_error\"} 2"),
+            "{text}"
+        );
+        assert_eq!(fs::read(&target).unwrap(), b"not a dir");
     }
 }

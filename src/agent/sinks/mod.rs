@@ -3,13 +3,21 @@
 //! block the pipeline. Overflow drops the newest occurrence and counts it in
 //! `tapio_sink_drops_total{sink,reason="queue_full"}`. Serialisation and I/O
 //! happen on the sink threads.
+//!
+//! Each sink counts its own writes in `tapio_sink_writes_total{sink,result}`
+//! (one per I/O operation: a line batch, a file, a request) and its own
+//! failures in `tapio_sink_drops_total{sink,reason}`.
 
+pub mod controller;
 pub mod file;
+pub mod http;
+pub mod otlp;
 pub mod stdout;
 
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crate::agent::metrics::Metrics;
 use crate::wire::Occurrence;
@@ -19,13 +27,20 @@ pub const QUEUE_CAPACITY: usize = 4096;
 /// Most occurrences a sink takes from its queue per write.
 pub const MAX_BATCH: usize = 256;
 
-/// A destination for occurrences. Implementations own their I/O.
+/// A destination for occurrences. Implementations own their I/O and count
+/// their writes and failures.
 pub trait Sink: Send {
     fn name(&self) -> &'static str;
-    /// Writes a batch; returns how many were written. Errors are per batch:
-    /// the unwritten rest is counted as dropped by the runner.
-    fn write_batch(&mut self, batch: &[Arc<Occurrence>]) -> Result<usize, anyhow::Error>;
-    /// Called once when the queue closes (shutdown).
+    /// Takes occurrences from the queue: writes them, or buffers them for a
+    /// batched write.
+    fn accept(&mut self, batch: &[Arc<Occurrence>]);
+    /// How long the runner may wait for input before calling `tick`
+    /// (time-based batching); `None` waits for input only.
+    fn tick_interval(&self) -> Option<Duration> {
+        None
+    }
+    fn tick(&mut self) {}
+    /// Called once when the queue closes (shutdown): write what is buffered.
     fn close(&mut self) {}
 }
 
@@ -50,10 +65,9 @@ impl SinkHandle {
     ) -> std::io::Result<SinkHandle> {
         let name = sink.name();
         let (tx, rx) = sync_channel(capacity);
-        let m = metrics.clone();
         let thread = std::thread::Builder::new()
             .name(format!("sink-{name}"))
-            .spawn(move || run_sink(sink.as_mut(), rx, &m))?;
+            .spawn(move || run_sink(sink.as_mut(), rx))?;
         Ok(SinkHandle {
             name,
             tx: Some(tx),
@@ -87,10 +101,23 @@ impl SinkHandle {
     }
 }
 
-fn run_sink(sink: &mut dyn Sink, rx: Receiver<Arc<Occurrence>>, metrics: &Metrics) {
-    let name = sink.name();
+fn run_sink(sink: &mut dyn Sink, rx: Receiver<Arc<Occurrence>>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Ok(first) = rx.recv() {
+    loop {
+        let first = match sink.tick_interval() {
+            Some(every) => match rx.recv_timeout(every) {
+                Ok(o) => o,
+                Err(RecvTimeoutError::Timeout) => {
+                    sink.tick();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            },
+            None => match rx.recv() {
+                Ok(o) => o,
+                Err(_) => break,
+            },
+        };
         batch.push(first);
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -98,23 +125,7 @@ fn run_sink(sink: &mut dyn Sink, rx: Receiver<Arc<Occurrence>>, metrics: &Metric
                 Err(_) => break,
             }
         }
-        match sink.write_batch(&batch) {
-            Ok(n) => {
-                metrics.sink_write(name, true, n as u64);
-                if n < batch.len() {
-                    metrics.sink_drop(name, "write_error", (batch.len() - n) as u64);
-                }
-            }
-            Err(e) => {
-                metrics.sink_write(name, false, 1);
-                metrics.sink_drop(name, "write_error", batch.len() as u64);
-                tracing::warn!(
-                    sink = name,
-                    "failed to write {} occurrences: {e:#}",
-                    batch.len()
-                );
-            }
-        }
+        sink.accept(&batch);
         batch.clear();
     }
     sink.close();
@@ -135,14 +146,13 @@ mod tests {
         fn name(&self) -> &'static str {
             "gate"
         }
-        fn write_batch(&mut self, batch: &[Arc<Occurrence>]) -> Result<usize, anyhow::Error> {
+        fn accept(&mut self, batch: &[Arc<Occurrence>]) {
             let (lock, cv) = &*self.open;
             let mut open = lock.lock().unwrap();
             while !*open {
                 open = cv.wait(open).unwrap();
             }
             *self.written.lock().unwrap() += batch.len();
-            Ok(batch.len())
         }
     }
 

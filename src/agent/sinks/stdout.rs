@@ -5,23 +5,22 @@ use std::io::Write;
 use std::sync::Arc;
 
 use super::Sink;
+use crate::agent::metrics::Metrics;
 use crate::wire::Occurrence;
 
 pub struct StdoutSink {
     buf: Vec<u8>,
+    metrics: Arc<Metrics>,
+    warned: bool,
 }
 
 impl StdoutSink {
-    pub fn new() -> Self {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
         StdoutSink {
             buf: Vec::with_capacity(64 * 1024),
+            metrics,
+            warned: false,
         }
-    }
-}
-
-impl Default for StdoutSink {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -37,15 +36,23 @@ impl Sink for StdoutSink {
         "stdout"
     }
 
-    fn write_batch(&mut self, batch: &[Arc<Occurrence>]) -> Result<usize, anyhow::Error> {
+    fn accept(&mut self, batch: &[Arc<Occurrence>]) {
         self.buf.clear();
         for o in batch {
-            encode_line(&mut self.buf, o)?;
+            // Plain structs of strings and numbers: cannot fail.
+            let _ = encode_line(&mut self.buf, o);
         }
         let mut out = std::io::stdout().lock();
-        out.write_all(&self.buf)?;
-        out.flush()?;
-        Ok(batch.len())
+        let result = out.write_all(&self.buf).and_then(|_| out.flush());
+        self.metrics.sink_write("stdout", result.is_ok(), 1);
+        if let Err(e) = result {
+            self.metrics
+                .sink_drop("stdout", "write_error", batch.len() as u64);
+            if !self.warned {
+                tracing::warn!("stdout sink write failed (further failures only counted): {e}");
+                self.warned = true;
+            }
+        }
     }
 }
 

@@ -1,0 +1,303 @@
+//! `http` sink, and the batching poster it shares with `otlp`.
+//!
+//! Occurrences are buffered and sent as one POST when `max_batch` are
+//! waiting or the oldest has waited `max_wait`. A failed request (connection
+//! error, timeout, 408, 429, 5xx) is retried with exponential backoff and
+//! full jitter, up to `attempts` tries; then the batch is dropped and counted
+//! (`reason="send_failed"`). Any other 4xx is final (`reason="rejected"`).
+//! Every request is one `tapio_sink_writes_total{sink,result}` increment.
+//! While a batch is retried the sink's queue absorbs new occurrences and
+//! overflows into `queue_full` drops; the drain never waits.
+//!
+//! Plain `http://` only: this build has no TLS stack. Terminate TLS in a
+//! local proxy or collector; an `https://` endpoint is refused at start-up,
+//! before any connection is made.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+
+use super::Sink;
+use crate::agent::metrics::Metrics;
+use crate::wire::Occurrence;
+
+/// Validates a sink endpoint before anything connects to it.
+pub fn check_plain_http(url: &str, flag: &str) -> anyhow::Result<reqwest::Url> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| anyhow::anyhow!("{flag} {url:?} is not a URL: {e}"))?;
+    match parsed.scheme() {
+        "http" => {}
+        "https" => bail!(
+            "{flag} {url:?}: https is not supported by this build (no TLS stack); send to a local collector or proxy over http"
+        ),
+        other => bail!("{flag} {url:?}: unsupported scheme {other:?}, expected http"),
+    }
+    if parsed.host_str().is_none() {
+        bail!("{flag} {url:?} has no host");
+    }
+    Ok(parsed)
+}
+
+/// Retry and batching knobs.
+#[derive(Debug, Clone)]
+pub struct PostPolicy {
+    pub max_batch: usize,
+    pub max_wait: Duration,
+    pub attempts: u32,
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+    pub request_timeout: Duration,
+}
+
+impl Default for PostPolicy {
+    fn default() -> Self {
+        PostPolicy {
+            max_batch: 100,
+            max_wait: Duration::from_secs(1),
+            attempts: 5,
+            backoff_base: Duration::from_millis(200),
+            backoff_cap: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Turns a batch into a request body and its content type.
+pub type Encoder = Box<dyn Fn(&[Arc<Occurrence>]) -> Vec<u8> + Send>;
+
+/// Buffers occurrences and POSTs them in batches.
+pub struct BatchPoster {
+    name: &'static str,
+    url: reqwest::Url,
+    content_type: &'static str,
+    encode: Encoder,
+    client: reqwest::blocking::Client,
+    policy: PostPolicy,
+    pending: Vec<Arc<Occurrence>>,
+    oldest: Option<Instant>,
+    metrics: Arc<Metrics>,
+    rng: u64,
+    warned: bool,
+    bearer: Option<String>,
+    /// Also count failed requests in `tapio_controller_send_failures_total{kind}`.
+    failure_kind: Option<&'static str>,
+}
+
+enum Outcome {
+    Sent,
+    Retry(String),
+    Rejected(String),
+}
+
+impl BatchPoster {
+    pub fn new(
+        name: &'static str,
+        url: reqwest::Url,
+        content_type: &'static str,
+        encode: Encoder,
+        policy: PostPolicy,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<BatchPoster> {
+        let client = reqwest::blocking::Client::builder()
+            .timeout(policy.request_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x9e37_79b9)
+            | 1;
+        Ok(BatchPoster {
+            name,
+            url,
+            content_type,
+            encode,
+            client,
+            pending: Vec::with_capacity(policy.max_batch),
+            policy,
+            oldest: None,
+            metrics,
+            rng: seed,
+            warned: false,
+            bearer: None,
+            failure_kind: None,
+        })
+    }
+
+    /// Sends `Authorization: Bearer <token>` with every request.
+    pub fn with_bearer(mut self, token: Option<String>) -> Self {
+        self.bearer = token;
+        self
+    }
+
+    pub fn with_failure_kind(mut self, kind: &'static str) -> Self {
+        self.failure_kind = Some(kind);
+        self
+    }
+
+    fn count_failure(&self) {
+        self.metrics.sink_write(self.name, false, 1);
+        if let Some(kind) = self.failure_kind {
+            self.metrics
+                .controller_send_failures
+                .get_or_create(&crate::agent::metrics::KindLabel { kind: kind.into() })
+                .inc();
+        }
+    }
+
+    fn jitter(&mut self, max: Duration) -> Duration {
+        // xorshift64: jitter needs spread, not cryptographic quality.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let nanos = max.as_nanos() as u64;
+        Duration::from_nanos(if nanos == 0 { 0 } else { self.rng % nanos })
+    }
+
+    fn post(&self, body: &[u8]) -> Outcome {
+        let mut rb = self
+            .client
+            .post(self.url.clone())
+            .header(reqwest::header::CONTENT_TYPE, self.content_type)
+            .body(body.to_vec());
+        if let Some(t) = &self.bearer {
+            rb = rb.bearer_auth(t);
+        }
+        let res = rb.send();
+        match res {
+            Ok(r) if r.status().is_success() => Outcome::Sent,
+            Ok(r) => {
+                let s = r.status();
+                if s.is_server_error() || s.as_u16() == 408 || s.as_u16() == 429 {
+                    Outcome::Retry(format!("status {s}"))
+                } else {
+                    Outcome::Rejected(format!("status {s}"))
+                }
+            }
+            Err(e) => Outcome::Retry(e.to_string()),
+        }
+    }
+
+    /// Sends everything pending, retrying up to `attempts` times.
+    pub fn flush(&mut self, attempts: u32) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.pending);
+        self.oldest = None;
+        let body = (self.encode)(&batch);
+        let n = batch.len() as u64;
+        let mut last = String::new();
+        for attempt in 0..attempts.max(1) {
+            if attempt > 0 {
+                let exp = self
+                    .policy
+                    .backoff_base
+                    .saturating_mul(1u32 << (attempt - 1).min(16))
+                    .min(self.policy.backoff_cap);
+                let wait = self.jitter(exp);
+                std::thread::sleep(wait);
+            }
+            match self.post(&body) {
+                Outcome::Sent => {
+                    self.metrics.sink_write(self.name, true, 1);
+                    self.warned = false;
+                    return;
+                }
+                Outcome::Rejected(why) => {
+                    self.count_failure();
+                    self.metrics.sink_drop(self.name, "rejected", n);
+                    tracing::warn!(sink = self.name, url = %self.url, "batch of {n} rejected: {why}");
+                    return;
+                }
+                Outcome::Retry(why) => {
+                    self.count_failure();
+                    last = why;
+                }
+            }
+        }
+        self.metrics.sink_drop(self.name, "send_failed", n);
+        if !self.warned {
+            tracing::warn!(sink = self.name, url = %self.url, "dropped a batch of {n} after {attempts} attempts: {last}");
+            self.warned = true;
+        }
+    }
+
+    fn due(&self) -> bool {
+        self.pending.len() >= self.policy.max_batch
+            || self
+                .oldest
+                .is_some_and(|t| t.elapsed() >= self.policy.max_wait)
+    }
+}
+
+impl Sink for BatchPoster {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn accept(&mut self, batch: &[Arc<Occurrence>]) {
+        for o in batch {
+            if self.pending.is_empty() {
+                self.oldest = Some(Instant::now());
+            }
+            self.pending.push(o.clone());
+            if self.pending.len() >= self.policy.max_batch {
+                self.flush(self.policy.attempts);
+            }
+        }
+        if self.due() {
+            self.flush(self.policy.attempts);
+        }
+    }
+
+    fn tick_interval(&self) -> Option<Duration> {
+        Some(self.policy.max_wait / 4)
+    }
+
+    fn tick(&mut self) {
+        if self.due() {
+            self.flush(self.policy.attempts);
+        }
+    }
+
+    fn close(&mut self) {
+        // One try at shutdown: a dead endpoint must not hold the exit.
+        self.flush(1);
+    }
+}
+
+/// The `http` sink: a JSON array of occurrences per POST.
+pub fn http_sink(
+    endpoint: &str,
+    policy: PostPolicy,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<BatchPoster> {
+    let url = check_plain_http(endpoint, "--http-endpoint")?;
+    BatchPoster::new(
+        "http",
+        url,
+        "application/json",
+        Box::new(|batch| {
+            let refs: Vec<&Occurrence> = batch.iter().map(|o| &**o).collect();
+            serde_json::to_vec(&refs).unwrap_or_default()
+        }),
+        policy,
+        metrics,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_http_endpoints_pass() {
+        assert!(check_plain_http("http://127.0.0.1:8080/x", "--http-endpoint").is_ok());
+        let e = check_plain_http("https://collector:4318", "--otlp-endpoint").unwrap_err();
+        assert!(e.to_string().contains("https is not supported"), "{e}");
+        assert!(check_plain_http("ftp://x", "--http-endpoint").is_err());
+        assert!(check_plain_http("not a url", "--http-endpoint").is_err());
+    }
+}

@@ -1,0 +1,207 @@
+//! `tapio controller`: serves one Evidence Profile to a fleet of agents over
+//! `tapio-wire/v1` (SPEC §6, bodies and rules in [`crate::wire::v1`]).
+//!
+//! Owns: the HTTP router ([`router`], a plain function that tests drive
+//! without a socket), the active config and its generation, the bounded
+//! in-memory agent registry, the bounded buffer of recent occurrences,
+//! per-agent batch sequence state, `/v1/status`, bearer-token auth, and the
+//! process lifecycle (SIGHUP reload, SIGTERM/SIGINT graceful shutdown).
+//! Must not: reach into agents (they poll), persist anything, interpret
+//! occurrences, or put a token in a log line.
+//!
+//! # Running
+//!
+//! ```text
+//! tapio controller --listen 0.0.0.0:8080 --profile /etc/tapio/profile.yaml \
+//!     --token-file /etc/tapio/token
+//! ```
+//! * An invalid or unreadable profile at start → exit 1, before listening.
+//! * `SIGHUP` re-reads the profile: a valid profile with new compiled
+//!   content becomes generation N+1 with its new hash; identical content
+//!   (even re-formatted) keeps generation N; an invalid profile is logged
+//!   with every error and generation N stays active.
+//! * `SIGTERM`/`SIGINT`: stop accepting, finish in-flight requests (at most
+//!   [`SHUTDOWN_GRACE`]), exit 0.
+//! * Without `--token-file` a warning says the controller is
+//!   unauthenticated; with it, `/v1/agents/*` and `/v1/events` need
+//!   `Authorization: Bearer <token>`. `/v1/status` is open.
+//! * The bound address is logged as `controller listening on <addr>`
+//!   (useful with port 0).
+
+pub mod auth;
+pub mod error;
+mod routes;
+pub mod state;
+pub mod status;
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, Context};
+use clap::Args;
+use tokio::signal::unix::{signal, SignalKind};
+
+pub use auth::Token;
+pub use error::ApiError;
+pub use routes::router;
+pub use state::{AppState, Applied, Settings};
+
+use crate::exit::CliError;
+use crate::profile;
+
+/// Longest wait for in-flight requests after SIGTERM/SIGINT.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Args)]
+pub struct ControllerArgs {
+    /// Address to listen on (port 0 picks a free port; the log says which).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The Evidence Profile to serve; re-read on SIGHUP.
+    #[arg(long)]
+    pub profile: PathBuf,
+    /// File holding the bearer token agents must present.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Largest request body in bytes; larger → 413.
+    #[arg(long, default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
+    pub max_body_bytes: u64,
+    /// Most agents kept in the registry (least recently seen evicted).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_agents: u64,
+    /// Most recent occurrences kept for /v1/status.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub event_buffer: u64,
+}
+
+fn wall_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Runs the controller until SIGTERM/SIGINT.
+pub fn run(args: ControllerArgs) -> Result<(), CliError> {
+    let config = profile::load(&args.profile).map_err(CliError::usage)?;
+    let token = match &args.token_file {
+        Some(path) => Some(Token::from_file(path).map_err(CliError::usage)?),
+        None => None,
+    };
+    if token.is_none() {
+        tracing::warn!(
+            "no --token-file: the controller is unauthenticated; anyone who can reach {} can register agents, read configs and post events",
+            args.listen.ip()
+        );
+    }
+    let settings = Settings {
+        max_body_bytes: usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX),
+        max_agents: usize::try_from(args.max_agents).unwrap_or(usize::MAX),
+        event_buffer: usize::try_from(args.event_buffer).unwrap_or(usize::MAX),
+        ..Settings::default()
+    };
+    let state = AppState::new(settings, token, config, wall_ns());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")
+        .map_err(CliError::runtime)?;
+    runtime.block_on(serve(args.listen, args.profile, state))
+}
+
+async fn serve(listen: SocketAddr, profile_path: PathBuf, state: AppState) -> Result<(), CliError> {
+    // Install the handlers before anything can send the signals: SIGHUP's
+    // default action would kill the process.
+    let mut hup = signal(SignalKind::hangup())
+        .context("failed to install the SIGHUP handler")
+        .map_err(CliError::runtime)?;
+    let mut term = signal(SignalKind::terminate())
+        .context("failed to install the SIGTERM handler")
+        .map_err(CliError::runtime)?;
+    let mut int = signal(SignalKind::interrupt())
+        .context("failed to install the SIGINT handler")
+        .map_err(CliError::runtime)?;
+
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("failed to listen on {listen}"))
+        .map_err(CliError::runtime)?;
+    let addr = listener
+        .local_addr()
+        .context("failed to read the bound address")
+        .map_err(CliError::runtime)?;
+    let active = state
+        .active()
+        .map_err(|e| CliError::runtime(anyhow!(e.message)))?;
+    tracing::info!(
+        profile = %active.config.profile,
+        config_version = active.generation,
+        config_hash = %active.hash,
+        "serving profile {}",
+        profile_path.display()
+    );
+    tracing::info!("controller listening on {addr}");
+
+    let reload_state = state.clone();
+    let reloader = tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            reload(&reload_state, &profile_path);
+        }
+    });
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+        let _ = stop_tx.send(());
+    };
+    let server = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .into_future();
+    let grace = async {
+        let _ = stop_rx.await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    let result = tokio::select! {
+        r = server => r.context("server failed").map_err(CliError::runtime),
+        _ = grace => {
+            tracing::warn!("in-flight requests did not finish within {SHUTDOWN_GRACE:?}; exiting");
+            Ok(())
+        }
+    };
+    reloader.abort();
+    if result.is_ok() {
+        tracing::info!("controller stopped");
+    }
+    result
+}
+
+/// Re-reads the profile; keeps the old config on any error.
+pub fn reload(state: &AppState, path: &Path) {
+    let current = state.active().map(|a| a.generation).unwrap_or(0);
+    match profile::load(path) {
+        Err(e) => {
+            state.reload_rejected();
+            let e = anyhow::Error::from(e);
+            tracing::error!("profile reload rejected, generation {current} stays active: {e:#}");
+        }
+        Ok(config) => match state.apply(config, wall_ns()) {
+            Applied::Unchanged { generation } => {
+                tracing::info!(
+                    "profile reloaded: content unchanged, generation {generation} stays active"
+                )
+            }
+            Applied::Updated { generation, hash } => {
+                tracing::info!(config_version = generation, config_hash = %hash, "profile reloaded: generation {generation} active")
+            }
+            Applied::Exhausted => {
+                tracing::error!("profile reload rejected: generation counter exhausted, generation {current} stays active")
+            }
+        },
+    }
+}

@@ -1,0 +1,454 @@
+//! Controller state: the active config (generation + hash), the bounded
+//! agent registry, the bounded event buffer and the counters. No I/O; the
+//! wall clock enters once, as the start time, and ages use `Instant`.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Instant;
+
+use axum::body::Bytes;
+
+use super::auth::Token;
+use super::error::ApiError;
+use crate::wire::config::{CompiledConfig, ConfigHash};
+use crate::wire::v1::{self, AgentState, ErrorCode, ObserverStatus};
+use crate::wire::Occurrence;
+
+/// Limits of one controller. All memory the controller holds is bounded
+/// by these (and the per-field limits in [`v1`]).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Largest request body; larger → `413 PAYLOAD_TOO_LARGE`.
+    pub max_body_bytes: usize,
+    /// Most agents remembered; a new agent beyond it evicts the one seen
+    /// least recently.
+    pub max_agents: usize,
+    /// Most occurrences kept for `/v1/status`; older ones are evicted.
+    pub event_buffer: usize,
+    /// Most bytes (serialised) of occurrences kept.
+    pub event_buffer_bytes: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            max_body_bytes: 1024 * 1024,
+            max_agents: 10_000,
+            event_buffer: 1024,
+            event_buffer_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// The config the controller serves, with its response pre-serialised.
+#[derive(Debug)]
+pub struct ActiveConfig {
+    pub generation: u32,
+    pub hash: ConfigHash,
+    pub config: CompiledConfig,
+    /// `"<hash>"`, the ETag.
+    pub etag: String,
+    /// JSON of the `ConfigResponse`.
+    pub body: Bytes,
+    /// Wall-clock ns when this generation became active.
+    pub since_ns: u64,
+}
+
+impl ActiveConfig {
+    fn new(generation: u32, config: CompiledConfig, since_ns: u64) -> ActiveConfig {
+        let response = v1::ConfigResponse::new(generation, config.clone());
+        // A ConfigResponse is plain data; serialising it cannot fail.
+        let body = Bytes::from(serde_json::to_vec(&response).unwrap_or_default());
+        ActiveConfig {
+            generation,
+            etag: v1::etag(&response.config_hash),
+            hash: response.config_hash,
+            config,
+            body,
+            since_ns,
+        }
+    }
+}
+
+/// What applying a (re)loaded config did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// Same compiled content: the generation stays.
+    Unchanged { generation: u32 },
+    /// New content: a new generation.
+    Updated { generation: u32, hash: ConfigHash },
+    /// The generation counter is exhausted; the old config stays.
+    Exhausted,
+}
+
+/// Per-agent event batch sequence state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SequenceState {
+    /// Highest sequence number seen.
+    pub last: Option<u64>,
+    pub batches: u64,
+    pub occurrences: u64,
+    /// Batches skipped over (sequence jumped by more than one).
+    pub gaps: u64,
+    /// Batches whose number was already seen (not stored again).
+    pub duplicates: u64,
+}
+
+impl SequenceState {
+    /// Records batch `seq`; returns false for a duplicate.
+    pub fn observe(&mut self, seq: u64) -> bool {
+        match self.last {
+            Some(last) if seq <= last => {
+                self.duplicates += 1;
+                false
+            }
+            Some(last) => {
+                self.gaps += seq - last - 1;
+                self.last = Some(seq);
+                self.batches += 1;
+                true
+            }
+            None => {
+                self.last = Some(seq);
+                self.batches += 1;
+                true
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct AgentRecord {
+    pub node_name: String,
+    pub version: String,
+    pub kernel: String,
+    pub observers: Vec<String>,
+    pub hellos: u64,
+    pub last_seen: Instant,
+    pub last_heartbeat: Option<Instant>,
+    pub heartbeats: u64,
+    pub applied_hash: String,
+    pub applied_version: String,
+    pub state: AgentState,
+    pub reason: String,
+    pub observer_status: BTreeMap<String, ObserverStatus>,
+    pub loss: BTreeMap<String, u64>,
+    pub sequence: SequenceState,
+}
+
+impl AgentRecord {
+    fn new(now: Instant) -> AgentRecord {
+        AgentRecord {
+            node_name: String::new(),
+            version: String::new(),
+            kernel: String::new(),
+            observers: Vec::new(),
+            hellos: 0,
+            last_seen: now,
+            last_heartbeat: None,
+            heartbeats: 0,
+            applied_hash: String::new(),
+            applied_version: "0".into(),
+            state: AgentState::Unknown,
+            reason: String::new(),
+            observer_status: BTreeMap::new(),
+            loss: BTreeMap::new(),
+            sequence: SequenceState::default(),
+        }
+    }
+}
+
+/// Counters shown in `/v1/status`.
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    pub hellos: u64,
+    pub config_fetches: u64,
+    pub config_not_modified: u64,
+    pub heartbeats: u64,
+    pub event_batches: u64,
+    pub occurrences_received: u64,
+    pub occurrences_evicted: u64,
+    pub duplicate_batches: u64,
+    pub sequence_gaps: u64,
+    pub agents_evicted: u64,
+    pub reloads_applied: u64,
+    pub reloads_unchanged: u64,
+    pub reloads_rejected: u64,
+    /// Error responses by code.
+    pub rejected: BTreeMap<&'static str, u64>,
+}
+
+#[derive(Debug)]
+pub struct StoredEvent {
+    pub agent_id: Arc<str>,
+    pub occurrence: Occurrence,
+    pub size: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct Inner {
+    pub agents: HashMap<Arc<str>, AgentRecord>,
+    pub events: VecDeque<StoredEvent>,
+    pub event_bytes: usize,
+    pub counters: Counters,
+}
+
+impl Inner {
+    /// The record for `agent_id`, created (evicting the least recently seen
+    /// agent when full) if unknown. Returns the record and whether it is new.
+    pub fn agent(
+        &mut self,
+        agent_id: &str,
+        max_agents: usize,
+        now: Instant,
+    ) -> (&mut AgentRecord, bool) {
+        let known = self.agents.contains_key(agent_id);
+        if !known && self.agents.len() >= max_agents.max(1) {
+            let oldest = self
+                .agents
+                .iter()
+                .min_by_key(|(_, a)| a.last_seen)
+                .map(|(id, _)| Arc::clone(id));
+            if let Some(id) = oldest {
+                self.agents.remove(&id);
+                self.counters.agents_evicted += 1;
+            }
+        }
+        let record = self
+            .agents
+            .entry(Arc::from(agent_id))
+            .or_insert_with(|| AgentRecord::new(now));
+        record.last_seen = now;
+        (record, !known)
+    }
+
+    /// Stores occurrences, evicting the oldest beyond the bounds.
+    pub fn store_events(
+        &mut self,
+        agent_id: &str,
+        occurrences: Vec<Occurrence>,
+        settings: &Settings,
+    ) {
+        let id: Arc<str> = Arc::from(agent_id);
+        for occurrence in occurrences {
+            let size = serde_json::to_vec(&occurrence)
+                .map(|b| b.len())
+                .unwrap_or(0);
+            self.event_bytes += size;
+            self.events.push_back(StoredEvent {
+                agent_id: Arc::clone(&id),
+                occurrence,
+                size,
+            });
+            while self.events.len() > settings.event_buffer
+                || self.event_bytes > settings.event_buffer_bytes
+            {
+                match self.events.pop_front() {
+                    Some(old) => {
+                        self.event_bytes -= old.size;
+                        self.counters.occurrences_evicted += 1;
+                    }
+                    None => break,
+                }
+            }
+        }
+    }
+}
+
+/// Shared state behind every handler. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(pub(crate) Arc<Shared>);
+
+pub(crate) struct Shared {
+    pub settings: Settings,
+    pub token: Option<Token>,
+    pub started_ns: u64,
+    pub started: Instant,
+    pub config: RwLock<Arc<ActiveConfig>>,
+    pub inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("settings", &self.0.settings)
+            .field("token", &self.0.token)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// A controller serving `config` as generation 1. `now_ns` is the wall
+    /// clock at start (ns since the epoch).
+    pub fn new(
+        settings: Settings,
+        token: Option<Token>,
+        config: CompiledConfig,
+        now_ns: u64,
+    ) -> AppState {
+        AppState(Arc::new(Shared {
+            settings,
+            token,
+            started_ns: now_ns,
+            started: Instant::now(),
+            config: RwLock::new(Arc::new(ActiveConfig::new(1, config, now_ns))),
+            inner: Mutex::new(Inner::default()),
+        }))
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.0.settings
+    }
+
+    /// The active config.
+    pub fn active(&self) -> Result<Arc<ActiveConfig>, ApiError> {
+        self.0
+            .config
+            .read()
+            .map(|c| Arc::clone(&c))
+            .map_err(|_| ApiError::internal("config lock poisoned"))
+    }
+
+    pub(crate) fn lock(&self) -> Result<MutexGuard<'_, Inner>, ApiError> {
+        self.0
+            .inner
+            .lock()
+            .map_err(|_| ApiError::internal("state lock poisoned"))
+    }
+
+    /// Makes `config` active: a new generation if its hash differs from the
+    /// active one, otherwise nothing changes.
+    pub fn apply(&self, config: CompiledConfig, now_ns: u64) -> Applied {
+        let mut guard = match self.0.config.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let outcome = if config.hash() == guard.hash {
+            Applied::Unchanged {
+                generation: guard.generation,
+            }
+        } else if let Some(generation) = guard.generation.checked_add(1) {
+            let next = ActiveConfig::new(generation, config, now_ns);
+            let hash = next.hash.clone();
+            *guard = Arc::new(next);
+            Applied::Updated { generation, hash }
+        } else {
+            Applied::Exhausted
+        };
+        drop(guard);
+        if let Ok(mut inner) = self.0.inner.lock() {
+            match outcome {
+                Applied::Updated { .. } => inner.counters.reloads_applied += 1,
+                Applied::Unchanged { .. } => inner.counters.reloads_unchanged += 1,
+                Applied::Exhausted => inner.counters.reloads_rejected += 1,
+            }
+        }
+        outcome
+    }
+
+    /// Counts a reload that failed validation (the old config stays).
+    pub fn reload_rejected(&self) {
+        if let Ok(mut inner) = self.0.inner.lock() {
+            inner.counters.reloads_rejected += 1;
+        }
+    }
+
+    /// Counts an error response.
+    pub(crate) fn count_rejection(&self, code: ErrorCode) {
+        if let Ok(mut inner) = self.0.inner.lock() {
+            *inner.counters.rejected.entry(code_name(code)).or_default() += 1;
+        }
+    }
+
+    /// Number of agents in the registry.
+    pub fn agent_count(&self) -> usize {
+        self.0.inner.lock().map(|i| i.agents.len()).unwrap_or(0)
+    }
+
+    /// Test hook: poisons the state lock, to exercise `500 INTERNAL_ERROR`.
+    #[doc(hidden)]
+    pub fn poison_for_tests(&self) {
+        let state = self.clone();
+        let _ = std::thread::spawn(move || {
+            let _guard = state.0.inner.lock();
+            panic!("poisoning the controller state on purpose (test)");
+        })
+        .join();
+    }
+}
+
+pub(crate) fn code_name(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::MissingField => "MISSING_FIELD",
+        ErrorCode::InvalidField => "INVALID_FIELD",
+        ErrorCode::MalformedJson => "MALFORMED_JSON",
+        ErrorCode::UnsupportedVersion => "UNSUPPORTED_VERSION",
+        ErrorCode::Unauthorized => "UNAUTHORIZED",
+        ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+        ErrorCode::ReasoningField => "REASONING_FIELD",
+        ErrorCode::UnknownEndpoint => "UNKNOWN_ENDPOINT",
+        ErrorCode::InternalError => "INTERNAL_ERROR",
+        ErrorCode::Unknown => "UNKNOWN",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_counts_gaps_and_duplicates() {
+        let mut s = SequenceState::default();
+        assert!(s.observe(5));
+        assert!(s.observe(6));
+        assert!(s.observe(9)); // 7 and 8 missing
+        assert!(!s.observe(9));
+        assert!(!s.observe(2));
+        assert_eq!(
+            s,
+            SequenceState {
+                last: Some(9),
+                batches: 3,
+                occurrences: 0,
+                gaps: 2,
+                duplicates: 2
+            }
+        );
+    }
+
+    #[test]
+    fn registry_evicts_least_recently_seen() {
+        let mut inner = Inner::default();
+        let t0 = Instant::now();
+        inner.agent("a", 2, t0);
+        inner.agent("b", 2, t0 + std::time::Duration::from_millis(1));
+        inner.agent("a", 2, t0 + std::time::Duration::from_millis(2));
+        let (_, new) = inner.agent("c", 2, t0 + std::time::Duration::from_millis(3));
+        assert!(new);
+        let mut ids: Vec<_> = inner.agents.keys().map(|k| k.to_string()).collect();
+        ids.sort();
+        assert_eq!(ids, ["a", "c"]);
+        assert_eq!(inner.counters.agents_evicted, 1);
+    }
+
+    #[test]
+    fn apply_bumps_generation_only_on_new_content() {
+        let s = AppState::new(Settings::default(), None, CompiledConfig::default(), 0);
+        assert_eq!(
+            s.apply(CompiledConfig::default(), 1),
+            Applied::Unchanged { generation: 1 }
+        );
+        let mut c = CompiledConfig::default();
+        c.network.refused_min_count = 3;
+        let hash = c.hash();
+        assert_eq!(
+            s.apply(c.clone(), 2),
+            Applied::Updated {
+                generation: 2,
+                hash
+            }
+        );
+        assert_eq!(s.apply(c, 3), Applied::Unchanged { generation: 2 });
+        assert_eq!(s.active().unwrap().generation, 2);
+    }
+}

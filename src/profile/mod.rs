@@ -1,0 +1,148 @@
+//! Evidence Profiles (SPEC §5): versioned YAML → validated profile →
+//! [`CompiledConfig`] (+ its `sha256:` hash).
+//!
+//! This module owns the profile schema, its validation and its compilation.
+//! Validation is closed and exhaustive: it walks the whole document and
+//! reports **every** problem with its path and the allowed range; compile
+//! cannot fail on a validated profile. Apart from [`cli`] (the `tapio
+//! profile` commands) it does no I/O beyond reading the profile file, and it
+//! depends only on serde and [`crate::wire`].
+//!
+//! # Schema
+//!
+//! ```yaml
+//! apiVersion: tapio.io/v1          # required, exactly this
+//! kind: EvidenceProfile            # required, exactly this
+//! metadata:
+//!   name: strict                   # required, a DNS label: 1-63 of a-z 0-9 '-'
+//! spec:                            # required
+//!   observers:                     # optional; any observer may be left out
+//!     network:
+//!       enabled: true
+//!       refused_min_count: 1       # 1..=1000 refusals per destination
+//!       refused_window: 1s         # 10ms..=60s, whole ms
+//!       retransmit_min_count: 5    # 1..=10000 retransmits per connection
+//!       retransmit_window: 1s      # 10ms..=60s, whole ms
+//!       rtt_spike_multiplier: 3    # 1.1..=100, at most 3 decimals
+//!       rtt_min_baseline_samples: 8  # 1..=1000
+//!       rtt_spike_abs: 10ms        # 100us..=60s, whole us
+//!     container:
+//!       enabled: true
+//!       exit_scope: init           # init | all
+//!       ignore_exit_codes: []      # at most 16 unique codes, each 1..=255
+//!     storage:
+//!       enabled: true
+//!       slow_io_threshold: 100ms   # 1ms..=60s
+//!       io_latency_critical: 1s    # 1ms..=600s and >= slow_io_threshold
+//!     node:
+//!       enabled: true
+//!       sample_period: 1s          # 100ms..=60s, whole ms
+//!       cpu_stall_ratio: 0.5       # 0.001..=1 (share of cycles stalled)
+//!       ipc_drop_ratio: 0.5        # 0.001..=1 (share of the CPU's IPC baseline)
+//!       memory_pressure_mpki: 20   # 0.001..=1000 LLC misses per kilo-instruction
+//!       psi_memory_ratio: 0.1      # 0.001..=1 (PSI memory "some" share)
+//!       psi_cpu_ratio: 0.95        # 0.001..=1 (PSI cpu "some" share)
+//!       min_baseline_samples: 8    # 1..=1000
+//! ```
+//!
+//! * Durations are a decimal number and a unit, no space: `ns`, `us` (or
+//!   `µs`), `ms`, `s`, `m` — `100ms`, `1s`, `2.5s`. A bare number is refused
+//!   (is `100` ms or s?). A duration must be a whole number of the unit its
+//!   kernel field uses (ms for windows and the sample period, µs for
+//!   `rtt_spike_abs`, ns for storage).
+//! * Multipliers and ratios are plain numbers (`3`, `2.5`, `0.25`) with at
+//!   most three decimal places: they compile to permille exactly.
+//! * A knob left out takes the built-in default ([`CompiledConfig::default`]);
+//!   `enabled` defaults to `true`. `examples/profiles/default.yaml` spells
+//!   out every default and compiles to exactly the built-in config.
+//! * Refused: unknown fields and observers, wrong types, values out of range,
+//!   bad durations, duplicate keys, YAML tags, non-string keys, an empty
+//!   document, non-UTF-8 bytes, documents over [`MAX_PROFILE_BYTES`], and more
+//!   than one YAML document per file.
+//!
+//! Every knob maps to one [`CompiledConfig`] field and from there to one
+//! field of the kernel's `struct tapio_config`; no knob parses without
+//! reaching the kernel.
+//!
+//! Errors read `path: message`, e.g.
+//! `spec.observers.storage.slow_io_threshold: must be between 1ms and 60s (got 90s)`;
+//! problems with the file as a whole use the path `document`.
+
+pub mod cli;
+mod compile;
+mod schema;
+mod tree;
+mod validate;
+
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+pub use compile::compile;
+pub use schema::{
+    parse_duration, EvidenceProfile, API_VERSION, CONTAINER_KNOBS, KIND, MAX_PROFILE_BYTES,
+    NETWORK_KNOBS, NODE_KNOBS, OBSERVERS, STORAGE_KNOBS,
+};
+pub use validate::{validate, Issue, DOCUMENT};
+
+use crate::wire::config::CompiledConfig;
+
+/// Validates and compiles a profile document.
+pub fn compile_bytes(bytes: &[u8]) -> Result<CompiledConfig, Vec<Issue>> {
+    validate(bytes).map(|p| compile(&p))
+}
+
+/// Why a profile file could not be turned into a config.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("failed to read profile {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file was read but is not a valid profile.
+    #[error("invalid profile {}: {}", path.display(), IssueList(issues))]
+    Invalid { path: PathBuf, issues: Vec<Issue> },
+}
+
+/// Issues joined into one line, for logs.
+struct IssueList<'a>(&'a [Issue]);
+
+impl fmt::Display for IssueList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, issue) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{issue}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads at most [`MAX_PROFILE_BYTES`] + 1 bytes, so an oversized (or
+/// endless) file is refused by validation without being loaded whole.
+pub fn read_bounded(path: &Path) -> Result<Vec<u8>, LoadError> {
+    let read = || -> std::io::Result<Vec<u8>> {
+        let file = std::fs::File::open(path)?;
+        let mut bytes = Vec::new();
+        file.take(MAX_PROFILE_BYTES as u64 + 1)
+            .read_to_end(&mut bytes)?;
+        Ok(bytes)
+    };
+    read().map_err(|source| LoadError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Reads, validates and compiles a profile file.
+pub fn load(path: &Path) -> Result<CompiledConfig, LoadError> {
+    let bytes = read_bounded(path)?;
+    compile_bytes(&bytes).map_err(|issues| LoadError::Invalid {
+        path: path.to_owned(),
+        issues,
+    })
+}

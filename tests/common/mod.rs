@@ -1,0 +1,325 @@
+//! Helpers shared by the integration tests: privilege gating, a running
+//! agent whose stdout occurrences can be searched, network namespaces and
+//! commands with bounded waits. Every resource is released by `Drop`, so a
+//! failing assertion still cleans up.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Returns true when this test may use the kernel (root, BTF). Otherwise
+/// prints one line saying why and returns false — or panics when
+/// `TAPIO_REQUIRE_EBPF=1` (CI), where a skip would hide a failure.
+pub fn require_ebpf(test: &str) -> bool {
+    let reason = if unsafe { libc::geteuid() } != 0 {
+        Some("not running as root")
+    } else if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        Some("kernel has no BTF (/sys/kernel/btf/vmlinux)")
+    } else if !cfg!(target_os = "linux") {
+        Some("not Linux")
+    } else {
+        None
+    };
+    match reason {
+        None => true,
+        Some(r) => {
+            if std::env::var("TAPIO_REQUIRE_EBPF").as_deref() == Ok("1") {
+                panic!("{test}: cannot run ({r}) but TAPIO_REQUIRE_EBPF=1");
+            }
+            eprintln!("skipping {test}: {r} (kernel tests need root and BTF)");
+            false
+        }
+    }
+}
+
+pub fn tapio_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tapio"))
+}
+
+/// A unique short suffix for names (netns, interfaces, cgroups).
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}{}x{}",
+        std::process::id() % 100_000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A running `tapio agent --sink stdout`, its stdout parsed as occurrences.
+pub struct Agent {
+    child: Child,
+    lines: Arc<Mutex<Vec<Value>>>,
+    stderr: Arc<Mutex<String>>,
+    _dir: tempfile::TempDir,
+    pub data_dir: PathBuf,
+}
+
+impl Agent {
+    /// Starts the agent with `toml` as its config file and `args` extra,
+    /// and waits (bounded) until its config is applied.
+    pub fn start(toml: &str, args: &[&str]) -> Agent {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = dir.path().join("tapio.toml");
+        std::fs::write(&cfg, toml).expect("write config");
+        let data_dir = dir.path().join("occurrences");
+        let mut child = Command::new(tapio_bin())
+            .arg("agent")
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tapio agent");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let out = child.stdout.take().unwrap();
+        let l = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                match serde_json::from_str::<Value>(&line) {
+                    Ok(v) => l.lock().unwrap().push(v),
+                    Err(e) => panic!("agent printed a non-JSON line {line:?}: {e}"),
+                }
+            }
+        });
+        let err = child.stderr.take().unwrap();
+        let s = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let mut s = s.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let agent = Agent {
+            child,
+            lines,
+            stderr,
+            _dir: dir,
+            data_dir,
+        };
+        agent.wait_stderr("config applied", Duration::from_secs(60));
+        agent
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits until stderr contains `needle`; panics with the log otherwise.
+    pub fn wait_stderr(&self, needle: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.stderr().contains(needle) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("agent never logged {needle:?}; stderr:\n{}", self.stderr());
+    }
+
+    /// All occurrences so far that satisfy `pred`.
+    pub fn matching(&self, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|v| pred(v))
+            .cloned()
+            .collect()
+    }
+
+    /// Waits (bounded) for the first occurrence satisfying `pred`.
+    pub fn wait_for(&self, what: &str, limit: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(v) = self.matching(&pred).into_iter().next() {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "no occurrence {what} within {limit:?}; got {:#?}\nstderr:\n{}",
+            self.lines.lock().unwrap(),
+            self.stderr()
+        );
+    }
+
+    /// Sends SIGTERM and waits (bounded) for exit; returns the exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                // Let the reader threads take the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        None
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.stop();
+        }
+    }
+}
+
+pub fn is_type(v: &Value, t: &str) -> bool {
+    v["type"] == t
+}
+
+pub fn dport(v: &Value) -> u64 {
+    v["data"]["dport"].as_u64().unwrap_or(0)
+}
+
+/// A port nobody listens on: bound then released by the OS.
+pub fn closed_port(addr: &str) -> u16 {
+    let l = std::net::TcpListener::bind((addr, 0)).expect("bind port 0");
+    l.local_addr().unwrap().port()
+}
+
+/// Runs a command to completion (bounded), panicking with its output on failure.
+pub fn sh(cmd: &str) -> String {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {cmd}: {e}"));
+    if !out.status.success() {
+        panic!(
+            "command failed: {cmd}\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A network namespace of this test's own, with `lo` up; deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(prefix: &str) -> Netns {
+        let name = unique(prefix);
+        sh(&format!("ip netns add {name}"));
+        let ns = Netns { name };
+        ns.exec("ip link set lo up");
+        ns
+    }
+
+    /// Runs a shell command inside the namespace (bounded by the command).
+    pub fn exec(&self, cmd: &str) -> String {
+        sh(&format!(
+            "ip netns exec {} bash -c {}",
+            self.name,
+            shell_quote(cmd)
+        ))
+    }
+
+    /// Starts a long-running command inside the namespace.
+    pub fn spawn(&self, program: &str, args: &[&str]) -> Child {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name, program])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn in netns")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Kills a child on drop.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs a python3 program with a deadline; returns (status ok, stdout, stderr).
+pub fn python_in(
+    ns: Option<&Netns>,
+    program: &str,
+    limit: Duration,
+) -> (bool, String, String, u32) {
+    let mut cmd = match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", &ns.name, "python3", "-c", program]);
+            c
+        }
+        None => {
+            let mut c = Command::new("python3");
+            c.args(["-c", program]);
+            c
+        }
+    };
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn python3");
+    let pid = child.id();
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut out = String::new();
+            let mut err = String::new();
+            use std::io::Read;
+            let _ = child.stdout.take().unwrap().read_to_string(&mut out);
+            let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+            return (status.success(), out, err, pid);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("python program exceeded {limit:?}:\n{program}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn write_stdin(child: &mut Child, s: &str) {
+    child
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(s.as_bytes())
+        .unwrap();
+}

@@ -1,0 +1,111 @@
+//! The config carrier on a real kernel: an all-zero carrier and a wrong ABI
+//! version keep the network program silent (and counted), a clear observer
+//! flag keeps it silent, and a valid config makes it emit with its
+//! generation. Uses the embedded object directly, without an agent.
+
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use libbpf_rs::{MapCore, RingBufferBuilder};
+use tapio::agent::abi::{TapioConfig, STAT_CFG_ABI, STAT_CFG_ZERO};
+use tapio::agent::decode::{decode, Fact, NetKind};
+use tapio::agent::linux::loader::{embedded_objects, load_object};
+use tapio::wire::{CompiledConfig, Observer};
+
+fn network_bytes() -> &'static [u8] {
+    embedded_objects()
+        .iter()
+        .find(|(n, _)| *n == "network")
+        .map(|(_, b)| *b)
+        .expect("embedded network object")
+}
+
+/// Connects to a closed loopback port; returns the port.
+fn refuse_once() -> u16 {
+    let p = common::closed_port("127.0.0.1");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", p)).is_err());
+    p
+}
+
+#[test]
+fn inert_and_mismatched_configs_emit_nothing_valid_config_emits() {
+    if !common::require_ebpf("inert_and_mismatched_configs_emit_nothing_valid_config_emits") {
+        return;
+    }
+    let lo = load_object(Observer::Network, network_bytes()).expect("load network object");
+    assert!(lo.failed.is_empty(), "{:?}", lo.failed);
+    let seen: Rc<RefCell<Vec<Fact>>> = Rc::default();
+    let events = lo.obj.maps().find(|m| m.name() == "events").unwrap();
+    let mut b = RingBufferBuilder::new();
+    let s = seen.clone();
+    b.add(&events, move |data: &[u8]| {
+        s.borrow_mut()
+            .push(decode(Observer::Network, data).expect("well-formed record"));
+        0
+    })
+    .unwrap();
+    let rb = b.build().unwrap();
+    let drain = |port: u16| -> Vec<Fact> {
+        // Records are submitted without wake-up; poll a bounded while.
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < deadline {
+            rb.consume_raw();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        seen.borrow()
+            .iter()
+            .filter(|f| f.as_net().is_some_and(|n| n.dport == port))
+            .copied()
+            .collect()
+    };
+
+    // 1. Fresh map: all zero.
+    let p = refuse_once();
+    assert!(drain(p).is_empty(), "all-zero config must be inert");
+    let stats = lo.read_stats().unwrap();
+    assert!(
+        stats[STAT_CFG_ZERO] > 0,
+        "inert invocations are counted: {stats:?}"
+    );
+
+    // 2. Wrong ABI version.
+    let good = TapioConfig::from_compiled(&CompiledConfig::default(), 5);
+    lo.write_config(&TapioConfig {
+        abi_version: 99,
+        ..good
+    })
+    .unwrap();
+    let p = refuse_once();
+    assert!(drain(p).is_empty(), "wrong abi_version must be inert");
+    let stats = lo.read_stats().unwrap();
+    assert!(
+        stats[STAT_CFG_ABI] > 0,
+        "ABI mismatches are counted: {stats:?}"
+    );
+
+    // 3. Right version, network flag clear.
+    lo.write_config(&TapioConfig {
+        flags: good.flags & !Observer::Network.flag(),
+        ..good
+    })
+    .unwrap();
+    let p = refuse_once();
+    assert!(drain(p).is_empty(), "a clear flag must be inert");
+
+    // 4. Valid: one record, stamped with the generation.
+    lo.write_config(&good).unwrap();
+    let p = refuse_once();
+    let got = drain(p);
+    assert_eq!(got.len(), 1, "{got:?}");
+    let f = got[0].as_net().expect("a network fact");
+    assert_eq!(f.kind, NetKind::ConnectFail);
+    assert_eq!(f.generation, 5);
+    assert_eq!(f.sk_err, 111);
+    assert!(f.rst && f.owner_known);
+    assert_eq!(f.pid, std::process::id());
+}

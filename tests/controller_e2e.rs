@@ -1,0 +1,366 @@
+//! The real `tapio controller` binary on a loopback port (port 0; the log
+//! line says which), driven with a raw HTTP/1.1 client: auth, ETag/304,
+//! events, 413, SIGHUP reloads (changed, unchanged, invalid), SIGTERM.
+//! Every wait is a bounded poll; nothing asserts wall time.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+const TOKEN: &str = "e2e-secret-token";
+const POLL: Duration = Duration::from_millis(50);
+const MAX_POLLS: usize = 400;
+
+struct Controller {
+    child: Child,
+    addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn manifest(rel: &str) -> String {
+    format!("{}/{rel}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Starts the controller and waits (bounded) for its "listening on" line.
+fn start(args: &[&str]) -> Controller {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tapio"))
+        .arg("controller")
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = mpsc::channel();
+    let sink = Arc::clone(&log);
+    std::thread::spawn(move || {
+        // Keeps draining so the child never blocks on a full pipe.
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            sink.lock().unwrap().push_str(&line);
+            sink.lock().unwrap().push('\n');
+            if let Some((_, addr)) = line.split_once("controller listening on ") {
+                let _ = tx.send(addr.trim().to_string());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| {
+            panic!(
+                "controller did not report its address; log:\n{}",
+                log.lock().unwrap()
+            )
+        });
+    Controller {
+        child,
+        addr: addr.parse().unwrap(),
+        log,
+    }
+}
+
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// One request on a fresh connection (`Connection: close`), read to EOF.
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !body.is_empty() {
+        req.push_str("Content-Type: application/json\r\n");
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("no header end");
+    let head = String::from_utf8(raw[..split].to_vec()).unwrap();
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Reply {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    }
+}
+
+const AUTH: (&str, &str) = ("Authorization", "Bearer e2e-secret-token");
+
+fn status(addr: SocketAddr) -> Value {
+    let r = http(addr, "GET", "/v1/status", &[], b"");
+    assert_eq!(r.status, 200);
+    r.json()
+}
+
+/// Polls `/v1/status` until `done` holds (bounded).
+fn wait_for(c: &Controller, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..MAX_POLLS {
+        let s = status(c.addr);
+        if done(&s) {
+            return s;
+        }
+        std::thread::sleep(POLL);
+    }
+    panic!(
+        "timed out waiting for {what}; log:\n{}",
+        c.log.lock().unwrap()
+    );
+}
+
+fn signal(c: &Controller, sig: libc::c_int) {
+    // SAFETY: kill(2) on the pid of a child we spawned and still own.
+    let rc = unsafe { libc::kill(c.child.id() as libc::pid_t, sig) };
+    assert_eq!(rc, 0);
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn controller_serves_reloads_on_sighup_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("profile.yaml");
+    let token = dir.path().join("token");
+    write(
+        &profile,
+        &std::fs::read_to_string(manifest("examples/profiles/default.yaml")).unwrap(),
+    );
+    write(&token, &format!("{TOKEN}\n"));
+    let c = start(&[
+        "--profile",
+        profile.to_str().unwrap(),
+        "--token-file",
+        token.to_str().unwrap(),
+        "--max-body-bytes",
+        "65536",
+    ]);
+    let addr = c.addr;
+
+    let s = status(addr);
+    assert_eq!(s["config"]["config_version"], "1");
+    let hash1 = s["config"]["config_hash"].as_str().unwrap().to_string();
+    assert_eq!(s["controller"]["authenticated"], true);
+
+    // Hello: refused without the token, accepted with it.
+    let hello = serde_json::to_vec(&tapio::wire::v1::Hello::new(
+        "agent-1",
+        "node-a",
+        "0.1.0",
+        "6.8",
+        vec![],
+    ))
+    .unwrap();
+    let r = http(addr, "POST", "/v1/agents/hello", &[], &hello);
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].clone()),
+        (401, json!("UNAUTHORIZED"))
+    );
+    let r = http(addr, "POST", "/v1/agents/hello", &[AUTH], &hello);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+
+    // Config with ETag, then 304.
+    let r = http(
+        addr,
+        "GET",
+        "/v1/agents/config?agent_id=agent-1",
+        &[AUTH],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    let etag = r.header("etag").unwrap().to_string();
+    assert_eq!(etag, format!("\"{hash1}\""));
+    assert_eq!(r.json()["config_version"], "1");
+    let r = http(
+        addr,
+        "GET",
+        "/v1/agents/config?agent_id=agent-1",
+        &[AUTH, ("If-None-Match", &etag)],
+        b"",
+    );
+    assert_eq!(r.status, 304);
+    assert!(r.body.is_empty());
+
+    // An event batch, visible in status.
+    let occ: Value = serde_json::from_str(
+        &std::fs::read_to_string(manifest("tests/fixtures/occurrence_oom_kill.json")).unwrap(),
+    )
+    .unwrap();
+    let batch = json!({"wire_version": "tapio-wire/v1", "agent_id": "agent-1", "sequence": 1, "occurrences": [occ]});
+    let r = http(
+        addr,
+        "POST",
+        "/v1/events",
+        &[AUTH],
+        &serde_json::to_vec(&batch).unwrap(),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let s = status(addr);
+    assert_eq!(
+        s["events"]["recent"][0]["occurrence"]["type"],
+        "kernel.container.oom_kill"
+    );
+    assert_eq!(s["agents"][0]["batches"]["last_sequence"], 1);
+
+    // One byte over the limit → 413.
+    let mut big = br#"{"wire_version":"tapio-wire/v1","pad":""#.to_vec();
+    big.resize(65536 - 2, b'x');
+    big.extend_from_slice(b"\"}");
+    big.push(b' ');
+    assert_eq!(big.len(), 65537);
+    let r = http(addr, "POST", "/v1/events", &[AUTH], &big);
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].clone()),
+        (413, json!("PAYLOAD_TOO_LARGE"))
+    );
+
+    // Changed profile + SIGHUP → generation 2 with the new hash.
+    write(
+        &profile,
+        &std::fs::read_to_string(manifest("examples/profiles/strict.yaml")).unwrap(),
+    );
+    signal(&c, libc::SIGHUP);
+    let s = wait_for(&c, "generation 2", |s| s["config"]["config_version"] == "2");
+    let hash2 = s["config"]["config_hash"].as_str().unwrap().to_string();
+    assert_ne!(hash2, hash1);
+    assert_eq!(s["config"]["profile"], "strict");
+    let r = http(
+        addr,
+        "GET",
+        "/v1/agents/config?agent_id=agent-1",
+        &[AUTH, ("If-None-Match", &etag)],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("etag").unwrap(), format!("\"{hash2}\""));
+    assert_eq!(r.json()["config_version"], "2");
+
+    // Same content, reformatted → same generation.
+    let strict = std::fs::read_to_string(manifest("examples/profiles/strict.yaml")).unwrap();
+    write(&profile, &format!("# reformatted\n{strict}\n\n"));
+    signal(&c, libc::SIGHUP);
+    let s = wait_for(&c, "unchanged reload", |s| {
+        s["counters"]["reloads_unchanged"] == 1
+    });
+    assert_eq!(s["config"]["config_version"], "2");
+    assert_eq!(s["config"]["config_hash"], hash2.as_str());
+
+    // Invalid profile → logged, old config stays.
+    write(&profile, "apiVersion: tapio.io/v1\nkind: EvidenceProfile\nmetadata: {name: x}\nspec: {observers: {gpu: {}}}\n");
+    signal(&c, libc::SIGHUP);
+    let s = wait_for(&c, "rejected reload", |s| {
+        s["counters"]["reloads_rejected"] == 1
+    });
+    assert_eq!(s["config"]["config_version"], "2");
+    assert_eq!(s["config"]["config_hash"], hash2.as_str());
+    assert!(c
+        .log
+        .lock()
+        .unwrap()
+        .contains("spec.observers.gpu: unknown observer"));
+
+    // SIGTERM → clean exit 0 (bounded wait).
+    let mut c = c;
+    signal(&c, libc::SIGTERM);
+    let mut code = None;
+    for _ in 0..MAX_POLLS {
+        if let Some(st) = c.child.try_wait().unwrap() {
+            code = Some(st.code());
+            break;
+        }
+        std::thread::sleep(POLL);
+    }
+    assert_eq!(code, Some(Some(0)), "log:\n{}", c.log.lock().unwrap());
+    let log = c.log.lock().unwrap().clone();
+    assert!(!log.contains(TOKEN), "token leaked into the log:\n{log}");
+    assert!(!log.contains("unauthenticated"), "{log}");
+}
+
+#[test]
+fn unauthenticated_controller_warns_and_invalid_profile_refuses_to_start() {
+    let c = start(&["--profile", &manifest("examples/profiles/default.yaml")]);
+    assert!(c.log.lock().unwrap().contains("unauthenticated"));
+    let hello =
+        serde_json::to_vec(&tapio::wire::v1::Hello::new("a", "n", "v", "k", vec![])).unwrap();
+    assert_eq!(
+        http(c.addr, "POST", "/v1/agents/hello", &[], &hello).status,
+        200
+    );
+    drop(c);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_tapio"))
+        .args(["controller", "--listen", "127.0.0.1:0", "--profile"])
+        .arg(manifest(
+            "tests/fixtures/profiles/invalid/out_of_range.yaml",
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("spec.observers.storage.slow_io_threshold: must be between 1ms and 60s"),
+        "{err}"
+    );
+    assert!(!err.contains("listening"), "{err}");
+}

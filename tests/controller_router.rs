@@ -1,0 +1,660 @@
+//! The controller's router driven without a socket (`oneshot`): every
+//! endpoint, every error code, ETag/304, auth, body limit, bounds.
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+use tapio::controller::{router, AppState, Settings, Token};
+use tapio::wire::config::CompiledConfig;
+use tapio::wire::v1::{self, WIRE_VERSION};
+
+const TOKEN: &str = "t0ken-for-tests";
+
+struct Reply {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// Asserts an error envelope with `code` and the status that goes with it.
+    fn assert_error(&self, status: u16, code: &str) -> String {
+        let v = self.json();
+        assert_eq!(self.status.as_u16(), status, "{v}");
+        assert_eq!(v["error"]["code"], code, "{v}");
+        assert_eq!(v["wire_version"], WIRE_VERSION, "{v}");
+        v["error"]["message"].as_str().unwrap().to_string()
+    }
+}
+
+fn state_with(settings: Settings, token: Option<&str>) -> AppState {
+    AppState::new(
+        settings,
+        token.map(|t| Token::new(t).unwrap()),
+        CompiledConfig::default(),
+        1_743_691_381_042_000_000,
+    )
+}
+
+fn app() -> (Router, AppState) {
+    let s = state_with(Settings::default(), None);
+    (router(s.clone()), s)
+}
+
+async fn send(app: &Router, req: Request<Body>) -> Reply {
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn post(path: &str, body: impl Into<Body>) -> Request<Body> {
+    Request::post(path)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body.into())
+        .unwrap()
+}
+
+fn post_json(path: &str, v: &Value) -> Request<Body> {
+    post(path, serde_json::to_vec(v).unwrap())
+}
+
+fn get(path: &str) -> Request<Body> {
+    Request::get(path).body(Body::empty()).unwrap()
+}
+
+fn with_token(mut req: Request<Body>, token: &str) -> Request<Body> {
+    req.headers_mut().insert(
+        header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    req
+}
+
+fn hello_body(agent: &str) -> Value {
+    serde_json::to_value(v1::Hello::new(
+        agent,
+        "node-a",
+        "0.1.0",
+        "6.8.0",
+        vec!["network".into(), "storage".into()],
+    ))
+    .unwrap()
+}
+
+fn occurrence() -> Value {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/occurrence_oom_kill.json"
+    ))
+    .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn batch(agent: &str, seq: u64, n: usize) -> Value {
+    json!({"wire_version": WIRE_VERSION, "agent_id": agent, "sequence": seq,
+           "occurrences": vec![occurrence(); n]})
+}
+
+async fn status(app: &Router) -> Value {
+    let r = send(app, get("/v1/status")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    r.json()
+}
+
+#[tokio::test]
+async fn hello_registers_the_agent_and_names_the_active_config() {
+    let (app, _) = app();
+    let r = send(&app, post_json("/v1/agents/hello", &hello_body("a1"))).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let ack: v1::HelloAck = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(ack.wire_version, WIRE_VERSION);
+    assert_eq!(ack.agent_id, "a1");
+    assert_eq!(ack.config_version, "1");
+    assert_eq!(ack.config_hash, CompiledConfig::default().hash());
+
+    let s = status(&app).await;
+    assert_eq!(s["agents"][0]["agent_id"], "a1");
+    assert_eq!(s["agents"][0]["node_name"], "node-a");
+    assert_eq!(s["agents"][0]["observers"], json!(["network", "storage"]));
+    assert_eq!(s["agents"][0]["applied_config_version"], "0");
+    assert_eq!(s["counters"]["hellos"], 1);
+}
+
+#[tokio::test]
+async fn config_has_an_etag_and_exact_if_none_match_gives_304() {
+    let (app, state) = app();
+    let r = send(
+        &app,
+        get("/v1/agents/config?agent_id=a1&node_name=n&version=0.1.0"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let cfg: v1::ConfigResponse = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(cfg.wire_version, WIRE_VERSION);
+    assert_eq!(cfg.config_version, "1");
+    assert_eq!(cfg.config, CompiledConfig::default());
+    assert_eq!(cfg.config_hash, cfg.config.hash());
+    let etag = r.headers[header::ETAG].to_str().unwrap().to_string();
+    assert_eq!(etag, format!("\"{}\"", cfg.config_hash));
+
+    let mut req = get("/v1/agents/config?agent_id=a1");
+    req.headers_mut()
+        .insert(header::IF_NONE_MATCH, etag.parse().unwrap());
+    let r = send(&app, req).await;
+    assert_eq!(r.status, StatusCode::NOT_MODIFIED);
+    assert!(r.body.is_empty());
+    assert_eq!(r.headers[header::ETAG].to_str().unwrap(), etag);
+
+    // Only an exact match counts: unquoted, weak or another hash → 200.
+    for other in [
+        cfg.config_hash.0.clone(),
+        format!("W/{etag}"),
+        "\"sha256:00\"".into(),
+    ] {
+        let mut req = get("/v1/agents/config?agent_id=a1");
+        req.headers_mut()
+            .insert(header::IF_NONE_MATCH, other.parse().unwrap());
+        assert_eq!(send(&app, req).await.status, StatusCode::OK, "{other}");
+    }
+
+    // A new generation: new ETag, the old one no longer matches.
+    let mut changed = CompiledConfig::default();
+    changed.storage.slow_io_threshold_ns = 50_000_000;
+    state.apply(changed.clone(), 0);
+    let mut req = get("/v1/agents/config?agent_id=a1");
+    req.headers_mut()
+        .insert(header::IF_NONE_MATCH, etag.parse().unwrap());
+    let r = send(&app, req).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let cfg: v1::ConfigResponse = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(cfg.config_version, "2");
+    assert_eq!(cfg.config, changed);
+    assert_eq!(
+        r.headers[header::ETAG].to_str().unwrap(),
+        format!("\"{}\"", changed.hash())
+    );
+
+    let s = status(&app).await;
+    assert_eq!(s["counters"]["config_fetches"], 6);
+    assert_eq!(s["counters"]["config_not_modified"], 1);
+    assert_eq!(s["config"]["config_version"], "2");
+}
+
+#[tokio::test]
+async fn config_requires_agent_id_and_a_sane_query() {
+    let (app, _) = app();
+    send(&app, get("/v1/agents/config"))
+        .await
+        .assert_error(400, "MISSING_FIELD");
+    send(&app, get("/v1/agents/config?node_name=n"))
+        .await
+        .assert_error(400, "MISSING_FIELD");
+    send(&app, get("/v1/agents/config?agent_id="))
+        .await
+        .assert_error(400, "INVALID_FIELD");
+    let long = "x".repeat(v1::MAX_ID_LEN + 1);
+    send(&app, get(&format!("/v1/agents/config?agent_id={long}")))
+        .await
+        .assert_error(400, "INVALID_FIELD");
+}
+
+#[tokio::test]
+async fn heartbeat_records_the_applied_config() {
+    let (app, _) = app();
+    // Unknown agent: accepted, but asked for a hello.
+    let hb = v1::Heartbeat::unconfigured("a1", Default::default(), Default::default());
+    let r = send(
+        &app,
+        post_json("/v1/agents/heartbeat", &serde_json::to_value(&hb).unwrap()),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let ack: v1::HeartbeatAck = serde_json::from_slice(&r.body).unwrap();
+    assert!(ack.hello_required);
+    assert_eq!(ack.config_version, "1");
+
+    send(&app, post_json("/v1/agents/hello", &hello_body("a1"))).await;
+    let s = status(&app).await;
+    assert_eq!(s["agents"][0]["state"], "degraded");
+    assert_eq!(s["agents"][0]["reason"], "unconfigured");
+    assert_eq!(s["agents"][0]["applied_hash_matches"], false);
+
+    let hash = CompiledConfig::default().hash();
+    let mut observers = std::collections::BTreeMap::new();
+    observers.insert(
+        "network".to_string(),
+        v1::ObserverStatus {
+            state: v1::ObserverState::Running,
+            reason: String::new(),
+        },
+    );
+    observers.insert(
+        "node".to_string(),
+        v1::ObserverStatus {
+            state: v1::ObserverState::Unavailable,
+            reason: "no PMU".into(),
+        },
+    );
+    let mut loss = std::collections::BTreeMap::new();
+    loss.insert("sink_drops.controller".to_string(), 2u64);
+    let hb = v1::Heartbeat::configured("a1", &hash, 1, observers, loss);
+    let r = send(
+        &app,
+        post_json("/v1/agents/heartbeat", &serde_json::to_value(&hb).unwrap()),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let ack: v1::HeartbeatAck = serde_json::from_slice(&r.body).unwrap();
+    assert!(!ack.hello_required);
+    assert_eq!(ack.config_hash, hash);
+
+    let s = status(&app).await;
+    let a = &s["agents"][0];
+    assert_eq!(a["applied_config_hash"], hash.0.as_str());
+    assert_eq!(a["applied_config_version"], "1");
+    assert_eq!(a["applied_hash_matches"], true);
+    assert_eq!(a["observer_status"]["node"]["state"], "unavailable");
+    assert_eq!(a["observer_status"]["node"]["reason"], "no PMU");
+    assert_eq!(a["loss"]["sink_drops.controller"], 2);
+    assert_eq!(a["heartbeats"], 2);
+    assert!(a["last_heartbeat_age_secs"].is_u64());
+}
+
+#[tokio::test]
+async fn heartbeat_field_rules() {
+    let (app, _) = app();
+    let base = json!({"wire_version": WIRE_VERSION, "agent_id": "a1",
+                      "config_hash": "", "config_version": "0"});
+    let with = |k: &str, v: Value| {
+        let mut b = base.clone();
+        b[k] = v;
+        b
+    };
+    assert_eq!(
+        send(&app, post_json("/v1/agents/heartbeat", &base))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    for bad in [
+        with("config_version", json!("1")),  // empty hash must be "0"
+        with("config_version", json!("01")), // not canonical
+        with("config_version", json!(1)),    // not a string
+        with("config_hash", json!("sha256:xyz")),
+        with("observers", json!({"network": {"state": 5}})),
+        with("loss", json!({"x": -1})),
+    ] {
+        send(&app, post_json("/v1/agents/heartbeat", &bad))
+            .await
+            .assert_error(400, "INVALID_FIELD");
+    }
+    let mut missing = base.clone();
+    missing.as_object_mut().unwrap().remove("config_hash");
+    let msg = send(&app, post_json("/v1/agents/heartbeat", &missing))
+        .await
+        .assert_error(400, "MISSING_FIELD");
+    assert!(msg.contains("config_hash"), "{msg}");
+}
+
+#[tokio::test]
+async fn events_are_stored_with_sequence_state() {
+    let (app, _) = app();
+    send(&app, post_json("/v1/agents/hello", &hello_body("a1"))).await;
+    let r = send(&app, post_json("/v1/events", &batch("a1", 1, 2))).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let ack: v1::EventAck = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!((ack.sequence, ack.accepted, ack.duplicate), (1, 2, false));
+
+    // A retry of batch 1 is a duplicate; batch 4 leaves a gap of 2.
+    let ack: v1::EventAck = serde_json::from_slice(
+        &send(&app, post_json("/v1/events", &batch("a1", 1, 2)))
+            .await
+            .body,
+    )
+    .unwrap();
+    assert_eq!((ack.accepted, ack.duplicate), (0, true));
+    let ack: v1::EventAck = serde_json::from_slice(
+        &send(&app, post_json("/v1/events", &batch("a1", 4, 1)))
+            .await
+            .body,
+    )
+    .unwrap();
+    assert_eq!((ack.accepted, ack.duplicate), (1, false));
+    // An empty batch is fine.
+    assert_eq!(
+        send(&app, post_json("/v1/events", &batch("a1", 5, 0)))
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    let s = status(&app).await;
+    let b = &s["agents"][0]["batches"];
+    assert_eq!(b["last_sequence"], 5);
+    assert_eq!(b["received"], 3);
+    assert_eq!(b["occurrences"], 3);
+    assert_eq!(b["gaps"], 2);
+    assert_eq!(b["duplicates"], 1);
+    assert_eq!(s["counters"]["occurrences_received"], 3);
+    assert_eq!(s["counters"]["duplicate_batches"], 1);
+    assert_eq!(s["counters"]["sequence_gaps"], 2);
+    assert_eq!(s["events"]["buffered"], 3);
+    assert_eq!(s["events"]["recent"][0]["agent_id"], "a1");
+    assert_eq!(s["events"]["recent"][0]["occurrence"], occurrence());
+}
+
+#[tokio::test]
+async fn a_reasoning_field_anywhere_is_refused_with_422() {
+    let (app, _) = app();
+    for (path, field) in [
+        ("/data/reason", "reason"),
+        ("/root_cause", "root_cause"),
+        ("/data/nested/suggested_fix", "suggested_fix"),
+    ] {
+        let mut occ = occurrence();
+        let parent = path.rsplit_once('/').unwrap().0;
+        if parent == "/data/nested" {
+            occ["data"]["nested"] = json!({});
+        }
+        occ.pointer_mut(if parent.is_empty() { "" } else { parent })
+            .unwrap()
+            .as_object_mut()
+            .unwrap()
+            .insert(field.into(), json!("the disk is full"));
+        let body = json!({"wire_version": WIRE_VERSION, "agent_id": "a1", "sequence": 1,
+                          "occurrences": [occ]});
+        let msg = send(&app, post_json("/v1/events", &body))
+            .await
+            .assert_error(422, "REASONING_FIELD");
+        assert!(msg.contains(field), "{msg}");
+    }
+    assert_eq!(status(&app).await["counters"]["occurrences_received"], 0);
+}
+
+#[tokio::test]
+async fn envelope_errors_on_every_post_endpoint() {
+    let (app, _) = app();
+    for path in ["/v1/agents/hello", "/v1/agents/heartbeat", "/v1/events"] {
+        send(&app, post(path, "{not json"))
+            .await
+            .assert_error(400, "MALFORMED_JSON");
+        send(&app, post(path, ""))
+            .await
+            .assert_error(400, "MALFORMED_JSON");
+        send(&app, post(path, "[1,2]"))
+            .await
+            .assert_error(400, "MALFORMED_JSON");
+        send(&app, post_json(path, &json!({"agent_id": "a1"})))
+            .await
+            .assert_error(400, "MISSING_FIELD");
+        for version in [json!("tapio-wire/v2"), json!(1), json!(null)] {
+            send(
+                &app,
+                post_json(path, &json!({"wire_version": version, "agent_id": "a1"})),
+            )
+            .await
+            .assert_error(400, "UNSUPPORTED_VERSION");
+        }
+        let msg = send(
+            &app,
+            post_json(path, &json!({"wire_version": WIRE_VERSION})),
+        )
+        .await
+        .assert_error(400, "MISSING_FIELD");
+        assert!(msg.contains("agent_id"), "{path}: {msg}");
+    }
+    send(
+        &app,
+        post_json(
+            "/v1/events",
+            &json!({"wire_version": WIRE_VERSION, "agent_id": "a1", "sequence": "one", "occurrences": []}),
+        ),
+    )
+    .await
+    .assert_error(400, "INVALID_FIELD");
+    let mut occ = occurrence();
+    occ.as_object_mut().unwrap().remove("id");
+    let msg = send(
+        &app,
+        post_json(
+            "/v1/events",
+            &json!({"wire_version": WIRE_VERSION, "agent_id": "a1", "sequence": 1, "occurrences": [occurrence(), occ]}),
+        ),
+    )
+    .await
+    .assert_error(400, "INVALID_FIELD");
+    assert!(msg.starts_with("occurrences[1]:"), "{msg}");
+    send(
+        &app,
+        post_json(
+            "/v1/agents/hello",
+            &json!({"wire_version": WIRE_VERSION, "agent_id": "", "node_name": "n"}),
+        ),
+    )
+    .await
+    .assert_error(400, "INVALID_FIELD");
+
+    let s = status(&app).await;
+    assert_eq!(s["counters"]["rejected"]["MALFORMED_JSON"], 9);
+    assert_eq!(s["counters"]["rejected"]["UNSUPPORTED_VERSION"], 9);
+}
+
+#[tokio::test]
+async fn unknown_fields_are_ignored() {
+    let (app, _) = app();
+    let mut hello = hello_body("a1");
+    hello["future_field"] = json!({"anything": [1, 2]});
+    assert_eq!(
+        send(&app, post_json("/v1/agents/hello", &hello))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let hb = json!({"wire_version": WIRE_VERSION, "agent_id": "a1", "config_hash": "",
+                    "config_version": "0", "state": "hibernating", "extra": 1,
+                    "observers": {"gpu": {"state": "new-state", "since": 3}}});
+    assert_eq!(
+        send(&app, post_json("/v1/agents/heartbeat", &hb))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let mut b = batch("a1", 1, 1);
+    b["compression"] = json!("none");
+    b["occurrences"][0]["extra_fact"] = json!(7);
+    assert_eq!(
+        send(&app, post_json("/v1/events", &b)).await.status,
+        StatusCode::OK
+    );
+    let s = status(&app).await;
+    assert_eq!(s["agents"][0]["state"], "unknown");
+    assert_eq!(s["agents"][0]["observer_status"]["gpu"]["state"], "unknown");
+}
+
+#[tokio::test]
+async fn token_is_required_on_agent_and_event_endpoints() {
+    let state = state_with(Settings::default(), Some(TOKEN));
+    let app = router(state.clone());
+    let hb = serde_json::to_value(v1::Heartbeat::unconfigured(
+        "a1",
+        Default::default(),
+        Default::default(),
+    ))
+    .unwrap();
+    let requests = || {
+        vec![
+            post_json("/v1/agents/hello", &hello_body("a1")),
+            get("/v1/agents/config?agent_id=a1"),
+            post_json("/v1/agents/heartbeat", &hb),
+            post_json("/v1/events", &batch("a1", 1, 1)),
+        ]
+    };
+    for req in requests() {
+        send(&app, req).await.assert_error(401, "UNAUTHORIZED");
+    }
+    for req in requests() {
+        send(&app, with_token(req, "wrong"))
+            .await
+            .assert_error(401, "UNAUTHORIZED");
+    }
+    for req in requests() {
+        let mut req = req;
+        req.headers_mut()
+            .insert(header::AUTHORIZATION, TOKEN.parse().unwrap()); // no "Bearer "
+        send(&app, req).await.assert_error(401, "UNAUTHORIZED");
+    }
+    for req in requests() {
+        let r = send(&app, with_token(req, TOKEN)).await;
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "{}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    // Auth is judged before the body: garbage without a token is a 401.
+    send(&app, post("/v1/events", "{garbage"))
+        .await
+        .assert_error(401, "UNAUTHORIZED");
+    // Status is open, and says the controller is authenticated.
+    let s = status(&app).await;
+    assert_eq!(s["controller"]["authenticated"], true);
+    assert_eq!(s["counters"]["rejected"]["UNAUTHORIZED"], 13);
+    // The token never shows in Debug output or in responses.
+    assert!(!format!("{state:?}").contains(TOKEN));
+    assert!(!s.to_string().contains(TOKEN));
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_get_413() {
+    let settings = Settings {
+        max_body_bytes: 2048,
+        ..Settings::default()
+    };
+    let app = router(state_with(settings, None));
+    let big = batch("a1", 1, 20);
+    assert!(serde_json::to_vec(&big).unwrap().len() > 2048);
+    send(&app, post_json("/v1/events", &big))
+        .await
+        .assert_error(413, "PAYLOAD_TOO_LARGE");
+    send(
+        &app,
+        post_json(
+            "/v1/agents/hello",
+            &json!({"wire_version": WIRE_VERSION, "pad": "x".repeat(4096)}),
+        ),
+    )
+    .await
+    .assert_error(413, "PAYLOAD_TOO_LARGE");
+    // Just under the limit is fine.
+    assert_eq!(
+        send(&app, post_json("/v1/events", &batch("a1", 1, 1)))
+            .await
+            .status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn unknown_endpoints_and_methods_get_404() {
+    let (app, _) = app();
+    send(&app, get("/v1/nope"))
+        .await
+        .assert_error(404, "UNKNOWN_ENDPOINT");
+    send(&app, get("/"))
+        .await
+        .assert_error(404, "UNKNOWN_ENDPOINT");
+    send(&app, get("/v1/events"))
+        .await
+        .assert_error(404, "UNKNOWN_ENDPOINT");
+    send(&app, post("/v1/status", "{}"))
+        .await
+        .assert_error(404, "UNKNOWN_ENDPOINT");
+    send(&app, post("/v1/agents/config", "{}"))
+        .await
+        .assert_error(404, "UNKNOWN_ENDPOINT");
+}
+
+#[tokio::test]
+async fn internal_errors_say_nothing_more() {
+    let (app, state) = app();
+    state.poison_for_tests();
+    for req in [
+        post_json("/v1/agents/hello", &hello_body("a1")),
+        get("/v1/status"),
+    ] {
+        let msg = send(&app, req).await.assert_error(500, "INTERNAL_ERROR");
+        assert_eq!(msg, "internal error");
+    }
+}
+
+#[tokio::test]
+async fn registry_and_event_buffer_are_bounded() {
+    let settings = Settings {
+        max_agents: 3,
+        event_buffer: 4,
+        ..Settings::default()
+    };
+    let app = router(state_with(settings, None));
+    for i in 0..5 {
+        let r = send(
+            &app,
+            post_json("/v1/agents/hello", &hello_body(&format!("a{i}"))),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    let r = send(&app, post_json("/v1/events", &batch("a4", 1, 6))).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let s = status(&app).await;
+    let ids: Vec<&str> = s["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["agent_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["a2", "a3", "a4"]);
+    assert_eq!(s["counters"]["agents_evicted"], 2);
+    assert_eq!(s["events"]["buffered"], 4);
+    assert_eq!(s["counters"]["occurrences_evicted"], 2);
+    assert_eq!(s["counters"]["occurrences_received"], 6);
+}
+
+#[tokio::test]
+async fn status_reports_facts_about_the_controller() {
+    let (app, _) = app();
+    let s = status(&app).await;
+    assert_eq!(s["wire_version"], WIRE_VERSION);
+    assert_eq!(s["controller"]["started_at"], "2025-04-03T14:43:01.042Z");
+    assert_eq!(s["controller"]["authenticated"], false);
+    assert_eq!(s["controller"]["max_body_bytes"], 1024 * 1024);
+    assert_eq!(s["config"]["profile"], "default");
+    assert_eq!(s["config"]["config_version"], "1");
+    assert_eq!(
+        s["config"]["config_hash"],
+        CompiledConfig::default().hash().0.as_str()
+    );
+    assert_eq!(s["agents"], json!([]));
+    assert_eq!(s["events"]["recent"], json!([]));
+}

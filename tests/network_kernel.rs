@@ -1,0 +1,317 @@
+//! Real-kernel tests of the network observer: each test makes a real fault
+//! (closed port, dropped SYNs, ICMP rejects, dropped segments, a queueing
+//! delay), runs its own agent, and checks the occurrence field by field.
+//! Faults other than plain loopback refusals are built inside a network
+//! namespace the test creates (its own `lo`, nftables rules, sysctls and
+//! qdisc), so nothing leaks to the host; every test uses its own ports.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+fn of_type_port(t: &'static str, port: u16) -> impl Fn(&Value) -> bool {
+    move |v| is_type(v, t) && dport(v) == u64::from(port)
+}
+
+#[test]
+fn closed_port_on_loopback_v4_and_v6_gives_one_refusal_each() {
+    if !require_ebpf("closed_port_on_loopback_v4_and_v6_gives_one_refusal_each") {
+        return;
+    }
+    let agent = Agent::start("", &[]);
+    let p4 = closed_port("127.0.0.1");
+    let p6 = closed_port("::1");
+    let e4 = std::net::TcpStream::connect(("127.0.0.1", p4)).unwrap_err();
+    let e6 = std::net::TcpStream::connect(("::1", p6)).unwrap_err();
+    assert_eq!(e4.kind(), std::io::ErrorKind::ConnectionRefused);
+    assert_eq!(e6.kind(), std::io::ErrorKind::ConnectionRefused);
+
+    let refused = "kernel.network.connection_refused";
+    let v4 = agent.wait_for(
+        "refused v4",
+        Duration::from_secs(10),
+        of_type_port(refused, p4),
+    );
+    let v6 = agent.wait_for(
+        "refused v6",
+        Duration::from_secs(10),
+        of_type_port(refused, p6),
+    );
+    for (v, daddr, family) in [(&v4, "127.0.0.1", "ipv4"), (&v6, "::1", "ipv6")] {
+        let d = &v["data"];
+        assert_eq!(v["severity"], "warning");
+        assert_eq!(v["outcome"], "failure");
+        assert_eq!(v["error"]["code"], "CONNECTION_REFUSED");
+        assert_eq!(d["daddr"], daddr);
+        assert_eq!(d["saddr"], daddr);
+        assert_eq!(d["family"], family);
+        assert_eq!(d["count"], 1);
+        assert_eq!(d["cause"], "rst");
+        assert_eq!(
+            d["pid"],
+            std::process::id(),
+            "pid of the connecting process"
+        );
+        assert!(d["sport"].as_u64().unwrap() > 0);
+        assert!(d["config_generation"].as_u64().unwrap() >= 1);
+        assert!(d["timestamp_ns"].as_u64().unwrap() > 1_700_000_000_000_000_000);
+    }
+    // Past the fold window: still exactly one per destination.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(agent.matching(of_type_port(refused, p4)).len(), 1);
+    assert_eq!(agent.matching(of_type_port(refused, p6)).len(), 1);
+}
+
+#[test]
+fn refusals_in_one_window_fold_into_counts_that_sum_exactly() {
+    if !require_ebpf("refusals_in_one_window_fold_into_counts_that_sum_exactly") {
+        return;
+    }
+    let agent = Agent::start("", &[]);
+    let p = closed_port("127.0.0.1");
+    for _ in 0..50 {
+        assert!(std::net::TcpStream::connect(("127.0.0.1", p)).is_err());
+    }
+    let refused = "kernel.network.connection_refused";
+    agent.wait_for("folded refusals", Duration::from_secs(10), |v| {
+        of_type_port(refused, p)(v) && v["data"]["count"].as_u64().unwrap_or(0) > 1
+    });
+    std::thread::sleep(Duration::from_millis(1200));
+    let total: u64 = agent
+        .matching(of_type_port(refused, p))
+        .iter()
+        .map(|v| v["data"]["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 50);
+}
+
+const NFT_TABLE: &str = "nft add table inet tapiotest && nft add chain inet tapiotest in '{ type filter hook input priority 0; policy accept; }'";
+
+#[test]
+fn unanswered_syn_is_a_timeout_not_a_refusal() {
+    if !require_ebpf("unanswered_syn_is_a_timeout_not_a_refusal") {
+        return;
+    }
+    let agent = Agent::start("", &[]);
+    let ns = Netns::new("tpto");
+    let port = 41011u16;
+    ns.exec("sysctl -qw net.ipv4.tcp_syn_retries=1");
+    ns.exec(&format!(
+        "{NFT_TABLE} && nft add rule inet tapiotest in tcp dport {port} drop"
+    ));
+    let (_, out, err, pid) = python_in(
+        Some(&ns),
+        &format!(
+            "import socket\ns=socket.socket()\ns.settimeout(30)\ntry:\n  s.connect(('127.0.0.1',{port}))\nexcept OSError as e:\n  print(e.errno)"
+        ),
+        Duration::from_secs(40),
+    );
+    assert_eq!(out.trim(), "110", "python saw ETIMEDOUT ({err})");
+    let v = agent.wait_for(
+        "timeout",
+        Duration::from_secs(10),
+        of_type_port("kernel.network.connection_timeout", port),
+    );
+    assert_eq!(v["severity"], "error");
+    assert_eq!(v["error"]["code"], "CONNECTION_TIMEOUT");
+    assert_eq!(v["data"]["errno"], "ETIMEDOUT");
+    assert_eq!(v["data"]["daddr"], "127.0.0.1");
+    assert_eq!(
+        v["data"]["pid"], pid,
+        "pid of the connecting process, not the timer's"
+    );
+    assert_eq!(v["data"]["comm"], "python3");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(agent
+        .matching(of_type_port("kernel.network.connection_refused", port))
+        .is_empty());
+    assert_eq!(
+        agent
+            .matching(of_type_port("kernel.network.connection_timeout", port))
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn an_application_abandoning_its_connect_is_not_an_anomaly() {
+    if !require_ebpf("an_application_abandoning_its_connect_is_not_an_anomaly") {
+        return;
+    }
+    let agent = Agent::start("", &[]);
+    let ns = Netns::new("tpab");
+    let port = 41012u16;
+    ns.exec("sysctl -qw net.ipv4.tcp_syn_retries=1");
+    ns.exec(&format!(
+        "{NFT_TABLE} && nft add rule inet tapiotest in tcp dport {port} drop"
+    ));
+    let (_, out, _, _) = python_in(
+        Some(&ns),
+        &format!(
+            "import socket\ns=socket.socket()\ns.settimeout(0.3)\ntry:\n  s.connect(('127.0.0.1',{port}))\nexcept OSError as e:\n  print(type(e).__name__)\ns.close()"
+        ),
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.trim(), "TimeoutError");
+    // Longer than the kernel's own timeout would have taken (~3 s).
+    std::thread::sleep(Duration::from_secs(4));
+    let any: Vec<Value> = agent.matching(|v| dport(v) == u64::from(port));
+    assert!(any.is_empty(), "{any:#?}");
+}
+
+#[test]
+fn icmp_answers_are_refused_by_icmp_or_unreachable() {
+    if !require_ebpf("icmp_answers_are_refused_by_icmp_or_unreachable") {
+        return;
+    }
+    let agent = Agent::start("", &[]);
+    let ns = Netns::new("tpic");
+    let (p_port, p_host) = (41013u16, 41014u16);
+    ns.exec(&format!(
+        "{NFT_TABLE} && nft add rule inet tapiotest in tcp dport {p_port} reject with icmp type port-unreachable && nft add rule inet tapiotest in tcp dport {p_host} reject with icmp type host-unreachable"
+    ));
+    let (_, out, _, pid) = python_in(
+        Some(&ns),
+        &format!(
+            "import socket\nfor p in ({p_port},{p_host}):\n  s=socket.socket()\n  s.settimeout(10)\n  try:\n    s.connect(('127.0.0.1',p))\n  except OSError as e:\n    print(e.errno)\n  s.close()"
+        ),
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        vec!["111", "113"]
+    );
+    let r = agent.wait_for(
+        "icmp refusal",
+        Duration::from_secs(10),
+        of_type_port("kernel.network.connection_refused", p_port),
+    );
+    assert_eq!(r["data"]["cause"], "icmp");
+    assert_eq!(r["data"]["pid"], pid);
+    let u = agent.wait_for(
+        "unreachable",
+        Duration::from_secs(10),
+        of_type_port("kernel.network.connection_unreachable", p_host),
+    );
+    assert_eq!(u["data"]["errno"], "EHOSTUNREACH");
+    assert_eq!(u["severity"], "error");
+    assert!(agent
+        .matching(of_type_port("kernel.network.connection_timeout", p_host))
+        .is_empty());
+}
+
+#[test]
+fn dropped_segments_on_an_established_connection_give_a_retransmit_spike() {
+    if !require_ebpf("dropped_segments_on_an_established_connection_give_a_retransmit_spike") {
+        return;
+    }
+    let agent = Agent::start(
+        "[observers.network]\nretransmit_min_count = 3\nretransmit_window_ms = 5000\n",
+        &[],
+    );
+    let ns = Netns::new("tprt");
+    let port = 41015u16;
+    ns.exec(NFT_TABLE);
+    let prog = format!(
+        "import socket,sys,time\nl=socket.socket()\nl.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\nl.bind(('127.0.0.1',{port}))\nl.listen(1)\nc=socket.create_connection(('127.0.0.1',{port}))\na,_=l.accept()\nc.sendall(b'x'*100)\na.recv(100)\nprint('ready',flush=True)\nsys.stdin.readline()\nc.sendall(b'y'*1000)\ntime.sleep(6)\n"
+    );
+    let mut child = KillOnDrop(ns.spawn("python3", &["-c", &prog]));
+    let pid = child.0.id();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.0.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "ready");
+    ns.exec(&format!(
+        "nft add rule inet tapiotest in tcp dport {port} drop"
+    ));
+    write_stdin(&mut child.0, "go\n");
+    let v = agent.wait_for(
+        "retransmit spike",
+        Duration::from_secs(15),
+        of_type_port("kernel.network.retransmit_spike", port),
+    );
+    let d = &v["data"];
+    assert!(d["retransmits"].as_u64().unwrap() >= 3, "{v}");
+    assert_eq!(d["window_ms"], 5000);
+    assert_eq!(
+        d["pid"], pid,
+        "pid of the connection's owner, not the timer's"
+    );
+    assert_eq!(d["daddr"], "127.0.0.1");
+    assert_eq!(v["error"]["code"], "RETRANSMIT_SPIKE");
+    assert_eq!(v["outcome"], "degraded");
+}
+
+#[test]
+fn queueing_delay_raises_srtt_into_an_rtt_degradation() {
+    if !require_ebpf("queueing_delay_raises_srtt_into_an_rtt_degradation") {
+        return;
+    }
+    let agent = Agent::start(
+        "[observers.network]\nrtt_min_baseline_samples = 3\nrtt_spike_multiplier_permille = 3000\nrtt_spike_abs_us = 10000\n",
+        &[],
+    );
+    let ns = Netns::new("tprtt");
+    let port = 41016u16;
+    // Small frames so the token bucket queues many packets (tbf drops
+    // packets larger than its burst).
+    ns.exec("ip link set lo mtu 1500");
+    let prog = format!(
+        r#"import socket,sys,threading
+l=socket.socket()
+l.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
+l.bind(('127.0.0.1',{port}))
+l.listen(16)
+def serve():
+    while True:
+        a,_=l.accept()
+        n=0
+        while True:
+            b=a.recv(65536)
+            if not b: break
+            n+=len(b)
+        a.sendall(str(n).encode())
+        a.close()
+threading.Thread(target=serve,daemon=True).start()
+def one(size):
+    c=socket.create_connection(('127.0.0.1',{port}))
+    c.sendall(b'z'*size)
+    c.shutdown(socket.SHUT_WR)
+    r=c.recv(100)
+    c.close()
+    return r
+for i in range(4):
+    one(2000)
+print('baseline',flush=True)
+sys.stdin.readline()
+print(one(400000).decode(),flush=True)
+"#
+    );
+    let mut child = KillOnDrop(ns.spawn("python3", &["-c", &prog]));
+    let pid = child.0.id();
+    let mut reader = std::io::BufReader::new(child.0.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+    assert_eq!(line.trim(), "baseline");
+    ns.exec("tc qdisc add dev lo root tbf rate 2mbit burst 3000 latency 400ms");
+    write_stdin(&mut child.0, "go\n");
+    let v = agent.wait_for(
+        "rtt degradation",
+        Duration::from_secs(30),
+        of_type_port("kernel.network.rtt_degradation", port),
+    );
+    let d = &v["data"];
+    let srtt = d["srtt_us"].as_u64().unwrap();
+    let base = d["baseline_srtt_us"].as_u64().unwrap();
+    assert!(srtt >= 10_000, "{v}");
+    assert!(srtt >= 3 * base, "{v}");
+    assert!(d["baseline_samples"].as_u64().unwrap() >= 3);
+    assert_eq!(d["pid"], pid);
+    assert_eq!(v["error"]["code"], "RTT_DEGRADATION");
+}
