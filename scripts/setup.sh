@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what building and testing Tapio needs on Debian/Ubuntu, only what
-# is missing. Safe to run again. Needs root (or sudo) for apt-get.
+# Installs what building Tapio needs on Debian/Ubuntu (with --test, also
+# what its test suite uses: a Prometheus server and promtool), only what is
+# missing. Safe to run again. Needs root (or sudo) for apt-get.
 set -euo pipefail
 
 need_pkgs=()
@@ -8,6 +9,9 @@ want() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok ins
 for p in clang libelf-dev zlib1g-dev pkg-config make gcc iproute2 nftables python3 python3-venv procps util-linux curl ca-certificates; do
   want "$p"
 done
+if [ "${1:-}" = "--test" ]; then
+  want prometheus
+fi
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "setup: installing ${need_pkgs[*]}" >&2
   SUDO=""

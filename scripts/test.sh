@@ -4,7 +4,7 @@
 # With TAPIO_REQUIRE_EBPF=1, a kernel test that cannot run fails instead of skipping.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh --test
 export PATH="$HOME/.cargo/bin:$PATH"
 
 echo "== cargo fmt --check"

@@ -42,3 +42,13 @@ fn main() -> ExitCode {
     };
     tapio::exit::finish(result)
 }
+
+/// The only libm symbol the dependency tree needs is `pow` (tokio's
+/// scheduler statistics). Defining it here, from the pure-Rust `libm`
+/// crate, keeps the binary's dynamic dependencies to libc and libgcc_s
+/// (the linker drops libm.so.6 once nothing references it).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[no_mangle]
+pub extern "C" fn pow(x: f64, y: f64) -> f64 {
+    libm::pow(x, y)
+}

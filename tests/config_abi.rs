@@ -109,3 +109,32 @@ fn inert_and_mismatched_configs_emit_nothing_valid_config_emits() {
     assert!(f.rst && f.owner_known);
     assert_eq!(f.pid, std::process::id());
 }
+
+#[test]
+fn per_program_run_counts_are_read_from_the_kernel() {
+    if !common::require_ebpf("per_program_run_counts_are_read_from_the_kernel") {
+        return;
+    }
+    // BPF_ENABLE_STATS turns run-time accounting on only while this fd is
+    // open (no sysctl is changed); closing it restores the previous state.
+    let fd = unsafe {
+        libbpf_rs::libbpf_sys::bpf_enable_stats(libbpf_rs::libbpf_sys::BPF_STATS_RUN_TIME)
+    };
+    assert!(fd >= 0, "BPF_ENABLE_STATS failed: {fd}");
+    let _guard = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let lo = load_object(Observer::Network, network_bytes()).expect("load");
+    lo.write_config(&TapioConfig::from_compiled(&CompiledConfig::default(), 1))
+        .unwrap();
+    refuse_once();
+    let stats = lo.program_stats();
+    let (_, runs, ns) = stats
+        .iter()
+        .find(|(name, _, _)| name == "handle_net__inet_sock_set_state")
+        .cloned()
+        .expect("program listed");
+    assert!(
+        runs >= 2,
+        "CLOSE->SYN_SENT and SYN_SENT->CLOSE at least: {stats:?}"
+    );
+    assert!(ns > 0, "{stats:?}");
+}

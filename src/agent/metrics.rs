@@ -62,6 +62,12 @@ pub struct KindLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProgramLabel {
+    pub observer: String,
+    pub program: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
     pub result: String,
 }
@@ -79,6 +85,8 @@ pub struct Metrics {
     pub controller_send_failures: Family<KindLabel, Counter>,
     pub config_fetch: Family<ResultLabel, Counter>,
     pub config_errors: Family<ObserverReason, Counter>,
+    pub bpf_runs: Family<ProgramLabel, Counter>,
+    pub bpf_run_time_ns: Family<ProgramLabel, Counter>,
     registry: Registry,
     /// Occurrences handed to sinks; lets tests and the CLI see progress.
     pub emitted: AtomicU64,
@@ -99,6 +107,8 @@ impl Metrics {
             controller_send_failures: Family::default(),
             config_fetch: Family::default(),
             config_errors: Family::default(),
+            bpf_runs: Family::default(),
+            bpf_run_time_ns: Family::default(),
             registry: Registry::default(),
             emitted: AtomicU64::new(0),
         };
@@ -157,13 +167,59 @@ impl Metrics {
             "BPF invocations that found no usable config",
             m.config_errors.clone(),
         );
+        registry.register(
+            "tapio_bpf_program_runs",
+            "BPF program invocations (kernel.bpf_stats_enabled=1 only)",
+            m.bpf_runs.clone(),
+        );
+        registry.register(
+            "tapio_bpf_program_run_time_ns",
+            "Time spent in a BPF program, ns (kernel.bpf_stats_enabled=1 only)",
+            m.bpf_run_time_ns.clone(),
+        );
         Arc::new(Metrics { registry, ..m })
     }
 
-    /// Prometheus text exposition.
+    /// Prometheus text exposition, format 0.0.4.
+    ///
+    /// prometheus-client writes OpenMetrics, where a counter family `x` has
+    /// `# HELP x` / `# TYPE x counter` and samples `x_total`, and ends with
+    /// `# EOF`. The classic text format (what `promtool check metrics` and
+    /// every Prometheus understand) names the family like its samples, so
+    /// counter metadata is renamed to `x_total` and the EOF marker dropped.
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let mut om = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut om, &self.registry);
+        let counters: std::collections::HashSet<&str> = om
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.strip_suffix(" counter"))
+            .collect();
+        let mut out = String::with_capacity(om.len() + 64);
+        for line in om.lines() {
+            if line == "# EOF" {
+                continue;
+            }
+            let meta = line
+                .strip_prefix("# HELP ")
+                .map(|r| ("# HELP ", r))
+                .or_else(|| line.strip_prefix("# TYPE ").map(|r| ("# TYPE ", r)));
+            match meta {
+                Some((kind, rest)) => {
+                    let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                    if counters.contains(name) && !name.ends_with("_total") {
+                        out.push_str(&format!("{kind}{name}_total {tail}\n"));
+                    } else {
+                        out.push_str(line);
+                        out.push('\n');
+                    }
+                }
+                None => {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+        }
         out
     }
 
@@ -329,5 +385,14 @@ mod tests {
             "tapio_correlation_drops_total{observer=\"storage\",reason=\"ambiguous_inflight_io\"} 1"
         ));
         assert!(text.contains("tapio_drain_cap_total 0"));
+        assert!(
+            text.contains("# TYPE tapio_anomalies_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP tapio_anomalies_total Occurrences emitted."),
+            "{text}"
+        );
+        assert!(!text.contains("# EOF"));
     }
 }

@@ -323,3 +323,157 @@ pub fn write_stdin(child: &mut Child, s: &str) {
         .write_all(s.as_bytes())
         .unwrap();
 }
+
+/// A Python virtualenv under `target/` with `packages` installed (once; a
+/// marker file records what was installed). Returns its python, or `None`
+/// after printing why — callers skip, or fail under TAPIO_REQUIRE_EBPF=1.
+pub fn python_venv(name: &str, packages: &[&str]) -> Option<PathBuf> {
+    let dir =
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target")).join(format!("py-{name}"));
+    let py = dir.join("bin/python3");
+    let marker = dir.join(".tapio-installed");
+    let want = packages.join(" ");
+    // Serialise venv creation across parallel tests of one binary.
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if std::fs::read_to_string(&marker).ok().as_deref() == Some(want.as_str()) && py.exists() {
+        return Some(py);
+    }
+    let ok = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&dir)
+        .status()
+        .is_ok_and(|s| s.success())
+        && Command::new(&py)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(packages)
+            .status()
+            .is_ok_and(|s| s.success());
+    if !ok {
+        let why = format!("could not create a venv with {want}");
+        if std::env::var("TAPIO_REQUIRE_EBPF").as_deref() == Ok("1") {
+            panic!("{why} (TAPIO_REQUIRE_EBPF=1)");
+        }
+        eprintln!("skipping: {why}");
+        return None;
+    }
+    let _ = std::fs::write(&marker, &want);
+    Some(py)
+}
+
+/// Requests a [`Receiver`] got: (path, head, body).
+pub type Requests = Arc<Mutex<Vec<(String, String, Vec<u8>)>>>;
+
+/// A loopback HTTP/1.1 receiver: records each request (path, headers,
+/// body) and answers with the next status from `statuses` (then 200), or
+/// never answers when `hang` is set.
+pub struct Receiver {
+    pub addr: std::net::SocketAddr,
+    pub requests: Requests,
+    pub connections: Arc<AtomicU32>,
+}
+
+impl Receiver {
+    pub fn start(statuses: Vec<u16>, hang: bool) -> Receiver {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests: Requests = Arc::default();
+        let connections = Arc::new(AtomicU32::new(0));
+        let (r, c) = (requests.clone(), connections.clone());
+        let statuses = Arc::new(Mutex::new(std::collections::VecDeque::from(statuses)));
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                c.fetch_add(1, Ordering::SeqCst);
+                let (r, statuses) = (r.clone(), statuses.clone());
+                std::thread::spawn(move || {
+                    use std::io::Read;
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                    loop {
+                        let mut head = Vec::new();
+                        let mut byte = [0u8; 1];
+                        while !head.ends_with(b"\r\n\r\n") {
+                            match stream.read(&mut byte) {
+                                Ok(1) => head.push(byte[0]),
+                                _ => return,
+                            }
+                            if head.len() > 64 * 1024 {
+                                return;
+                            }
+                        }
+                        let head = String::from_utf8_lossy(&head).into_owned();
+                        let len = head
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse::<usize>().ok())?
+                            })
+                            .unwrap_or(0);
+                        let mut body = vec![0u8; len];
+                        if stream.read_exact(&mut body).is_err() {
+                            return;
+                        }
+                        let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                        r.lock().unwrap().push((path, head, body));
+                        if hang {
+                            std::thread::sleep(Duration::from_secs(30));
+                            return;
+                        }
+                        let status = statuses.lock().unwrap().pop_front().unwrap_or(200);
+                        let resp = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n");
+                        if stream.write_all(resp.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Receiver {
+            addr,
+            requests,
+            connections,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn bodies(&self) -> Vec<Vec<u8>> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, _, b)| b.clone())
+            .collect()
+    }
+
+    /// Waits (bounded) until at least `n` requests arrived.
+    pub fn wait_requests(&self, n: usize, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.requests.lock().unwrap().len() >= n {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+/// Reads one counter value from a Prometheus exposition.
+pub fn counter(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .unwrap_or(0)
+}

@@ -172,6 +172,12 @@ fn drain_loop(
 
     let mut classifiers = Classifiers::new(&initial);
     let mut stats_prev: Vec<[u64; STAT_MAX]> = vec![[0; STAT_MAX]; objects.len()];
+    let mut prog_prev: std::collections::HashMap<(Observer, String), (u64, u64)> =
+        std::collections::HashMap::new();
+    if std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|v| v.trim() != "1")
+    {
+        tracing::info!("per-program BPF run time is not collected: sysctl kernel.bpf_stats_enabled=1 turns it on (the kernel then times every program run)");
+    }
     let mut drops_prev: Vec<(Observer, &'static str, u64)> = Vec::new();
     let mut next_stats = 0u64;
     let mut out: Vec<Finding> = Vec::new();
@@ -231,6 +237,7 @@ fn drain_loop(
             next_stats = now + STATS_EVERY_NS;
             export_stats(objects, &mut stats_prev, metrics);
             export_drops(&classifiers, &mut drops_prev, metrics);
+            export_program_stats(objects, &mut prog_prev, metrics);
         }
     }
     classifiers.flush(&mut out);
@@ -273,6 +280,35 @@ fn export_stats(objects: &[LoadedObject], prev: &mut [[u64; STAT_MAX]], metrics:
             }
         }
         *prev = now;
+    }
+}
+
+fn export_program_stats(
+    objects: &[LoadedObject],
+    prev: &mut std::collections::HashMap<(Observer, String), (u64, u64)>,
+    metrics: &Metrics,
+) {
+    use crate::agent::metrics::ProgramLabel;
+    for lo in objects {
+        for (program, runs, ns) in lo.program_stats() {
+            let key = (lo.observer, program);
+            let (pr, pn) = prev.get(&key).copied().unwrap_or((0, 0));
+            if runs > pr || ns > pn {
+                let label = ProgramLabel {
+                    observer: lo.observer.as_str().into(),
+                    program: key.1.clone(),
+                };
+                metrics
+                    .bpf_runs
+                    .get_or_create(&label)
+                    .inc_by(runs.saturating_sub(pr));
+                metrics
+                    .bpf_run_time_ns
+                    .get_or_create(&label)
+                    .inc_by(ns.saturating_sub(pn));
+            }
+            prev.insert(key, (runs, ns));
+        }
     }
 }
 

@@ -55,6 +55,34 @@ impl LoadedObject {
             })
     }
 
+    /// Run count and total run time (ns) of each program, as the kernel
+    /// keeps them while `kernel.bpf_stats_enabled` is 1 (zeros otherwise).
+    pub fn program_stats(&self) -> Vec<(String, u64, u64)> {
+        use std::os::fd::{AsFd, AsRawFd};
+        let mut out = Vec::new();
+        for prog in self.obj.progs() {
+            let mut info = libbpf_rs::libbpf_sys::bpf_prog_info::default();
+            let mut len = std::mem::size_of_val(&info) as u32;
+            // SAFETY: the fd belongs to a loaded program that outlives this
+            // call; info/len describe a correctly sized, writable struct.
+            let rc = unsafe {
+                libbpf_rs::libbpf_sys::bpf_prog_get_info_by_fd(
+                    prog.as_fd().as_raw_fd(),
+                    &mut info,
+                    &mut len,
+                )
+            };
+            if rc == 0 {
+                out.push((
+                    prog.name().to_string_lossy().into_owned(),
+                    info.run_cnt,
+                    info.run_time_ns,
+                ));
+            }
+        }
+        out
+    }
+
     /// Sums the per-CPU counters of `tapio_stats`.
     pub fn read_stats(&self) -> anyhow::Result<[u64; STAT_MAX]> {
         let map = self.map("tapio_stats")?;

@@ -1,0 +1,133 @@
+//! Prometheus metrics for real: the agent's /metrics passes
+//! `promtool check metrics`, and a real Prometheus server (Debian's
+//! package, started here on loopback with a temporary config) scrapes the
+//! agent and answers a query for the anomaly a closed-port connect caused.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn have(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        if std::env::var("TAPIO_REQUIRE_EBPF").as_deref() == Ok("1") {
+            panic!("{tool} is not installed (scripts/setup.sh --test installs it)");
+        }
+        eprintln!("skipping: {tool} is not installed (scripts/setup.sh --test installs it)");
+    }
+    found
+}
+
+fn get(url: &str) -> Option<String> {
+    reqwest::blocking::Client::new()
+        .get(url)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .ok()
+        .filter(|r| r.status().is_success())
+        .and_then(|r| r.text().ok())
+}
+
+#[test]
+fn prometheus_scrapes_the_agent_and_promtool_accepts_the_exposition() {
+    if !require_ebpf("prometheus_scrapes_the_agent_and_promtool_accepts_the_exposition")
+        || !have("prometheus")
+        || !have("promtool")
+    {
+        return;
+    }
+    let mport = free_port();
+    let agent = Agent::start(
+        &format!("[metrics]\nenabled = true\naddr = \"127.0.0.1:{mport}\"\n"),
+        &[],
+    );
+    let metrics_url = format!("http://127.0.0.1:{mport}/metrics");
+    let p = closed_port("127.0.0.1");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", p)).is_err());
+    agent.wait_for("refusal", Duration::from_secs(10), |v| {
+        is_type(v, "kernel.network.connection_refused") && dport(v) == u64::from(p)
+    });
+
+    // promtool on the exposition.
+    let text = get(&metrics_url).expect("GET /metrics");
+    assert!(counter(&text, "tapio_anomalies_total{observer=\"network\",type=\"kernel.network.connection_refused\"}") >= 1, "{text}");
+    assert!(
+        counter(&text, "tapio_events_total{observer=\"network\"}") >= 1,
+        "{text}"
+    );
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(promtool.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A real Prometheus server scraping it.
+    let dir = tempfile::tempdir().unwrap();
+    let pport = free_port();
+    let cfg = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: tapio\n    static_configs:\n      - targets: ['127.0.0.1:{mport}']\n"
+        ),
+    )
+    .unwrap();
+    let server = Command::new("prometheus")
+        .arg(format!("--config.file={}", cfg.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{pport}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start prometheus");
+    let _server = KillOnDrop(server);
+    let query = format!(
+        "http://127.0.0.1:{pport}/api/v1/query?query=tapio_anomalies_total%7Btype%3D%22kernel.network.connection_refused%22%7D"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        if let Some(body) = get(&query) {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let value = v["data"]["result"]
+                .as_array()
+                .and_then(|r| r.first())
+                .and_then(|r| r["value"][1].as_str())
+                .and_then(|s| s.parse::<f64>().ok());
+            if value.is_some_and(|x| x >= 1.0) {
+                return;
+            }
+            last = body;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!("Prometheus never reported the anomaly; last answer: {last}");
+}

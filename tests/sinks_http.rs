@@ -1,0 +1,334 @@
+//! The http and otlp sinks against real loopback receivers: batch contents
+//! and sizes, time-based flushing, retry then recovery with exact counters,
+//! a hanging receiver that never blocks the producer, and OTLP payloads
+//! decoded by the official OpenTelemetry proto definitions (Python).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use tapio::agent::metrics::Metrics;
+use tapio::agent::sinks::http::{http_sink, PostPolicy};
+use tapio::agent::sinks::otlp::{otlp_sink, OtlpEncoding};
+use tapio::agent::sinks::SinkHandle;
+use tapio::wire::{AnomalyType, Occurrence, Outcome, Severity};
+
+fn occ(n: u32) -> Arc<Occurrence> {
+    Arc::new(Occurrence::new(
+        ulid::Ulid::from_parts(1_800_000_000_000 + u64::from(n), u128::from(n)),
+        AnomalyType::ConnectionRefused,
+        Severity::Warning,
+        Outcome::Failure,
+        format!("connect to 127.0.0.1:{n} refused (rst), count=1"),
+        &serde_json::json!({"pid": 4242, "comm": "curl", "family": "ipv4", "saddr": "127.0.0.1",
+                            "sport": 50000, "daddr": "127.0.0.1", "dport": n, "count": 1, "cause": "rst"}),
+        7,
+        1_800_000_000_000_000_000 + u64::from(n),
+    ))
+}
+
+fn policy() -> PostPolicy {
+    PostPolicy {
+        max_batch: 3,
+        max_wait: Duration::from_secs(30),
+        attempts: 4,
+        backoff_base: Duration::from_millis(10),
+        backoff_cap: Duration::from_millis(50),
+        request_timeout: Duration::from_secs(5),
+    }
+}
+
+fn ports_of(body: &[u8]) -> Vec<u64> {
+    let v: Vec<serde_json::Value> = serde_json::from_slice(body).expect("a JSON array");
+    v.iter()
+        .map(|o| o["data"]["dport"].as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn batches_by_size_and_flushes_the_rest_on_close() {
+    let rx = Receiver::start(vec![], false);
+    let metrics = Metrics::new();
+    let sink = http_sink(&rx.url("/ingest"), policy(), metrics.clone()).unwrap();
+    let h = SinkHandle::spawn(Box::new(sink), metrics.clone()).unwrap();
+    for i in 1..=7 {
+        h.offer(occ(i));
+    }
+    h.close();
+    let bodies = rx.bodies();
+    let batches: Vec<Vec<u64>> = bodies.iter().map(|b| ports_of(b)).collect();
+    assert_eq!(batches.concat(), (1..=7).collect::<Vec<u64>>());
+    assert!(batches.iter().all(|b| b.len() <= 3), "{batches:?}");
+    assert_eq!(batches.len(), 3, "{batches:?}");
+    let (path, head, _) = rx.requests.lock().unwrap()[0].clone();
+    assert_eq!(path, "/ingest");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{head}"
+    );
+    let text = metrics.encode();
+    assert_eq!(
+        counter(
+            &text,
+            "tapio_sink_writes_total{sink=\"http\",result=\"ok\"}"
+        ),
+        3
+    );
+    assert_eq!(
+        counter(
+            &text,
+            "tapio_sink_drops_total{sink=\"http\",reason=\"send_failed\"}"
+        ),
+        0
+    );
+}
+
+#[test]
+fn a_partial_batch_is_sent_when_it_has_waited_long_enough() {
+    let rx = Receiver::start(vec![], false);
+    let metrics = Metrics::new();
+    let p = PostPolicy {
+        max_batch: 100,
+        max_wait: Duration::from_millis(200),
+        ..policy()
+    };
+    let h = SinkHandle::spawn(
+        Box::new(http_sink(&rx.url("/"), p, metrics.clone()).unwrap()),
+        metrics,
+    )
+    .unwrap();
+    h.offer(occ(1));
+    h.offer(occ(2));
+    assert!(
+        rx.wait_requests(1, Duration::from_secs(10)),
+        "no time-based flush"
+    );
+    assert_eq!(ports_of(&rx.bodies()[0]), vec![1, 2]);
+    h.close();
+    assert_eq!(rx.bodies().len(), 1);
+}
+
+#[test]
+fn failures_are_retried_then_counted_exactly_when_the_receiver_recovers() {
+    let rx = Receiver::start(vec![503, 500], false);
+    let metrics = Metrics::new();
+    let h = SinkHandle::spawn(
+        Box::new(http_sink(&rx.url("/"), policy(), metrics.clone()).unwrap()),
+        metrics.clone(),
+    )
+    .unwrap();
+    for i in 1..=3 {
+        h.offer(occ(i));
+    }
+    h.close();
+    let bodies = rx.bodies();
+    assert_eq!(bodies.len(), 3, "two failures then one success");
+    assert!(
+        bodies.iter().all(|b| b == &bodies[0]),
+        "a retry resends the same batch"
+    );
+    let text = metrics.encode();
+    assert_eq!(
+        counter(
+            &text,
+            "tapio_sink_writes_total{sink=\"http\",result=\"error\"}"
+        ),
+        2
+    );
+    assert_eq!(
+        counter(
+            &text,
+            "tapio_sink_writes_total{sink=\"http\",result=\"ok\"}"
+        ),
+        1
+    );
+    assert_eq!(
+        counter(
+            &text,
+            "tapio_sink_drops_total{sink=\"http\",reason=\"send_failed\"}"
+        ),
+        0
+    );
+
+    // A receiver that rejects (4xx) is not retried: dropped and counted.
+    let rx = Receiver::start(vec![400], false);
+    let metrics = Metrics::new();
+    let h = SinkHandle::spawn(
+        Box::new(http_sink(&rx.url("/"), policy(), metrics.clone()).unwrap()),
+        metrics.clone(),
+    )
+    .unwrap();
+    for i in 1..=3 {
+        h.offer(occ(i));
+    }
+    h.close();
+    assert_eq!(rx.bodies().len(), 1);
+    assert_eq!(
+        counter(
+            &metrics.encode(),
+            "tapio_sink_drops_total{sink=\"http\",reason=\"rejected\"}"
+        ),
+        3
+    );
+}
+
+#[test]
+fn a_hanging_receiver_never_blocks_the_producer_and_drops_are_counted() {
+    let rx = Receiver::start(vec![], true);
+    let metrics = Metrics::new();
+    let p = PostPolicy {
+        max_batch: 10,
+        attempts: 1,
+        request_timeout: Duration::from_millis(300),
+        ..policy()
+    };
+    let h = SinkHandle::spawn_with_capacity(
+        Box::new(http_sink(&rx.url("/"), p, metrics.clone()).unwrap()),
+        metrics.clone(),
+        64,
+    )
+    .unwrap();
+    let start = Instant::now();
+    let n = 5000;
+    for i in 0..n {
+        h.offer(occ(i));
+    }
+    let offering = start.elapsed();
+    h.close();
+    let text = metrics.encode();
+    let full = counter(
+        &text,
+        "tapio_sink_drops_total{sink=\"http\",reason=\"queue_full\"}",
+    );
+    let failed = counter(
+        &text,
+        "tapio_sink_drops_total{sink=\"http\",reason=\"send_failed\"}",
+    );
+    assert!(full > 0, "{text}");
+    // Every occurrence is accounted for: dropped at the queue or by a failed send.
+    assert_eq!(full + failed, u64::from(n), "{text}");
+    assert!(rx.wait_requests(1, Duration::from_secs(5)));
+    // Not a timing assertion on the sink: a producer that blocked would
+    // have waited for at least one 300 ms request timeout per batch.
+    assert!(offering < Duration::from_secs(30), "{offering:?}");
+}
+
+const OTLP_CHECK: &str = r#"
+import json, sys
+from google.protobuf import json_format
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+enc, path = sys.argv[1], sys.argv[2]
+data = open(path, 'rb').read()
+req = ExportLogsServiceRequest()
+if enc == 'protobuf':
+    req.ParseFromString(data)
+else:
+    json_format.Parse(data, req)
+def attrs(kvs):
+    out = {}
+    for kv in kvs:
+        v = kv.value
+        out[kv.key] = getattr(v, v.WhichOneof('value'))
+    return out
+rl = req.resource_logs
+assert len(rl) == 1, rl
+res = attrs(rl[0].resource.attributes)
+sl = rl[0].scope_logs[0]
+recs = []
+for r in sl.log_records:
+    recs.append({"time": r.time_unix_nano, "observed": r.observed_time_unix_nano,
+                 "sev": r.severity_number, "sev_text": r.severity_text,
+                 "event_name": r.event_name, "body": r.body.string_value,
+                 "attrs": attrs(r.attributes)})
+print(json.dumps({"resource": res, "scope": [sl.scope.name, sl.scope.version], "records": recs}))
+"#;
+
+#[test]
+fn otlp_payloads_decode_with_the_official_proto_definitions() {
+    let Some(py) = python_venv("otlp", &["opentelemetry-proto>=1.33", "protobuf"]) else {
+        return;
+    };
+    for (encoding, name, ctype) in [
+        (OtlpEncoding::Protobuf, "protobuf", "application/x-protobuf"),
+        (OtlpEncoding::Json, "json", "application/json"),
+    ] {
+        let rx = Receiver::start(vec![], false);
+        let metrics = Metrics::new();
+        let sink = otlp_sink(&rx.url(""), encoding, "node-a", policy(), metrics.clone()).unwrap();
+        let h = SinkHandle::spawn(Box::new(sink), metrics).unwrap();
+        h.offer(occ(9));
+        h.offer(occ(10));
+        h.close();
+        let (path, head, body) = rx.requests.lock().unwrap()[0].clone();
+        assert_eq!(path, "/v1/logs");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains(&format!("content-type: {ctype}")),
+            "{head}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("body");
+        std::fs::write(&file, &body).unwrap();
+        let out = std::process::Command::new(&py)
+            .args(["-c", OTLP_CHECK, name, file.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["resource"]["service.name"], "tapio", "{name}");
+        assert_eq!(v["resource"]["host.name"], "node-a");
+        assert_eq!(v["resource"]["k8s.node.name"], "node-a");
+        assert_eq!(v["scope"][0], "tapio");
+        let recs = v["records"].as_array().unwrap();
+        assert_eq!(recs.len(), 2, "{name}");
+        let r = &recs[0];
+        assert_eq!(r["time"], 1_800_000_000_000_000_009u64);
+        assert!(r["observed"].as_u64().unwrap() > 1_700_000_000_000_000_000);
+        assert_eq!(r["sev"], 13);
+        assert_eq!(r["sev_text"], "warning");
+        assert_eq!(r["event_name"], "kernel.network.connection_refused");
+        assert_eq!(r["body"], "connect to 127.0.0.1:9 refused (rst), count=1");
+        let a = &r["attrs"];
+        assert_eq!(a["event.name"], "kernel.network.connection_refused");
+        assert_eq!(a["error.type"], "CONNECTION_REFUSED");
+        assert_eq!(a["tapio.occurrence.id"], occ(9).id.as_str());
+        assert_eq!(a["process.pid"].as_i64(), Some(4242));
+        assert_eq!(a["process.executable.name"], "curl");
+        assert_eq!(a["network.type"], "ipv4");
+        assert_eq!(a["network.peer.address"], "127.0.0.1");
+        assert_eq!(a["network.peer.port"].as_i64(), Some(9));
+        assert_eq!(a["network.local.port"].as_i64(), Some(50000));
+        assert_eq!(a["tapio.count"].as_i64(), Some(1));
+        assert_eq!(a["tapio.cause"], "rst");
+        assert_eq!(a["tapio.config_generation"].as_i64(), Some(7));
+        assert_eq!(recs[1]["attrs"]["network.peer.port"].as_i64(), Some(10));
+    }
+}
+
+#[test]
+fn otlp_https_endpoint_is_refused_before_any_connection() {
+    let rx = Receiver::start(vec![], false);
+    let out = std::process::Command::new(tapio_bin())
+        .args([
+            "agent",
+            "--config",
+            "/dev/null",
+            "--sink",
+            "otlp",
+            "--otlp-endpoint",
+        ])
+        .arg(format!("https://{}", rx.addr))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("https is not supported"));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(rx.connections.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
