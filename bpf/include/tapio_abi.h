@@ -70,14 +70,21 @@ _Static_assert(sizeof(struct tapio_config) == 200, "tapio_config size");
 #define TAPIO_STAT_CFG_ABI        1 /* invocation while abi_version is wrong */
 #define TAPIO_STAT_RB_FULL        2 /* ring-buffer reserve failed: record lost */
 #define TAPIO_STAT_OWNER_MISSING  3 /* net: close of a connect we never saw start */
-#define TAPIO_STAT_CORR_DUP       4 /* storage: issue of a request already inflight */
-#define TAPIO_STAT_CORR_MISSING   5 /* storage: completion without an issue */
+/* storage: a completion whose request had been issued twice with no
+ * requeue between; its latency cannot be judged (reason ambiguous_inflight_io) */
+#define TAPIO_STAT_CORR_DUP       4
+/* storage: a completion with no recorded issue (issued before the observer
+ * was live, or its entry was evicted from the full inflight map) */
+#define TAPIO_STAT_CORR_MISSING   5
 #define TAPIO_STAT_MAX            8
 
 /* Event kinds (tapio_event_hdr.kind). */
 #define TAPIO_EV_NET_CONNECT_FAIL 1
 #define TAPIO_EV_NET_RETRANSMIT   2
 #define TAPIO_EV_NET_RTT          3
+#define TAPIO_EV_CTR_OOM          16
+#define TAPIO_EV_CTR_EXIT         17
+#define TAPIO_EV_STO_IO           32
 
 /* Common header of every ring-buffer record. */
 struct tapio_event_hdr {
@@ -110,5 +117,56 @@ struct tapio_net_event {
 	__u64 cgroup_id;            /* 96: cgroup2 id of the owner, 0 if unknown */
 };
 _Static_assert(sizeof(struct tapio_net_event) == 104, "tapio_net_event size");
+
+/* tapio_ctr_event.flags */
+#define TAPIO_CTR_F_PIDNS_INIT (1U << 0) /* the thread-group leader is pid 1 of its PID namespace */
+#define TAPIO_CTR_F_MEMCG      (1U << 1) /* memcg_* fields were read from the victim's memcg */
+#define TAPIO_CTR_F_MM         (1U << 2) /* rss fields were read from the victim's mm */
+
+/*
+ * Container facts: an OOM victim chosen (TAPIO_EV_CTR_OOM, at oom/mark_victim)
+ * or the last thread of a process exiting abnormally (TAPIO_EV_CTR_EXIT).
+ * Page counts are in the kernel's pages; the agent multiplies by its page size.
+ */
+struct tapio_ctr_event {
+	struct tapio_event_hdr hdr; /* 0 */
+	__u32 pid;                  /* 16: tgid (init PID namespace) */
+	__u32 tid;                  /* 20: the thread (exit: the last one out) */
+	char comm[16];              /* 24 */
+	__u64 cgroup_id;            /* 40: cgroup2 id (kernfs id) of the task */
+	__u64 memcg_id;             /* 48: kernfs id of its memory cgroup, 0 if none */
+	__u32 exit_status;          /* 56: task->exit_code, wait(2) encoding (exit) */
+	__u32 flags;                /* 60: TAPIO_CTR_F_* */
+	__u32 ns_pid;               /* 64: leader's pid in its own PID namespace */
+	__u32 memcg_limit_depth;    /* 68: 0 = the limit is the memcg's own, n = n-th ancestor */
+	__u64 anon_rss_pages;       /* 72: oom: as the mark_victim tracepoint reports them */
+	__u64 file_rss_pages;       /* 80 */
+	__u64 shmem_rss_pages;      /* 88 */
+	__u64 memcg_usage_pages;    /* 96: page_counter usage of the victim's memcg */
+	__u64 memcg_max_pages;      /* 104: smallest max over the memcg and its ancestors */
+};
+_Static_assert(sizeof(struct tapio_ctr_event) == 112, "tapio_ctr_event size");
+
+/* tapio_sto_event.flags */
+#define TAPIO_STO_F_LATENCY (1U << 0) /* latency_ns is an exact issue->completion time */
+#define TAPIO_STO_F_PARTIAL (1U << 1) /* a partial completion; the request goes on */
+
+/*
+ * A block request completion worth reporting: an error, or latency at or
+ * above tapio_config.sto_slow_io_ns. Keyed to its issue by the request.
+ */
+struct tapio_sto_event {
+	struct tapio_event_hdr hdr; /* 0 */
+	__u64 latency_ns;           /* 16: last issue -> this completion; 0 unless F_LATENCY */
+	__u64 sector;               /* 24: first sector, relative to the whole disk */
+	__u32 dev;                  /* 32: disk dev_t, major << 20 | minor */
+	__u32 nr_sectors;           /* 36: sectors left in the request at completion */
+	__u32 bytes;                /* 40: bytes this completion covers */
+	__u32 cmd_flags;            /* 44: REQ_OP in the low 8 bits */
+	__u32 status;               /* 48: blk_status_t, 0 = success */
+	__u16 requeues;             /* 52: requeues seen while inflight */
+	__u16 flags;                /* 54: TAPIO_STO_F_* */
+};
+_Static_assert(sizeof(struct tapio_sto_event) == 56, "tapio_sto_event size");
 
 #endif /* __TAPIO_ABI_H */

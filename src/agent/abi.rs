@@ -21,6 +21,16 @@ pub const STAT_MAX: usize = 8;
 pub const EV_NET_CONNECT_FAIL: u16 = 1;
 pub const EV_NET_RETRANSMIT: u16 = 2;
 pub const EV_NET_RTT: u16 = 3;
+pub const EV_CTR_OOM: u16 = 16;
+pub const EV_CTR_EXIT: u16 = 17;
+pub const EV_STO_IO: u16 = 32;
+
+pub const CTR_F_PIDNS_INIT: u32 = 1 << 0;
+pub const CTR_F_MEMCG: u32 = 1 << 1;
+pub const CTR_F_MM: u32 = 1 << 2;
+
+pub const STO_F_LATENCY: u16 = 1 << 0;
+pub const STO_F_PARTIAL: u16 = 1 << 1;
 
 pub const NET_F_RST: u16 = 1 << 0;
 pub const NET_F_OWNER: u16 = 1 << 1;
@@ -165,6 +175,46 @@ pub mod net {
     pub const CGROUP_ID: usize = 96;
 }
 
+/// Size of `struct tapio_ctr_event`.
+pub const CTR_EVENT_SIZE: usize = 112;
+/// Size of `struct tapio_sto_event`.
+pub const STO_EVENT_SIZE: usize = 56;
+
+/// Field offsets of `struct tapio_ctr_event` (see the C header).
+pub mod ctr {
+    pub const PID: usize = 16;
+    pub const TID: usize = 20;
+    pub const COMM: usize = 24;
+    pub const CGROUP_ID: usize = 40;
+    pub const MEMCG_ID: usize = 48;
+    pub const EXIT_STATUS: usize = 56;
+    pub const FLAGS: usize = 60;
+    pub const NS_PID: usize = 64;
+    pub const MEMCG_LIMIT_DEPTH: usize = 68;
+    pub const ANON_RSS_PAGES: usize = 72;
+    pub const FILE_RSS_PAGES: usize = 80;
+    pub const SHMEM_RSS_PAGES: usize = 88;
+    pub const MEMCG_USAGE_PAGES: usize = 96;
+    pub const MEMCG_MAX_PAGES: usize = 104;
+}
+
+/// Field offsets of `struct tapio_sto_event` (see the C header).
+pub mod sto {
+    pub const LATENCY_NS: usize = 16;
+    pub const SECTOR: usize = 24;
+    pub const DEV: usize = 32;
+    pub const NR_SECTORS: usize = 36;
+    pub const BYTES: usize = 40;
+    pub const CMD_FLAGS: usize = 44;
+    pub const STATUS: usize = 48;
+    pub const REQUEUES: usize = 52;
+    pub const FLAGS: usize = 54;
+}
+
+// The last field of each record ends exactly at its size.
+const _: () = assert!(ctr::MEMCG_MAX_PAGES + 8 == CTR_EVENT_SIZE);
+const _: () = assert!(sto::FLAGS + 2 == STO_EVENT_SIZE);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,6 +240,113 @@ mod tests {
         assert_eq!(c.flags & Observer::Storage.flag(), 0);
         assert_eq!(c.ctr_ignore_exit_codes_count, 2);
         assert_eq!(&c.ctr_ignore_exit_codes[..3], &[3, 7, 0]);
+    }
+
+    /// `(field, offset)` from the `/* N` comments of `struct <name>` in the
+    /// C header.
+    fn c_offsets(name: &str) -> Vec<(String, usize)> {
+        let h = include_str!("../../bpf/include/tapio_abi.h");
+        let start = h
+            .find(&format!("struct {name} {{"))
+            .expect("struct in header");
+        let body = &h[start..start + h[start..].find("};").expect("struct end")];
+        body.lines()
+            .filter_map(|l| {
+                let (decl, comment) = l.split_once("/*")?;
+                let field = decl
+                    .trim()
+                    .trim_end_matches(';')
+                    .split_whitespace()
+                    .last()?;
+                let field = field.split('[').next()?.to_string();
+                let off = comment
+                    .trim()
+                    .split(|c: char| !c.is_ascii_digit())
+                    .next()?
+                    .parse()
+                    .ok()?;
+                Some((field, off))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn container_and_storage_offsets_match_the_c_header() {
+        let ctr_fields = [
+            ("pid", ctr::PID),
+            ("tid", ctr::TID),
+            ("comm", ctr::COMM),
+            ("cgroup_id", ctr::CGROUP_ID),
+            ("memcg_id", ctr::MEMCG_ID),
+            ("exit_status", ctr::EXIT_STATUS),
+            ("flags", ctr::FLAGS),
+            ("ns_pid", ctr::NS_PID),
+            ("memcg_limit_depth", ctr::MEMCG_LIMIT_DEPTH),
+            ("anon_rss_pages", ctr::ANON_RSS_PAGES),
+            ("file_rss_pages", ctr::FILE_RSS_PAGES),
+            ("shmem_rss_pages", ctr::SHMEM_RSS_PAGES),
+            ("memcg_usage_pages", ctr::MEMCG_USAGE_PAGES),
+            ("memcg_max_pages", ctr::MEMCG_MAX_PAGES),
+        ];
+        let sto_fields = [
+            ("latency_ns", sto::LATENCY_NS),
+            ("sector", sto::SECTOR),
+            ("dev", sto::DEV),
+            ("nr_sectors", sto::NR_SECTORS),
+            ("bytes", sto::BYTES),
+            ("cmd_flags", sto::CMD_FLAGS),
+            ("status", sto::STATUS),
+            ("requeues", sto::REQUEUES),
+            ("flags", sto::FLAGS),
+        ];
+        for (name, fields) in [
+            ("tapio_ctr_event", &ctr_fields[..]),
+            ("tapio_sto_event", &sto_fields[..]),
+        ] {
+            let c = c_offsets(name);
+            assert_eq!(c.first(), Some(&("hdr".to_string(), 0)), "{name}");
+            assert_eq!(c.len(), fields.len() + 1, "{name}: {c:?}");
+            for ((cf, co), (rf, ro)) in c[1..].iter().zip(fields) {
+                assert_eq!((cf.as_str(), *co), (*rf, *ro), "{name}");
+            }
+        }
+        let h = include_str!("../../bpf/include/tapio_abi.h");
+        assert!(h.contains(&format!(
+            "sizeof(struct tapio_ctr_event) == {CTR_EVENT_SIZE}"
+        )));
+        assert!(h.contains(&format!(
+            "sizeof(struct tapio_sto_event) == {STO_EVENT_SIZE}"
+        )));
+        for (c, v) in [
+            ("TAPIO_EV_CTR_OOM", EV_CTR_OOM),
+            ("TAPIO_EV_CTR_EXIT", EV_CTR_EXIT),
+            ("TAPIO_EV_STO_IO", EV_STO_IO),
+        ] {
+            assert!(
+                h.lines().any(|l| {
+                    let mut t = l.split_whitespace();
+                    t.next() == Some("#define")
+                        && t.next() == Some(c)
+                        && t.next() == Some(&v.to_string())
+                }),
+                "{c}"
+            );
+        }
+    }
+
+    #[test]
+    fn stat_reasons_name_storage_drops_only() {
+        assert_eq!(
+            stat_reason(Observer::Storage, STAT_CORR_DUP),
+            Some("ambiguous_inflight_io")
+        );
+        assert_eq!(
+            stat_reason(Observer::Storage, STAT_CORR_MISSING),
+            Some("completion_without_issue")
+        );
+        assert_eq!(stat_reason(Observer::Storage, STAT_RB_FULL), None);
+        assert_eq!(stat_reason(Observer::Container, STAT_CORR_DUP), None);
+        assert_eq!(stat_reason(Observer::Storage, STAT_MAX), None);
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! queued occurrence is written before exit.
 
 pub mod abi;
+pub mod attribution;
 pub mod classify;
 pub mod config;
 pub mod controller_client;

@@ -15,7 +15,10 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
+use super::attribution::Attributor;
+use super::classify::container::ContainerClassifier;
 use super::classify::network::NetworkClassifier;
+use super::classify::storage::StorageClassifier;
 use super::classify::{Classifier, Finding};
 use super::decode::Fact;
 use super::metrics::{AnomalyLabels, Metrics, TypeLabel};
@@ -115,8 +118,8 @@ impl Classifiers {
         Classifiers {
             slots: [
                 Some(Box::new(NetworkClassifier::new(cfg))),
-                None,
-                None,
+                Some(Box::new(ContainerClassifier::new(cfg))),
+                Some(Box::new(StorageClassifier::new(cfg))),
                 None,
             ],
         }
@@ -238,8 +241,12 @@ pub fn spawn_emitter(
         .name("emitter".into())
         .spawn(move || {
             let mut ids = ulid::Generator::new();
+            // Container attribution reads /sys/fs/cgroup on a cache miss:
+            // here, never on the drain thread.
+            let mut attributor = Attributor::new("/sys/fs/cgroup".into());
             for batch in rx {
-                for f in batch {
+                for mut f in batch {
+                    attributor.enrich(&mut f.data);
                     let wall = clock.wall_ns(f.mono_ns);
                     let when = SystemTime::UNIX_EPOCH + Duration::from_nanos(wall);
                     let id = ids

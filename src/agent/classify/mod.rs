@@ -6,8 +6,10 @@
 //! testable with synthetic facts. A finding becomes an occurrence (id, wall
 //! time) outside this module.
 
+pub mod container;
 pub mod network;
 pub mod node;
+pub mod storage;
 
 use serde_json::{Map, Value};
 

@@ -340,7 +340,9 @@ impl Classifier for NetworkClassifier {
     }
 
     fn on_fact(&mut self, fact: &Fact, out: &mut Vec<Finding>) {
-        let Fact::Net(f) = fact;
+        let Fact::Net(f) = fact else {
+            return;
+        };
         match f.kind {
             NetKind::ConnectFail => match f.sk_err {
                 ECONNREFUSED => self.on_refused(f, out),
@@ -553,7 +555,9 @@ mod tests {
     fn icmp_refusal_says_icmp() {
         let mut c = NetworkClassifier::new(&CompiledConfig::default());
         let mut out = Vec::new();
-        let Fact::Net(mut f) = refused(0, 9);
+        let Fact::Net(mut f) = refused(0, 9) else {
+            unreachable!("refused() builds network facts")
+        };
         f.rst = false;
         c.on_fact(&Fact::Net(f), &mut out);
         assert_eq!(out[0].data["cause"], "icmp");
@@ -584,7 +588,9 @@ mod tests {
     }
 
     fn rtt(t_ms: u64, srtt_us: u32) -> Fact {
-        let Fact::Net(mut f) = fact(NetKind::Rtt, t_ms, 8080, 0);
+        let Fact::Net(mut f) = fact(NetKind::Rtt, t_ms, 8080, 0) else {
+            unreachable!("fact() builds network facts")
+        };
         f.srtt_us = srtt_us;
         Fact::Net(f)
     }
@@ -630,7 +636,9 @@ mod tests {
         let mut c = NetworkClassifier::new(&CompiledConfig::default());
         let mut out = Vec::new();
         for i in 0..20 {
-            let Fact::Net(mut f) = rtt(i, if i < 10 { 100 } else { 90_000 });
+            let Fact::Net(mut f) = rtt(i, if i < 10 { 100 } else { 90_000 }) else {
+                unreachable!("rtt() builds network facts")
+            };
             f.owner_known = false;
             c.on_fact(&Fact::Net(f), &mut out);
         }

@@ -1,0 +1,192 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * Storage observer: block request errors and slow completions.
+ *
+ * Facts this rests on (KERNEL-FACTS.md, checked on 6.18):
+ *  - with tp_btf the struct request * is a unique key while the request is
+ *    in flight; request structs are recycled afterwards;
+ *  - completions often run in ksoftirqd or another task: nothing here ever
+ *    reads the current task;
+ *  - block_rq_complete gets (rq, blk_status_t error, nr_bytes) and fires
+ *    before the request is advanced, so rq->__sector and rq->__data_len are
+ *    still those of the part being completed; a partial completion
+ *    (nr_bytes < __data_len) leaves the request in flight.
+ *
+ * Correlation (issue -> completion) is exact or the latency is not judged:
+ *  - issue records the time, keyed by the request;
+ *  - requeue marks the entry; the next issue of it restarts the clock (the
+ *    latency is that of the final dispatch) and counts a requeue;
+ *  - an issue of a request already in flight with no requeue between means
+ *    a completion or requeue was missed: the entry is marked ambiguous and
+ *    its completion's latency is dropped (TAPIO_STAT_CORR_DUP);
+ *  - a completion with no entry has no latency (TAPIO_STAT_CORR_MISSING),
+ *    except a zero-byte success (the end of a flush sequence re-completes a
+ *    request already completed, with nothing left), which carries nothing;
+ *  - an error is reported with or without a latency;
+ *  - merge deletes a request that was merged into another.
+ * Entries are deleted at their final completion whatever the config, so a
+ * disabled or all-zero config never leaves state behind.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "tapio_common.bpf.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define MINORBITS 20
+#define REQ_OP_MASK 0xff
+
+#define INFLIGHT_REQUEUED  (1U << 0)
+#define INFLIGHT_AMBIGUOUS (1U << 1)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 512 * 1024);
+} events SEC(".maps");
+
+struct inflight {
+	__u64 issue_ns;
+	__u16 requeues;
+	__u16 flags;
+	__u32 _pad;
+};
+
+/* One entry per request in flight: bounded by the devices' queue depths in
+ * practice; LRU so an entry whose completion never comes cannot leak. An
+ * evicted entry costs a counted missing-issue drop, never a wrong latency. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u64);
+	__type(value, struct inflight);
+} inflight SEC(".maps");
+
+SEC("tp_btf/block_rq_issue")
+int BPF_PROG(handle_sto__block_rq_issue, struct request *rq)
+{
+	struct tapio_config cfg;
+	struct inflight *f, n = {};
+	__u64 key = (__u64)rq;
+	__u64 now;
+
+	/* Only a live observer creates state; completion cleans it up always. */
+	if (!tapio_config_load(&cfg, TAPIO_FLAG_STORAGE))
+		return 0;
+	now = bpf_ktime_get_ns();
+	f = bpf_map_lookup_elem(&inflight, &key);
+	if (f) {
+		if (f->flags & INFLIGHT_REQUEUED) {
+			f->flags &= ~INFLIGHT_REQUEUED;
+			if (f->requeues < 0xffff)
+				f->requeues++;
+		} else {
+			f->flags |= INFLIGHT_AMBIGUOUS;
+		}
+		f->issue_ns = now;
+		return 0;
+	}
+	n.issue_ns = now;
+	bpf_map_update_elem(&inflight, &key, &n, BPF_ANY);
+	return 0;
+}
+
+SEC("tp_btf/block_rq_requeue")
+int BPF_PROG(handle_sto__block_rq_requeue, struct request *rq)
+{
+	__u64 key = (__u64)rq;
+	struct inflight *f = bpf_map_lookup_elem(&inflight, &key);
+
+	if (f)
+		f->flags |= INFLIGHT_REQUEUED;
+	return 0;
+}
+
+SEC("tp_btf/block_rq_merge")
+int BPF_PROG(handle_sto__block_rq_merge, struct request *rq)
+{
+	__u64 key = (__u64)rq;
+
+	/* @rq was merged into another request and will be freed without a
+	 * completion of its own. Merges happen before dispatch, so this is
+	 * normally absent; deleting is cheap insurance against a stale key. */
+	bpf_map_delete_elem(&inflight, &key);
+	return 0;
+}
+
+SEC("tp_btf/block_rq_complete")
+int BPF_PROG(handle_sto__block_rq_complete, struct request *rq, blk_status_t error,
+	     unsigned int nr_bytes)
+{
+	struct tapio_sto_event *e;
+	struct tapio_config cfg;
+	struct inflight *f;
+	__u64 key = (__u64)rq;
+	__u64 now = bpf_ktime_get_ns();
+	__u64 latency = 0;
+	__u16 flags = 0, requeues = 0;
+	__u32 data_len, status = error;
+	bool partial, known = false, ambiguous = false, passthrough;
+
+	data_len = BPF_CORE_READ(rq, __data_len);
+	partial = nr_bytes < data_len;
+	f = bpf_map_lookup_elem(&inflight, &key);
+	if (f) {
+		ambiguous = f->flags & INFLIGHT_AMBIGUOUS;
+		if (!ambiguous) {
+			latency = now - f->issue_ns;
+			known = true;
+		}
+		requeues = f->requeues;
+		/* Values are copied out first: the delete frees the element. */
+		if (!partial)
+			bpf_map_delete_elem(&inflight, &key);
+	}
+
+	if (!tapio_config_load(&cfg, TAPIO_FLAG_STORAGE))
+		return 0;
+	if (ambiguous)
+		tapio_stat_inc(TAPIO_STAT_CORR_DUP);
+	else if (!known && (status || nr_bytes))
+		tapio_stat_inc(TAPIO_STAT_CORR_MISSING);
+	if (!status && !(known && cfg.sto_slow_io_ns && latency >= cfg.sto_slow_io_ns))
+		return 0;
+
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		tapio_stat_inc(TAPIO_STAT_RB_FULL);
+		return 0;
+	}
+	tapio_hdr(&e->hdr, &cfg, TAPIO_EV_STO_IO, sizeof(*e));
+	if (known)
+		flags |= TAPIO_STO_F_LATENCY;
+	if (partial)
+		flags |= TAPIO_STO_F_PARTIAL;
+	e->latency_ns = known ? latency : 0;
+	e->cmd_flags = BPF_CORE_READ(rq, cmd_flags);
+	/* As the tracepoint reports them (blk_rq_trace_sector/_nr_sectors):
+	 * driver-private requests and sector -1 (a flush) have none. */
+	passthrough = (e->cmd_flags & REQ_OP_MASK) == REQ_OP_DRV_IN ||
+		      (e->cmd_flags & REQ_OP_MASK) == REQ_OP_DRV_OUT;
+	e->sector = BPF_CORE_READ(rq, __sector);
+	if (passthrough || e->sector == (__u64)-1)
+		e->sector = 0;
+	{
+		struct gendisk *disk = BPF_CORE_READ(rq, q, disk);
+		__u32 major = 0, minor = 0;
+
+		if (disk) {
+			major = BPF_CORE_READ(disk, major);
+			minor = BPF_CORE_READ(disk, first_minor);
+		}
+		e->dev = (major << MINORBITS) | minor;
+	}
+	e->nr_sectors = passthrough ? 0 : data_len >> 9;
+	e->bytes = nr_bytes;
+	e->status = status;
+	e->requeues = requeues;
+	e->flags = flags;
+	bpf_ringbuf_submit(e, tapio_rb_flags(&events));
+	return 0;
+}

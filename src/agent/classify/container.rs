@@ -1,0 +1,474 @@
+//! Container rules (SPEC §1): `kernel.container.oom_kill` and
+//! `kernel.container.abnormal_exit`.
+//!
+//! The BPF program already applied the scope rule (crash signals for any
+//! process, non-zero codes only for a PID-namespace init unless
+//! `exit_scope = all`, `ignore_exit_codes`, one report per OOM victim), so
+//! classification here is a mapping from facts to findings:
+//!
+//! * OOM (`oom/mark_victim`) → `oom_kill`, critical. `signal` is 9 (the
+//!   OOM killer sends SIGKILL) and `exit_code` 137 (128 + 9, as shells and
+//!   container runtimes report it). `memory_usage_bytes` is the victim's
+//!   rss (anon + file + shmem) as the tracepoint reports it.
+//!   `memory_limit_bytes` is the smallest `memory.max` over the victim's
+//!   memory cgroup and its ancestors (v1 `memory.limit_in_bytes` and v2
+//!   `memory.max` are the same kernel field) and `memory_limit_source`
+//!   says where it came from: `memcg` (its own cgroup), `memcg_ancestor`
+//!   (`memory_limit_depth` levels up), `unlimited` (no limit anywhere on
+//!   the path: 0) or `unknown` (no memory cgroup could be read: 0).
+//! * Exit → `abnormal_exit`: error when a signal ended the process (with
+//!   `exit_code` = 128 + signal), warning for a non-zero exit code.
+//!
+//! No I/O and no clock: the page size is an input of the constructor.
+
+use serde_json::{Map, Value};
+
+use super::{Classifier, DropCounts, Finding};
+use crate::agent::decode::{CtrFact, CtrKind, Fact};
+use crate::wire::{AnomalyType, CompiledConfig, Outcome, Severity};
+
+const SIGKILL: u32 = 9;
+
+pub struct ContainerClassifier {
+    page_size: u64,
+    drops: DropCounts,
+}
+
+impl ContainerClassifier {
+    /// A classifier using this machine's page size.
+    pub fn new(cfg: &CompiledConfig) -> Self {
+        // SAFETY: sysconf has no preconditions; it only reads a constant.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        Self::with_page_size(cfg, u64::try_from(page).unwrap_or(4096).max(1))
+    }
+
+    /// A classifier for a kernel whose pages are `page_size` bytes.
+    pub fn with_page_size(_cfg: &CompiledConfig, page_size: u64) -> Self {
+        ContainerClassifier {
+            page_size: page_size.max(1),
+            drops: DropCounts::default(),
+        }
+    }
+
+    /// `PAGE_COUNTER_MAX` (`LONG_MAX / PAGE_SIZE`): the "no limit" value.
+    fn page_counter_max(&self) -> u64 {
+        i64::MAX as u64 / self.page_size
+    }
+
+    fn bytes(&self, pages: u64) -> u64 {
+        pages.saturating_mul(self.page_size)
+    }
+
+    fn oom(&self, f: &CtrFact) -> Finding {
+        let mut data = base_data(f);
+        data.insert("exit_code".into(), (128 + SIGKILL).into());
+        data.insert("signal".into(), SIGKILL.into());
+        let usage = if f.mm_known {
+            let anon = self.bytes(f.anon_rss_pages);
+            let file = self.bytes(f.file_rss_pages);
+            let shmem = self.bytes(f.shmem_rss_pages);
+            let total = anon.saturating_add(file).saturating_add(shmem);
+            data.insert("memory_usage_bytes".into(), total.into());
+            data.insert("anon_rss_bytes".into(), anon.into());
+            data.insert("file_rss_bytes".into(), file.into());
+            data.insert("shmem_rss_bytes".into(), shmem.into());
+            Some(total)
+        } else {
+            None
+        };
+        let (limit, source) = self.limit(f);
+        data.insert("memory_limit_bytes".into(), limit.into());
+        data.insert("memory_limit_source".into(), source.into());
+        if f.memcg_known {
+            data.insert("memory_limit_depth".into(), f.memcg_limit_depth.into());
+            data.insert(
+                "memcg_usage_bytes".into(),
+                self.bytes(f.memcg_usage_pages).into(),
+            );
+        }
+        let usage_txt = usage.map_or("unknown".to_string(), mb);
+        let limit_txt = match source {
+            "unlimited" => "none".to_string(),
+            "unknown" => "unknown".to_string(),
+            _ => mb(limit),
+        };
+        Finding {
+            anomaly: AnomalyType::OomKill,
+            severity: Severity::Critical,
+            outcome: Outcome::Failure,
+            message: format!(
+                "OOM kill pid={} ({}) usage={usage_txt} limit={limit_txt}",
+                f.pid,
+                f.comm_str()
+            ),
+            data,
+            generation: f.generation,
+            mono_ns: f.mono_ns,
+        }
+    }
+
+    /// `(memory_limit_bytes, memory_limit_source)`.
+    fn limit(&self, f: &CtrFact) -> (u64, &'static str) {
+        if !f.memcg_known {
+            return (0, "unknown");
+        }
+        if f.memcg_max_pages >= self.page_counter_max() {
+            return (0, "unlimited");
+        }
+        let source = if f.memcg_limit_depth == 0 {
+            "memcg"
+        } else {
+            "memcg_ancestor"
+        };
+        (self.bytes(f.memcg_max_pages), source)
+    }
+
+    fn exit(&mut self, f: &CtrFact) -> Option<Finding> {
+        let sig = f.signal();
+        let code = f.exit_code();
+        if sig == 0 && code == 0 {
+            // BPF never sends these; a record that says so is not evidence.
+            self.drops.add("not_abnormal", 1);
+            return None;
+        }
+        let mut data = base_data(f);
+        data.insert("pidns_init".into(), f.pidns_init.into());
+        data.insert("core_dumped".into(), f.core_dumped().into());
+        data.insert("signal".into(), sig.into());
+        let (severity, message) = if sig != 0 {
+            data.insert("exit_code".into(), (128 + sig).into());
+            data.insert("signal_name".into(), signal_name(sig).into());
+            let core = if f.core_dumped() {
+                " (core dumped)"
+            } else {
+                ""
+            };
+            (
+                Severity::Error,
+                format!(
+                    "pid={} ({}) killed by {}{core}",
+                    f.pid,
+                    f.comm_str(),
+                    signal_name(sig)
+                ),
+            )
+        } else {
+            data.insert("exit_code".into(), code.into());
+            (
+                Severity::Warning,
+                format!(
+                    "pid={} ({}) exited with code {code}{}",
+                    f.pid,
+                    f.comm_str(),
+                    if f.pidns_init {
+                        " (init of its PID namespace)"
+                    } else {
+                        ""
+                    }
+                ),
+            )
+        };
+        Some(Finding {
+            anomaly: AnomalyType::AbnormalExit,
+            severity,
+            outcome: Outcome::Failure,
+            message,
+            data,
+            generation: f.generation,
+            mono_ns: f.mono_ns,
+        })
+    }
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{}MB", bytes / (1024 * 1024))
+}
+
+fn base_data(f: &CtrFact) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("pid".into(), f.pid.into());
+    m.insert("tid".into(), f.tid.into());
+    m.insert("comm".into(), f.comm_str().into());
+    if f.ns_pid != 0 {
+        m.insert("ns_pid".into(), f.ns_pid.into());
+    }
+    if f.cgroup_id != 0 {
+        m.insert("cgroup_id".into(), f.cgroup_id.into());
+    }
+    if f.memcg_id != 0 {
+        m.insert("memcg_id".into(), f.memcg_id.into());
+    }
+    m
+}
+
+/// The conventional name of a Linux signal number (x86/arm64 numbering).
+pub fn signal_name(sig: u32) -> &'static str {
+    match sig {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        5 => "SIGTRAP",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        10 => "SIGUSR1",
+        11 => "SIGSEGV",
+        12 => "SIGUSR2",
+        13 => "SIGPIPE",
+        14 => "SIGALRM",
+        15 => "SIGTERM",
+        31 => "SIGSYS",
+        _ => "SIG?",
+    }
+}
+
+impl Classifier for ContainerClassifier {
+    fn set_config(&mut self, _cfg: &CompiledConfig) {
+        // Every container knob is applied in BPF; nothing to keep here.
+    }
+
+    fn on_fact(&mut self, fact: &Fact, out: &mut Vec<Finding>) {
+        let Fact::Ctr(f) = fact else {
+            return;
+        };
+        match f.kind {
+            CtrKind::Oom => out.push(self.oom(f)),
+            CtrKind::Exit => out.extend(self.exit(f)),
+        }
+    }
+
+    fn on_tick(&mut self, _now_mono_ns: u64, _out: &mut Vec<Finding>) {}
+
+    fn flush(&mut self, _out: &mut Vec<Finding>) {}
+
+    fn drops(&self) -> &DropCounts {
+        &self.drops
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PAGE: u64 = 4096;
+
+    fn fact(kind: CtrKind) -> CtrFact {
+        CtrFact {
+            kind,
+            mono_ns: 1_000,
+            generation: 3,
+            pid: 4242,
+            tid: 4243,
+            comm: *b"stress\0\0\0\0\0\0\0\0\0\0",
+            cgroup_id: 8429,
+            memcg_id: 77,
+            exit_status: 0,
+            pidns_init: false,
+            ns_pid: 12,
+            memcg_known: true,
+            mm_known: true,
+            memcg_limit_depth: 0,
+            anon_rss_pages: 16000,
+            file_rss_pages: 300,
+            shmem_rss_pages: 84,
+            memcg_usage_pages: 16384,
+            memcg_max_pages: 16384,
+        }
+    }
+
+    fn classify(f: CtrFact) -> Vec<Finding> {
+        let mut c = ContainerClassifier::with_page_size(&CompiledConfig::default(), PAGE);
+        let mut out = Vec::new();
+        c.on_fact(&Fact::Ctr(f), &mut out);
+        out
+    }
+
+    #[test]
+    fn oom_kill_carries_usage_and_the_real_limit() {
+        let out = classify(fact(CtrKind::Oom));
+        assert_eq!(out.len(), 1);
+        let o = &out[0];
+        assert_eq!(o.anomaly, AnomalyType::OomKill);
+        assert_eq!(o.severity, Severity::Critical);
+        assert_eq!(o.outcome, Outcome::Failure);
+        assert_eq!((o.generation, o.mono_ns), (3, 1_000));
+        let d = &o.data;
+        assert_eq!(d["pid"], 4242);
+        assert_eq!(d["tid"], 4243);
+        assert_eq!(d["comm"], "stress");
+        assert_eq!(d["signal"], 9);
+        assert_eq!(d["exit_code"], 137);
+        assert_eq!(d["memory_usage_bytes"], (16000 + 300 + 84) * PAGE);
+        assert_eq!(d["anon_rss_bytes"], 16000 * PAGE);
+        assert_eq!(d["memory_limit_bytes"], 64 * 1024 * 1024);
+        assert_eq!(d["memory_limit_source"], "memcg");
+        assert_eq!(d["memcg_usage_bytes"], 64 * 1024 * 1024);
+        assert_eq!(d["cgroup_id"], 8429);
+        assert_eq!(d["memcg_id"], 77);
+        assert_eq!(
+            o.message,
+            "OOM kill pid=4242 (stress) usage=64MB limit=64MB"
+        );
+    }
+
+    #[test]
+    fn oom_limit_sources_table() {
+        let counter_max = i64::MAX as u64 / PAGE;
+        // (memcg_known, max_pages, depth) -> (limit, source)
+        let cases = [
+            (true, 16384, 0, 64 << 20, "memcg"),
+            (true, 2560, 2, 10 << 20, "memcg_ancestor"),
+            (true, counter_max, 0, 0, "unlimited"),
+            (true, u64::MAX, 0, 0, "unlimited"),
+            (false, 16384, 0, 0, "unknown"),
+        ];
+        for (known, max, depth, limit, source) in cases {
+            let mut f = fact(CtrKind::Oom);
+            f.memcg_known = known;
+            f.memcg_max_pages = max;
+            f.memcg_limit_depth = depth;
+            let out = classify(f);
+            let d = &out[0].data;
+            assert_eq!(d["memory_limit_bytes"], limit, "{known} {max} {depth}");
+            assert_eq!(d["memory_limit_source"], source);
+            assert_eq!(d.contains_key("memory_limit_depth"), known);
+        }
+    }
+
+    #[test]
+    fn oom_without_mm_omits_usage() {
+        let mut f = fact(CtrKind::Oom);
+        f.mm_known = false;
+        f.memcg_known = false;
+        let out = classify(f);
+        assert!(!out[0].data.contains_key("memory_usage_bytes"));
+        assert_eq!(
+            out[0].message,
+            "OOM kill pid=4242 (stress) usage=unknown limit=unknown"
+        );
+    }
+
+    #[test]
+    fn oom_limit_uses_the_page_size_given() {
+        let mut c = ContainerClassifier::with_page_size(&CompiledConfig::default(), 65536);
+        let mut out = Vec::new();
+        let mut f = fact(CtrKind::Oom);
+        f.memcg_max_pages = 1024;
+        c.on_fact(&Fact::Ctr(f), &mut out);
+        assert_eq!(out[0].data["memory_limit_bytes"], 64 << 20);
+        // PAGE_COUNTER_MAX depends on the page size too.
+        f.memcg_max_pages = i64::MAX as u64 / 65536;
+        c.on_fact(&Fact::Ctr(f), &mut out);
+        assert_eq!(out[1].data["memory_limit_source"], "unlimited");
+    }
+
+    #[test]
+    fn abnormal_exit_table() {
+        // (wait status, pidns_init) -> (severity, exit_code, signal, core, message)
+        let cases: [(u32, bool, Severity, u32, u32, bool, &str); 5] = [
+            (
+                11,
+                false,
+                Severity::Error,
+                139,
+                11,
+                false,
+                "pid=4242 (stress) killed by SIGSEGV",
+            ),
+            (
+                0x80 | 6,
+                false,
+                Severity::Error,
+                134,
+                6,
+                true,
+                "pid=4242 (stress) killed by SIGABRT (core dumped)",
+            ),
+            (
+                9,
+                false,
+                Severity::Error,
+                137,
+                9,
+                false,
+                "pid=4242 (stress) killed by SIGKILL",
+            ),
+            (
+                3 << 8,
+                true,
+                Severity::Warning,
+                3,
+                0,
+                false,
+                "pid=4242 (stress) exited with code 3 (init of its PID namespace)",
+            ),
+            (
+                1 << 8,
+                false,
+                Severity::Warning,
+                1,
+                0,
+                false,
+                "pid=4242 (stress) exited with code 1",
+            ),
+        ];
+        for (status, init, sev, code, sig, core, msg) in cases {
+            let mut f = fact(CtrKind::Exit);
+            f.exit_status = status;
+            f.pidns_init = init;
+            f.memcg_known = false;
+            let out = classify(f);
+            assert_eq!(out.len(), 1, "{status:#x}");
+            let o = &out[0];
+            assert_eq!(o.anomaly, AnomalyType::AbnormalExit);
+            assert_eq!(o.severity, sev, "{status:#x}");
+            assert_eq!(o.outcome, Outcome::Failure);
+            assert_eq!(o.data["exit_code"], code, "{status:#x}");
+            assert_eq!(o.data["signal"], sig);
+            assert_eq!(o.data["core_dumped"], core);
+            assert_eq!(o.data["pidns_init"], init);
+            assert_eq!(o.data["pid"], 4242);
+            assert_eq!(o.data["cgroup_id"], 8429);
+            assert_eq!(o.message, msg);
+            assert!(!o.data.contains_key("memory_limit_bytes"));
+        }
+    }
+
+    #[test]
+    fn clean_status_is_dropped_and_counted() {
+        let mut c = ContainerClassifier::with_page_size(&CompiledConfig::default(), PAGE);
+        let mut out = Vec::new();
+        c.on_fact(&Fact::Ctr(fact(CtrKind::Exit)), &mut out);
+        assert!(out.is_empty());
+        assert_eq!(c.drops().get("not_abnormal"), 1);
+    }
+
+    #[test]
+    fn unknown_ids_are_left_out() {
+        let mut f = fact(CtrKind::Exit);
+        f.exit_status = 11;
+        f.cgroup_id = 0;
+        f.memcg_id = 0;
+        f.ns_pid = 0;
+        let d = &classify(f)[0].data;
+        for k in ["cgroup_id", "memcg_id", "ns_pid"] {
+            assert!(!d.contains_key(k), "{k}");
+        }
+    }
+
+    #[test]
+    fn no_reasoning_fields() {
+        let mut f = fact(CtrKind::Exit);
+        f.exit_status = 11;
+        for o in classify(f)
+            .iter()
+            .chain(classify(fact(CtrKind::Oom)).iter())
+        {
+            for k in ["reason", "reasoning", "explanation", "root_cause"] {
+                assert!(!o.data.contains_key(k));
+            }
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! Storage rules (SPEC §1): `kernel.storage.io_error` and
+//! `kernel.storage.latency_spike`.
+//!
+//! The BPF program correlates issue and completion by the request pointer
+//! and sends only errors and completions at or above `slow_io_threshold`
+//! (the drops of that correlation are counted there, see
+//! `abi::stat_reason`). Here:
+//!
+//! * a completion with a non-zero `blk_status_t` → `io_error` (error,
+//!   failure), with `errno` named by the kernel's own mapping and
+//!   `latency_ns` when the completion was correlated with its issue;
+//! * a successful completion → `latency_spike`, warning at or above
+//!   `slow_io_threshold_ns`, critical at or above `io_latency_critical_ns`
+//!   (the BPF side judged it slow under the fact's generation; a record
+//!   without a correlated latency is never a latency spike: it is counted
+//!   as `uncorrelated_latency`).
+//!
+//! Status → errno follows `blk_errors[]` in `block/blk-core.c` (Linux
+//! ≥ 6.10, where `BLK_STS_ZONE_RESOURCE` was removed and the zone,
+//! offline and duration-limit codes moved down by one). `BLK_STS_INVAL`
+//! is 19 from 6.11 and 18 after the late-2025 fix that made the codes
+//! consecutive again ("block: Make the blk_status_t codes consecutive");
+//! both map to EINVAL. Anything else maps to EIO, as
+//! `blk_status_to_errno` does. The raw status is kept in `blk_status`.
+
+use serde_json::{Map, Value};
+
+use super::{Classifier, DropCounts, Finding};
+use crate::agent::decode::{Fact, StoFact};
+use crate::wire::config::StorageConfig;
+use crate::wire::{AnomalyType, CompiledConfig, Outcome, Severity};
+
+pub struct StorageClassifier {
+    cfg: StorageConfig,
+    drops: DropCounts,
+}
+
+/// `(negative errno, errno name, kernel status name)` of a `blk_status_t`.
+pub fn blk_status_errno(status: u32) -> (i32, &'static str, &'static str) {
+    match status {
+        0 => (0, "", "BLK_STS_OK"),
+        1 => (-95, "EOPNOTSUPP", "BLK_STS_NOTSUPP"),
+        2 => (-110, "ETIMEDOUT", "BLK_STS_TIMEOUT"),
+        3 => (-28, "ENOSPC", "BLK_STS_NOSPC"),
+        4 => (-67, "ENOLINK", "BLK_STS_TRANSPORT"),
+        5 => (-121, "EREMOTEIO", "BLK_STS_TARGET"),
+        6 => (-52, "EBADE", "BLK_STS_RESV_CONFLICT"),
+        7 => (-61, "ENODATA", "BLK_STS_MEDIUM"),
+        8 => (-84, "EILSEQ", "BLK_STS_PROTECTION"),
+        9 => (-12, "ENOMEM", "BLK_STS_RESOURCE"),
+        10 => (-5, "EIO", "BLK_STS_IOERR"),
+        11 => (-78, "EREMCHG", "BLK_STS_DM_REQUEUE"),
+        12 => (-11, "EAGAIN", "BLK_STS_AGAIN"),
+        13 => (-16, "EBUSY", "BLK_STS_DEV_RESOURCE"),
+        14 => (-109, "ETOOMANYREFS", "BLK_STS_ZONE_OPEN_RESOURCE"),
+        15 => (-75, "EOVERFLOW", "BLK_STS_ZONE_ACTIVE_RESOURCE"),
+        16 => (-19, "ENODEV", "BLK_STS_OFFLINE"),
+        17 => (-62, "ETIME", "BLK_STS_DURATION_LIMIT"),
+        18 | 19 => (-22, "EINVAL", "BLK_STS_INVAL"),
+        _ => (-5, "EIO", "BLK_STS_UNKNOWN"),
+    }
+}
+
+/// Name of a `REQ_OP_*` value (`include/linux/blk_types.h`).
+pub fn op_name(op: u32) -> &'static str {
+    match op {
+        0 => "read",
+        1 => "write",
+        2 => "flush",
+        3 => "discard",
+        5 => "secure_erase",
+        7 => "zone_append",
+        9 => "write_zeroes",
+        10 => "zone_open",
+        11 => "zone_close",
+        12 => "zone_finish",
+        13 => "zone_reset",
+        15 => "zone_reset_all",
+        34 => "drv_in",
+        35 => "drv_out",
+        _ => "unknown",
+    }
+}
+
+impl StorageClassifier {
+    pub fn new(cfg: &CompiledConfig) -> Self {
+        StorageClassifier {
+            cfg: cfg.storage.clone(),
+            drops: DropCounts::default(),
+        }
+    }
+
+    fn data(f: &StoFact) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("dev".into(), format!("{}:{}", f.major(), f.minor()).into());
+        m.insert("sector".into(), f.sector.into());
+        m.insert("nr_sectors".into(), f.nr_sectors.into());
+        m.insert("bytes".into(), f.bytes.into());
+        m.insert("op".into(), op_name(f.op()).into());
+        if let Some(l) = f.latency_ns {
+            m.insert("latency_ns".into(), l.into());
+        }
+        if f.requeues > 0 {
+            m.insert("requeues".into(), f.requeues.into());
+        }
+        if f.partial {
+            m.insert("partial".into(), true.into());
+        }
+        m
+    }
+
+    fn classify(&mut self, f: &StoFact) -> Option<Finding> {
+        let dev = format!("{}:{}", f.major(), f.minor());
+        if f.status != 0 {
+            let (errno, name, sts) = blk_status_errno(f.status);
+            let mut data = Self::data(f);
+            data.insert("errno".into(), name.into());
+            data.insert("errno_value".into(), errno.into());
+            data.insert("blk_status".into(), f.status.into());
+            return Some(Finding {
+                anomaly: AnomalyType::IoError,
+                severity: Severity::Error,
+                outcome: Outcome::Failure,
+                message: format!(
+                    "{} of {} bytes at sector {} on {dev} failed: {name} ({sts})",
+                    op_name(f.op()),
+                    f.bytes,
+                    f.sector
+                ),
+                data,
+                generation: f.generation,
+                mono_ns: f.mono_ns,
+            });
+        }
+        let Some(latency) = f.latency_ns else {
+            self.drops.add("uncorrelated_latency", 1);
+            return None;
+        };
+        let critical = self.cfg.io_latency_critical_ns;
+        let severity = if critical > 0 && latency >= critical {
+            Severity::Critical
+        } else {
+            Severity::Warning
+        };
+        let mut data = Self::data(f);
+        data.insert(
+            "slow_io_threshold_ns".into(),
+            self.cfg.slow_io_threshold_ns.into(),
+        );
+        data.insert("io_latency_critical_ns".into(), critical.into());
+        Some(Finding {
+            anomaly: AnomalyType::LatencySpike,
+            severity,
+            outcome: Outcome::Degraded,
+            message: format!(
+                "{} of {} bytes at sector {} on {dev} took {:.1}ms",
+                op_name(f.op()),
+                f.bytes,
+                f.sector,
+                latency as f64 / 1e6
+            ),
+            data,
+            generation: f.generation,
+            mono_ns: f.mono_ns,
+        })
+    }
+}
+
+impl Classifier for StorageClassifier {
+    fn set_config(&mut self, cfg: &CompiledConfig) {
+        self.cfg = cfg.storage.clone();
+    }
+
+    fn on_fact(&mut self, fact: &Fact, out: &mut Vec<Finding>) {
+        let Fact::Sto(f) = fact else {
+            return;
+        };
+        out.extend(self.classify(f));
+    }
+
+    fn on_tick(&mut self, _now_mono_ns: u64, _out: &mut Vec<Finding>) {}
+
+    fn flush(&mut self, _out: &mut Vec<Finding>) {}
+
+    fn drops(&self) -> &DropCounts {
+        &self.drops
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    fn fact(status: u32, latency_ns: Option<u64>) -> StoFact {
+        StoFact {
+            mono_ns: 9,
+            generation: 2,
+            latency_ns,
+            sector: 2048,
+            dev: (7 << 20) | 3,
+            nr_sectors: 8,
+            bytes: 4096,
+            cmd_flags: 1 | (1 << 11),
+            status,
+            requeues: 0,
+            partial: false,
+        }
+    }
+
+    fn classify(f: StoFact) -> (Vec<Finding>, DropCounts) {
+        let mut c = StorageClassifier::new(&CompiledConfig::default());
+        let mut out = Vec::new();
+        c.on_fact(&Fact::Sto(f), &mut out);
+        (out, c.drops().clone())
+    }
+
+    #[test]
+    fn io_error_names_errno_and_device() {
+        let (out, _) = classify(fact(3, Some(2 * MS)));
+        assert_eq!(out.len(), 1);
+        let o = &out[0];
+        assert_eq!(o.anomaly, AnomalyType::IoError);
+        assert_eq!(o.severity, Severity::Error);
+        assert_eq!(o.outcome, Outcome::Failure);
+        assert_eq!((o.generation, o.mono_ns), (2, 9));
+        let d = &o.data;
+        assert_eq!(d["dev"], "7:3");
+        assert_eq!(d["sector"], 2048);
+        assert_eq!(d["nr_sectors"], 8);
+        assert_eq!(d["bytes"], 4096);
+        assert_eq!(d["op"], "write");
+        assert_eq!(d["errno"], "ENOSPC");
+        assert_eq!(d["errno_value"], -28);
+        assert_eq!(d["blk_status"], 3);
+        assert_eq!(d["latency_ns"], 2 * MS);
+        assert_eq!(
+            o.message,
+            "write of 4096 bytes at sector 2048 on 7:3 failed: ENOSPC (BLK_STS_NOSPC)"
+        );
+    }
+
+    #[test]
+    fn io_error_without_correlation_has_no_latency() {
+        let (out, drops) = classify(fact(10, None));
+        assert_eq!(out[0].data["errno"], "EIO");
+        assert!(!out[0].data.contains_key("latency_ns"));
+        assert_eq!(drops, DropCounts::default());
+    }
+
+    #[test]
+    fn blk_status_table_matches_the_kernel() {
+        let cases = [
+            (1, -95, "EOPNOTSUPP"),
+            (2, -110, "ETIMEDOUT"),
+            (3, -28, "ENOSPC"),
+            (4, -67, "ENOLINK"),
+            (5, -121, "EREMOTEIO"),
+            (6, -52, "EBADE"),
+            (7, -61, "ENODATA"),
+            (8, -84, "EILSEQ"),
+            (9, -12, "ENOMEM"),
+            (10, -5, "EIO"),
+            (11, -78, "EREMCHG"),
+            (12, -11, "EAGAIN"),
+            (13, -16, "EBUSY"),
+            (14, -109, "ETOOMANYREFS"),
+            (15, -75, "EOVERFLOW"),
+            (16, -19, "ENODEV"),
+            (17, -62, "ETIME"),
+            (18, -22, "EINVAL"),
+            (19, -22, "EINVAL"),
+            (20, -5, "EIO"),
+            (255, -5, "EIO"),
+        ];
+        for (sts, errno, name) in cases {
+            let (e, n, _) = blk_status_errno(sts);
+            assert_eq!((e, n), (errno, name), "status {sts}");
+        }
+    }
+
+    #[test]
+    fn latency_severity_boundaries() {
+        // Defaults: slow 100ms, critical 1s.
+        let cases = [
+            (100 * MS, Severity::Warning),
+            (999 * MS, Severity::Warning),
+            (1000 * MS, Severity::Critical),
+            (5000 * MS, Severity::Critical),
+        ];
+        for (lat, sev) in cases {
+            let (out, _) = classify(fact(0, Some(lat)));
+            assert_eq!(out.len(), 1);
+            let o = &out[0];
+            assert_eq!(o.anomaly, AnomalyType::LatencySpike);
+            assert_eq!(o.severity, sev, "{lat}");
+            assert_eq!(o.outcome, Outcome::Degraded);
+            assert_eq!(o.data["latency_ns"], lat);
+            assert!(!o.data.contains_key("errno"));
+        }
+        let (out, _) = classify(fact(0, Some(150 * MS)));
+        assert_eq!(
+            out[0].message,
+            "write of 4096 bytes at sector 2048 on 7:3 took 150.0ms"
+        );
+    }
+
+    #[test]
+    fn critical_threshold_follows_set_config() {
+        let mut cfg = CompiledConfig::default();
+        cfg.storage.io_latency_critical_ns = 200 * MS;
+        let mut c = StorageClassifier::new(&CompiledConfig::default());
+        c.set_config(&cfg);
+        let mut out = Vec::new();
+        c.on_fact(&Fact::Sto(fact(0, Some(250 * MS))), &mut out);
+        assert_eq!(out[0].severity, Severity::Critical);
+        assert_eq!(out[0].data["io_latency_critical_ns"], 200 * MS);
+    }
+
+    #[test]
+    fn success_without_latency_is_never_a_spike() {
+        let (out, drops) = classify(fact(0, None));
+        assert!(out.is_empty());
+        assert_eq!(drops.get("uncorrelated_latency"), 1);
+    }
+
+    #[test]
+    fn op_names_and_extras() {
+        for (op, name) in [
+            (0, "read"),
+            (2, "flush"),
+            (3, "discard"),
+            (9, "write_zeroes"),
+            (34, "drv_in"),
+            (99, "unknown"),
+        ] {
+            assert_eq!(op_name(op), name);
+        }
+        let mut f = fact(0, Some(200 * MS));
+        f.requeues = 2;
+        f.partial = true;
+        f.dev = (259 << 20) | 1_048_575;
+        let (out, _) = classify(f);
+        assert_eq!(out[0].data["requeues"], 2);
+        assert_eq!(out[0].data["partial"], true);
+        assert_eq!(out[0].data["dev"], "259:1048575");
+    }
+}
