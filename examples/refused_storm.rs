@@ -11,7 +11,10 @@ use std::time::Instant;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let port: u16 = args.get(1).and_then(|s| s.parse().ok()).expect("port");
-    let total: u64 = args.get(2).and_then(|s| s.parse().ok()).expect("total connects");
+    let total: u64 = args
+        .get(2)
+        .and_then(|s| s.parse().ok())
+        .expect("total connects");
     let threads: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(2);
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let refused = Arc::new(AtomicU64::new(0));
