@@ -52,38 +52,46 @@ struct {
 	__type(value, struct conn_owner);
 } conn_owners SEC(".maps");
 
-static __always_inline void fill_addrs(struct tapio_net_event *e, struct sock *sk)
+/*
+ * tp_btf hands us trusted BTF pointers: plain field loads (CO-RE relocated
+ * through vmlinux.h's preserve_access_index) instead of bpf_probe_read
+ * calls, which is most of the per-run budget. inet_sock/tcp_sock fields
+ * need the checked cast bpf_skc_to_tcp_sock (NULL for non-TCP sockets).
+ */
+static __always_inline void fill_addrs(struct tapio_net_event *e, struct sock *sk,
+				       struct tcp_sock *tp)
 {
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	__u16 sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	__u16 family = sk->__sk_common.skc_family;
+	__u16 sport = sk->__sk_common.skc_num;
 
 	e->family = family;
 	if (family == AF_INET) {
-		__u32 s = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
-		__u32 d = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		__u32 s = sk->__sk_common.skc_rcv_saddr;
+		__u32 d = sk->__sk_common.skc_daddr;
 
 		__builtin_memcpy(e->saddr, &s, 4);
 		__builtin_memcpy(e->daddr, &d, 4);
 	} else {
-		BPF_CORE_READ_INTO(&e->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
-		BPF_CORE_READ_INTO(&e->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+		__builtin_memcpy(e->saddr, &sk->__sk_common.skc_v6_rcv_saddr, 16);
+		__builtin_memcpy(e->daddr, &sk->__sk_common.skc_v6_daddr, 16);
 	}
 	/* skc_num is already released on a failed connect's close. */
-	if (!sport)
-		sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	if (!sport && tp)
+		sport = bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport);
 	e->sport = sport;
-	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	e->dport = bpf_ntohs(sk->__sk_common.skc_dport);
 }
 
-static __always_inline __u32 read_srtt_us(struct sock *sk)
+static __always_inline __u32 read_srtt_us(struct tcp_sock *tp)
 {
 	/* tcp_sock.srtt_us holds the smoothed RTT << 3. */
-	return BPF_CORE_READ((struct tcp_sock *)sk, srtt_us) >> 3;
+	return tp ? tp->srtt_us >> 3 : 0;
 }
 
 static __always_inline void emit(struct sock *sk, const struct tapio_config *cfg, __u16 kind,
 				 struct conn_owner *owner, __s32 sk_err, __u32 state)
 {
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
 	struct tapio_net_event *e;
 
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
@@ -96,7 +104,7 @@ static __always_inline void emit(struct sock *sk, const struct tapio_config *cfg
 		e->hdr.ts_ns = owner->err_ts; /* the refusal, not the later close */
 	__builtin_memset(e->saddr, 0, sizeof(e->saddr));
 	__builtin_memset(e->daddr, 0, sizeof(e->daddr));
-	fill_addrs(e, sk);
+	fill_addrs(e, sk, tp);
 	if (owner) {
 		e->pid = owner->pid;
 		e->tid = owner->tid;
@@ -111,7 +119,7 @@ static __always_inline void emit(struct sock *sk, const struct tapio_config *cfg
 		e->flags = 0;
 	}
 	e->sk_err = sk_err;
-	e->srtt_us = read_srtt_us(sk);
+	e->srtt_us = read_srtt_us(tp);
 	e->state = state;
 	e->_pad = 0;
 	bpf_ringbuf_submit(e, tapio_rb_flags(&events));
@@ -128,7 +136,7 @@ int BPF_PROG(handle_net__inet_sock_set_state, struct sock *sk, int oldstate, int
 	/* Cheapest filter first: only a connect's start and any close matter. */
 	if (newstate != TCP_SYN_SENT && newstate != TCP_CLOSE)
 		return 0;
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
 
 	if (newstate == TCP_SYN_SENT) {
@@ -149,7 +157,7 @@ int BPF_PROG(handle_net__inet_sock_set_state, struct sock *sk, int oldstate, int
 	/* newstate == TCP_CLOSE: per-socket state is dropped whatever the config. */
 	owner = bpf_map_lookup_elem(&conn_owners, &key);
 	if (oldstate == TCP_SYN_SENT) {
-		__s32 err = BPF_CORE_READ(sk, sk_err);
+		__s32 err = sk->sk_err;
 
 		/* An error the application already collected (SO_ERROR clears
 		 * sk_err) before closing: take the one reported earlier. */
@@ -164,7 +172,7 @@ int BPF_PROG(handle_net__inet_sock_set_state, struct sock *sk, int oldstate, int
 	} else if (owner && oldstate != TCP_LISTEN) {
 		/* End of an actively opened connection: one RTT sample. */
 		live = tapio_config_load(&cfg, TAPIO_FLAG_NETWORK);
-		if (live && read_srtt_us(sk))
+		if (live && read_srtt_us(bpf_skc_to_tcp_sock(sk)))
 			emit(sk, &cfg, TAPIO_EV_NET_RTT, owner, 0, oldstate);
 	}
 	if (owner)
@@ -180,7 +188,7 @@ int BPF_PROG(handle_net__tcp_receive_reset, struct sock *sk)
 
 	/* Only a reset answering our SYN says "refused by RST". This runs in
 	 * softirq context: never take the current task here. */
-	if (BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_SYN_SENT)
+	if (sk->__sk_common.skc_state != TCP_SYN_SENT)
 		return 0;
 	owner = bpf_map_lookup_elem(&conn_owners, &key);
 	if (owner)
@@ -211,12 +219,12 @@ int BPF_PROG(handle_net__inet_sk_error_report, struct sock *sk)
 	__s32 err;
 	__u8 origin;
 
-	if (BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_SYN_SENT)
+	if (sk->__sk_common.skc_state != TCP_SYN_SENT)
 		return 0;
 	owner = bpf_map_lookup_elem(&conn_owners, &key);
 	if (!owner)
 		return 0;
-	err = BPF_CORE_READ(sk, sk_err);
+	err = sk->sk_err;
 	if (!err) {
 		skb = BPF_CORE_READ(sk, sk_error_queue.prev);
 		if (!skb || (void *)skb == (void *)&sk->sk_error_queue)
@@ -237,7 +245,7 @@ int BPF_PROG(handle_net__tcp_retransmit_skb, struct sock *sk, struct sk_buff *sk
 {
 	struct tapio_config cfg;
 	__u64 key = (__u64)sk;
-	__u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	__u8 state = sk->__sk_common.skc_state;
 
 	/* SYN retransmits belong to the connect's own outcome (timeout), not
 	 * to a retransmit spike of an established connection. */
