@@ -97,7 +97,9 @@ fn unanswered_syn_is_a_timeout_not_a_refusal() {
     }
     let agent = Agent::start("", &[]);
     let ns = Netns::new("tpto");
-    let port = 41011u16;
+    // A port number the host just handed out: unlikely to collide with
+    // any other test run, even one in another namespace.
+    let port = closed_port("127.0.0.1");
     ns.exec("sysctl -qw net.ipv4.tcp_syn_retries=1");
     ns.exec(&format!(
         "{NFT_TABLE} && nft add rule inet tapiotest in tcp dport {port} drop"
@@ -128,9 +130,10 @@ fn unanswered_syn_is_a_timeout_not_a_refusal() {
     assert!(agent
         .matching(of_type_port("kernel.network.connection_refused", port))
         .is_empty());
+    let ours = |v: &Value| v["data"]["pid"] == pid;
     assert_eq!(
         agent
-            .matching(of_type_port("kernel.network.connection_timeout", port))
+            .matching(|v| of_type_port("kernel.network.connection_timeout", port)(v) && ours(v))
             .len(),
         1
     );
@@ -143,7 +146,9 @@ fn an_application_abandoning_its_connect_is_not_an_anomaly() {
     }
     let agent = Agent::start("", &[]);
     let ns = Netns::new("tpab");
-    let port = 41012u16;
+    // A port number the host just handed out: unlikely to collide with
+    // any other test run, even one in another namespace.
+    let port = closed_port("127.0.0.1");
     ns.exec("sysctl -qw net.ipv4.tcp_syn_retries=1");
     ns.exec(&format!(
         "{NFT_TABLE} && nft add rule inet tapiotest in tcp dport {port} drop"
@@ -169,7 +174,11 @@ fn icmp_answers_are_refused_by_icmp_or_unreachable() {
     }
     let agent = Agent::start("", &[]);
     let ns = Netns::new("tpic");
-    let (p_port, p_host) = (41013u16, 41014u16);
+    let p_port = closed_port("127.0.0.1");
+    let p_host = (0..100)
+        .map(|_| closed_port("127.0.0.1"))
+        .find(|p| *p != p_port)
+        .expect("two distinct ports");
     ns.exec(&format!(
         "{NFT_TABLE} && nft add rule inet tapiotest in tcp dport {p_port} reject with icmp type port-unreachable && nft add rule inet tapiotest in tcp dport {p_host} reject with icmp type host-unreachable"
     ));
@@ -213,7 +222,9 @@ fn dropped_segments_on_an_established_connection_give_a_retransmit_spike() {
         &[],
     );
     let ns = Netns::new("tprt");
-    let port = 41015u16;
+    // A port number the host just handed out: unlikely to collide with
+    // any other test run, even one in another namespace.
+    let port = closed_port("127.0.0.1");
     ns.exec(NFT_TABLE);
     let prog = format!(
         "import socket,sys,time\nl=socket.socket()\nl.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\nl.bind(('127.0.0.1',{port}))\nl.listen(1)\nc=socket.create_connection(('127.0.0.1',{port}))\na,_=l.accept()\nc.sendall(b'x'*100)\na.recv(100)\nprint('ready',flush=True)\nsys.stdin.readline()\nc.sendall(b'y'*1000)\ntime.sleep(6)\n"
@@ -258,7 +269,9 @@ fn queueing_delay_raises_srtt_into_an_rtt_degradation() {
         &[],
     );
     let ns = Netns::new("tprtt");
-    let port = 41016u16;
+    // A port number the host just handed out: unlikely to collide with
+    // any other test run, even one in another namespace.
+    let port = closed_port("127.0.0.1");
     // Small frames so the token bucket queues many packets (tbf drops
     // packets larger than its burst).
     ns.exec("ip link set lo mtu 1500");
