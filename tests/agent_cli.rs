@@ -129,3 +129,27 @@ fn file_sink_writes_one_atomic_file_per_occurrence_and_shutdown_flushes() {
         );
     }
 }
+
+#[test]
+fn without_btf_the_agent_says_why_and_exits_2() {
+    if !require_ebpf("without_btf_the_agent_says_why_and_exits_2") {
+        return;
+    }
+    // Hide the kernel's BTF in a private mount namespace (gone with it).
+    let script = format!(
+        "mount --make-rprivate / && mount -t tmpfs none /sys/kernel/btf && exec {} agent --config /dev/null",
+        tapio_bin().display()
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "sh", "-c", &script])
+        .output()
+        .expect("run unshare (util-linux)");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "one clear line: {err}");
+    assert!(err.contains("exposes no BTF"), "{err}");
+    assert!(
+        std::path::Path::new("/sys/kernel/btf/vmlinux").exists(),
+        "host BTF untouched"
+    );
+}
