@@ -153,3 +153,32 @@ fn without_btf_the_agent_says_why_and_exits_2() {
         "host BTF untouched"
     );
 }
+
+#[test]
+fn a_controller_mode_agent_is_inert_until_configured_and_counts_it() {
+    if !require_ebpf("a_controller_mode_agent_is_inert_until_configured_and_counts_it") {
+        return;
+    }
+    // A controller address where nothing listens: no config ever arrives.
+    let dead = closed_port("127.0.0.1");
+    let mport = closed_port("127.0.0.1");
+    let agent = Agent::start_until(
+        &format!("[metrics]\nenabled = true\naddr = \"127.0.0.1:{mport}\"\n"),
+        &["--controller-endpoint", &format!("http://127.0.0.1:{dead}"), "--heartbeat-interval", "5"],
+        "agent running",
+    );
+    let p = closed_port("127.0.0.1");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", p)).is_err());
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(agent.matching(|_| true).is_empty(), "inert agent emitted");
+    let text = reqwest::blocking::get(format!("http://127.0.0.1:{mport}/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        counter(&text, "tapio_config_errors_total{observer=\"network\",reason=\"unconfigured\"}") > 0,
+        "{text}"
+    );
+    assert!(counter(&text, "tapio_controller_send_failures_total{kind=\"hello\"}") >= 1, "{text}");
+    assert!(counter(&text, "tapio_config_fetch_total{result=\"error\"}") >= 1, "{text}");
+}

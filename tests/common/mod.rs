@@ -65,6 +65,11 @@ impl Agent {
     /// Starts the agent with `toml` as its config file and `args` extra,
     /// and waits (bounded) until its config is applied.
     pub fn start(toml: &str, args: &[&str]) -> Agent {
+        Self::start_until(toml, args, "config applied")
+    }
+
+    /// Like [`Agent::start`], but waits for `ready` in the log instead.
+    pub fn start_until(toml: &str, args: &[&str], ready: &str) -> Agent {
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = dir.path().join("tapio.toml");
         std::fs::write(&cfg, toml).expect("write config");
@@ -110,7 +115,7 @@ impl Agent {
             _dir: dir,
             data_dir,
         };
-        agent.wait_stderr("config applied", Duration::from_secs(60));
+        agent.wait_stderr(ready, Duration::from_secs(60));
         agent
     }
 
