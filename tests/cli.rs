@@ -6,11 +6,15 @@
 //! occurrence (2 corrupt), a README (1 foreign) and a temp file of a write in
 //! progress (ignored). Times are fixed; windows are given as RFC 3339.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
+
+use common::line_channel;
 
 const BASIC: &str = "tests/fixtures/occurrences/basic";
 const SKIPPED_NOTE: &str =
@@ -455,15 +459,7 @@ impl Watch {
         ready_rx
             .recv_timeout(Duration::from_secs(30))
             .expect("watch did not start");
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in stdout.lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = line_channel(child.stdout.take().unwrap());
         Watch { child, lines }
     }
 

@@ -34,6 +34,10 @@ fn manifest(rel: &str) -> String {
     format!("{}/{rel}", env!("CARGO_MANIFEST_DIR"))
 }
 
+fn read_manifest(rel: &str) -> String {
+    std::fs::read_to_string(manifest(rel)).unwrap()
+}
+
 /// Starts the controller and waits (bounded) for its "listening on" line.
 fn start(args: &[&str]) -> Controller {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tapio"))
@@ -147,6 +151,17 @@ fn http(
 
 const AUTH: (&str, &str) = ("Authorization", "Bearer e2e-secret-token");
 
+/// `GET /v1/agents/config` for `agent-1` with `headers`.
+fn get_config(addr: SocketAddr, headers: &[(&str, &str)]) -> Reply {
+    http(
+        addr,
+        "GET",
+        "/v1/agents/config?agent_id=agent-1",
+        headers,
+        b"",
+    )
+}
+
 fn status(addr: SocketAddr) -> Value {
     let r = http(addr, "GET", "/v1/status", &[], b"");
     assert_eq!(r.status, 200);
@@ -183,10 +198,7 @@ fn controller_serves_reloads_on_sighup_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let profile = dir.path().join("profile.yaml");
     let token = dir.path().join("token");
-    write(
-        &profile,
-        &std::fs::read_to_string(manifest("examples/profiles/default.yaml")).unwrap(),
-    );
+    write(&profile, &read_manifest("examples/profiles/default.yaml"));
     write(&token, &format!("{TOKEN}\n"));
     let c = start(&[
         "--profile",
@@ -221,32 +233,18 @@ fn controller_serves_reloads_on_sighup_and_stops_on_sigterm() {
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
 
     // Config with ETag, then 304.
-    let r = http(
-        addr,
-        "GET",
-        "/v1/agents/config?agent_id=agent-1",
-        &[AUTH],
-        b"",
-    );
+    let r = get_config(addr, &[AUTH]);
     assert_eq!(r.status, 200);
     let etag = r.header("etag").unwrap().to_string();
     assert_eq!(etag, format!("\"{hash1}\""));
     assert_eq!(r.json()["config_version"], "1");
-    let r = http(
-        addr,
-        "GET",
-        "/v1/agents/config?agent_id=agent-1",
-        &[AUTH, ("If-None-Match", &etag)],
-        b"",
-    );
+    let r = get_config(addr, &[AUTH, ("If-None-Match", &etag)]);
     assert_eq!(r.status, 304);
     assert!(r.body.is_empty());
 
     // An event batch, visible in status.
-    let occ: Value = serde_json::from_str(
-        &std::fs::read_to_string(manifest("tests/fixtures/occurrence_oom_kill.json")).unwrap(),
-    )
-    .unwrap();
+    let occ: Value =
+        serde_json::from_str(&read_manifest("tests/fixtures/occurrence_oom_kill.json")).unwrap();
     let batch = json!({"wire_version": "tapio-wire/v1", "agent_id": "agent-1", "sequence": 1, "occurrences": [occ]});
     let r = http(
         addr,
@@ -276,28 +274,19 @@ fn controller_serves_reloads_on_sighup_and_stops_on_sigterm() {
     );
 
     // Changed profile + SIGHUP → generation 2 with the new hash.
-    write(
-        &profile,
-        &std::fs::read_to_string(manifest("examples/profiles/strict.yaml")).unwrap(),
-    );
+    write(&profile, &read_manifest("examples/profiles/strict.yaml"));
     signal(&c, libc::SIGHUP);
     let s = wait_for(&c, "generation 2", |s| s["config"]["config_version"] == "2");
     let hash2 = s["config"]["config_hash"].as_str().unwrap().to_string();
     assert_ne!(hash2, hash1);
     assert_eq!(s["config"]["profile"], "strict");
-    let r = http(
-        addr,
-        "GET",
-        "/v1/agents/config?agent_id=agent-1",
-        &[AUTH, ("If-None-Match", &etag)],
-        b"",
-    );
+    let r = get_config(addr, &[AUTH, ("If-None-Match", &etag)]);
     assert_eq!(r.status, 200);
     assert_eq!(r.header("etag").unwrap(), format!("\"{hash2}\""));
     assert_eq!(r.json()["config_version"], "2");
 
     // Same content, reformatted → same generation.
-    let strict = std::fs::read_to_string(manifest("examples/profiles/strict.yaml")).unwrap();
+    let strict = read_manifest("examples/profiles/strict.yaml");
     write(&profile, &format!("# reformatted\n{strict}\n\n"));
     signal(&c, libc::SIGHUP);
     let s = wait_for(&c, "unchanged reload", |s| {

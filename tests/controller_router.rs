@@ -116,6 +116,17 @@ fn batch(agent: &str, seq: u64, n: usize) -> Value {
            "occurrences": vec![occurrence(); n]})
 }
 
+/// Posts a heartbeat, asserts 200 and returns the ack.
+async fn heartbeat(app: &Router, hb: &v1::Heartbeat) -> v1::HeartbeatAck {
+    let r = send(
+        app,
+        post_json("/v1/agents/heartbeat", &serde_json::to_value(hb).unwrap()),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    serde_json::from_slice(&r.body).unwrap()
+}
+
 async fn status(app: &Router) -> Value {
     let r = send(app, get("/v1/status")).await;
     assert_eq!(r.status, StatusCode::OK);
@@ -204,19 +215,16 @@ async fn config_has_an_etag_and_exact_if_none_match_gives_304() {
 #[tokio::test]
 async fn config_requires_agent_id_and_a_sane_query() {
     let (app, _) = app();
-    send(&app, get("/v1/agents/config"))
-        .await
-        .assert_error(400, "MISSING_FIELD");
-    send(&app, get("/v1/agents/config?node_name=n"))
-        .await
-        .assert_error(400, "MISSING_FIELD");
-    send(&app, get("/v1/agents/config?agent_id="))
-        .await
-        .assert_error(400, "INVALID_FIELD");
     let long = "x".repeat(v1::MAX_ID_LEN + 1);
-    send(&app, get(&format!("/v1/agents/config?agent_id={long}")))
-        .await
-        .assert_error(400, "INVALID_FIELD");
+    let long = format!("/v1/agents/config?agent_id={long}");
+    for (path, code) in [
+        ("/v1/agents/config", "MISSING_FIELD"),
+        ("/v1/agents/config?node_name=n", "MISSING_FIELD"),
+        ("/v1/agents/config?agent_id=", "INVALID_FIELD"),
+        (long.as_str(), "INVALID_FIELD"),
+    ] {
+        send(&app, get(path)).await.assert_error(400, code);
+    }
 }
 
 #[tokio::test]
@@ -224,13 +232,7 @@ async fn heartbeat_records_the_applied_config() {
     let (app, _) = app();
     // Unknown agent: accepted, but asked for a hello.
     let hb = v1::Heartbeat::unconfigured("a1", Default::default(), Default::default());
-    let r = send(
-        &app,
-        post_json("/v1/agents/heartbeat", &serde_json::to_value(&hb).unwrap()),
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::OK);
-    let ack: v1::HeartbeatAck = serde_json::from_slice(&r.body).unwrap();
+    let ack = heartbeat(&app, &hb).await;
     assert!(ack.hello_required);
     assert_eq!(ack.config_version, "1");
 
@@ -259,13 +261,7 @@ async fn heartbeat_records_the_applied_config() {
     let mut loss = std::collections::BTreeMap::new();
     loss.insert("sink_drops.controller".to_string(), 2u64);
     let hb = v1::Heartbeat::configured("a1", &hash, 1, observers, loss);
-    let r = send(
-        &app,
-        post_json("/v1/agents/heartbeat", &serde_json::to_value(&hb).unwrap()),
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::OK);
-    let ack: v1::HeartbeatAck = serde_json::from_slice(&r.body).unwrap();
+    let ack = heartbeat(&app, &hb).await;
     assert!(!ack.hello_required);
     assert_eq!(ack.config_hash, hash);
 
@@ -396,15 +392,11 @@ async fn a_reasoning_field_anywhere_is_refused_with_422() {
 async fn envelope_errors_on_every_post_endpoint() {
     let (app, _) = app();
     for path in ["/v1/agents/hello", "/v1/agents/heartbeat", "/v1/events"] {
-        send(&app, post(path, "{not json"))
-            .await
-            .assert_error(400, "MALFORMED_JSON");
-        send(&app, post(path, ""))
-            .await
-            .assert_error(400, "MALFORMED_JSON");
-        send(&app, post(path, "[1,2]"))
-            .await
-            .assert_error(400, "MALFORMED_JSON");
+        for body in ["{not json", "", "[1,2]"] {
+            send(&app, post(path, body))
+                .await
+                .assert_error(400, "MALFORMED_JSON");
+        }
         send(&app, post_json(path, &json!({"agent_id": "a1"})))
             .await
             .assert_error(400, "MISSING_FIELD");
@@ -579,21 +571,15 @@ async fn bodies_over_the_limit_get_413() {
 #[tokio::test]
 async fn unknown_endpoints_and_methods_get_404() {
     let (app, _) = app();
-    send(&app, get("/v1/nope"))
-        .await
-        .assert_error(404, "UNKNOWN_ENDPOINT");
-    send(&app, get("/"))
-        .await
-        .assert_error(404, "UNKNOWN_ENDPOINT");
-    send(&app, get("/v1/events"))
-        .await
-        .assert_error(404, "UNKNOWN_ENDPOINT");
-    send(&app, post("/v1/status", "{}"))
-        .await
-        .assert_error(404, "UNKNOWN_ENDPOINT");
-    send(&app, post("/v1/agents/config", "{}"))
-        .await
-        .assert_error(404, "UNKNOWN_ENDPOINT");
+    for req in [
+        get("/v1/nope"),
+        get("/"),
+        get("/v1/events"),
+        post("/v1/status", "{}"),
+        post("/v1/agents/config", "{}"),
+    ] {
+        send(&app, req).await.assert_error(404, "UNKNOWN_ENDPOINT");
+    }
 }
 
 #[tokio::test]

@@ -6,12 +6,15 @@
 //! one line saying why and passes, unless `TAPIO_REQUIRE_EBPF=1` (CI), where
 //! it fails.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use common::line_channel;
 use serde_json::{json, Value};
 
 const BASIC: &str = "tests/fixtures/occurrences/basic";
@@ -36,15 +39,7 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn tapio mcp");
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in stdout.lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = line_channel(child.stdout.take().unwrap());
         Server {
             stdin: child.stdin.take(),
             child,

@@ -40,6 +40,30 @@ fn policy() -> PostPolicy {
     }
 }
 
+/// `tapio_sink_writes_total` of the http sink with this `result`.
+fn http_writes(text: &str, result: &str) -> u64 {
+    counter(
+        text,
+        &format!("tapio_sink_writes_total{{sink=\"http\",result=\"{result}\"}}"),
+    )
+}
+
+/// `tapio_sink_drops_total` of the http sink for this `reason`.
+fn http_drops(text: &str, reason: &str) -> u64 {
+    counter(
+        text,
+        &format!("tapio_sink_drops_total{{sink=\"http\",reason=\"{reason}\"}}"),
+    )
+}
+
+/// An http sink posting to `path` on `rx`, running; and its metrics.
+fn spawn_http(rx: &Receiver, path: &str, policy: PostPolicy) -> (SinkHandle, Arc<Metrics>) {
+    let metrics = Metrics::new();
+    let sink = http_sink(&rx.url(path), policy, metrics.clone()).unwrap();
+    let h = SinkHandle::spawn(Box::new(sink), metrics.clone()).unwrap();
+    (h, metrics)
+}
+
 fn ports_of(body: &[u8]) -> Vec<u64> {
     let v: Vec<serde_json::Value> = serde_json::from_slice(body).expect("a JSON array");
     v.iter()
@@ -50,9 +74,7 @@ fn ports_of(body: &[u8]) -> Vec<u64> {
 #[test]
 fn batches_by_size_and_flushes_the_rest_on_close() {
     let rx = Receiver::start(vec![], false);
-    let metrics = Metrics::new();
-    let sink = http_sink(&rx.url("/ingest"), policy(), metrics.clone()).unwrap();
-    let h = SinkHandle::spawn(Box::new(sink), metrics.clone()).unwrap();
+    let (h, metrics) = spawn_http(&rx, "/ingest", policy());
     for i in 1..=7 {
         h.offer(occ(i));
     }
@@ -70,36 +92,19 @@ fn batches_by_size_and_flushes_the_rest_on_close() {
         "{head}"
     );
     let text = metrics.encode();
-    assert_eq!(
-        counter(
-            &text,
-            "tapio_sink_writes_total{sink=\"http\",result=\"ok\"}"
-        ),
-        3
-    );
-    assert_eq!(
-        counter(
-            &text,
-            "tapio_sink_drops_total{sink=\"http\",reason=\"send_failed\"}"
-        ),
-        0
-    );
+    assert_eq!(http_writes(&text, "ok"), 3);
+    assert_eq!(http_drops(&text, "send_failed"), 0);
 }
 
 #[test]
 fn a_partial_batch_is_sent_when_it_has_waited_long_enough() {
     let rx = Receiver::start(vec![], false);
-    let metrics = Metrics::new();
     let p = PostPolicy {
         max_batch: 100,
         max_wait: Duration::from_millis(200),
         ..policy()
     };
-    let h = SinkHandle::spawn(
-        Box::new(http_sink(&rx.url("/"), p, metrics.clone()).unwrap()),
-        metrics,
-    )
-    .unwrap();
+    let (h, _metrics) = spawn_http(&rx, "/", p);
     h.offer(occ(1));
     h.offer(occ(2));
     assert!(
@@ -114,12 +119,7 @@ fn a_partial_batch_is_sent_when_it_has_waited_long_enough() {
 #[test]
 fn failures_are_retried_then_counted_exactly_when_the_receiver_recovers() {
     let rx = Receiver::start(vec![503, 500], false);
-    let metrics = Metrics::new();
-    let h = SinkHandle::spawn(
-        Box::new(http_sink(&rx.url("/"), policy(), metrics.clone()).unwrap()),
-        metrics.clone(),
-    )
-    .unwrap();
+    let (h, metrics) = spawn_http(&rx, "/", policy());
     for i in 1..=3 {
         h.offer(occ(i));
     }
@@ -131,48 +131,19 @@ fn failures_are_retried_then_counted_exactly_when_the_receiver_recovers() {
         "a retry resends the same batch"
     );
     let text = metrics.encode();
-    assert_eq!(
-        counter(
-            &text,
-            "tapio_sink_writes_total{sink=\"http\",result=\"error\"}"
-        ),
-        2
-    );
-    assert_eq!(
-        counter(
-            &text,
-            "tapio_sink_writes_total{sink=\"http\",result=\"ok\"}"
-        ),
-        1
-    );
-    assert_eq!(
-        counter(
-            &text,
-            "tapio_sink_drops_total{sink=\"http\",reason=\"send_failed\"}"
-        ),
-        0
-    );
+    assert_eq!(http_writes(&text, "error"), 2);
+    assert_eq!(http_writes(&text, "ok"), 1);
+    assert_eq!(http_drops(&text, "send_failed"), 0);
 
     // A receiver that rejects (4xx) is not retried: dropped and counted.
     let rx = Receiver::start(vec![400], false);
-    let metrics = Metrics::new();
-    let h = SinkHandle::spawn(
-        Box::new(http_sink(&rx.url("/"), policy(), metrics.clone()).unwrap()),
-        metrics.clone(),
-    )
-    .unwrap();
+    let (h, metrics) = spawn_http(&rx, "/", policy());
     for i in 1..=3 {
         h.offer(occ(i));
     }
     h.close();
     assert_eq!(rx.bodies().len(), 1);
-    assert_eq!(
-        counter(
-            &metrics.encode(),
-            "tapio_sink_drops_total{sink=\"http\",reason=\"rejected\"}"
-        ),
-        3
-    );
+    assert_eq!(http_drops(&metrics.encode(), "rejected"), 3);
 }
 
 #[test]
@@ -199,14 +170,8 @@ fn a_hanging_receiver_never_blocks_the_producer_and_drops_are_counted() {
     let offering = start.elapsed();
     h.close();
     let text = metrics.encode();
-    let full = counter(
-        &text,
-        "tapio_sink_drops_total{sink=\"http\",reason=\"queue_full\"}",
-    );
-    let failed = counter(
-        &text,
-        "tapio_sink_drops_total{sink=\"http\",reason=\"send_failed\"}",
-    );
+    let full = http_drops(&text, "queue_full");
+    let failed = http_drops(&text, "send_failed");
     assert!(full > 0, "{text}");
     // Every occurrence is accounted for: dropped at the queue or by a failed send.
     assert_eq!(full + failed, u64::from(n), "{text}");

@@ -1,8 +1,8 @@
 //! `tapio health [observer]`: a verdict per observer from recent evidence.
 //! The rule is in [`crate::store::summary`] and in `--help`.
 
-use super::output::{colour_enabled, render_table, verdict_style, Cell};
-use super::{note_missing, note_skipped, now_ns, print, print_json, report_error, DataDirArg};
+use super::output::{render_table, verdict_style, Cell};
+use super::{note_store, now_ns, print_report, report_error, DataDirArg};
 use crate::exit::CliError;
 use crate::store::filter::format_duration;
 use crate::store::report::{self, HealthParams, HealthReport};
@@ -44,14 +44,8 @@ pub fn run(args: HealthArgs) -> Result<(), CliError> {
         until: args.until,
     };
     let report = report::health(&store, &params, now_ns()).map_err(report_error)?;
-    if !report.data_dir_exists {
-        note_missing(&store);
-    }
-    note_skipped(&store, report.skipped);
-    if args.json {
-        return print_json(&report);
-    }
-    print(&render(&report, colour_enabled()))
+    note_store(&store, report.data_dir_exists, report.skipped);
+    print_report(&report, args.json, render)
 }
 
 /// The human form: window, node verdict, one row per observer, the rule.

@@ -92,6 +92,27 @@ fn note_skipped(store: &Store, skipped: Skipped) {
     }
 }
 
+/// The stderr notes of a report command: a missing data dir, skipped entries.
+fn note_store(store: &Store, data_dir_exists: bool, skipped: Skipped) {
+    if !data_dir_exists {
+        note_missing(store);
+    }
+    note_skipped(store, skipped);
+}
+
+/// Prints a report command's result: one JSON object with `json`, else
+/// `render`'s human form (coloured when [`output::colour_enabled`]).
+fn print_report<R: serde::Serialize>(
+    report: &R,
+    json: bool,
+    render: impl FnOnce(&R, bool) -> String,
+) -> Result<(), CliError> {
+    if json {
+        return print_json(report);
+    }
+    print(&render(report, output::colour_enabled()))
+}
+
 /// Writes `text` to stdout, flushing; a closed pipe ends quietly (exit 0).
 fn print(text: &str) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();

@@ -1,7 +1,7 @@
 //! `tapio recent`: the newest occurrences, filtered.
 
-use super::output::{colour_enabled, render_table, severity_style, Cell};
-use super::{note_missing, note_skipped, now_ns, print, print_json, report_error, DataDirArg};
+use super::output::{render_table, severity_style, Cell};
+use super::{note_store, now_ns, print_report, report_error, DataDirArg};
 use crate::exit::CliError;
 use crate::store::report::{self, RecentParams};
 use crate::wire::Occurrence;
@@ -48,17 +48,14 @@ pub fn run(args: RecentArgs) -> Result<(), CliError> {
         limit: Some(args.limit),
     };
     let report = report::recent(&store, &params, now_ns()).map_err(report_error)?;
-    if !report.data_dir_exists {
-        note_missing(&store);
-    }
-    note_skipped(&store, report.skipped);
-    if args.json {
-        return print_json(&report);
-    }
-    if report.occurrences.is_empty() {
-        return print("no occurrences found\n");
-    }
-    print(&table(&report.occurrences, colour_enabled()))
+    note_store(&store, report.data_dir_exists, report.skipped);
+    print_report(&report, args.json, |r, colour| {
+        if r.occurrences.is_empty() {
+            "no occurrences found\n".to_string()
+        } else {
+            table(&r.occurrences, colour)
+        }
+    })
 }
 
 /// The human table: time, severity, type, message.

@@ -1,7 +1,7 @@
 //! `tapio status`: what the data dir holds.
 
-use super::output::{colour_enabled, render_table, Cell};
-use super::{note_missing, note_skipped, print, print_json, report_error, DataDirArg};
+use super::output::{render_table, Cell};
+use super::{note_store, print_report, report_error, DataDirArg};
 use crate::exit::CliError;
 use crate::store::report::{self, StatusReport};
 use crate::wire::Observer;
@@ -20,14 +20,8 @@ pub struct StatusArgs {
 pub fn run(args: StatusArgs) -> Result<(), CliError> {
     let store = args.data_dir.store();
     let report = report::status(&store).map_err(report_error)?;
-    if !report.data_dir_exists {
-        note_missing(&store);
-    }
-    note_skipped(&store, report.skipped);
-    if args.json {
-        return print_json(&report);
-    }
-    print(&render(&report, colour_enabled()))
+    note_store(&store, report.data_dir_exists, report.skipped);
+    print_report(&report, args.json, render)
 }
 
 /// The human form: a summary block, then counts by observer and by type.

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
 use axum::body::Bytes;
+use serde::Serialize;
 
 use super::auth::Token;
 use super::error::ApiError;
@@ -158,8 +159,8 @@ impl AgentRecord {
     }
 }
 
-/// Counters shown in `/v1/status`.
-#[derive(Debug, Default, Clone)]
+/// Counters shown in `/v1/status`, serialised there as they are.
+#[derive(Debug, Default, Clone, Serialize)]
 pub struct Counters {
     pub hellos: u64,
     pub config_fetches: u64,

@@ -39,7 +39,7 @@ pub struct StatusBody {
     pub wire_version: &'static str,
     pub controller: ControllerFacts,
     pub config: ConfigFacts,
-    pub counters: CounterFacts,
+    pub counters: Counters,
     pub agents: Vec<AgentFacts>,
     pub events: EventFacts,
 }
@@ -60,45 +60,6 @@ pub struct ConfigFacts {
     pub config_version: String,
     pub config_hash: String,
     pub active_since: String,
-}
-
-#[derive(Debug, Serialize)]
-pub struct CounterFacts {
-    pub hellos: u64,
-    pub config_fetches: u64,
-    pub config_not_modified: u64,
-    pub heartbeats: u64,
-    pub event_batches: u64,
-    pub occurrences_received: u64,
-    pub occurrences_evicted: u64,
-    pub duplicate_batches: u64,
-    pub sequence_gaps: u64,
-    pub agents_evicted: u64,
-    pub reloads_applied: u64,
-    pub reloads_unchanged: u64,
-    pub reloads_rejected: u64,
-    pub rejected: BTreeMap<&'static str, u64>,
-}
-
-impl From<Counters> for CounterFacts {
-    fn from(c: Counters) -> Self {
-        CounterFacts {
-            hellos: c.hellos,
-            config_fetches: c.config_fetches,
-            config_not_modified: c.config_not_modified,
-            heartbeats: c.heartbeats,
-            event_batches: c.event_batches,
-            occurrences_received: c.occurrences_received,
-            occurrences_evicted: c.occurrences_evicted,
-            duplicate_batches: c.duplicate_batches,
-            sequence_gaps: c.sequence_gaps,
-            agents_evicted: c.agents_evicted,
-            reloads_applied: c.reloads_applied,
-            reloads_unchanged: c.reloads_unchanged,
-            reloads_rejected: c.reloads_rejected,
-            rejected: c.rejected,
-        }
-    }
 }
 
 #[derive(Debug, Serialize)]
@@ -210,7 +171,7 @@ pub fn build(state: &AppState) -> Result<StatusBody, ApiError> {
             config_hash: active.hash.0.clone(),
             active_since: format_rfc3339_millis(active.since_ns),
         },
-        counters: inner.counters.clone().into(),
+        counters: inner.counters.clone(),
         agents,
         events: EventFacts {
             buffered: inner.events.len(),

@@ -296,26 +296,13 @@ impl<T> TopN<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{ErrorInfo, Outcome};
+    use crate::store::test_occurrence;
     use serde_json::{json, Map};
 
     fn occ(kind: &str, severity: Severity, ts_ns: u64) -> Occurrence {
         let mut data = Map::new();
         data.insert("timestamp_ns".into(), json!(ts_ns));
-        Occurrence {
-            id: "01JA1B2C3D4E5F6G7H8J9K0M1N".into(),
-            timestamp: crate::wire::time::format_rfc3339_millis(ts_ns),
-            source: "tapio".into(),
-            kind: kind.into(),
-            protocol_version: "1.0".into(),
-            severity,
-            outcome: Outcome::Failure,
-            error: ErrorInfo {
-                code: "X".into(),
-                message: "m".into(),
-            },
-            data,
-        }
+        test_occurrence("01JA1B2C3D4E5F6G7H8J9K0M1N", kind, severity, ts_ns, data)
     }
 
     const NOW: u64 = 1_743_691_381_042_000_000;

@@ -459,6 +459,32 @@ impl Follower {
     }
 }
 
+/// A test occurrence for the pure modules' tables: the fields their rules
+/// read are arguments, the rest fixed.
+#[cfg(test)]
+fn test_occurrence(
+    id: &str,
+    kind: &str,
+    severity: crate::wire::Severity,
+    ts_ns: u64,
+    data: serde_json::Map<String, serde_json::Value>,
+) -> Occurrence {
+    Occurrence {
+        id: id.into(),
+        timestamp: crate::wire::time::format_rfc3339_millis(ts_ns),
+        source: "tapio".into(),
+        kind: kind.into(),
+        protocol_version: "1.0".into(),
+        severity,
+        outcome: crate::wire::Outcome::Failure,
+        error: crate::wire::ErrorInfo {
+            code: "X".into(),
+            message: "m".into(),
+        },
+        data,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

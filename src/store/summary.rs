@@ -218,25 +218,12 @@ impl HealthCounts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{ErrorInfo, Outcome};
+    use crate::store::test_occurrence;
     use serde_json::Map;
 
     fn rec(kind: &str, severity: Severity, ts_ns: u64, id: &str) -> Record {
         Record {
-            occurrence: Occurrence {
-                id: id.into(),
-                timestamp: crate::wire::time::format_rfc3339_millis(ts_ns),
-                source: "tapio".into(),
-                kind: kind.into(),
-                protocol_version: "1.0".into(),
-                severity,
-                outcome: Outcome::Failure,
-                error: ErrorInfo {
-                    code: "X".into(),
-                    message: "m".into(),
-                },
-                data: Map::new(),
-            },
+            occurrence: test_occurrence(id, kind, severity, ts_ns, Map::new()),
             ts_ns,
         }
     }

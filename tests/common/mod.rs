@@ -1,14 +1,14 @@
 //! Helpers shared by the integration tests: privilege gating, a running
-//! agent whose stdout occurrences can be searched, network namespaces and
-//! commands with bounded waits. Every resource is released by `Drop`, so a
+//! agent whose stdout occurrences can be searched, network namespaces,
+//! commands with bounded waits and a child's output as a channel of lines. Every resource is released by `Drop`, so a
 //! failing assertion still cleans up.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -481,4 +481,19 @@ pub fn counter(text: &str, series: &str) -> u64 {
         .and_then(|v| v.parse::<f64>().ok())
         .map(|v| v as u64)
         .unwrap_or(0)
+}
+
+/// Forwards `out` (a child's stdout, say) line by line to a channel, from a
+/// thread that stops at EOF or once the receiver is gone; the caller waits
+/// on it with `recv_timeout`.
+pub fn line_channel(out: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
 }

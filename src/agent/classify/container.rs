@@ -239,10 +239,6 @@ impl Classifier for ContainerClassifier {
         }
     }
 
-    fn on_tick(&mut self, _now_mono_ns: u64, _out: &mut Vec<Finding>) {}
-
-    fn flush(&mut self, _out: &mut Vec<Finding>) {}
-
     fn drops(&self) -> &DropCounts {
         &self.drops
     }

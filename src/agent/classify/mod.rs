@@ -52,10 +52,12 @@ pub trait Classifier: Send {
     /// Applies new thresholds. State (windows, baselines) carries over.
     fn set_config(&mut self, cfg: &CompiledConfig);
     fn on_fact(&mut self, fact: &Fact, out: &mut Vec<Finding>);
-    /// Closes windows that ended by `now_mono_ns`.
-    fn on_tick(&mut self, now_mono_ns: u64, out: &mut Vec<Finding>);
-    /// Emits everything still pending (shutdown).
-    fn flush(&mut self, out: &mut Vec<Finding>);
+    /// Closes windows that ended by `now_mono_ns`. The default, for a
+    /// classifier without windows, does nothing.
+    fn on_tick(&mut self, _now_mono_ns: u64, _out: &mut Vec<Finding>) {}
+    /// Emits everything still pending (shutdown). The default, for a
+    /// classifier that holds nothing back, does nothing.
+    fn flush(&mut self, _out: &mut Vec<Finding>) {}
     /// Cumulative drop counts since start.
     fn drops(&self) -> &DropCounts;
 }
