@@ -65,12 +65,12 @@ print(f"agent peak RSS:           {rss / 1024:.1f} MiB")
 print(f"workload rate:            {rate('base.txt'):.0f}/s without, {rate('agent.txt'):.0f}/s with the agent ({(1 - rate('agent.txt') / rate('base.txt')) * 100:.1f}% slower)")
 runs = {}
 for l in m.splitlines():
-    mm = re.match(r'tapio_bpf_program_(runs|run_time_ns)_total\{observer="(\w+)",program="(\w+)"\} (\S+)', l)
+    mm = re.match(r'tapio_bpf_program_(runs|run_time_seconds)_total\{observer="(\w+)",program="(\w+)"\} (\S+)', l)
     if mm:
         runs.setdefault(mm.group(3), {})[mm.group(1)] = float(mm.group(4))
 for p, v in sorted(runs.items()):
     if v.get("runs"):
-        print(f"bpf {p}: {v['run_time_ns'] / v['runs']:.0f} ns per run over {v['runs']:.0f} runs")
+        print(f"bpf {p}: {v['run_time_seconds'] * 1e9 / v['runs']:.0f} ns per run over {v['runs']:.0f} runs")
 if not runs:
     print("bpf per-program cost: not collected (sysctl -w kernel.bpf_stats_enabled=1 to measure)")
 ok = total == refused and lost == 0

@@ -164,7 +164,12 @@ fn a_controller_mode_agent_is_inert_until_configured_and_counts_it() {
     let mport = closed_port("127.0.0.1");
     let agent = Agent::start_until(
         &format!("[metrics]\nenabled = true\naddr = \"127.0.0.1:{mport}\"\n"),
-        &["--controller-endpoint", &format!("http://127.0.0.1:{dead}"), "--heartbeat-interval", "5"],
+        &[
+            "--controller-endpoint",
+            &format!("http://127.0.0.1:{dead}"),
+            "--heartbeat-interval",
+            "5",
+        ],
         "agent running",
     );
     let p = closed_port("127.0.0.1");
@@ -176,9 +181,21 @@ fn a_controller_mode_agent_is_inert_until_configured_and_counts_it() {
         .text()
         .unwrap();
     assert!(
-        counter(&text, "tapio_config_errors_total{observer=\"network\",reason=\"unconfigured\"}") > 0,
+        counter(
+            &text,
+            "tapio_config_errors_total{observer=\"network\",reason=\"unconfigured\"}"
+        ) > 0,
         "{text}"
     );
-    assert!(counter(&text, "tapio_controller_send_failures_total{kind=\"hello\"}") >= 1, "{text}");
-    assert!(counter(&text, "tapio_config_fetch_total{result=\"error\"}") >= 1, "{text}");
+    assert!(
+        counter(
+            &text,
+            "tapio_controller_send_failures_total{kind=\"hello\"}"
+        ) >= 1,
+        "{text}"
+    );
+    assert!(
+        counter(&text, "tapio_config_fetch_total{result=\"error\"}") >= 1,
+        "{text}"
+    );
 }

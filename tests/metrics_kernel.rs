@@ -51,6 +51,13 @@ fn prometheus_scrapes_the_agent_and_promtool_accepts_the_exposition() {
     {
         return;
     }
+    // Per-program BPF stats while this fd is open (BPF_ENABLE_STATS; no
+    // sysctl changes), so those families are in the exposition promtool sees.
+    let fd = unsafe {
+        libbpf_rs::libbpf_sys::bpf_enable_stats(libbpf_rs::libbpf_sys::BPF_STATS_RUN_TIME)
+    };
+    assert!(fd >= 0, "BPF_ENABLE_STATS failed: {fd}");
+    let _stats = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     let mport = free_port();
     let agent = Agent::start(
         &format!("[metrics]\nenabled = true\naddr = \"127.0.0.1:{mport}\"\n"),
@@ -63,8 +70,19 @@ fn prometheus_scrapes_the_agent_and_promtool_accepts_the_exposition() {
         is_type(v, "kernel.network.connection_refused") && dport(v) == u64::from(p)
     });
 
-    // promtool on the exposition.
-    let text = get(&metrics_url).expect("GET /metrics");
+    // promtool on the exposition (after the drain's 1 s counter export).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = get(&metrics_url).expect("GET /metrics");
+        if text.contains("tapio_bpf_program_run_time_seconds_total{") || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        counter(&text, "tapio_bpf_program_runs_total{observer=\"network\",program=\"handle_net__inet_sock_set_state\"}") >= 2,
+        "{text}"
+    );
     assert!(counter(&text, "tapio_anomalies_total{observer=\"network\",type=\"kernel.network.connection_refused\"}") >= 1, "{text}");
     assert!(
         counter(&text, "tapio_events_total{observer=\"network\"}") >= 1,

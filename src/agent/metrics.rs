@@ -86,7 +86,7 @@ pub struct Metrics {
     pub config_fetch: Family<ResultLabel, Counter>,
     pub config_errors: Family<ObserverReason, Counter>,
     pub bpf_runs: Family<ProgramLabel, Counter>,
-    pub bpf_run_time_ns: Family<ProgramLabel, Counter>,
+    pub bpf_run_time_seconds: Family<ProgramLabel, Counter<f64, std::sync::atomic::AtomicU64>>,
     registry: Registry,
     /// Occurrences handed to sinks; lets tests and the CLI see progress.
     pub emitted: AtomicU64,
@@ -108,7 +108,7 @@ impl Metrics {
             config_fetch: Family::default(),
             config_errors: Family::default(),
             bpf_runs: Family::default(),
-            bpf_run_time_ns: Family::default(),
+            bpf_run_time_seconds: Family::default(),
             registry: Registry::default(),
             emitted: AtomicU64::new(0),
         };
@@ -173,9 +173,9 @@ impl Metrics {
             m.bpf_runs.clone(),
         );
         registry.register(
-            "tapio_bpf_program_run_time_ns",
-            "Time spent in a BPF program, ns (kernel.bpf_stats_enabled=1 only)",
-            m.bpf_run_time_ns.clone(),
+            "tapio_bpf_program_run_time_seconds",
+            "Time spent in a BPF program (kernel.bpf_stats_enabled=1 only)",
+            m.bpf_run_time_seconds.clone(),
         );
         Arc::new(Metrics { registry, ..m })
     }

@@ -303,9 +303,9 @@ fn export_program_stats(
                     .get_or_create(&label)
                     .inc_by(runs.saturating_sub(pr));
                 metrics
-                    .bpf_run_time_ns
+                    .bpf_run_time_seconds
                     .get_or_create(&label)
-                    .inc_by(ns.saturating_sub(pn));
+                    .inc_by(ns.saturating_sub(pn) as f64 / 1e9);
             }
             prev.insert(key, (runs, ns));
         }
