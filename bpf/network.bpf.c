@@ -121,7 +121,9 @@ static __always_inline void emit(struct sock *sk, const struct tapio_config *cfg
 	e->sk_err = sk_err;
 	e->srtt_us = read_srtt_us(tp);
 	e->state = state;
-	e->_pad = 0;
+	/* Destinations are per network namespace: 127.0.0.1:8080 in one pod
+	 * is not 127.0.0.1:8080 in another. */
+	e->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 	bpf_ringbuf_submit(e, tapio_rb_flags(&events));
 }
 

@@ -198,6 +198,7 @@ fn network_event_offsets_match_decode() {
         ("sk_err", SK_ERR),
         ("srtt_us", SRTT_US),
         ("state", STATE),
+        ("netns", NETNS),
         ("cgroup_id", CGROUP_ID),
     ] {
         assert_eq!(at(name), off, "tapio_net_event.{name}");

@@ -12,6 +12,11 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
+fn netns_inode(link: &str) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(link).unwrap().ino()
+}
+
 fn of_type_port(t: &'static str, port: u16) -> impl Fn(&Value) -> bool {
     move |v| is_type(v, t) && dport(v) == u64::from(port)
 }
@@ -56,6 +61,11 @@ fn closed_port_on_loopback_v4_and_v6_gives_one_refusal_each() {
             "pid of the connecting process"
         );
         assert!(d["sport"].as_u64().unwrap() > 0);
+        assert_eq!(
+            d["netns"],
+            netns_inode("/proc/self/ns/net"),
+            "the host namespace"
+        );
         assert!(d["config_generation"].as_u64().unwrap() >= 1);
         assert!(d["timestamp_ns"].as_u64().unwrap() > 1_700_000_000_000_000_000);
     }
@@ -193,12 +203,20 @@ fn icmp_answers_are_refused_by_icmp_or_unreachable() {
         out.split_whitespace().collect::<Vec<_>>(),
         vec!["111", "113"]
     );
+    let ns_inode = ns
+        .exec("readlink /proc/self/ns/net")
+        .trim()
+        .trim_start_matches("net:[")
+        .trim_end_matches(']')
+        .parse::<u64>()
+        .unwrap();
     let r = agent.wait_for(
         "icmp refusal",
         Duration::from_secs(10),
         of_type_port("kernel.network.connection_refused", p_port),
     );
     assert_eq!(r["data"]["cause"], "icmp");
+    assert_eq!(r["data"]["netns"], ns_inode, "the test's own namespace");
     assert_eq!(r["data"]["pid"], pid);
     let u = agent.wait_for(
         "unreachable",

@@ -113,7 +113,7 @@ struct tapio_net_event {
 	__s32 sk_err;               /* 80: socket error at the transition */
 	__u32 srtt_us;              /* 84: smoothed RTT in µs (kernel stores <<3) */
 	__u32 state;                /* 88: TCP state when it happened */
-	__u32 _pad;                 /* 92 */
+	__u32 netns;                /* 92: network namespace inode of the socket */
 	__u64 cgroup_id;            /* 96: cgroup2 id of the owner, 0 if unknown */
 };
 _Static_assert(sizeof(struct tapio_net_event) == 104, "tapio_net_event size");

@@ -172,6 +172,7 @@ pub mod net {
     pub const SK_ERR: usize = 80;
     pub const SRTT_US: usize = 84;
     pub const STATE: usize = 88;
+    pub const NETNS: usize = 92;
     pub const CGROUP_ID: usize = 96;
 }
 

@@ -63,6 +63,8 @@ pub struct NetFact {
     pub state: u32,
     /// cgroup2 id of the connecting process (0 when unknown).
     pub cgroup_id: u64,
+    /// Inode number of the socket's network namespace.
+    pub netns: u32,
 }
 
 impl NetFact {
@@ -389,6 +391,7 @@ fn decode_net(
         srtt_us: u32_at(b, net::SRTT_US),
         state: u32_at(b, net::STATE),
         cgroup_id: u64_at(b, net::CGROUP_ID),
+        netns: u32_at(b, net::NETNS),
     })
 }
 

@@ -1,6 +1,10 @@
 //! Network rules (SPEC §1): refused, timed-out and unreachable connects,
 //! retransmit spikes and RTT degradation.
 //!
+//! Destinations and connections are keyed within their network namespace
+//! (`data.netns`, the namespace inode): 127.0.0.1:8080 in one pod is not
+//! 127.0.0.1:8080 in another.
+//!
 //! * Refusals fold per destination (`daddr`, `dport`): the refusal that
 //!   reaches `refused_min_count` within `refused_window_ms` of the first
 //!   emits at once; later refusals in that window are emitted as one
@@ -47,8 +51,10 @@ pub const MAX_RTT_DESTS: usize = 4096;
 /// Quiet time per destination after an RTT occurrence.
 pub const RTT_COOLDOWN_NS: u64 = 1_000_000_000;
 
-type Dest = (IpAddr, u16);
-type Conn = (IpAddr, u16, IpAddr, u16);
+/// A destination within one network namespace.
+type Dest = (u32, IpAddr, u16);
+/// A connection within one network namespace.
+type Conn = (u32, IpAddr, u16, IpAddr, u16);
 
 struct RefusedWindow {
     start_ns: u64,
@@ -97,7 +103,7 @@ impl NetworkClassifier {
 
     fn on_refused(&mut self, f: &NetFact, out: &mut Vec<Finding>) {
         let window = Self::window_ns(self.cfg.refused_window_ms);
-        let key = (f.daddr, f.dport);
+        let key = (f.netns, f.daddr, f.dport);
         if let Some(w) = self.refused.get(&key) {
             if f.mono_ns.saturating_sub(w.start_ns) >= window {
                 let w = self.refused.remove(&key).expect("present");
@@ -152,7 +158,7 @@ impl NetworkClassifier {
     fn on_retransmit(&mut self, f: &NetFact, out: &mut Vec<Finding>) {
         let window = Self::window_ns(self.cfg.retransmit_window_ms);
         let min = self.cfg.retransmit_min_count.max(1) as usize;
-        let key = (f.saddr, f.sport, f.daddr, f.dport);
+        let key = (f.netns, f.saddr, f.sport, f.daddr, f.dport);
         if !self.retrans.contains_key(&key) && self.retrans.len() >= MAX_RETRANS_CONNS {
             if let Some(oldest) = self
                 .retrans
@@ -211,7 +217,7 @@ impl NetworkClassifier {
         if !f.owner_known || f.srtt_us == 0 {
             return;
         }
-        let key = (f.daddr, f.dport);
+        let key = (f.netns, f.daddr, f.dport);
         if !self.rtt.contains_key(&key) && self.rtt.len() >= MAX_RTT_DESTS {
             if let Some(oldest) = self
                 .rtt
@@ -289,6 +295,7 @@ fn conn_data(f: &NetFact) -> Map<String, Value> {
     m.insert("sport".into(), f.sport.into());
     m.insert("daddr".into(), f.daddr.to_string().into());
     m.insert("dport".into(), f.dport.into());
+    m.insert("netns".into(), f.netns.into());
     if f.cgroup_id != 0 {
         m.insert("cgroup_id".into(), f.cgroup_id.into());
     }
@@ -370,7 +377,8 @@ impl Classifier for NetworkClassifier {
             NetKind::Rtt => {
                 self.on_rtt_sample(f, out);
                 // The connection is gone; so is its retransmit history.
-                self.retrans.remove(&(f.saddr, f.sport, f.daddr, f.dport));
+                self.retrans
+                    .remove(&(f.netns, f.saddr, f.sport, f.daddr, f.dport));
             }
         }
     }
@@ -429,6 +437,7 @@ mod tests {
             srtt_us: 0,
             state: 2,
             cgroup_id: 0,
+            netns: 4026531840,
         })
     }
 
@@ -482,6 +491,20 @@ mod tests {
         c.flush(&mut out);
         assert_eq!(counts(&out).iter().sum::<u64>(), seen);
         assert_eq!(c.drops().get("below_threshold"), 0);
+    }
+
+    #[test]
+    fn the_same_address_in_two_namespaces_is_two_destinations() {
+        let mut c = NetworkClassifier::new(&CompiledConfig::default());
+        let mut out = Vec::new();
+        c.on_fact(&refused(0, 9), &mut out);
+        let mut other = refused(10, 9);
+        if let Fact::Net(f) = &mut other {
+            f.netns = 4026532000;
+        }
+        c.on_fact(&other, &mut out);
+        assert_eq!(counts(&out), vec![1, 1], "both emit at once");
+        assert_eq!(out[1].data["netns"], 4026532000u64);
     }
 
     #[test]
