@@ -123,7 +123,7 @@ static __always_inline void emit(struct sock *sk, const struct tapio_config *cfg
 	e->state = state;
 	/* Destinations are per network namespace: 127.0.0.1:8080 in one pod
 	 * is not 127.0.0.1:8080 in another. */
-	e->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	e->netns = sk->__sk_common.skc_net.net->ns.inum;
 	bpf_ringbuf_submit(e, tapio_rb_flags(&events));
 }
 

@@ -9,9 +9,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-500000}
 T=${2:-2}
-cargo build --release --quiet --locked
+# TAPIO_BIN=target/debug/tapio skips the release build (BPF objects are
+# compiled the same way in both profiles).
+if [ -z "${TAPIO_BIN:-}" ]; then cargo build --release --quiet --locked; fi
 cargo build --release --quiet --locked --example refused_storm
-BIN=target/release/tapio
+BIN=${TAPIO_BIN:-target/release/tapio}
 GEN=target/release/examples/refused_storm
 WORK=$(mktemp -d /tmp/tapio-bench.XXXXXX)
 AGENT=""
