@@ -180,6 +180,7 @@ fn drain_loop(
     }
     let mut drops_prev: Vec<(Observer, &'static str, u64)> = Vec::new();
     let mut next_stats = 0u64;
+    let mut next_tick = 0u64;
     let mut out: Vec<Finding> = Vec::new();
     let mut skip_wait = false;
     let mut draining_after_stop = 0;
@@ -230,7 +231,12 @@ fn drain_loop(
             }
         }
         let now = monotonic_ns();
-        classifiers.on_tick(now, &mut out);
+        // Window bookkeeping once per tick, not once per wake-up: under a
+        // storm the rings wake the thread far more often than that.
+        if now >= next_tick {
+            next_tick = now + TICK_MS as u64 * 1_000_000;
+            classifiers.on_tick(now, &mut out);
+        }
         send_findings(findings_tx, std::mem::take(&mut out), metrics);
 
         if now >= next_stats {
@@ -249,7 +255,16 @@ fn drain_loop(
 
 fn export_stats(objects: &[LoadedObject], prev: &mut [[u64; STAT_MAX]], metrics: &Metrics) {
     for (lo, prev) in objects.iter().zip(prev.iter_mut()) {
-        let Ok(now) = lo.read_stats() else { continue };
+        let now = match lo.read_stats() {
+            Ok(now) => now,
+            Err(e) => {
+                tracing::warn!(
+                    observer = lo.observer.as_str(),
+                    "failed to read BPF counters (retried next second): {e:#}"
+                );
+                continue;
+            }
+        };
         let obs = lo.observer.as_str();
         for i in 0..STAT_MAX {
             let delta = now[i].saturating_sub(prev[i]);
