@@ -225,7 +225,9 @@ impl NetworkClassifier {
                 .min_by_key(|(_, b)| b.last_ns)
                 .map(|(k, _)| *k)
             {
+                // The least recently seen destination loses its baseline.
                 self.rtt.remove(&oldest);
+                self.drops.add("rtt_baseline_evicted", 1);
             }
         }
         let b = self.rtt.entry(key).or_insert(RttBaseline {
@@ -652,6 +654,22 @@ mod tests {
         // Cool-down: another spike within a second is not repeated.
         c.on_fact(&rtt(2500, 900_000), &mut out);
         assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn a_full_baseline_table_evicts_the_stalest_and_counts_it() {
+        let mut c = NetworkClassifier::new(&CompiledConfig::default());
+        let mut out = Vec::new();
+        for i in 0..=MAX_RTT_DESTS as u64 {
+            let Fact::Net(mut f) = rtt(i, 100) else {
+                unreachable!()
+            };
+            f.dport = (i % 60000) as u16 + 1;
+            f.netns = (i / 60000) as u32;
+            c.on_fact(&Fact::Net(f), &mut out);
+        }
+        assert_eq!(c.rtt.len(), MAX_RTT_DESTS);
+        assert_eq!(c.drops().get("rtt_baseline_evicted"), 1);
     }
 
     #[test]
