@@ -366,6 +366,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn heartbeat_loss_counters_mirror_the_exposition() {
+        let m = Metrics::new();
+        Metrics::observer_counter(&m.lost_events, "network", 3);
+        m.sink_drop("http", "queue_full", 2);
+        m.sink_drop("http", "send_failed", 5);
+        m.controller_send_failures
+            .get_or_create(&KindLabel {
+                kind: "hello".into(),
+            })
+            .inc();
+        m.drain_cap.inc_by(4);
+        let loss = m.loss_counters();
+        assert_eq!(loss.get("lost_events.network"), Some(&3));
+        assert_eq!(loss.get("sink_drops.http"), Some(&7), "summed over reasons");
+        assert_eq!(loss.get("controller_send_failures.hello"), Some(&1));
+        assert_eq!(loss.get("drain_cap"), Some(&4));
+        assert_eq!(loss.get("malformed_events.network"), None);
+    }
+
+    #[test]
     fn exposition_names_and_labels() {
         let m = Metrics::new();
         m.anomalies
