@@ -9,6 +9,7 @@ pub mod agent;
 pub mod cli;
 pub mod controller;
 pub mod exit;
+pub mod fsutil;
 pub mod mcp;
 pub mod profile;
 pub mod store;

@@ -7,7 +7,7 @@
 //! per occurrence or may touch the filesystem happens on the emitter.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -37,6 +37,19 @@ pub struct ObserverStatus {
     pub reason: String,
 }
 
+/// How a controller-mode agent's link to its controller stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ControllerLink {
+    /// The `--controller-endpoint` base URL.
+    pub endpoint: String,
+    /// `connecting` (nothing answered yet), `ok`, `unreachable` (connect,
+    /// DNS or timeout), `unauthorized` (401/403) or `error` (other answers).
+    pub state: &'static str,
+    /// Why, for anything but `ok`: the cause as the client saw it.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
 /// A config to apply, with the generation that will judge events.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
@@ -55,6 +68,11 @@ pub struct Shared {
     /// What the carriers hold now.
     applied: Mutex<Option<Applied>>,
     statuses: Mutex<BTreeMap<String, ObserverStatus>>,
+    /// `None` for a standalone agent.
+    controller: Mutex<Option<ControllerLink>>,
+    /// CLOCK_MONOTONIC ns of the drain thread's latest loop pass (0 before
+    /// the first): liveness for `/healthz`.
+    last_drain_tick_ns: AtomicU64,
 }
 
 impl Shared {
@@ -95,6 +113,25 @@ impl Shared {
 
     pub fn statuses(&self) -> BTreeMap<String, ObserverStatus> {
         lock(&self.statuses).clone()
+    }
+
+    pub fn set_controller(&self, link: ControllerLink) {
+        *lock(&self.controller) = Some(link);
+    }
+
+    pub fn controller(&self) -> Option<ControllerLink> {
+        lock(&self.controller).clone()
+    }
+
+    /// Called by the drain thread once per loop pass.
+    pub fn note_drain_tick(&self, now_mono_ns: u64) {
+        self.last_drain_tick_ns
+            .store(now_mono_ns, Ordering::Relaxed);
+    }
+
+    /// CLOCK_MONOTONIC ns of the drain thread's latest pass; 0 if none yet.
+    pub fn last_drain_tick_ns(&self) -> u64 {
+        self.last_drain_tick_ns.load(Ordering::Relaxed)
     }
 
     pub fn stopping(&self) -> bool {

@@ -231,6 +231,7 @@ fn drain_loop(
             }
         }
         let now = monotonic_ns();
+        shared.note_drain_tick(now);
         // Window bookkeeping once per tick, not once per wake-up: under a
         // storm the rings wake the thread far more often than that.
         if now >= next_tick {
