@@ -261,3 +261,74 @@ fn controller_mode_agent_refused_by_the_controller_is_live_but_not_ready() {
     assert_eq!(agent.stop(), Some(0), "{}", agent.stderr());
     assert_eq!(status_file(&agent)["state"], "stopped");
 }
+
+fn counter(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("{series} not in:\n{text}")) as u64
+}
+
+/// Issue 14 item 2 on the real agent: idle sockets beyond the limit are
+/// closed at once, the held ones are cut by the head deadline, both are
+/// counted exactly, and a half-sent request does not hold SIGTERM.
+#[test]
+fn metrics_listener_sheds_idle_floods_and_does_not_hold_sigterm() {
+    if !require_ebpf("metrics_listener_sheds_idle_floods_and_does_not_hold_sigterm") {
+        return;
+    }
+    let port = free_port();
+    let mut agent = Agent::start("", &["--metrics-addr", &format!("127.0.0.1:{port}")]);
+    let addr = format!("127.0.0.1:{port}");
+    // 64 is the agent's fixed limit: 70 silent connections → 6 refused.
+    let mut conns: Vec<std::net::TcpStream> = (0..70)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    // Give the server a moment to accept them all, then look at every
+    // socket without waiting (well inside the 5 s head deadline).
+    std::thread::sleep(Duration::from_millis(500));
+    let mut closed_at_once = 0;
+    let mut held = 0;
+    for c in &mut conns {
+        c.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 16];
+        match c.read(&mut b) {
+            Ok(0) => closed_at_once += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => closed_at_once += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => held += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+        c.set_nonblocking(false).unwrap();
+    }
+    assert_eq!((held, closed_at_once), (64, 6));
+    // The held ones send nothing: the 5 s head deadline cuts each.
+    for c in &mut conns {
+        c.set_read_timeout(Some(BOUND)).unwrap();
+        let mut b = [0u8; 16];
+        match c.read(&mut b) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("still open or answered: {other:?}"),
+        }
+    }
+    let (_, text) = wait_get(&format!("http://{addr}/metrics"), "200", |c, _| c == 200);
+    assert_eq!(
+        counter(
+            &text,
+            "tapio_http_connections_rejected_total{server=\"metrics\",reason=\"limit\"}"
+        ),
+        6
+    );
+    assert_eq!(
+        counter(
+            &text,
+            "tapio_http_timeouts_total{server=\"metrics\",kind=\"header\"}"
+        ),
+        64
+    );
+    // A half-sent request open at SIGTERM: the agent still exits by itself.
+    let mut half = std::net::TcpStream::connect(&addr).unwrap();
+    half.write_all(b"GET /metr").unwrap();
+    let (code, _) = get(&format!("http://{addr}/healthz")).unwrap();
+    assert_eq!(code, 200, "the half-sent one is held by the server now");
+    assert_eq!(agent.stop(), Some(0), "{}", agent.stderr());
+}
