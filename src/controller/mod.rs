@@ -148,8 +148,8 @@ fn warn_if_fds_short(max_connections: u64) {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return;
     }
-    let soft = lim.rlim_cur as u64;
-    if soft != libc::RLIM_INFINITY as u64 && max_connections.saturating_add(FD_HEADROOM) > soft {
+    let soft: u64 = lim.rlim_cur;
+    if soft != libc::RLIM_INFINITY && max_connections.saturating_add(FD_HEADROOM) > soft {
         tracing::warn!(
             "--max-connections {max_connections} does not fit the file-descriptor limit {soft} (ulimit -n) with {FD_HEADROOM} to spare: raise the limit or lower --max-connections"
         );
