@@ -14,9 +14,9 @@
 //! otlp_endpoint = "http://otel-collector:4318"
 //! otlp_encoding = "protobuf"             # or "json"
 //!
-//! [metrics]
-//! enabled = true
-//! addr = "127.0.0.1:9464"
+//! [metrics]                            # /metrics, /healthz, /readyz
+//! enabled = true                       # or --metrics; an addr alone also enables
+//! addr = "127.0.0.1:9464"              # or --metrics-addr (implies --metrics)
 //!
 //! # Standalone threshold overrides, named and scaled as in CompiledConfig.
 //! [observers.network]
