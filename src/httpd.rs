@@ -796,6 +796,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_body_larger_than_the_read_buffer_is_served_within_the_limit() {
+        let counters = Arc::new(Recorded::default());
+        let server = start(Limits {
+            max_body_bytes: 1024 * 1024,
+            body_timeout: Duration::from_secs(10),
+            ..limits(counters.clone())
+        })
+        .await;
+        // 300 KB: several times hyper's 64 KiB read buffer, sent whole.
+        let mut s = TcpStream::connect(server.addr).await.unwrap();
+        let mut req = b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 300000\r\nConnection: close\r\n\r\n".to_vec();
+        req.extend(std::iter::repeat_n(b'x', 300_000));
+        s.write_all(&req).await.unwrap();
+        let answer = read_to_close(&mut s).await;
+        assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+        assert!(answer.ends_with("300000"), "{answer}");
+        assert_eq!(counters.get("body"), 0);
+        server.shut_down().await;
+    }
+
+    #[tokio::test]
     async fn the_413_answer_can_be_shaped_by_the_caller() {
         let counters = Arc::new(Recorded::default());
         let seen = Arc::new(AtomicU64::new(0));
