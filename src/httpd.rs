@@ -450,28 +450,33 @@ async fn connection(
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         svc_clock.set(Phase::Body);
         let clock = svc_clock.clone();
-        let early = declared_over(&req, svc_limits.max_body_bytes).map(|_| {
-            let max = svc_limits.max_body_bytes;
-            match &svc_limits.too_large {
-                Some(f) => f(max),
-                None => plain_too_large(max),
-            }
-        });
-        let call = early.is_none().then(|| {
-            hyper::service::Service::call(
-                &hyper_util::service::TowerToHyperService::new(router.clone()),
-                req,
-            )
-        });
-        async move {
-            let response = match (early, call) {
-                (Some(r), _) => r,
-                (None, Some(call)) => match call.await {
-                    Ok(r) => r,
-                    Err(never) => match never {},
-                },
-                (None, None) => plain_too_large(0),
+        // Refused on the declared length alone: the router (and so any
+        // handler that would read the body) is never called.
+        let answer: Pin<Box<dyn Future<Output = Response<Body>> + Send>> =
+            match declared_over(&req, svc_limits.max_body_bytes) {
+                Some(_) => {
+                    let max = svc_limits.max_body_bytes;
+                    let r = match &svc_limits.too_large {
+                        Some(f) => f(max),
+                        None => plain_too_large(max),
+                    };
+                    Box::pin(std::future::ready(r))
+                }
+                None => {
+                    let call = hyper::service::Service::call(
+                        &hyper_util::service::TowerToHyperService::new(router.clone()),
+                        req,
+                    );
+                    Box::pin(async move {
+                        match call.await {
+                            Ok(r) => r,
+                            Err(never) => match never {},
+                        }
+                    })
+                }
             };
+        async move {
+            let response = answer.await;
             clock.set(Phase::Responding);
             Ok::<_, Infallible>(response.map(|inner| TrackedBody { inner, clock }))
         }
