@@ -497,13 +497,10 @@ async fn connection(
     // asked — counted only if the drop happens).
     let mut closing: Option<(Instant, Option<&'static str>)> = None;
     loop {
-        let phase = clock.deadline(limits);
-        let mut wake = phase.map(|(t, _)| t);
-        let other = match closing {
-            Some((t, _)) => t,
-            None => lifetime_end,
-        };
-        wake = Some(wake.map_or(other, |w| w.min(other)));
+        // The next moment something may have to happen: the phase
+        // deadline, the lifetime cap, or the end of a closing grace.
+        let cap = closing.map_or(lifetime_end, |(t, _)| t);
+        let wake = clock.deadline(limits).map_or(cap, |(t, _)| t.min(cap));
         let changed = clock.changed.notified();
         tokio::select! {
             result = conn.as_mut() => {
@@ -513,13 +510,13 @@ async fn connection(
                 return;
             }
             _ = changed => continue,
-            r = stop.changed(), if closing.is_none() => {
-                // An error means the server is gone: close as well.
-                let _ = r;
+            // A change is shutdown; an error means the server is gone:
+            // close either way.
+            _ = stop.changed(), if closing.is_none() => {
                 conn.as_mut().graceful_shutdown();
                 closing = Some((Instant::now() + limits.shutdown_grace, None));
             }
-            _ = tokio::time::sleep_until(wake.unwrap_or(lifetime_end)) => {
+            _ = tokio::time::sleep_until(wake) => {
                 let now = Instant::now();
                 if let Some((t, kind)) = clock.deadline(limits) {
                     if now >= t {
