@@ -1,4 +1,7 @@
-//! The agent's counters (SPEC §3), in one prometheus-client registry.
+//! The agent's counters (SPEC §3), in one prometheus-client registry, and
+//! the metrics listener's routes (`/metrics`, `/healthz`, `/readyz`).
+//! Connections, deadlines and limits belong to [`crate::httpd`]; the health
+//! decisions to [`super::health`]. Nothing here blocks on a client.
 //!
 //! Label sets are small and fixed (observer, type, sink, reason, result,
 //! kind), so cardinality is bounded by construction. Hot paths never touch
