@@ -337,3 +337,33 @@ fn metrics_listener_sheds_idle_floods_and_does_not_hold_sigterm() {
     assert_eq!(code, 200, "the half-sent one is held by the server now");
     assert_eq!(agent.stop(), Some(0), "{}", agent.stderr());
 }
+
+/// No kernel needed: the config is refused before the agent touches BPF.
+#[test]
+fn metrics_switched_off_with_an_address_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("tapio.toml");
+    std::fs::write(
+        &cfg,
+        "[metrics]\nenabled = false\naddr = \"127.0.0.1:9464\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(tapio_bin())
+        .arg("agent")
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(dir.path().join("d"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("[metrics] has enabled = false and addr = \"127.0.0.1:9464\""),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("d").exists(),
+        "refused before anything ran"
+    );
+}
