@@ -10,6 +10,7 @@ pub mod cli;
 pub mod controller;
 pub mod exit;
 pub mod fsutil;
+pub mod httpd;
 pub mod mcp;
 pub mod profile;
 pub mod store;

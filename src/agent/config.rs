@@ -14,9 +14,9 @@
 //! otlp_endpoint = "http://otel-collector:4318"
 //! otlp_encoding = "protobuf"             # or "json"
 //!
-//! [metrics]
-//! enabled = true
-//! addr = "127.0.0.1:9464"
+//! [metrics]                            # /metrics, /healthz, /readyz
+//! enabled = true                       # or --metrics; an addr alone also enables
+//! addr = "127.0.0.1:9464"              # or --metrics-addr (implies --metrics)
 //!
 //! # Standalone threshold overrides, named and scaled as in CompiledConfig.
 //! [observers.network]
@@ -97,7 +97,10 @@ pub struct AgentArgs {
     /// Node name reported in events (default: hostname).
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
-    /// Address for /metrics when metrics are enabled.
+    /// Serve /metrics, /healthz and /readyz (on --metrics-addr, default 127.0.0.1:9464).
+    #[arg(long)]
+    pub metrics: bool,
+    /// Address for /metrics, /healthz and /readyz; implies --metrics.
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<String>,
 }
@@ -123,12 +126,25 @@ pub struct FileConfig {
     pub observers: Option<toml::Table>,
 }
 
+/// `[metrics]`: `addr` alone turns metrics on; `enabled = false` with an
+/// `addr` is refused (an address that serves nothing is a mistake).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsFile {
-    #[serde(default)]
-    pub enabled: bool,
+    pub enabled: Option<bool>,
     pub addr: Option<String>,
+}
+
+/// Whether metrics are served: the flags turn them on (`--metrics-addr`
+/// implies `--metrics`); otherwise the file decides, where an address
+/// implies `enabled = true` and contradicts `enabled = false`.
+fn metrics_enabled(args: &AgentArgs, file: &MetricsFile) -> anyhow::Result<bool> {
+    if let (Some(false), Some(addr)) = (file.enabled, &file.addr) {
+        bail!(
+            "[metrics] has enabled = false and addr = \"{addr}\": an address without metrics serves nothing; remove addr or set enabled = true"
+        );
+    }
+    Ok(args.metrics || args.metrics_addr.is_some() || file.enabled.unwrap_or(file.addr.is_some()))
 }
 
 /// The resolved agent configuration.
@@ -190,6 +206,7 @@ impl AgentConfig {
                 "heartbeat interval must be at least {MIN_HEARTBEAT_SECS} seconds, got {heartbeat}"
             );
         }
+        let metrics_enabled = metrics_enabled(args, &file.metrics)?;
         let standalone = match &file.observers {
             Some(t) => apply_overrides(CompiledConfig::default(), t)?,
             None => CompiledConfig::default(),
@@ -223,7 +240,7 @@ impl AgentConfig {
                 .clone()
                 .or(file.node_name)
                 .unwrap_or_else(hostname),
-            metrics_enabled: file.metrics.enabled,
+            metrics_enabled,
             metrics_addr: args
                 .metrics_addr
                 .clone()
@@ -392,6 +409,72 @@ mod tests {
         assert!(AgentConfig::merge(&AgentArgs::default(), file).is_err());
         let file = parse_file("[observers.network]\nrefused_window_ms = \"x\"\n").unwrap();
         assert!(AgentConfig::merge(&AgentArgs::default(), file).is_err());
+    }
+
+    #[test]
+    fn metrics_flags_and_file() {
+        let enabled = |args: AgentArgs, toml: &str| {
+            AgentConfig::merge(&args, parse_file(toml).unwrap())
+                .map(|c| (c.metrics_enabled, c.metrics_addr))
+                .map_err(|e| e.to_string())
+        };
+        let addr = |a: &str| AgentArgs {
+            metrics_addr: Some(a.into()),
+            ..Default::default()
+        };
+        let on = AgentArgs {
+            metrics: true,
+            ..Default::default()
+        };
+        let default = DEFAULT_METRICS_ADDR.to_string();
+        // Off unless asked for.
+        assert_eq!(
+            enabled(AgentArgs::default(), ""),
+            Ok((false, default.clone()))
+        );
+        // --metrics on the default address; --metrics-addr alone implies it.
+        assert_eq!(enabled(on.clone(), ""), Ok((true, default.clone())));
+        assert_eq!(
+            enabled(addr("0.0.0.0:9999"), ""),
+            Ok((true, "0.0.0.0:9999".into()))
+        );
+        // The file: enabled, or an address alone.
+        assert_eq!(
+            enabled(AgentArgs::default(), "[metrics]\nenabled = true\n"),
+            Ok((true, default.clone()))
+        );
+        assert_eq!(
+            enabled(AgentArgs::default(), "[metrics]\naddr = \"127.0.0.1:1\"\n"),
+            Ok((true, "127.0.0.1:1".into()))
+        );
+        assert_eq!(
+            enabled(AgentArgs::default(), "[metrics]\nenabled = false\n"),
+            Ok((false, default.clone()))
+        );
+        // Flags win over the file's enabled = false and its address.
+        assert_eq!(
+            enabled(on, "[metrics]\nenabled = false\n"),
+            Ok((true, default))
+        );
+        assert_eq!(
+            enabled(addr("127.0.0.1:2"), "[metrics]\naddr = \"127.0.0.1:1\"\n"),
+            Ok((true, "127.0.0.1:2".into()))
+        );
+        // An address with metrics switched off is an error, flags or not.
+        let e = enabled(
+            AgentArgs::default(),
+            "[metrics]\nenabled = false\naddr = \"127.0.0.1:1\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("enabled = false") && e.contains("127.0.0.1:1"),
+            "{e}"
+        );
+        assert!(enabled(
+            addr("127.0.0.1:2"),
+            "[metrics]\nenabled = false\naddr = \"127.0.0.1:1\"\n"
+        )
+        .is_err());
     }
 
     #[test]

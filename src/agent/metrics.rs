@@ -1,4 +1,7 @@
-//! The agent's counters (SPEC §3), in one prometheus-client registry.
+//! The agent's counters (SPEC §3), in one prometheus-client registry, and
+//! the metrics listener's routes (`/metrics`, `/healthz`, `/readyz`).
+//! Connections, deadlines and limits belong to [`crate::httpd`]; the health
+//! decisions to [`super::health`]. Nothing here blocks on a client.
 //!
 //! Label sets are small and fixed (observer, type, sink, reason, result,
 //! kind), so cardinality is bounded by construction. Hot paths never touch
@@ -68,6 +71,18 @@ pub struct ProgramLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServerReason {
+    pub server: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServerKind {
+    pub server: String,
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
     pub result: String,
 }
@@ -87,6 +102,8 @@ pub struct Metrics {
     pub config_errors: Family<ObserverReason, Counter>,
     pub bpf_runs: Family<ProgramLabel, Counter>,
     pub bpf_run_time_seconds: Family<ProgramLabel, Counter<f64, std::sync::atomic::AtomicU64>>,
+    pub http_connections_rejected: Family<ServerReason, Counter>,
+    pub http_timeouts: Family<ServerKind, Counter>,
     registry: Registry,
     /// Occurrences handed to sinks; lets tests and the CLI see progress.
     pub emitted: AtomicU64,
@@ -109,6 +126,8 @@ impl Metrics {
             config_errors: Family::default(),
             bpf_runs: Family::default(),
             bpf_run_time_seconds: Family::default(),
+            http_connections_rejected: Family::default(),
+            http_timeouts: Family::default(),
             registry: Registry::default(),
             emitted: AtomicU64::new(0),
         };
@@ -177,6 +196,30 @@ impl Metrics {
             "Time spent in a BPF program (kernel.bpf_stats_enabled=1 only)",
             m.bpf_run_time_seconds.clone(),
         );
+        registry.register(
+            "tapio_http_connections_rejected",
+            "Connections to the metrics listener closed at once (reason=limit: too many open)",
+            m.http_connections_rejected.clone(),
+        );
+        registry.register(
+            "tapio_http_timeouts",
+            "Connections to the metrics listener cut for missing a deadline",
+            m.http_timeouts.clone(),
+        );
+        // Every label set this server can emit exists from the start, so
+        // absent() and rate() work before the first event.
+        for reason in crate::httpd::REJECT_REASONS {
+            let _ = m.http_connections_rejected.get_or_create(&ServerReason {
+                server: HTTP_SERVER.into(),
+                reason: (*reason).into(),
+            });
+        }
+        for kind in crate::httpd::TIMEOUT_KINDS {
+            let _ = m.http_timeouts.get_or_create(&ServerKind {
+                server: HTTP_SERVER.into(),
+                kind: (*kind).into(),
+            });
+        }
         Arc::new(Metrics { registry, ..m })
     }
 
@@ -300,13 +343,119 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` (Prometheus text format 0.0.4) on `addr` from its
-/// own thread and single-threaded runtime, until `stop` returns true.
-/// Binding happens before this returns, so a bad address fails start-up.
+/// The `server` label of the agent's HTTP counters.
+pub const HTTP_SERVER: &str = "metrics";
+/// Connections the metrics listener serves at once. A scraper or two and
+/// the kubelet's probes need a handful; 64 leaves room for bursts while
+/// keeping idle sockets from taking the file descriptors the file sink
+/// needs (issue 14: 1,100 idle connections caused EMFILE there).
+pub const MAX_CONNECTIONS: usize = 64;
+
+impl crate::httpd::Counters for Metrics {
+    fn connection_rejected(&self, reason: &'static str) {
+        self.http_connections_rejected
+            .get_or_create(&ServerReason {
+                server: HTTP_SERVER.into(),
+                reason: reason.into(),
+            })
+            .inc();
+    }
+    fn timed_out(&self, kind: &'static str) {
+        self.http_timeouts
+            .get_or_create(&ServerKind {
+                server: HTTP_SERVER.into(),
+                kind: kind.into(),
+            })
+            .inc();
+    }
+}
+
+/// The metrics listener's routes: `/metrics`, `/healthz` (liveness: the
+/// drain thread ticks) and `/readyz` (config applied, observers reported).
+/// `controller_endpoint` is `--controller-endpoint` in controller mode.
+pub fn router(
+    metrics: Arc<Metrics>,
+    shared: Arc<super::pipeline::Shared>,
+    controller_endpoint: Option<String>,
+) -> axum::Router {
+    use axum::http::{header, StatusCode};
+    use axum::routing::get;
+    const TEXT: &str = "text/plain; charset=utf-8";
+    let live = shared.clone();
+    let ready = shared;
+    axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let m = metrics.clone();
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        m.encode(),
+                    )
+                }
+            }),
+        )
+        .route(
+            "/healthz",
+            get(move || {
+                let verdict = super::health::liveness(
+                    super::pipeline::monotonic_ns(),
+                    live.last_drain_tick_ns(),
+                );
+                async move {
+                    match verdict {
+                        Ok(()) => (
+                            StatusCode::OK,
+                            [(header::CONTENT_TYPE, TEXT)],
+                            "ok\n".to_string(),
+                        ),
+                        Err(why) => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            [(header::CONTENT_TYPE, TEXT)],
+                            format!("{why}\n"),
+                        ),
+                    }
+                }
+            }),
+        )
+        .route(
+            "/readyz",
+            get(move || {
+                let verdict = super::health::readiness(
+                    ready.applied().as_ref(),
+                    &ready.statuses(),
+                    controller_endpoint.as_deref(),
+                    ready.controller().as_ref(),
+                );
+                async move {
+                    let (code, lines, head) = match verdict {
+                        Ok(notes) => (StatusCode::OK, notes, "ready\n"),
+                        Err(reasons) => (StatusCode::SERVICE_UNAVAILABLE, reasons, ""),
+                    };
+                    let mut body = head.to_string();
+                    for l in lines {
+                        body.push_str(&l);
+                        body.push('\n');
+                    }
+                    (code, [(header::CONTENT_TYPE, TEXT)], body)
+                }
+            }),
+        )
+}
+
+/// Serves [`router`] on `addr` from its own thread and single-threaded
+/// runtime, on the bounded server ([`crate::httpd`]), until the agent
+/// stops. Binding happens before this returns, so a bad address fails
+/// start-up.
 pub fn serve(
     addr: &str,
     metrics: Arc<Metrics>,
-    stop: impl Fn() -> bool + Send + 'static,
+    shared: Arc<super::pipeline::Shared>,
+    controller_endpoint: Option<String>,
 ) -> anyhow::Result<(std::net::SocketAddr, std::thread::JoinHandle<()>)> {
     use anyhow::Context;
     let listener = std::net::TcpListener::bind(addr)
@@ -327,35 +476,25 @@ pub fn serve(
                 }
             };
             rt.block_on(async move {
-                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-                    return;
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!("metrics server could not start: {e}");
+                        return;
+                    }
                 };
-                let app = axum::Router::new().route(
-                    "/metrics",
-                    axum::routing::get(move || {
-                        let m = metrics.clone();
-                        async move {
-                            (
-                                [(
-                                    axum::http::header::CONTENT_TYPE,
-                                    "text/plain; version=0.0.4; charset=utf-8",
-                                )],
-                                m.encode(),
-                            )
-                        }
-                    }),
-                );
-                let shutdown = async move {
-                    while !stop() {
+                let app = router(metrics.clone(), shared.clone(), controller_endpoint);
+                let mut limits = crate::httpd::Limits::new(HTTP_SERVER, MAX_CONNECTIONS, metrics);
+                // Scrapes and probes are GETs: no body is ever read.
+                limits.max_body_bytes = 64 * 1024;
+                // A scrape takes milliseconds; shutdown should not wait longer.
+                limits.shutdown_grace = std::time::Duration::from_secs(1);
+                let stopping = async move {
+                    while !shared.stopping() {
                         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                     }
                 };
-                if let Err(e) = axum::serve(listener, app)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-                {
-                    tracing::error!("metrics server failed: {e}");
-                }
+                crate::httpd::serve(listener, app, limits, stopping).await;
             });
         })?;
     Ok((local, handle))
@@ -414,5 +553,44 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("# EOF"));
+    }
+
+    #[test]
+    fn http_counters_start_at_zero_and_count_per_kind() {
+        let m = Metrics::new();
+        let text = m.encode();
+        assert!(
+            text.contains(
+                "tapio_http_connections_rejected_total{server=\"metrics\",reason=\"limit\"} 0"
+            ),
+            "{text}"
+        );
+        for kind in crate::httpd::TIMEOUT_KINDS {
+            assert!(
+                text.contains(&format!(
+                    "tapio_http_timeouts_total{{server=\"metrics\",kind=\"{kind}\"}} 0"
+                )),
+                "{text}"
+            );
+        }
+        use crate::httpd::Counters;
+        m.connection_rejected("limit");
+        m.timed_out("header");
+        m.timed_out("header");
+        let text = m.encode();
+        assert!(
+            text.contains(
+                "tapio_http_connections_rejected_total{server=\"metrics\",reason=\"limit\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("tapio_http_timeouts_total{server=\"metrics\",kind=\"header\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tapio_http_timeouts_total{server=\"metrics\",kind=\"idle\"} 0"),
+            "{text}"
+        );
     }
 }

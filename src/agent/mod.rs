@@ -17,10 +17,12 @@ pub mod classify;
 pub mod config;
 pub mod controller_client;
 pub mod decode;
+pub mod health;
 pub mod metrics;
 pub mod pipeline;
 pub mod signals;
 pub mod sinks;
+pub mod status_file;
 
 #[cfg(target_os = "linux")]
 pub mod linux;
@@ -70,9 +72,14 @@ pub fn run(args: config::AgentArgs) -> Result<(), CliError> {
         .map_err(CliError::runtime)?;
     let metrics_server = if cfg.metrics_enabled {
         let s = shared.clone();
-        let (addr, h) = metrics::serve(&cfg.metrics_addr, metrics.clone(), move || s.stopping())
-            .map_err(CliError::runtime)?;
-        tracing::info!(%addr, "metrics at http://{addr}/metrics");
+        let (addr, h) = metrics::serve(
+            &cfg.metrics_addr,
+            metrics.clone(),
+            s,
+            cfg.controller_endpoint.clone(),
+        )
+        .map_err(CliError::runtime)?;
+        tracing::info!(%addr, "metrics at http://{addr}/metrics (health: /healthz, /readyz)");
         Some(h)
     } else {
         None
@@ -84,6 +91,19 @@ pub fn run(args: config::AgentArgs) -> Result<(), CliError> {
         ),
         None => None,
     };
+    let status = status_file::spawn(
+        cfg.data_dir.clone(),
+        status_file::Identity {
+            agent_id: agent_id.clone(),
+            node_name: cfg.node_name.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            controller_endpoint: cfg.controller_endpoint.clone(),
+        },
+        shared.clone(),
+    )
+    .context("failed to start the status-file thread")
+    .map_err(CliError::runtime)?;
     tracing::info!(node = %cfg.node_name, agent_id = %agent_id, sinks = ?cfg.sinks.iter().map(|s| s.as_str()).collect::<Vec<_>>(), "agent running");
 
     let sig = signals::wait(&signals);
@@ -100,6 +120,8 @@ pub fn run(args: config::AgentArgs) -> Result<(), CliError> {
     if let Some(h) = metrics_server {
         let _ = h.join();
     }
+    // Last, so "stopped" is only written once nothing is running.
+    status.stop();
     tracing::info!(occurrences = metrics.emitted(), "agent stopped");
     Ok(())
 }

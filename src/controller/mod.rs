@@ -22,6 +22,10 @@
 //!   with every error and generation N stays active.
 //! * `SIGTERM`/`SIGINT`: stop accepting, finish in-flight requests (at most
 //!   [`SHUTDOWN_GRACE`]), exit 0.
+//! * Connections are served by [`crate::httpd`]: head, body and idle
+//!   deadlines, at most `--max-connections` at once (more are closed at
+//!   once, counted in [`HTTP_STATS`] and logged rate-limited), and a
+//!   declared body above `--max-body-bytes` gets 413 before it is read.
 //! * Without `--token-file` a warning says the controller is
 //!   unauthenticated; with it, `/v1/agents/*` and `/v1/events` need
 //!   `Authorization: Bearer <token>`. `/v1/status` is open.
@@ -34,7 +38,6 @@ mod routes;
 pub mod state;
 pub mod status;
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -51,8 +54,24 @@ pub use state::{AppState, Applied, Settings};
 use crate::exit::CliError;
 use crate::profile;
 
-/// Longest wait for in-flight requests after SIGTERM/SIGINT.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Longest wait for in-flight requests after SIGTERM/SIGINT. Handlers work
+/// in memory and answer in milliseconds; what is still open after this is
+/// a slow or stalled client, which must not hold the exit.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Default `--max-connections`: under the common soft `ulimit -n` of 1024,
+/// leaving ~120 descriptors for the listener, the runtime (epoll, eventfd,
+/// signal pipes), stdio, profile reloads and the connections accepted only
+/// to be closed when the limit is reached.
+pub const DEFAULT_MAX_CONNECTIONS: u64 = 900;
+
+/// File descriptors kept free beyond `--max-connections` (see above).
+const FD_HEADROOM: u64 = 64;
+
+/// The controller's HTTP connection counters (`server="controller"` in
+/// `tapio_http_connections_rejected_total` / `tapio_http_timeouts_total`).
+/// One controller runs per process, so one set.
+pub static HTTP_STATS: crate::httpd::HttpStats = crate::httpd::HttpStats::new();
 
 #[derive(Debug, Args)]
 pub struct ControllerArgs {
@@ -71,6 +90,10 @@ pub struct ControllerArgs {
     /// Most agents kept in the registry (least recently seen evicted).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_agents: u64,
+    /// Most connections served at once; more are accepted and closed at
+    /// once. Keep it below `ulimit -n` minus ~64.
+    #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
     /// Most recent occurrences kept for /v1/status.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub event_buffer: u64,
@@ -109,10 +132,60 @@ pub fn run(args: ControllerArgs) -> Result<(), CliError> {
         .build()
         .context("failed to start the async runtime")
         .map_err(CliError::runtime)?;
-    runtime.block_on(serve(args.listen, args.profile, state))
+    let max_connections = usize::try_from(args.max_connections).unwrap_or(usize::MAX);
+    warn_if_fds_short(args.max_connections);
+    runtime.block_on(serve(args.listen, args.profile, state, max_connections))
 }
 
-async fn serve(listen: SocketAddr, profile_path: PathBuf, state: AppState) -> Result<(), CliError> {
+/// Says so at start when `ulimit -n` cannot hold `--max-connections`: the
+/// excess would otherwise show up as EMFILE on accepts and profile reads.
+fn warn_if_fds_short(max_connections: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit to a valid pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    let soft: u64 = lim.rlim_cur;
+    if soft != libc::RLIM_INFINITY && max_connections.saturating_add(FD_HEADROOM) > soft {
+        tracing::warn!(
+            "--max-connections {max_connections} does not fit the file-descriptor limit {soft} (ulimit -n) with {FD_HEADROOM} to spare: raise the limit or lower --max-connections"
+        );
+    }
+}
+
+/// The bounds the controller's server runs with: the body limit of the
+/// router, answered in the wire error format, and the counters in
+/// [`HTTP_STATS`].
+pub fn http_limits(state: &AppState, max_connections: usize) -> crate::httpd::Limits {
+    use axum::response::IntoResponse;
+    let mut limits = crate::httpd::Limits::new(
+        "controller",
+        max_connections,
+        std::sync::Arc::new(&HTTP_STATS),
+    );
+    limits.max_body_bytes = u64::try_from(state.settings().max_body_bytes).unwrap_or(u64::MAX);
+    limits.shutdown_grace = SHUTDOWN_GRACE;
+    let counting = state.clone();
+    limits.too_large = Some(std::sync::Arc::new(move |max| {
+        let e = ApiError::new(
+            crate::wire::v1::ErrorCode::PayloadTooLarge,
+            format!("request body exceeds {max} bytes"),
+        );
+        counting.count_rejection(e.code);
+        e.into_response()
+    }));
+    limits
+}
+
+async fn serve(
+    listen: SocketAddr,
+    profile_path: PathBuf,
+    state: AppState,
+    max_connections: usize,
+) -> Result<(), CliError> {
     // Install the handlers before anything can send the signals: SIGHUP's
     // default action would kill the process.
     let mut hup = signal(SignalKind::hangup())
@@ -152,33 +225,18 @@ async fn serve(listen: SocketAddr, profile_path: PathBuf, state: AppState) -> Re
         }
     });
 
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
             _ = int.recv() => tracing::info!("SIGINT: shutting down"),
         }
-        let _ = stop_tx.send(());
     };
-    let server = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .into_future();
-    let grace = async {
-        let _ = stop_rx.await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
-    };
-    let result = tokio::select! {
-        r = server => r.context("server failed").map_err(CliError::runtime),
-        _ = grace => {
-            tracing::warn!("in-flight requests did not finish within {SHUTDOWN_GRACE:?}; exiting");
-            Ok(())
-        }
-    };
+    let limits = http_limits(&state, max_connections);
+    // Returns at most SHUTDOWN_GRACE after the signal, whatever clients do.
+    crate::httpd::serve(listener, router(state), limits, shutdown).await;
     reloader.abort();
-    if result.is_ok() {
-        tracing::info!("controller stopped");
-    }
-    result
+    tracing::info!("controller stopped");
+    Ok(())
 }
 
 /// Re-reads the profile; keeps the old config on any error.

@@ -1,0 +1,367 @@
+//! The agent's liveness and readiness decisions, and the observer states it
+//! reports (SPEC §8 "Health"), as pure functions of what [`Shared`] holds.
+//!
+//! Owns: what `/healthz` and `/readyz` answer and why, and how an observer
+//! is shown (`disabled` when the applied config switches it off). Must not:
+//! read clocks, sockets or files — callers pass `now` and the snapshots, so
+//! every rule is table-tested.
+//!
+//! [`Shared`]: super::pipeline::Shared
+
+use std::collections::BTreeMap;
+
+use super::pipeline::{Applied, ControllerLink, ObserverStatus};
+use crate::wire::{CompiledConfig, Observer};
+
+/// `/healthz` fails when the drain thread has not ticked for this long. It
+/// ticks at least every 100 ms while alive, so 5 s means wedged, not slow.
+pub const LIVENESS_WINDOW_NS: u64 = 5_000_000_000;
+
+/// `Ok` while the drain thread ticked within [`LIVENESS_WINDOW_NS`] of
+/// `now_ns` (both CLOCK_MONOTONIC); otherwise why not.
+pub fn liveness(now_ns: u64, last_tick_ns: u64) -> Result<(), String> {
+    if last_tick_ns == 0 {
+        return Err("drain thread has not ticked yet".into());
+    }
+    let age = now_ns.saturating_sub(last_tick_ns);
+    if age > LIVENESS_WINDOW_NS {
+        return Err(format!(
+            "drain thread last ticked {:.1} s ago (limit {} s)",
+            age as f64 / 1e9,
+            LIVENESS_WINDOW_NS / 1_000_000_000
+        ));
+    }
+    Ok(())
+}
+
+/// Whether the applied config runs `observer`.
+pub fn observer_enabled(cfg: &CompiledConfig, observer: &str) -> bool {
+    match observer {
+        "network" => cfg.network.enabled,
+        "container" => cfg.container.enabled,
+        "storage" => cfg.storage.enabled,
+        "node" => cfg.node.enabled,
+        _ => true,
+    }
+}
+
+/// Every observer's state as the agent reports it (status file, CLI): the
+/// observer's own status, `disabled` when the applied config switches it
+/// off, and `unavailable` while it has reported nothing yet.
+pub fn observer_states(
+    applied: Option<&Applied>,
+    statuses: &BTreeMap<String, ObserverStatus>,
+) -> BTreeMap<String, ObserverStatus> {
+    Observer::ALL
+        .iter()
+        .map(|o| {
+            let name = o.as_str();
+            let shown = if applied.is_some_and(|a| !observer_enabled(&a.config, name)) {
+                ObserverStatus {
+                    state: "disabled",
+                    reason: "switched off by the applied config".into(),
+                }
+            } else {
+                statuses.get(name).cloned().unwrap_or(ObserverStatus {
+                    state: "unavailable",
+                    reason: "no status reported yet (starting)".into(),
+                })
+            };
+            (name.to_string(), shown)
+        })
+        .collect()
+}
+
+/// The controller link in words for a reason line: `http://c:8080: 401
+/// unauthorized`.
+fn link_words(endpoint: &str, link: Option<&ControllerLink>) -> String {
+    match link {
+        None => format!("{endpoint}: no answer yet"),
+        Some(l) if l.state == "connecting" => format!("{}: no answer yet", l.endpoint),
+        Some(l) if l.state == "ok" => format!("{}: connected, no config received yet", l.endpoint),
+        Some(l) if l.reason.is_empty() => format!("{}: {}", l.endpoint, l.state),
+        Some(l) => format!("{}: {}", l.endpoint, l.reason),
+    }
+}
+
+/// `/readyz`: `Ok(notes)` when the config is applied and every enabled
+/// observer is active, degraded, or unavailable with a reason (a node
+/// without PMCs is ready, just blind to what PMCs would show); otherwise
+/// `Err(one reason per line)`. `controller_endpoint` is set in controller
+/// mode. Notes name the observers that are not fully active.
+pub fn readiness(
+    applied: Option<&Applied>,
+    statuses: &BTreeMap<String, ObserverStatus>,
+    controller_endpoint: Option<&str>,
+    link: Option<&ControllerLink>,
+) -> Result<Vec<String>, Vec<String>> {
+    let mut failing = Vec::new();
+    let mut notes = Vec::new();
+    if applied.is_none() {
+        failing.push(match controller_endpoint {
+            Some(ep) => format!(
+                "unconfigured: waiting for the controller ({}); nothing is observed until it sends a config",
+                link_words(ep, link)
+            ),
+            None => "unconfigured: the start-up config is not applied yet".into(),
+        });
+    }
+    for o in Observer::ALL {
+        let name = o.as_str();
+        if applied.is_some_and(|a| !observer_enabled(&a.config, name)) {
+            continue;
+        }
+        match statuses.get(name) {
+            None => failing.push(format!("observer {name}: no status reported yet")),
+            Some(s) => match (s.state, s.reason.is_empty()) {
+                ("active", _) => {}
+                ("degraded", _) | ("unavailable", false) => {
+                    notes.push(format!("observer {name}: {}: {}", s.state, s.reason))
+                }
+                ("unavailable", true) => {
+                    failing.push(format!("observer {name}: unavailable, no reason reported"))
+                }
+                (other, _) => failing.push(format!("observer {name}: unknown state {other}")),
+            },
+        }
+    }
+    if failing.is_empty() {
+        Ok(notes)
+    } else {
+        Err(failing)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn liveness_table() {
+        let cases: [(u64, u64, Option<&str>); 5] = [
+            (100 * S, 0, Some("drain thread has not ticked yet")),
+            (100 * S, 99 * S, None),
+            (100 * S, 95 * S, None),
+            (
+                100 * S,
+                95 * S - 1,
+                Some("drain thread last ticked 5.0 s ago (limit 5 s)"),
+            ),
+            // A tick read after `now` was taken: alive, not an underflow.
+            (100 * S, 101 * S, None),
+        ];
+        for (now, last, want) in cases {
+            assert_eq!(
+                liveness(now, last).err().as_deref(),
+                want,
+                "now={now} last={last}"
+            );
+        }
+        assert_eq!(
+            liveness(100 * S, 40 * S).unwrap_err(),
+            "drain thread last ticked 60.0 s ago (limit 5 s)"
+        );
+    }
+
+    fn st(state: &'static str, reason: &str) -> ObserverStatus {
+        ObserverStatus {
+            state,
+            reason: reason.into(),
+        }
+    }
+
+    fn all_active() -> BTreeMap<String, ObserverStatus> {
+        Observer::ALL
+            .iter()
+            .map(|o| (o.as_str().to_string(), st("active", "")))
+            .collect()
+    }
+
+    fn applied(cfg: CompiledConfig) -> Applied {
+        let hash = cfg.hash();
+        Applied {
+            config: cfg,
+            generation: 3,
+            hash,
+        }
+    }
+
+    fn link(state: &'static str, reason: &str) -> ControllerLink {
+        ControllerLink {
+            endpoint: "http://c:8080".into(),
+            state,
+            reason: reason.into(),
+        }
+    }
+
+    #[test]
+    fn readiness_table() {
+        let on = applied(CompiledConfig::default());
+        let mut storage_off = CompiledConfig::default();
+        storage_off.storage.enabled = false;
+        let storage_off = applied(storage_off);
+        let with = |name: &str, s: ObserverStatus| {
+            let mut m = all_active();
+            m.insert(name.into(), s);
+            m
+        };
+        let without = |name: &str| {
+            let mut m = all_active();
+            m.remove(name);
+            m
+        };
+        let ep = Some("http://c:8080");
+        type Case<'a> = (
+            &'a str,
+            Option<&'a Applied>,
+            BTreeMap<String, ObserverStatus>,
+            Option<&'a str>,
+            Option<ControllerLink>,
+            Result<Vec<&'a str>, Vec<&'a str>>,
+        );
+        let cases: Vec<Case> = vec![
+            ("standalone, all active", Some(&on), all_active(), None, None, Ok(vec![])),
+            (
+                "standalone, not applied yet",
+                None,
+                all_active(),
+                None,
+                None,
+                Err(vec!["unconfigured: the start-up config is not applied yet"]),
+            ),
+            (
+                "controller answered 401",
+                None,
+                all_active(),
+                ep,
+                Some(link("unauthorized", "401 unauthorized")),
+                Err(vec!["unconfigured: waiting for the controller (http://c:8080: 401 unauthorized); nothing is observed until it sends a config"]),
+            ),
+            (
+                "controller not answered yet",
+                None,
+                all_active(),
+                ep,
+                None,
+                Err(vec!["unconfigured: waiting for the controller (http://c:8080: no answer yet); nothing is observed until it sends a config"]),
+            ),
+            (
+                "controller unreachable, no reason text",
+                None,
+                all_active(),
+                ep,
+                Some(link("unreachable", "")),
+                Err(vec!["unconfigured: waiting for the controller (http://c:8080: unreachable); nothing is observed until it sends a config"]),
+            ),
+            (
+                "controller ok, config not yet applied",
+                None,
+                all_active(),
+                ep,
+                Some(link("ok", "")),
+                Err(vec!["unconfigured: waiting for the controller (http://c:8080: connected, no config received yet); nothing is observed until it sends a config"]),
+            ),
+            (
+                "controller mode, applied, link down later: still observing",
+                Some(&on),
+                all_active(),
+                ep,
+                Some(link("unreachable", "connection refused")),
+                Ok(vec![]),
+            ),
+            (
+                "node unavailable with a reason is ready, noted",
+                Some(&on),
+                with("node", st("unavailable", "pmc unavailable: ENOENT")),
+                None,
+                None,
+                Ok(vec!["observer node: unavailable: pmc unavailable: ENOENT"]),
+            ),
+            (
+                "degraded is ready, noted",
+                Some(&on),
+                with("network", st("degraded", "p: EINVAL")),
+                None,
+                None,
+                Ok(vec!["observer network: degraded: p: EINVAL"]),
+            ),
+            (
+                "unavailable without a reason",
+                Some(&on),
+                with("storage", st("unavailable", "")),
+                None,
+                None,
+                Err(vec!["observer storage: unavailable, no reason reported"]),
+            ),
+            (
+                "an observer that never reported",
+                Some(&on),
+                without("container"),
+                None,
+                None,
+                Err(vec!["observer container: no status reported yet"]),
+            ),
+            (
+                "a disabled observer is not waited for",
+                Some(&storage_off),
+                without("storage"),
+                None,
+                None,
+                Ok(vec![]),
+            ),
+            (
+                "unknown state",
+                Some(&on),
+                with("node", st("weird", "")),
+                None,
+                None,
+                Err(vec!["observer node: unknown state weird"]),
+            ),
+            (
+                "every reason at once",
+                None,
+                without("node"),
+                ep,
+                Some(link("error", "500 internal server error")),
+                Err(vec![
+                    "unconfigured: waiting for the controller (http://c:8080: 500 internal server error); nothing is observed until it sends a config",
+                    "observer node: no status reported yet",
+                ]),
+            ),
+        ];
+        for (name, applied, statuses, endpoint, link, want) in cases {
+            let got = readiness(applied, &statuses, endpoint, link.as_ref());
+            let want = want
+                .map(|v| v.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .map_err(|v| v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn observer_states_show_disabled_and_missing() {
+        let mut cfg = CompiledConfig::default();
+        cfg.container.enabled = false;
+        let a = applied(cfg);
+        let mut statuses = all_active();
+        statuses.remove("node");
+        statuses.insert("storage".into(), st("degraded", "x: EPERM"));
+        let got = observer_states(Some(&a), &statuses);
+        assert_eq!(got.len(), 4);
+        assert_eq!(got["network"], st("active", ""));
+        assert_eq!(
+            got["container"],
+            st("disabled", "switched off by the applied config")
+        );
+        assert_eq!(got["storage"], st("degraded", "x: EPERM"));
+        assert_eq!(
+            got["node"],
+            st("unavailable", "no status reported yet (starting)")
+        );
+        // Without an applied config nothing is called disabled.
+        let got = observer_states(None, &all_active());
+        assert!(got.values().all(|s| s.state == "active"), "{got:?}");
+    }
+}
