@@ -93,8 +93,16 @@ build() {
   printf 'root:x:0:0:root:/:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/:/sbin/nologin\n' >"$root/etc/passwd"
   printf 'root:x:0:\nnonroot:x:65532:\n' >"$root/etc/group"
 
-  podman build --quiet --pull=never --build-arg "VERSION=$VERSION" \
+  # A rebuild moves the tag; the image it leaves behind is removed, and no
+  # intermediate layer images are kept (--layers=false).
+  local old new
+  old=$(podman image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
+  podman build --quiet --pull=never --layers=false --build-arg "VERSION=$VERSION" \
     -f Containerfile -t "$IMAGE" "$ctx" >/dev/null
+  new=$(podman image inspect --format '{{.Id}}' "$IMAGE")
+  if [ -n "$old" ] && [ "$old" != "$new" ]; then
+    podman rmi "$old" >/dev/null 2>&1 || say "kept the previous image $old (still in use)"
+  fi
 
   # The image runs at all only if the loader and libraries are complete.
   got=$(podman run --rm "${ULIMITS[@]}" --network none --read-only --cap-drop ALL "$IMAGE" --version) ||
@@ -136,6 +144,9 @@ smoke() {
   AGENT="$tag-agent" CONTROLLER="$tag-controller" CONNECT="$tag-connect"
   CONNECT_IMAGE="localhost/$tag-connect:1" WORK="$work"
   trap smoke_cleanup EXIT
+  # A signal (a test's timeout, Ctrl-C) exits through the same cleanup.
+  trap 'exit 143' TERM
+  trap 'exit 130' INT
 
   # A connect tool with no libc to bring along: static, on scratch. It
   # makes COUNT connects to ADDR:PORT, INTERVAL_MS apart, after DELAY_MS
@@ -187,7 +198,7 @@ int main(int argc, char **argv) {
 EOF
   gcc -static -O2 -o "$work/connect/tapio-connect" "$work/connect/connect.c"
   printf 'FROM scratch\nCOPY tapio-connect /tapio-connect\nENTRYPOINT ["/tapio-connect"]\n' >"$work/connect/Containerfile"
-  podman build --quiet --pull=never -t "$CONNECT_IMAGE" "$work/connect" >/dev/null
+  podman build --quiet --pull=never --layers=false -t "$CONNECT_IMAGE" "$work/connect" >/dev/null
 
   # What the Secret, the ConfigMap and the hostPath volumes hold on a node.
   # The controller runs as 65532, so the token must be readable by it.
@@ -362,7 +373,10 @@ smoke_cleanup() {
       podman logs --tail 40 "$c" >&2 2>&1 || true
     done
   fi
-  podman rm -f -t 0 "$AGENT" "$CONTROLLER" "$CONNECT" >/dev/null 2>&1 || true
+  # One at a time: podman stops at the first name that does not exist.
+  for c in "$AGENT" "$CONTROLLER" "$CONNECT"; do
+    podman rm -f -i -t 0 "$c" >/dev/null 2>&1 || true
+  done
   podman rmi -f "$CONNECT_IMAGE" >/dev/null 2>&1 || true
   rm -rf "$WORK"
   exit "$rc"
