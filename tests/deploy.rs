@@ -140,10 +140,7 @@ fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
 }
 
 fn env_value<'a>(c: &'a Value, name: &str) -> Option<&'a Value> {
-    c["env"]
-        .as_sequence()?
-        .iter()
-        .find(|e| e["name"] == name)
+    c["env"].as_sequence()?.iter().find(|e| e["name"] == name)
 }
 
 fn mount<'a>(c: &'a Value, path: &str) -> &'a Value {
@@ -335,7 +332,9 @@ fn the_rendered_base_has_every_property_a_fleet_needs() {
     assert_eq!(cpod["nodeSelector"]["kubernetes.io/os"], "linux");
     assert_eq!(cpod["securityContext"]["runAsNonRoot"], true);
     assert_eq!(cpod["securityContext"]["runAsUser"], 65532);
-    let [ctl] = containers(dep).try_into().expect("one controller container");
+    let [ctl] = containers(dep)
+        .try_into()
+        .expect("one controller container");
     assert_eq!(ctl["image"], image.as_str());
     let csc = &ctl["securityContext"];
     assert_eq!(csc["readOnlyRootFilesystem"], true);
@@ -367,7 +366,11 @@ fn the_rendered_base_has_every_property_a_fleet_needs() {
         .arg(dir.path().join(file))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 
     // The agent reaches the controller through its Service, with the same
     // token Secret.
@@ -380,7 +383,13 @@ fn the_rendered_base_has_every_property_a_fleet_needs() {
     assert_eq!(sport["targetPort"], "http");
     assert_eq!(
         flag(&args, "--controller-endpoint"),
-        Some(format!("http://tapio-controller:{}", sport["port"].as_u64().unwrap()).as_str())
+        Some(
+            format!(
+                "http://tapio-controller:{}",
+                sport["port"].as_u64().unwrap()
+            )
+            .as_str()
+        )
     );
     assert_eq!(
         volume(pod, "token")["secret"]["secretName"],
@@ -399,11 +408,8 @@ fn the_old_kernel_overlay_adds_only_sys_resource() {
     };
     let base = parse_all(&base, "base");
     let mut old = parse_all(&old, "old-kernel");
-    let caps = &mut old
-        .iter_mut()
-        .find(|d| d["kind"] == "DaemonSet")
-        .unwrap()["spec"]["template"]["spec"]["containers"][0]["securityContext"]["capabilities"]
-        ["add"];
+    let caps = &mut old.iter_mut().find(|d| d["kind"] == "DaemonSet").unwrap()["spec"]["template"]
+        ["spec"]["containers"][0]["securityContext"]["capabilities"]["add"];
     let mut want: Vec<String> = CAPS.iter().map(|c| c.to_string()).collect();
     want.push("SYS_RESOURCE".into());
     assert_eq!(strs(caps), want);
@@ -514,5 +520,67 @@ fn the_image_smoke_runs_the_agent_as_the_daemonset_does() {
             None => format!(":{path}:ro\""),
         };
         assert!(script.contains(&want), "image.sh lacks the mount {want}");
+    }
+}
+
+/// The README's "without the kustomize CLI" image override, added to a copy
+/// of deploy/, moves both workloads to the pushed image.
+#[test]
+fn the_readme_image_override_renders() {
+    let test = "the_readme_image_override_renders";
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(readme.contains(&format!(
+        "scripts/image.sh build        # -> localhost/tapio:{version}"
+    )));
+    let start = readme
+        .find("add the same lines to `deploy/kustomization.yaml`:")
+        .expect("the README's override paragraph");
+    let block: Vec<&str> = readme[start..]
+        .lines()
+        .skip(1)
+        .skip_while(|l| l.trim().is_empty())
+        .take_while(|l| l.starts_with("       "))
+        .map(|l| &l[7..])
+        .collect();
+    assert_eq!(block.first(), Some(&"images:"), "{block:?}");
+    let pushed = format!("registry.example.com/team/tapio:{version}");
+    assert!(readme.contains(&format!(
+        "kustomize edit set image localhost/tapio={pushed}"
+    )));
+    assert!(readme.contains(&format!("podman push localhost/tapio:{version} {pushed}")));
+
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("deploy");
+    let (ok, _, err) = run(
+        Command::new("cp")
+            .arg("-r")
+            .arg(root().join("deploy"))
+            .arg(&copy),
+        Duration::from_secs(30),
+    );
+    assert!(ok, "{err}");
+    let k = copy.join("kustomization.yaml");
+    let mut text = std::fs::read_to_string(&k).unwrap();
+    text.push_str(&block.join("\n"));
+    text.push('\n');
+    std::fs::write(&k, text).unwrap();
+    let Some(rendered) = kustomize(copy.to_str().unwrap()) else {
+        return skip(test, "kubectl is not installed");
+    };
+    let docs = parse_all(&rendered, "override");
+    let images: Vec<&Value> = docs
+        .iter()
+        .flat_map(|d| {
+            d["spec"]["template"]["spec"]["containers"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .map(|c| &c["image"])
+        })
+        .collect();
+    assert_eq!(images.len(), 2);
+    for i in images {
+        assert_eq!(i, pushed.as_str());
     }
 }
