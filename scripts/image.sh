@@ -27,24 +27,29 @@ IMAGE="localhost/tapio:$VERSION"
 die() { echo "image: $*" >&2; exit 1; }
 say() { echo "image: $*" >&2; }
 
-command -v podman >/dev/null 2>&1 || die "podman is not installed (scripts/setup.sh --test installs it)"
-
-# A container runtime raises RLIMIT_NOFILE/NPROC to its defaults when it
-# starts a container, which needs CAP_SYS_RESOURCE. Some sandboxes run even
-# root without it, and crun then refuses every container. There, and only
-# there, pass limits the caller already has; a real node is not affected.
+# What every podman run here needs: podman itself, and two host quirks
+# handled or named.
 ULIMITS=()
-cap_eff=$(awk '/^CapEff:/ {print $2}' /proc/self/status)
-if (( (16#$cap_eff >> 24 & 1) == 0 )); then
-  ULIMITS=(--ulimit "nofile=$(ulimit -Hn):$(ulimit -Hn)" --ulimit "nproc=4096:4096")
-  say "no CAP_SYS_RESOURCE here: containers get ${ULIMITS[*]}"
-fi
-
-# crun cannot place a container in a hybrid cgroup layout (v1 controllers
-# plus a cgroup2 mount at /sys/fs/cgroup/unified) while a controller is
-# still attached to the cgroup2 side; systemd mounts every controller on v1
-# there, some minimal hosts leave one (often hugetlb) behind.
-check_cgroups() {
+runtime_checks() {
+  command -v podman >/dev/null 2>&1 || die "podman is not installed (scripts/setup.sh --test installs it)"
+  # A runtime raises RLIMIT_NOFILE/NPROC to its own defaults when it starts
+  # a container, which needs CAP_SYS_RESOURCE. Some sandboxes run even root
+  # without it, and crun then refuses every container. There, and only
+  # there, ask for limits no higher than the caller's own; a real node is
+  # not affected.
+  local cap_eff
+  cap_eff=$(awk '/^CapEff:/ {print $2}' /proc/self/status)
+  if (( ((16#$cap_eff >> 24) & 1) == 0 )); then
+    local nproc
+    nproc=$(ulimit -Hu)
+    if [ "$nproc" = unlimited ] || [ "$nproc" -gt 4096 ]; then nproc=4096; fi
+    ULIMITS=(--ulimit "nofile=$(ulimit -Hn):$(ulimit -Hn)" --ulimit "nproc=$nproc:$nproc")
+    say "no CAP_SYS_RESOURCE here: containers get ${ULIMITS[*]}"
+  fi
+  # crun cannot place a container in a hybrid cgroup layout (v1
+  # controllers plus cgroup2 at /sys/fs/cgroup/unified) while a controller
+  # is still attached to the cgroup2 side; systemd mounts every controller
+  # on v1 there, some minimal hosts leave one (often hugetlb) behind.
   local u=/sys/fs/cgroup/unified/cgroup.controllers
   if [ -f "$u" ] && [ -n "$(cat "$u")" ]; then
     die "crun refuses containers: cgroup2 at /sys/fs/cgroup/unified still has controllers ($(cat "$u")); scripts/setup.sh --test mounts them on cgroup v1 as systemd does"
@@ -52,6 +57,7 @@ check_cgroups() {
 }
 
 build() {
+  runtime_checks
   local bin="${TAPIO_IMAGE_BIN:-}"
   if [ -z "$bin" ]; then
     say "cargo build --release"
@@ -135,8 +141,8 @@ smoke() {
   command -v gcc >/dev/null 2>&1 || die "smoke needs gcc"
   command -v python3 >/dev/null 2>&1 || die "smoke needs python3"
   command -v curl >/dev/null 2>&1 || die "smoke needs curl"
+  runtime_checks
   podman image exists "$IMAGE" || die "no image $IMAGE: run scripts/image.sh build first"
-  check_cgroups
 
   local tag="tapio-smoke-$$"
   local work
