@@ -242,6 +242,9 @@ EOF
   # pid and network namespaces, uid 0 with exactly BPF, PERFMON and
   # NET_ADMIN, read-only root, no privilege escalation, no seccomp filter
   # (the manifest says why), the manifest's mounts and TAPIO_DATA_DIR.
+  # The controller is reached by the manifest's short Service name, here
+  # an /etc/hosts entry: the scratch image has no nsswitch.conf, and glibc
+  # must still resolve names the way it will through the cluster's DNS.
   local t0 t1 ready_ms
   t0=$(date +%s%N)
   podman run -d --name "$AGENT" "${ULIMITS[@]}" --pid host --network host \
@@ -250,7 +253,8 @@ EOF
     -v /sys/fs/cgroup:/sys/fs/cgroup:ro -v /sys/kernel/btf:/sys/kernel/btf:ro \
     -v "$work/data:/var/lib/tapio" -v "$work/token:/etc/tapio/token:ro" \
     -e TAPIO_DATA_DIR=/var/lib/tapio/occurrences -e NODE_NAME=smoke-node \
-    "$IMAGE" agent --controller-endpoint="http://127.0.0.1:$cport" \
+    --add-host tapio-controller:127.0.0.1 \
+    "$IMAGE" agent --controller-endpoint="http://tapio-controller:$cport" \
     --controller-token-file=/etc/tapio/token/token --sink=controller --sink=file \
     --data-dir=/var/lib/tapio/occurrences --node-name=smoke-node --heartbeat-interval=5 \
     "${extra[@]}" >/dev/null
