@@ -280,6 +280,11 @@ EOF
   ready_ms=$(((t1 - t0) / 1000000))
   # Occurrences need the controller's config applied first.
   wait_log "$AGENT" "config applied"
+  # The liveness probe's endpoint answers 200 on a healthy agent.
+  if [ "$readyz" != no ]; then
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$mport/healthz" || true)
+    [ "$code" = 200 ] || die "/healthz answered $code on a running agent"
+  fi
 
   # (a) A refused connect made on the host.
   local hpid
