@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building Tapio needs on Debian/Ubuntu (with --test, also
-# what its test suite uses: a Prometheus server and promtool), only what is
-# missing. Safe to run again. Needs root (or sudo) for apt-get.
+# what its test suite uses: a Prometheus server and promtool, podman,
+# kubectl), only what is missing. Safe to run again. Needs root (or sudo)
+# for apt-get. The kubernetes-validate venv is made by the test that uses it.
 set -euo pipefail
 
 need_pkgs=()
@@ -11,6 +12,20 @@ for p in clang libelf-dev zlib1g-dev pkg-config make gcc iproute2 nftables pytho
 done
 if [ "${1:-}" = "--test" ]; then
   want prometheus
+  # scripts/image.sh (and tests/image.rs): podman builds and runs the image,
+  # gcc + libc6-dev link its static connect tool.
+  want podman
+  want libc6-dev
+  # tests/deploy.rs renders deploy/ with `kubectl kustomize`. Debian's own
+  # archive has no kubectl; install it from apt only where a configured
+  # repository offers it (e.g. Kubernetes' or Google Cloud's).
+  if ! command -v kubectl >/dev/null 2>&1; then
+    if apt-cache policy kubectl 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+      want kubectl
+    else
+      echo "setup: kubectl is not installed and no apt repository offers it; tests/deploy.rs will skip its rendering checks (see https://kubernetes.io/docs/tasks/tools/)" >&2
+    fi
+  fi
 fi
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "setup: installing ${need_pkgs[*]}" >&2
@@ -31,3 +46,18 @@ if ! command -v cargo >/dev/null 2>&1; then
   fi
 fi
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+# crun (podman's runtime) refuses every container on a hybrid cgroup layout
+# (v1 controllers, cgroup2 at /sys/fs/cgroup/unified) while a controller is
+# still attached to the cgroup2 side. systemd mounts every controller on v1
+# there; minimal hosts can leave one behind (hugetlb here). Mount those on
+# v1 the way systemd would, so scripts/image.sh smoke can run containers.
+if [ "${1:-}" = "--test" ] && [ -f /sys/fs/cgroup/unified/cgroup.controllers ]; then
+  for c in $(cat /sys/fs/cgroup/unified/cgroup.controllers); do
+    echo "setup: mounting the $c cgroup controller on v1 (/sys/fs/cgroup/$c) for podman" >&2
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO mkdir -p "/sys/fs/cgroup/$c"
+    $SUDO mount -t cgroup -o "$c" cgroup "/sys/fs/cgroup/$c"
+  done
+fi
