@@ -13,6 +13,7 @@
 //! controller_token_file = "/etc/tapio/token"
 //! otlp_endpoint = "http://otel-collector:4318"
 //! otlp_encoding = "protobuf"             # or "json"
+//! shutdown_timeout = 10                 # seconds SIGTERM may take, 1..=300
 //!
 //! [metrics]
 //! enabled = true
@@ -38,6 +39,12 @@ pub const DEFAULT_DATA_DIR: &str = ".tapio/occurrences";
 pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9464";
 pub const MIN_HEARTBEAT_SECS: u64 = 5;
 pub const DEFAULT_HEARTBEAT_SECS: u64 = 10;
+pub const DEFAULT_SHUTDOWN_SECS: u64 = 10;
+pub const SHUTDOWN_SECS_RANGE: std::ops::RangeInclusive<u64> = 1..=300;
+/// Largest config or token file read (SPEC §3: every input is bounded).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// Longest `--node-name` (a DNS subdomain, as Kubernetes node names are).
+pub const MAX_NODE_NAME: usize = 253;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -100,6 +107,10 @@ pub struct AgentArgs {
     /// Address for /metrics when metrics are enabled.
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<String>,
+    /// Longest a stop (SIGTERM/SIGINT) may take, 1..=300 (default 10): what
+    /// the sinks have not delivered by then is counted and logged.
+    #[arg(long, value_name = "SECONDS")]
+    pub shutdown_timeout: Option<u64>,
 }
 
 /// The TOML file.
@@ -117,6 +128,7 @@ pub struct FileConfig {
     pub heartbeat_interval: Option<u64>,
     pub profile: Option<PathBuf>,
     pub node_name: Option<String>,
+    pub shutdown_timeout: Option<u64>,
     #[serde(default)]
     pub metrics: MetricsFile,
     /// Partial CompiledConfig sections, merged over the defaults.
@@ -147,6 +159,8 @@ pub struct AgentConfig {
     pub node_name: String,
     pub metrics_enabled: bool,
     pub metrics_addr: String,
+    /// The shutdown budget (`--shutdown-timeout`).
+    pub shutdown_timeout: std::time::Duration,
     /// Defaults with the TOML `[observers.*]` overrides applied. A
     /// `--profile` replaces it at start-up.
     pub standalone: CompiledConfig,
@@ -160,15 +174,17 @@ impl AgentConfig {
             .config
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
-        let file = match std::fs::read_to_string(&path) {
-            Ok(text) => parse_file(&text)
-                .with_context(|| format!("failed to parse config {}", path.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
-                FileConfig::default()
+        let file = match crate::fsutil::read_capped(&path, MAX_CONFIG_BYTES) {
+            Ok(bytes) => {
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| anyhow::anyhow!("config {} is not UTF-8", path.display()))?;
+                parse_file(&text)
+                    .with_context(|| format!("failed to parse config {}", path.display()))?
             }
-            Err(e) => {
-                return Err(e).with_context(|| format!("failed to read config {}", path.display()))
-            }
+            Err(e) if e.reason() == "missing" && !explicit => FileConfig::default(),
+            // The cause goes into the message, not the error chain, so
+            // `{:#}` prints it once.
+            Err(e) => bail!("failed to read config {}: {e}", path.display()),
         };
         Self::merge(args, file)
     }
@@ -190,6 +206,23 @@ impl AgentConfig {
                 "heartbeat interval must be at least {MIN_HEARTBEAT_SECS} seconds, got {heartbeat}"
             );
         }
+        let shutdown_secs = args
+            .shutdown_timeout
+            .or(file.shutdown_timeout)
+            .unwrap_or(DEFAULT_SHUTDOWN_SECS);
+        if !SHUTDOWN_SECS_RANGE.contains(&shutdown_secs) {
+            bail!(
+                "shutdown timeout must be {} to {} seconds, got {shutdown_secs}",
+                SHUTDOWN_SECS_RANGE.start(),
+                SHUTDOWN_SECS_RANGE.end()
+            );
+        }
+        let node_name = match args.node_name.clone().or(file.node_name) {
+            Some(n) => n,
+            // Hostnames may carry capitals; node names never do.
+            None => hostname().to_ascii_lowercase(),
+        };
+        check_node_name(&node_name)?;
         let standalone = match &file.observers {
             Some(t) => apply_overrides(CompiledConfig::default(), t)?,
             None => CompiledConfig::default(),
@@ -218,17 +251,14 @@ impl AgentConfig {
                 .unwrap_or(crate::agent::sinks::otlp::OtlpEncoding::Protobuf),
             heartbeat_interval_secs: heartbeat,
             profile: args.profile.clone().or(file.profile),
-            node_name: args
-                .node_name
-                .clone()
-                .or(file.node_name)
-                .unwrap_or_else(hostname),
+            node_name,
             metrics_enabled: file.metrics.enabled,
             metrics_addr: args
                 .metrics_addr
                 .clone()
                 .or(file.metrics.addr)
                 .unwrap_or_else(|| DEFAULT_METRICS_ADDR.to_string()),
+            shutdown_timeout: std::time::Duration::from_secs(shutdown_secs),
             standalone,
         };
         for s in &cfg.sinks {
@@ -330,10 +360,34 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
-/// Reads a secret from a file, trimming the trailing newline.
+/// Checks a node name the way Kubernetes checks one (a DNS subdomain:
+/// 1..=253 of `a-z 0-9 . -`, starting and ending alphanumeric), so a typo
+/// fails here instead of leaving a controller-mode agent unregistered.
+pub fn check_node_name(name: &str) -> anyhow::Result<()> {
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-';
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if name.is_empty()
+        || name.len() > MAX_NODE_NAME
+        || !name.chars().all(ok_char)
+        || !alnum(name.chars().next())
+        || !alnum(name.chars().last())
+    {
+        bail!(
+            "invalid node name {:?}: use 1 to {MAX_NODE_NAME} characters of a-z, 0-9, '.' and '-', starting and ending with a letter or digit (set --node-name)",
+            // Quoted and escaped, and cut short: the name is untrusted input.
+            name.chars().take(MAX_NODE_NAME + 8).collect::<String>()
+        );
+    }
+    Ok(())
+}
+
+/// Reads a secret from a file (bounded, regular files only), trimming the
+/// trailing newline.
 pub fn read_token(path: &Path) -> anyhow::Result<String> {
-    let t = std::fs::read_to_string(path)
-        .with_context(|| format!("failed to read token file {}", path.display()))?;
+    let bytes = crate::fsutil::read_capped(path, MAX_CONFIG_BYTES)
+        .map_err(|e| anyhow::anyhow!("failed to read token file {}: {e}", path.display()))?;
+    let t = String::from_utf8(bytes)
+        .map_err(|_| anyhow::anyhow!("token file {} is not UTF-8", path.display()))?;
     let t = t.trim().to_string();
     if t.is_empty() {
         bail!("token file {} is empty", path.display());

@@ -1,12 +1,22 @@
-//! Sink fan-out. Each sink runs on its own thread behind a bounded queue;
-//! the producer only ever `try_send`s, so a slow or dead sink can never
-//! block the pipeline. Overflow drops the newest occurrence and counts it in
-//! `tapio_sink_drops_total{sink,reason="queue_full"}`. Serialisation and I/O
-//! happen on the sink threads.
+//! Sink fan-out. Each sink runs on its own thread behind a bounded queue.
 //!
-//! Each sink counts its own writes in `tapio_sink_writes_total{sink,result}`
-//! (one per I/O operation: a line batch, a file, a request) and its own
-//! failures in `tapio_sink_drops_total{sink,reason}`.
+//! While the agent runs the producer only ever `try_send`s, so a slow or
+//! dead sink can never block the pipeline: overflow drops the newest
+//! occurrence and counts it in `tapio_sink_drops_total{sink,reason="queue_full"}`.
+//! Once the shutdown budget has started ([`Shutdown`]), offers wait for
+//! queue space until the budget's deadline instead, so what was already
+//! classified is delivered; each sink stops at the deadline, and whatever
+//! it has not delivered by then (queued, buffered or in flight) is counted
+//! as `reason="shutdown_timeout"` by [`account_undelivered`]. A sink thread
+//! stuck in a write that never returns (a stdout pipe nobody reads, a
+//! black-holed endpoint) is abandoned, never waited for: the process exits
+//! around it. Serialisation and I/O happen on the sink threads.
+//!
+//! Counting, the same for every sink: `tapio_sink_writes_total{sink,result}`
+//! counts OCCURRENCES (`ok`: delivered; `error`: in a failed write attempt,
+//! once per attempt), and `tapio_sink_drops_total{sink,reason}` counts each
+//! occurrence given up, once. So per sink, offered = writes{ok} + drops.
+//! This module does not know any destination: no I/O here.
 
 pub mod controller;
 pub mod file;
@@ -14,21 +24,29 @@ pub mod http;
 pub mod otlp;
 pub mod stdout;
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::agent::metrics::Metrics;
+pub use crate::agent::pipeline::Shutdown;
 use crate::wire::Occurrence;
 
 /// Most occurrences waiting for one sink.
 pub const QUEUE_CAPACITY: usize = 4096;
 /// Most occurrences a sink takes from its queue per write.
 pub const MAX_BATCH: usize = 256;
+/// Longest a sink runner waits for input before it looks at the budget.
+const RUNNER_POLL: Duration = Duration::from_millis(100);
+/// How long past the deadline `close` waits for a sink thread to notice it.
+const CLOSE_GRACE: Duration = Duration::from_millis(50);
+/// Drop reasons every sink can emit (initialised to 0 at start).
+const COMMON_DROP_REASONS: [&str; 3] = ["queue_full", "sink_stopped", "shutdown_timeout"];
 
 /// A destination for occurrences. Implementations own their I/O and count
-/// their writes and failures.
+/// their writes and failures (see the module docs for how).
 pub trait Sink: Send {
     fn name(&self) -> &'static str;
     /// Takes occurrences from the queue: writes them, or buffers them for a
@@ -41,7 +59,36 @@ pub trait Sink: Send {
     }
     fn tick(&mut self) {}
     /// Called once when the queue closes (shutdown): write what is buffered.
+    /// A sink that retries must give up at the [`Shutdown`] deadline and
+    /// leave what it could not send uncounted (the runner counts it).
     fn close(&mut self) {}
+    /// Hands the sink the agent's shutdown budget before its thread starts;
+    /// sinks that wait (retries, backoff) bound their waits by it.
+    fn attach_shutdown(&mut self, _shutdown: Shutdown) {}
+    /// Drop reasons this sink can emit besides the common ones, so their
+    /// series exist (at 0) from the start.
+    fn drop_reasons(&self) -> &'static [&'static str] {
+        &[]
+    }
+}
+
+/// What the agent needs about one sink after its handle is gone: how much
+/// was offered and whether its thread ended.
+#[derive(Debug)]
+pub struct SinkLedger {
+    pub name: &'static str,
+    offered: AtomicU64,
+    finished: AtomicBool,
+}
+
+impl SinkLedger {
+    pub fn offered(&self) -> u64 {
+        self.offered.load(Ordering::Relaxed)
+    }
+
+    pub fn finished(&self) -> bool {
+        self.finished.load(Ordering::Relaxed)
+    }
 }
 
 /// The producer side of one running sink.
@@ -50,29 +97,61 @@ pub struct SinkHandle {
     tx: Option<SyncSender<Arc<Occurrence>>>,
     thread: Option<JoinHandle<()>>,
     metrics: Arc<Metrics>,
+    ledger: Arc<SinkLedger>,
+    shutdown: Shutdown,
 }
 
 impl SinkHandle {
-    /// Starts `sink` on its own thread.
+    /// Starts `sink` on its own thread, with no shutdown budget (tests).
     pub fn spawn(sink: Box<dyn Sink>, metrics: Arc<Metrics>) -> std::io::Result<SinkHandle> {
-        Self::spawn_with_capacity(sink, metrics, QUEUE_CAPACITY)
+        Self::spawn_with(sink, metrics, QUEUE_CAPACITY, Shutdown::new())
     }
 
     pub fn spawn_with_capacity(
-        mut sink: Box<dyn Sink>,
+        sink: Box<dyn Sink>,
         metrics: Arc<Metrics>,
         capacity: usize,
     ) -> std::io::Result<SinkHandle> {
+        Self::spawn_with(sink, metrics, capacity, Shutdown::new())
+    }
+
+    /// Starts `sink` on its own thread, bound by the agent's `shutdown`.
+    pub fn spawn_with(
+        mut sink: Box<dyn Sink>,
+        metrics: Arc<Metrics>,
+        capacity: usize,
+        shutdown: Shutdown,
+    ) -> std::io::Result<SinkHandle> {
         let name = sink.name();
+        // Known label sets exist from the start, so absent() and rate()
+        // work before the first failure.
+        for result in [true, false] {
+            metrics.sink_write(name, result, 0);
+        }
+        for reason in COMMON_DROP_REASONS.iter().chain(sink.drop_reasons()) {
+            metrics.sink_drop(name, reason, 0);
+        }
+        sink.attach_shutdown(shutdown.clone());
+        let ledger = Arc::new(SinkLedger {
+            name,
+            offered: AtomicU64::new(0),
+            finished: AtomicBool::new(false),
+        });
         let (tx, rx) = sync_channel(capacity);
+        let (l, s) = (ledger.clone(), shutdown.clone());
         let thread = std::thread::Builder::new()
             .name(format!("sink-{name}"))
-            .spawn(move || run_sink(sink.as_mut(), rx))?;
+            .spawn(move || {
+                run_sink(sink.as_mut(), rx, &s);
+                l.finished.store(true, Ordering::Release);
+            })?;
         Ok(SinkHandle {
             name,
             tx: Some(tx),
             thread: Some(thread),
             metrics,
+            ledger,
+            shutdown,
         })
     }
 
@@ -80,43 +159,87 @@ impl SinkHandle {
         self.name
     }
 
-    /// Never blocks. A full queue drops `occ` and counts it.
+    /// What the agent reads after shutdown (see [`account_undelivered`]).
+    pub fn ledger(&self) -> Arc<SinkLedger> {
+        self.ledger.clone()
+    }
+
+    /// While the agent runs: never blocks; a full queue drops `occ` and
+    /// counts it. During shutdown: waits for space until the deadline.
     pub fn offer(&self, occ: Arc<Occurrence>) {
         let Some(tx) = &self.tx else { return };
-        match tx.try_send(occ) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => self.metrics.sink_drop(self.name, "queue_full", 1),
-            Err(TrySendError::Disconnected(_)) => {
-                self.metrics.sink_drop(self.name, "sink_stopped", 1)
+        self.ledger.offered.fetch_add(1, Ordering::Relaxed);
+        let mut occ = occ;
+        let mut pause = Duration::from_micros(100);
+        loop {
+            match tx.try_send(occ) {
+                Ok(()) => return,
+                Err(TrySendError::Disconnected(_)) => {
+                    return self.metrics.sink_drop(self.name, "sink_stopped", 1);
+                }
+                Err(TrySendError::Full(o)) => {
+                    if !self.shutdown.started() {
+                        return self.metrics.sink_drop(self.name, "queue_full", 1);
+                    }
+                    if self.shutdown.expired() {
+                        return self.metrics.sink_drop(self.name, "shutdown_timeout", 1);
+                    }
+                    occ = o;
+                    // std's SyncSender has no stable send_timeout: poll,
+                    // backing off to 5 ms, bounded by the deadline.
+                    self.shutdown.sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(5));
+                }
             }
         }
     }
 
-    /// Closes the queue and waits for the sink to write what it holds.
+    /// Closes the queue and waits for the sink to write what it holds:
+    /// until it is done without a shutdown budget (tests), or at most until
+    /// the budget's deadline, after which a stuck sink thread is abandoned.
     pub fn close(mut self) {
         self.tx.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        let Some(t) = self.thread.take() else { return };
+        match self.shutdown.deadline() {
+            None => {
+                let _ = t.join();
+            }
+            Some(deadline) => {
+                // A sink notices the deadline between two writes; a short
+                // grace lets one that is about to finish do so, so the
+                // agent's count of what it left is exact.
+                let until = deadline + CLOSE_GRACE;
+                while !t.is_finished() && Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                if t.is_finished() {
+                    let _ = t.join();
+                }
+                // Otherwise dropping the handle detaches the thread: it may
+                // be blocked in a write that never returns.
+            }
         }
     }
 }
 
-fn run_sink(sink: &mut dyn Sink, rx: Receiver<Arc<Occurrence>>) {
+fn run_sink(sink: &mut dyn Sink, rx: Receiver<Arc<Occurrence>>, shutdown: &Shutdown) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
-        let first = match sink.tick_interval() {
-            Some(every) => match rx.recv_timeout(every) {
-                Ok(o) => o,
-                Err(RecvTimeoutError::Timeout) => {
+        if shutdown.expired() {
+            // Out of budget: what is still queued or buffered is counted as
+            // undelivered by the agent, not written late.
+            return;
+        }
+        let wait = sink.tick_interval().unwrap_or(RUNNER_POLL).min(RUNNER_POLL);
+        let first = match rx.recv_timeout(wait) {
+            Ok(o) => o,
+            Err(RecvTimeoutError::Timeout) => {
+                if sink.tick_interval().is_some() {
                     sink.tick();
-                    continue;
                 }
-                Err(RecvTimeoutError::Disconnected) => break,
-            },
-            None => match rx.recv() {
-                Ok(o) => o,
-                Err(_) => break,
-            },
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
         };
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -129,6 +252,89 @@ fn run_sink(sink: &mut dyn Sink, rx: Receiver<Arc<Occurrence>>) {
         batch.clear();
     }
     sink.close();
+}
+
+/// One sink's losses over the agent's life, for the final log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Undelivered {
+    pub sink: &'static str,
+    /// (reason, occurrences), reasons with a non-zero count only.
+    pub by_reason: Vec<(String, u64)>,
+}
+
+impl Undelivered {
+    pub fn total(&self) -> u64 {
+        self.by_reason.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// Sums `tapio_sink_drops_total` of `sink` by reason, and its delivered
+/// occurrences, from the exposition (so new reasons need no list here).
+fn sink_counts(metrics: &Metrics, sink: &str) -> (Vec<(String, u64)>, u64) {
+    let text = metrics.encode();
+    let drops_prefix = format!("tapio_sink_drops_total{{sink=\"{sink}\",reason=\"");
+    let ok_series = format!("tapio_sink_writes_total{{sink=\"{sink}\",result=\"ok\"}}");
+    let mut drops = Vec::new();
+    let mut ok = 0;
+    for line in text.lines() {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(v) = value.parse::<f64>() else {
+            continue;
+        };
+        if let Some(rest) = series.strip_prefix(&drops_prefix) {
+            let reason = rest.split('"').next().unwrap_or_default();
+            drops.push((reason.to_string(), v as u64));
+        } else if series == ok_series {
+            ok = v as u64;
+        }
+    }
+    (drops, ok)
+}
+
+/// After shutdown: counts what each sink was offered but neither delivered
+/// nor dropped (still queued, buffered, or in a write that did not finish
+/// by the deadline) as `shutdown_timeout`, then reports every sink's
+/// drops by reason. An abandoned write that completes after this call is
+/// reported as undelivered: it was not confirmed within the budget.
+pub fn account_undelivered(metrics: &Metrics, ledgers: &[Arc<SinkLedger>]) -> Vec<Undelivered> {
+    let mut out = Vec::new();
+    for l in ledgers {
+        let (drops, ok) = sink_counts(metrics, l.name);
+        let resolved = ok + drops.iter().map(|(_, n)| n).sum::<u64>();
+        let missing = l.offered().saturating_sub(resolved);
+        if missing > 0 {
+            metrics.sink_drop(l.name, "shutdown_timeout", missing);
+        }
+        let (drops, _) = sink_counts(metrics, l.name);
+        out.push(Undelivered {
+            sink: l.name,
+            by_reason: drops.into_iter().filter(|(_, n)| *n > 0).collect(),
+        });
+    }
+    out
+}
+
+/// `file=0 http=300(shutdown_timeout=300)`: per sink, occurrences not
+/// delivered over the agent's life, with the reasons.
+pub fn describe_undelivered(report: &[Undelivered]) -> String {
+    report
+        .iter()
+        .map(|u| {
+            if u.by_reason.is_empty() {
+                format!("{}=0", u.sink)
+            } else {
+                let reasons: Vec<String> = u
+                    .by_reason
+                    .iter()
+                    .map(|(r, n)| format!("{r}={n}"))
+                    .collect();
+                format!("{}={}({})", u.sink, u.total(), reasons.join(","))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]
