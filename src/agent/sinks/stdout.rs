@@ -44,10 +44,17 @@ impl StdoutSink {
 
     /// Writes `buf` (whole lines) to fd 1, counting each line as it
     /// completes. Returns the error that stopped it, if any.
+    ///
+    /// Each write() carries whole lines and at most `PIPE_BUF` bytes (or one
+    /// longer line): on a pipe such a write is atomic, so a reader that
+    /// stops reading leaves every counted line whole in the pipe and every
+    /// uncounted one out of it. One big write would block with part of the
+    /// batch already in the pipe and no count of it.
     fn write_lines(&mut self) -> std::io::Result<()> {
         let mut off = 0;
         while off < self.buf.len() {
-            match self.out.write(&self.buf[off..]) {
+            let end = chunk_end(&self.buf, off, libc::PIPE_BUF);
+            match self.out.write(&self.buf[off..end]) {
                 Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     let done = self.buf[off..off + n]
@@ -75,6 +82,30 @@ impl StdoutSink {
             }
         }
         Ok(())
+    }
+}
+
+/// The end of the next chunk of `buf` from `start`: whole lines up to `max`
+/// bytes, or the rest of the current line if it alone is longer.
+fn chunk_end(buf: &[u8], start: usize, max: usize) -> usize {
+    let mut end = start;
+    let mut pos = start;
+    while let Some(nl) = buf[pos..].iter().position(|b| *b == b'\n') {
+        let line_end = pos + nl + 1;
+        if line_end - start > max && end > start {
+            break;
+        }
+        end = line_end;
+        pos = line_end;
+        if end - start >= max {
+            break;
+        }
+    }
+    if end == start {
+        // No newline left (cannot happen for encoded lines): the rest.
+        buf.len()
+    } else {
+        end
     }
 }
 
@@ -121,6 +152,15 @@ impl Sink for StdoutSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_hold_whole_lines_up_to_the_limit() {
+        let buf = b"aaa\nbb\ncccccccc\nd\n";
+        assert_eq!(chunk_end(buf, 0, 7), 7, "aaa + bb, not ccc");
+        assert_eq!(chunk_end(buf, 7, 7), 16, "one line longer than the limit");
+        assert_eq!(chunk_end(buf, 16, 7), 18);
+        assert_eq!(chunk_end(buf, 0, 100), 18);
+    }
 
     #[test]
     fn lines_are_single_json_objects() {
