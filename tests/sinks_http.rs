@@ -92,7 +92,8 @@ fn batches_by_size_and_flushes_the_rest_on_close() {
         "{head}"
     );
     let text = metrics.encode();
-    assert_eq!(http_writes(&text, "ok"), 3);
+    // Occurrences, not requests: 3 batches held all 7.
+    assert_eq!(http_writes(&text, "ok"), 7);
     assert_eq!(http_drops(&text, "send_failed"), 0);
 }
 
@@ -131,8 +132,9 @@ fn failures_are_retried_then_counted_exactly_when_the_receiver_recovers() {
         "a retry resends the same batch"
     );
     let text = metrics.encode();
-    assert_eq!(http_writes(&text, "error"), 2);
-    assert_eq!(http_writes(&text, "ok"), 1);
+    // Occurrences: two failed attempts at the batch of 3, then it went through.
+    assert_eq!(http_writes(&text, "error"), 6);
+    assert_eq!(http_writes(&text, "ok"), 3);
     assert_eq!(http_drops(&text, "send_failed"), 0);
 
     // A receiver that rejects (4xx) is not retried: dropped and counted.

@@ -182,6 +182,9 @@ impl AgentConfig {
                     .with_context(|| format!("failed to parse config {}", path.display()))?
             }
             Err(e) if e.reason() == "missing" && !explicit => FileConfig::default(),
+            // `--config /dev/null` is the usual way to say "no file": empty,
+            // not a device to refuse.
+            Err(e) if e.reason() == "not_regular" && is_dev_null(&path) => FileConfig::default(),
             // The cause goes into the message, not the error chain, so
             // `{:#}` prints it once.
             Err(e) => bail!("failed to read config {}: {e}", path.display()),
@@ -287,6 +290,11 @@ impl AgentConfig {
         }
         Ok(cfg)
     }
+}
+
+/// True for `/dev/null` itself or a link to it.
+fn is_dev_null(path: &Path) -> bool {
+    std::fs::canonicalize(path).is_ok_and(|p| p == Path::new("/dev/null"))
 }
 
 pub fn parse_file(text: &str) -> anyhow::Result<FileConfig> {
@@ -463,5 +471,101 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("--http-endpoint"), "{e}");
+    }
+
+    #[test]
+    fn shutdown_timeout_defaults_to_ten_and_is_bounded() {
+        let cfg = AgentConfig::merge(&AgentArgs::default(), FileConfig::default()).unwrap();
+        assert_eq!(cfg.shutdown_timeout, std::time::Duration::from_secs(10));
+        let file = parse_file("shutdown_timeout = 30\n").unwrap();
+        let cfg = AgentConfig::merge(&AgentArgs::default(), file).unwrap();
+        assert_eq!(cfg.shutdown_timeout.as_secs(), 30);
+        let args = AgentArgs {
+            shutdown_timeout: Some(2),
+            ..Default::default()
+        };
+        let file = parse_file("shutdown_timeout = 30\n").unwrap();
+        assert_eq!(
+            AgentConfig::merge(&args, file)
+                .unwrap()
+                .shutdown_timeout
+                .as_secs(),
+            2
+        );
+        for bad in [0, 301] {
+            let args = AgentArgs {
+                shutdown_timeout: Some(bad),
+                ..Default::default()
+            };
+            let e = AgentConfig::merge(&args, FileConfig::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("1 to 300 seconds"), "{e}");
+        }
+    }
+
+    #[test]
+    fn node_names_are_dns_subdomains() {
+        for ok in ["n1", "node-a.example.com", "a", &"a".repeat(253)] {
+            check_node_name(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in [
+            "",
+            "Node-A",
+            "-a",
+            "a-",
+            "a_b",
+            "a b",
+            "a\nforged",
+            &"a".repeat(254),
+        ] {
+            let e = check_node_name(bad).unwrap_err().to_string();
+            assert!(e.starts_with("invalid node name"), "{e}");
+            assert!(!e.contains('\n'), "escaped: {e}");
+        }
+        let args = AgentArgs {
+            node_name: Some("Bad_Name".into()),
+            ..Default::default()
+        };
+        let e = AgentConfig::merge(&args, FileConfig::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("\"Bad_Name\"") && e.contains("--node-name"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn config_and_token_files_are_read_bounded() {
+        let args = AgentArgs {
+            config: Some("/dev/zero".into()),
+            ..Default::default()
+        };
+        let e = format!("{:#}", AgentConfig::resolve(&args).unwrap_err());
+        assert_eq!(
+            e,
+            "failed to read config /dev/zero: is not a regular file (a character device)"
+        );
+        let e = format!("{:#}", read_token(Path::new("/dev/zero")).unwrap_err());
+        assert_eq!(
+            e,
+            "failed to read token file /dev/zero: is not a regular file (a character device)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.toml");
+        std::fs::write(&big, vec![b'#'; (MAX_CONFIG_BYTES + 1) as usize]).unwrap();
+        let args = AgentArgs {
+            config: Some(big.clone()),
+            ..Default::default()
+        };
+        let e = format!("{:#}", AgentConfig::resolve(&args).unwrap_err());
+        assert!(e.ends_with("is larger than 1048576 bytes"), "{e}");
+        // /dev/null stays the way to say "no config file".
+        let args = AgentArgs {
+            config: Some("/dev/null".into()),
+            ..Default::default()
+        };
+        assert!(AgentConfig::resolve(&args).is_ok());
     }
 }

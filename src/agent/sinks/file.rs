@@ -185,4 +185,39 @@ mod tests {
         );
         assert_eq!(fs::read(&target).unwrap(), b"not a dir");
     }
+
+    #[test]
+    fn a_removed_data_dir_is_recreated_and_the_write_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("occ");
+        let metrics = Metrics::new();
+        let mut s = FileSink::new(&target, metrics.clone()).unwrap();
+        let batch: Vec<_> = (0..3).map(crate::agent::sinks::tests::occ).collect();
+        s.accept(&batch[..1]);
+        fs::remove_dir_all(&target).unwrap();
+        s.accept(&batch[1..]);
+        let names: Vec<String> = fs::read_dir(&target)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        let text = metrics.encode();
+        assert!(text.contains("tapio_data_dir_recreated_total 1"), "{text}");
+        assert!(
+            text.contains("tapio_sink_writes_total{sink=\"file\",result=\"ok\"} 3"),
+            "{text}"
+        );
+        assert!(!text.contains("write_error\"} 1"), "{text}");
+    }
+
+    #[test]
+    fn a_data_dir_that_cannot_be_written_is_refused_with_one_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        // A regular file where the directory should be: creating it fails.
+        let blocker = dir.path().join("file");
+        fs::write(&blocker, b"x").unwrap();
+        let e = format!("{:#}", prepare_dir(&blocker.join("occ")).unwrap_err());
+        assert!(e.starts_with("failed to create data dir "), "{e}");
+        assert_eq!(e.matches("Not a directory").count(), 1, "{e}");
+    }
 }

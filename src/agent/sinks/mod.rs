@@ -407,4 +407,108 @@ mod tests {
         h.close();
         assert_eq!(*written.lock().unwrap() as u64 + dropped, 100);
     }
+
+    fn gate() -> (Gate, Arc<(Mutex<bool>, Condvar)>, Arc<Mutex<usize>>) {
+        let open = Arc::new((Mutex::new(false), Condvar::new()));
+        let written = Arc::new(Mutex::new(0));
+        (
+            Gate {
+                open: open.clone(),
+                written: written.clone(),
+            },
+            open,
+            written,
+        )
+    }
+
+    fn release(open: &(Mutex<bool>, Condvar)) {
+        *open.0.lock().unwrap() = true;
+        open.1.notify_all();
+    }
+
+    #[test]
+    fn during_shutdown_offers_wait_for_space_instead_of_dropping() {
+        let metrics = Metrics::new();
+        let (g, open, written) = gate();
+        let shutdown = Shutdown::new();
+        let h = SinkHandle::spawn_with(Box::new(g), metrics.clone(), 4, shutdown.clone()).unwrap();
+        // A budget far longer than this test: only the gate decides.
+        shutdown.begin(Duration::from_secs(600));
+        let opener = {
+            let open = open.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(200));
+                release(&open);
+            })
+        };
+        for i in 0..100 {
+            h.offer(occ(i));
+        }
+        h.close();
+        opener.join().unwrap();
+        assert_eq!(*written.lock().unwrap(), 100);
+        for reason in ["queue_full", "shutdown_timeout"] {
+            let n = metrics
+                .sink_drops
+                .get_or_create(&crate::agent::metrics::SinkReason {
+                    sink: "gate".into(),
+                    reason: reason.into(),
+                })
+                .get();
+            assert_eq!(n, 0, "{reason}");
+        }
+    }
+
+    #[test]
+    fn at_the_deadline_a_stuck_sink_is_abandoned_and_all_it_held_is_counted() {
+        let metrics = Metrics::new();
+        let (g, open, written) = gate();
+        let shutdown = Shutdown::new();
+        let h = SinkHandle::spawn_with(Box::new(g), metrics.clone(), 4, shutdown.clone()).unwrap();
+        let ledger = h.ledger();
+        for i in 0..10 {
+            h.offer(occ(i));
+        }
+        shutdown.begin(Duration::from_millis(200));
+        for i in 10..30 {
+            h.offer(occ(i));
+        }
+        // Returns although the sink never will: bounded by the budget.
+        h.close();
+        assert!(shutdown.expired());
+        assert!(!ledger.finished());
+        let report = account_undelivered(&metrics, &[ledger.clone()]);
+        assert_eq!(ledger.offered(), 30);
+        assert_eq!(report.len(), 1);
+        // Nothing was written: all 30 are named, by reason.
+        assert_eq!(report[0].total(), 30, "{report:?}");
+        let text = describe_undelivered(&report);
+        assert!(text.starts_with("gate=30("), "{text}");
+        assert!(text.contains("shutdown_timeout="), "{text}");
+        // Let the abandoned thread end.
+        release(&open);
+        let end = std::time::Instant::now() + Duration::from_secs(30);
+        while !ledger.finished() && std::time::Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(*written.lock().unwrap() <= 30);
+    }
+
+    #[test]
+    fn the_final_line_names_every_sink_and_its_reasons() {
+        let r = vec![
+            Undelivered {
+                sink: "file",
+                by_reason: vec![],
+            },
+            Undelivered {
+                sink: "http",
+                by_reason: vec![("queue_full".into(), 5), ("shutdown_timeout".into(), 300)],
+            },
+        ];
+        assert_eq!(
+            describe_undelivered(&r),
+            "file=0 http=305(queue_full=5,shutdown_timeout=300)"
+        );
+    }
 }
