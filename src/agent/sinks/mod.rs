@@ -408,7 +408,9 @@ mod tests {
         assert_eq!(*written.lock().unwrap() as u64 + dropped, 100);
     }
 
-    fn gate() -> (Gate, Arc<(Mutex<bool>, Condvar)>, Arc<Mutex<usize>>) {
+    type Latch = Arc<(Mutex<bool>, Condvar)>;
+
+    fn gate() -> (Gate, Latch, Arc<Mutex<usize>>) {
         let open = Arc::new((Mutex::new(false), Condvar::new()));
         let written = Arc::new(Mutex::new(0));
         (
@@ -477,7 +479,7 @@ mod tests {
         h.close();
         assert!(shutdown.expired());
         assert!(!ledger.finished());
-        let report = account_undelivered(&metrics, &[ledger.clone()]);
+        let report = account_undelivered(&metrics, std::slice::from_ref(&ledger));
         assert_eq!(ledger.offered(), 30);
         assert_eq!(report.len(), 1);
         // Nothing was written: all 30 are named, by reason.
