@@ -203,3 +203,32 @@ pub fn object_sources(ebpf_dir: Option<&Path>) -> Vec<(Observer, Result<Vec<u8>,
     }
     v
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libbpf_rs::ErrorExt;
+
+    #[test]
+    fn libbpf_codes_are_described_in_words_and_causes_printed_once() {
+        let e = libbpf_rs::Error::from_raw_os_error(4001);
+        assert_eq!(
+            describe_libbpf_error(&e),
+            "BPF object format invalid (libbpf error 4001)"
+        );
+        let e = libbpf_rs::Error::from_raw_os_error(4007).context("failed to load object");
+        let text = describe_libbpf_error(&e);
+        assert!(text.starts_with("failed to load object: "), "{text}");
+        assert!(text.ends_with("(libbpf error 4007)"), "{text}");
+        assert!(!text.contains("Unknown error"), "{text}");
+        // An ordinary errno stays as the OS says it, once.
+        let e = libbpf_rs::Error::from_raw_os_error(libc::EPERM).context("load failed");
+        let text = describe_libbpf_error(&e);
+        assert_eq!(text, "load failed: Operation not permitted (os error 1)");
+        let wrapped = format!(
+            "{:#}",
+            anyhow::anyhow!("failed to load the network BPF object: {text}")
+        );
+        assert_eq!(wrapped.matches("Operation not permitted").count(), 1);
+    }
+}
