@@ -121,7 +121,8 @@ pub fn run(args: config::AgentArgs) -> Result<(), CliError> {
     if let Some(h) = metrics_server {
         join_until(h, hard_deadline);
     }
-    let report = sinks::account_undelivered(&metrics, &ledgers);
+    let mut report = sinks::account_undelivered(&metrics, &ledgers);
+    report.extend(sinks::pipeline_drops(&metrics));
     tracing::info!(
         "agent stopped occurrences={} undelivered: {}",
         metrics.emitted(),

@@ -443,6 +443,18 @@ pub fn spawn_emitter(
                     metrics.emitted.fetch_add(1, Ordering::Relaxed);
                 }
             }
+            // Findings a producer queued but the budget left no time for:
+            // never occurrences, but counted, not lost silently.
+            let mut left = 0u64;
+            for _ in 0..FINDINGS_QUEUE {
+                match rx.try_recv() {
+                    Ok(b) => left += b.len() as u64,
+                    Err(_) => break,
+                }
+            }
+            if left > 0 {
+                metrics.sink_drop("pipeline", "shutdown_timeout", left);
+            }
             for s in sinks {
                 s.close();
             }
@@ -481,5 +493,57 @@ mod tests {
         assert_eq!(a.generation, 2);
         assert_eq!(a.hash, CompiledConfig::default().hash());
         assert!(s.take_pending().is_none());
+    }
+
+    fn finding() -> Finding {
+        Finding {
+            anomaly: AnomalyType::ConnectionRefused,
+            severity: Severity::Warning,
+            outcome: Outcome::Failure,
+            message: "m".into(),
+            data: serde_json::Map::new(),
+            generation: 1,
+            mono_ns: 1,
+        }
+    }
+
+    fn pipeline_drop(m: &Metrics, reason: &str) -> u64 {
+        m.sink_drops
+            .get_or_create(&crate::agent::metrics::SinkReason {
+                sink: "pipeline".into(),
+                reason: reason.into(),
+            })
+            .get()
+    }
+
+    #[test]
+    fn findings_wait_for_room_only_after_stop_and_only_until_the_deadline() {
+        let m = Metrics::new();
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let running = Shutdown::new();
+        offer_findings(&tx, vec![finding()], &m, &running);
+        // Running: a full queue drops at once.
+        offer_findings(&tx, vec![finding(), finding()], &m, &running);
+        assert_eq!(pipeline_drop(&m, "queue_full"), 2);
+        // Stopping: waits until the consumer makes room.
+        let stopping = Shutdown::new();
+        stopping.begin(Duration::from_secs(600));
+        let consumer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            let a = rx.recv().unwrap().len();
+            (a, rx)
+        });
+        offer_findings(&tx, vec![finding(); 3], &m, &stopping);
+        let (first, rx) = consumer.join().unwrap();
+        assert_eq!(first, 1);
+        assert_eq!(rx.try_recv().unwrap().len(), 3, "delivered, not dropped");
+        // Out of budget: counted as shutdown_timeout.
+        tx.try_send(vec![finding()]).unwrap();
+        let expired = Shutdown::new();
+        expired.begin(Duration::from_millis(50));
+        offer_findings(&tx, vec![finding(); 4], &m, &expired);
+        assert!(expired.expired());
+        assert_eq!(pipeline_drop(&m, "shutdown_timeout"), 4);
+        assert_eq!(pipeline_drop(&m, "queue_full"), 2);
     }
 }

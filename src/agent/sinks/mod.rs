@@ -316,6 +316,18 @@ pub fn account_undelivered(metrics: &Metrics, ledgers: &[Arc<SinkLedger>]) -> Ve
     out
 }
 
+/// Findings dropped before they became occurrences (`sink="pipeline"`: a
+/// full findings queue, or the budget ending first), if any, reported like
+/// a sink so the final line names them too.
+pub fn pipeline_drops(metrics: &Metrics) -> Option<Undelivered> {
+    let (drops, _) = sink_counts(metrics, "pipeline");
+    let by_reason: Vec<_> = drops.into_iter().filter(|(_, n)| *n > 0).collect();
+    (!by_reason.is_empty()).then_some(Undelivered {
+        sink: "pipeline",
+        by_reason,
+    })
+}
+
 /// `file=0 http=300(shutdown_timeout=300)`: per sink, occurrences not
 /// delivered over the agent's life, with the reasons.
 pub fn describe_undelivered(report: &[Undelivered]) -> String {
@@ -512,5 +524,10 @@ mod tests {
             describe_undelivered(&r),
             "file=0 http=305(queue_full=5,shutdown_timeout=300)"
         );
+        let m = Metrics::new();
+        assert_eq!(pipeline_drops(&m), None);
+        m.sink_drop("pipeline", "shutdown_timeout", 2);
+        let p = pipeline_drops(&m).unwrap();
+        assert_eq!(describe_undelivered(&[p]), "pipeline=2(shutdown_timeout=2)");
     }
 }
