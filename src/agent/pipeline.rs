@@ -8,9 +8,11 @@
 //!
 //! Shutdown (SPEC §3): while the agent runs, nothing here ever waits for a
 //! sink (a full queue drops and counts). Once the stop signal has set the
-//! [`Shutdown`] budget, what is already classified is still delivered: the
-//! emitter waits for queue space, but never past the budget's deadline;
-//! whatever misses it is counted as `reason="shutdown_timeout"`.
+//! [`Shutdown`] budget, what is already classified is still delivered:
+//! producers wait for room in the findings queue, and each sink's share
+//! waits in that sink's backlog until it has room (see `sinks`), but never
+//! past the budget's deadline; whatever misses it is counted as
+//! `reason="shutdown_timeout"`.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -420,8 +422,9 @@ pub fn spawn_emitter(
                         continue;
                     }
                 };
-                // Past the deadline the offers below no longer wait: each
-                // sink counts what it cannot take as `shutdown_timeout`.
+                // Offers never wait: during shutdown what a sink cannot take
+                // yet waits in its backlog (delivered, or counted as
+                // `shutdown_timeout`, when the sinks close).
                 for mut f in batch {
                     attributor.enrich(&mut f.data);
                     let wall = clock.wall_ns(f.mono_ns);
@@ -455,6 +458,8 @@ pub fn spawn_emitter(
             if left > 0 {
                 metrics.sink_drop("pipeline", "shutdown_timeout", left);
             }
+            // All sinks at once, so a stuck one cannot starve the others.
+            crate::agent::sinks::deliver_backlogs(&sinks);
             for s in sinks {
                 s.close();
             }

@@ -3,11 +3,13 @@
 //! While the agent runs the producer only ever `try_send`s, so a slow or
 //! dead sink can never block the pipeline: overflow drops the newest
 //! occurrence and counts it in `tapio_sink_drops_total{sink,reason="queue_full"}`.
-//! Once the shutdown budget has started ([`Shutdown`]), offers wait for
-//! queue space until the budget's deadline instead, so what was already
-//! classified is delivered; each sink stops at the deadline, and whatever
-//! it has not delivered by then (queued, buffered or in flight) is counted
-//! as `reason="shutdown_timeout"` by [`account_undelivered`]. A sink thread
+//! Once the shutdown budget has started ([`Shutdown`]), nothing is dropped
+//! while the budget lasts: what a queue cannot take yet waits in that
+//! sink's backlog, and [`deliver_backlogs`] feeds every sink as it makes
+//! room (all at once, so one stuck sink never starves the others). Each
+//! sink stops at the deadline, and whatever it has not delivered by then
+//! (backlog, queued, buffered or in flight) is counted as
+//! `reason="shutdown_timeout"` by [`account_undelivered`]. A sink thread
 //! stuck in a write that never returns (a stdout pipe nobody reads, a
 //! black-holed endpoint) is abandoned, never waited for: the process exits
 //! around it. Serialisation and I/O happen on the sink threads.
@@ -24,6 +26,8 @@ pub mod http;
 pub mod otlp;
 pub mod stdout;
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -99,6 +103,8 @@ pub struct SinkHandle {
     metrics: Arc<Metrics>,
     ledger: Arc<SinkLedger>,
     shutdown: Shutdown,
+    /// During shutdown: offered, waiting for room in the queue.
+    backlog: RefCell<VecDeque<Arc<Occurrence>>>,
 }
 
 impl SinkHandle {
@@ -152,6 +158,7 @@ impl SinkHandle {
             metrics,
             ledger,
             shutdown,
+            backlog: RefCell::new(VecDeque::new()),
         })
     }
 
@@ -165,39 +172,59 @@ impl SinkHandle {
     }
 
     /// While the agent runs: never blocks; a full queue drops `occ` and
-    /// counts it. During shutdown: waits for space until the deadline.
+    /// counts it. During shutdown: never drops while the budget lasts; what
+    /// the queue cannot take yet waits in this handle's backlog, which
+    /// [`deliver_backlogs`] and [`SinkHandle::close`] move on as the sink
+    /// makes room. Offers never wait, so one stuck sink cannot keep the
+    /// others from getting everything.
     pub fn offer(&self, occ: Arc<Occurrence>) {
         let Some(tx) = &self.tx else { return };
         self.ledger.offered.fetch_add(1, Ordering::Relaxed);
-        let mut occ = occ;
-        let mut pause = Duration::from_micros(100);
-        loop {
-            match tx.try_send(occ) {
-                Ok(()) => return,
-                Err(TrySendError::Disconnected(_)) => {
-                    return self.metrics.sink_drop(self.name, "sink_stopped", 1);
-                }
-                Err(TrySendError::Full(o)) => {
-                    if !self.shutdown.started() {
-                        return self.metrics.sink_drop(self.name, "queue_full", 1);
-                    }
-                    if self.shutdown.expired() {
-                        return self.metrics.sink_drop(self.name, "shutdown_timeout", 1);
-                    }
-                    occ = o;
-                    // std's SyncSender has no stable send_timeout: poll,
-                    // backing off to 5 ms, bounded by the deadline.
-                    self.shutdown.sleep(pause);
-                    pause = (pause * 2).min(Duration::from_millis(5));
-                }
+        if self.shutdown.started() {
+            self.backlog.borrow_mut().push_back(occ);
+            self.pump();
+            return;
+        }
+        match tx.try_send(occ) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => self.metrics.sink_drop(self.name, "queue_full", 1),
+            Err(TrySendError::Disconnected(_)) => {
+                self.metrics.sink_drop(self.name, "sink_stopped", 1)
             }
         }
     }
 
+    /// Moves the backlog into the queue as far as it has room, without
+    /// waiting. Returns true when nothing is left waiting.
+    pub fn pump(&self) -> bool {
+        let Some(tx) = &self.tx else { return true };
+        let mut backlog = self.backlog.borrow_mut();
+        while let Some(o) = backlog.pop_front() {
+            match tx.try_send(o) {
+                Ok(()) => {}
+                Err(TrySendError::Full(o)) => {
+                    backlog.push_front(o);
+                    return false;
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    let n = backlog.len() as u64 + 1;
+                    backlog.clear();
+                    self.metrics.sink_drop(self.name, "sink_stopped", n);
+                    return true;
+                }
+            }
+        }
+        true
+    }
+
     /// Closes the queue and waits for the sink to write what it holds:
     /// until it is done without a shutdown budget (tests), or at most until
-    /// the budget's deadline, after which a stuck sink thread is abandoned.
+    /// the budget's deadline, after which a stuck sink thread is abandoned
+    /// (what it and the backlog still hold is counted by
+    /// [`account_undelivered`]).
     pub fn close(mut self) {
+        deliver_backlogs(std::slice::from_ref(&self));
+        self.backlog.borrow_mut().clear();
         self.tx.take();
         let Some(t) = self.thread.take() else { return };
         match self.shutdown.deadline() {
@@ -219,6 +246,32 @@ impl SinkHandle {
                 // be blocked in a write that never returns.
             }
         }
+    }
+}
+
+/// Moves every sink's backlog into its queue as each makes room, all at
+/// once, until all are empty or the shutdown budget runs out. Returns at
+/// once while the agent runs (there are no backlogs then).
+pub fn deliver_backlogs(sinks: &[SinkHandle]) {
+    let mut pause = Duration::from_micros(100);
+    loop {
+        let mut done = true;
+        for s in sinks {
+            done &= s.pump();
+        }
+        if done {
+            return;
+        }
+        let Some(shutdown) = sinks.first().map(|s| &s.shutdown) else {
+            return;
+        };
+        if !shutdown.started() || shutdown.expired() {
+            return;
+        }
+        // std's SyncSender cannot wait on several queues: poll, backing off
+        // to 5 ms, bounded by the deadline.
+        shutdown.sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(5));
     }
 }
 
@@ -506,6 +559,60 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert!(*written.lock().unwrap() <= 30);
+    }
+
+    /// A sink that writes instantly and counts like a real one.
+    struct Count {
+        metrics: Arc<Metrics>,
+        written: Arc<Mutex<usize>>,
+    }
+
+    impl Sink for Count {
+        fn name(&self) -> &'static str {
+            "count"
+        }
+        fn accept(&mut self, batch: &[Arc<Occurrence>]) {
+            *self.written.lock().unwrap() += batch.len();
+            self.metrics.sink_write("count", true, batch.len() as u64);
+        }
+    }
+
+    #[test]
+    fn during_shutdown_a_stuck_sink_does_not_starve_the_others() {
+        let metrics = Metrics::new();
+        let shutdown = Shutdown::new();
+        let (g, open, _) = gate();
+        let stuck =
+            SinkHandle::spawn_with(Box::new(g), metrics.clone(), 4, shutdown.clone()).unwrap();
+        let written = Arc::new(Mutex::new(0));
+        let count = Count {
+            metrics: metrics.clone(),
+            written: written.clone(),
+        };
+        let live =
+            SinkHandle::spawn_with(Box::new(count), metrics.clone(), 4, shutdown.clone()).unwrap();
+        let ledgers = [stuck.ledger(), live.ledger()];
+        shutdown.begin(Duration::from_millis(1500));
+        // What the emitter does: every occurrence to every sink, in order.
+        let sinks = vec![stuck, live];
+        for i in 0..200 {
+            for s in &sinks {
+                s.offer(occ(i));
+            }
+        }
+        deliver_backlogs(&sinks);
+        for s in sinks {
+            s.close();
+        }
+        assert_eq!(
+            *written.lock().unwrap(),
+            200,
+            "the live sink got everything"
+        );
+        let report = account_undelivered(&metrics, &ledgers);
+        assert_eq!(report[0].total(), 200, "{report:?}");
+        assert_eq!(report[1].total(), 0, "{report:?}");
+        release(&open);
     }
 
     #[test]
