@@ -631,8 +631,10 @@ mod tests {
             "{}",
             link.reason
         );
+        // Resolution fails, or (a resolver that never answers) times out.
+        let why = link.reason.to_lowercase();
         assert!(
-            link.reason.to_lowercase().contains("dns"),
+            why.contains("dns") || why.contains("timed out"),
             "{}",
             link.reason
         );
