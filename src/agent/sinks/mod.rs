@@ -207,9 +207,16 @@ impl SinkHandle {
                     return false;
                 }
                 Err(TrySendError::Disconnected(_)) => {
+                    // The sink thread is gone: it stops by itself at the
+                    // deadline, so past it this is the budget's doing.
+                    let reason = if self.shutdown.expired() {
+                        "shutdown_timeout"
+                    } else {
+                        "sink_stopped"
+                    };
                     let n = backlog.len() as u64 + 1;
                     backlog.clear();
-                    self.metrics.sink_drop(self.name, "sink_stopped", n);
+                    self.metrics.sink_drop(self.name, reason, n);
                     return true;
                 }
             }
