@@ -501,7 +501,7 @@ mod tests {
     }
 
     #[test]
-    fn during_shutdown_offers_wait_for_space_instead_of_dropping() {
+    fn during_shutdown_nothing_is_dropped_while_the_budget_lasts() {
         let metrics = Metrics::new();
         let (g, open, written) = gate();
         let shutdown = Shutdown::new();
