@@ -14,8 +14,10 @@
 //!   command prints its (empty) result, a one-line note on stderr, and exits
 //!   0 — the agent may simply not have written anything yet. `--json` output
 //!   says `"data_dir_exists": false`.
-//! * Files that cannot be used are skipped and counted, never fatal: a note
-//!   on stderr in human mode, the `skipped` object in `--json` mode.
+//! * Files that cannot be used are skipped and counted by reason (corrupt,
+//!   unreadable, not regular, too large, foreign; see [`crate::store`]),
+//!   never fatal and never waited on: a FIFO or a symlink to a device is not
+//!   read. A note on stderr in human mode, the `skipped` object in `--json`.
 //! * `--json` prints exactly one JSON object (see [`crate::store::report`]
 //!   for the shapes); `watch --json` prints one occurrence per line.
 //! * Colour only when stdout is a terminal and `NO_COLOR` is unset.
@@ -83,11 +85,10 @@ fn note_missing(store: &Store) {
 fn note_skipped(store: &Store, skipped: Skipped) {
     if skipped.total() > 0 {
         eprintln!(
-            "tapio: skipped {} unusable entries in {} ({} corrupt, {} foreign)",
+            "tapio: skipped {} unusable entries in {} ({})",
             skipped.total(),
             store.dir().display(),
-            skipped.corrupt,
-            skipped.foreign
+            skipped.describe()
         );
     }
 }

@@ -21,20 +21,21 @@ pub enum NameKind {
     /// `<name>.json`: read it. `ulid_ns` is the ULID time part of the stem
     /// when the stem is a ULID (a file sink file), in ns.
     Occurrence { ulid_ns: Option<u64> },
-    /// `.<name>.tmp`: a write in progress (the file sink renames it when
-    /// done). Ignored, not counted.
-    InProgress,
+    /// A dot-file: `.<name>.tmp` is a write in progress (the file sink
+    /// renames it when done), `.agent-status.json` the agent's status file.
+    /// Ignored, not counted.
+    Ignored,
     /// Anything else (another extension, a non-UTF-8 name). Counted.
     Foreign,
 }
 
 /// Classifies a directory entry by name.
 pub fn classify_name(name: &str) -> NameKind {
-    if name.starts_with('.') && name.ends_with(".tmp") {
-        return NameKind::InProgress;
+    if name.starts_with('.') {
+        return NameKind::Ignored;
     }
     match name.strip_suffix(".json") {
-        Some(stem) if !stem.is_empty() && !stem.starts_with('.') => NameKind::Occurrence {
+        Some(stem) if !stem.is_empty() => NameKind::Occurrence {
             ulid_ns: ulid::Ulid::from_string(stem)
                 .ok()
                 .map(|u| u.timestamp_ms().saturating_mul(1_000_000)),
@@ -365,9 +366,11 @@ mod tests {
                 },
             ),
             ("copied.json", NameKind::Occurrence { ulid_ns: None }),
-            (".01JA1B2C3D4E5F6G7H8J9K0M1N.json.tmp", NameKind::InProgress),
-            (".json", NameKind::Foreign),
-            (".hidden.json", NameKind::Foreign),
+            (".01JA1B2C3D4E5F6G7H8J9K0M1N.json.tmp", NameKind::Ignored),
+            (".json", NameKind::Ignored),
+            (".agent-status.json", NameKind::Ignored),
+            (".hidden.json", NameKind::Ignored),
+            ("json", NameKind::Foreign),
             ("notes.txt", NameKind::Foreign),
             ("01JA1B2C3D4E5F6G7H8J9K0M1N.json.bak", NameKind::Foreign),
         ];
