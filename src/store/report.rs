@@ -27,12 +27,14 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::filter::{parse_observer, parse_severity, parse_since, parse_type, Filter};
+use super::filter::{
+    parse_instant, parse_observer, parse_severity, parse_since, parse_type, Filter, InstantError,
+};
 use super::summary::{
     HealthCounts, ObserverHealth, StatusCounts, Verdict, DEFAULT_HEALTH_WINDOW_S, HEALTH_RULE,
 };
 use super::{Skipped, Store, StoreError};
-use crate::wire::time::{format_rfc3339_millis, parse_rfc3339};
+use crate::wire::time::format_rfc3339_millis;
 use crate::wire::{Observer, Occurrence};
 
 /// `recent` returns at most this many occurrences unless told otherwise.
@@ -140,6 +142,17 @@ pub fn recent_filter(
         .map(|s| parse_since(s, now_ns))
         .transpose()
         .map_err(ReportError::Invalid)?;
+    if let (Some(since), Some(text)) = (since_ns, params.since.as_deref()) {
+        // Facts carry the time they happened: nothing written can be newer
+        // than now, so a future start can only ever answer "none" (and is
+        // usually a typo in the year).
+        if since > now_ns {
+            return Err(ReportError::Invalid(format!(
+                "invalid --since {text:?}: it is in the future (now is {})",
+                format_rfc3339_millis(now_ns)
+            )));
+        }
+    }
     let kind = params
         .kind
         .as_deref()
@@ -229,10 +242,13 @@ pub fn health(
         .into_iter()
         .collect();
     let until_ns = match params.until.as_deref() {
-        Some(u) => parse_rfc3339(u).ok_or_else(|| {
-            ReportError::Invalid(format!(
-                "invalid --until {u:?}: expected an RFC 3339 time like 2026-04-03T14:00:00Z"
-            ))
+        Some(u) => parse_instant(u).map_err(|e| {
+            ReportError::Invalid(match e {
+                InstantError::Format => format!(
+                    "invalid --until {u:?}: expected an RFC 3339 time like 2026-04-03T14:00:00Z"
+                ),
+                InstantError::Invalid(why) => format!("invalid --until {u:?}: {why}"),
+            })
         })?,
         None => now_ns,
     };
@@ -306,11 +322,39 @@ mod tests {
                 kind: Some("nope".into()),
                 ..RecentParams::default()
             },
+            RecentParams {
+                kind: Some("kernel.network.conection_refused".into()),
+                ..RecentParams::default()
+            },
+            RecentParams {
+                since: Some("2026-02-30T00:00:00Z".into()),
+                ..RecentParams::default()
+            },
         ] {
             assert!(
                 matches!(recent_filter(&bad, NOW), Err(ReportError::Invalid(_))),
                 "{bad:?}"
             );
+        }
+    }
+
+    #[test]
+    fn since_in_the_future_is_refused() {
+        let at_now = RecentParams {
+            since: Some("2025-04-03T14:43:01.042Z".into()),
+            ..RecentParams::default()
+        };
+        assert_eq!(recent_filter(&at_now, NOW).unwrap().0.since_ns, Some(NOW));
+        let later = RecentParams {
+            since: Some("2025-04-03T14:43:01.043Z".into()),
+            ..RecentParams::default()
+        };
+        match recent_filter(&later, NOW) {
+            Err(ReportError::Invalid(m)) => assert_eq!(
+                m,
+                "invalid --since \"2025-04-03T14:43:01.043Z\": it is in the future (now is 2025-04-03T14:43:01.042Z)"
+            ),
+            other => panic!("{other:?}"),
         }
     }
 
