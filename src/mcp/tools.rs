@@ -13,12 +13,25 @@ pub const MAX_LIMIT: u64 = 1000;
 /// A failed call and how it is reported.
 #[derive(Debug)]
 pub enum CallError {
-    /// Unknown tool or arguments that do not fit the input schema:
-    /// JSON-RPC -32602.
+    /// An unknown tool: JSON-RPC -32602 (the request itself is wrong).
     InvalidParams(String),
+    /// Arguments the tool cannot use (wrong shape, unknown field, a value
+    /// that does not parse or names nothing known): a result with
+    /// `isError: true` and a message saying what to change, so the model
+    /// sees it and can correct its call (a protocol error often never
+    /// reaches the model).
+    InvalidArguments(String),
     /// The tool ran and failed (the data dir could not be read): a result
     /// with `isError: true`.
     Execution(String),
+}
+
+fn known_types() -> String {
+    crate::wire::AnomalyType::ALL
+        .iter()
+        .map(|t| t.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 const OBSERVERS: [&str; 4] = ["network", "container", "storage", "node"];
@@ -86,7 +99,7 @@ pub fn list(structured: bool) -> Vec<Value> {
                     "since": since_schema(None),
                     "type": {
                         "type": "string",
-                        "description": "Anomaly type, e.g. kernel.network.connection_refused, or its short name (connection_refused)."
+                        "description": format!("Anomaly type, or its last part (connection_refused). Known types: {}.", known_types())
                     },
                     "observer": {"type": "string", "enum": OBSERVERS},
                     "severity": {"type": "string", "enum": SEVERITIES, "description": "Minimum severity."},
@@ -206,12 +219,14 @@ pub fn list(structured: bool) -> Vec<Value> {
 
 fn parse_args<T: serde::de::DeserializeOwned>(name: &str, args: Value) -> Result<T, CallError> {
     serde_json::from_value(args)
-        .map_err(|e| CallError::InvalidParams(format!("invalid arguments for {name}: {e}")))
+        .map_err(|e| CallError::InvalidArguments(format!("invalid arguments for {name}: {e}")))
 }
 
-fn report_error(e: ReportError) -> CallError {
+fn report_error(name: &str, e: ReportError) -> CallError {
     match e {
-        ReportError::Invalid(m) => CallError::InvalidParams(m),
+        ReportError::Invalid(m) => {
+            CallError::InvalidArguments(format!("invalid arguments for {name}: {m}"))
+        }
         ReportError::Store(e) => CallError::Execution(e.to_string()),
     }
 }
@@ -229,20 +244,20 @@ pub fn call(store: &Store, name: &str, args: Value, now_ns: u64) -> Result<Value
             let params: RecentParams = parse_args(name, args)?;
             if let Some(limit) = params.limit {
                 if !(1..=MAX_LIMIT).contains(&limit) {
-                    return Err(CallError::InvalidParams(format!(
+                    return Err(CallError::InvalidArguments(format!(
                         "invalid arguments for {name}: limit must be between 1 and {MAX_LIMIT}"
                     )));
                 }
             }
-            to_value(&report::recent(store, &params, now_ns).map_err(report_error)?)
+            to_value(&report::recent(store, &params, now_ns).map_err(|e| report_error(name, e))?)
         }
         "node_health" => {
             let params: HealthParams = parse_args(name, args)?;
-            to_value(&report::health(store, &params, now_ns).map_err(report_error)?)
+            to_value(&report::health(store, &params, now_ns).map_err(|e| report_error(name, e))?)
         }
         "status" => {
             let _: Empty = parse_args(name, args)?;
-            to_value(&report::status(store).map_err(report_error)?)
+            to_value(&report::status(store).map_err(|e| report_error(name, e))?)
         }
         _ => Err(CallError::InvalidParams(format!("unknown tool: {name}"))),
     }
