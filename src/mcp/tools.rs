@@ -35,6 +35,7 @@ fn known_types() -> String {
 }
 
 const OBSERVERS: [&str; 4] = ["network", "container", "storage", "node"];
+const VERDICTS: [&str; 4] = ["ok", "degraded", "failing", "unknown"];
 const SEVERITIES: [&str; 4] = ["info", "warning", "error", "critical"];
 
 fn since_schema(default: Option<&str>) -> Value {
@@ -75,9 +76,15 @@ fn occurrence_schema() -> Value {
 fn skipped_schema() -> Value {
     json!({
         "type": "object",
-        "description": "Entries skipped: unreadable or unparsable occurrence files (corrupt), other entries (foreign).",
-        "required": ["corrupt", "foreign"],
-        "properties": {"corrupt": {"type": "integer"}, "foreign": {"type": "integer"}}
+        "description": "Entries skipped, by reason: read but unparsable (corrupt), could not be opened (unreadable), FIFOs/devices/directories (not_regular), over 64 KiB (too_large), not occurrence files (foreign).",
+        "required": ["corrupt", "unreadable", "not_regular", "too_large", "foreign"],
+        "properties": {
+            "corrupt": {"type": "integer"},
+            "unreadable": {"type": "integer"},
+            "not_regular": {"type": "integer"},
+            "too_large": {"type": "integer"},
+            "foreign": {"type": "integer"}
+        }
     })
 }
 
@@ -133,7 +140,7 @@ pub fn list(structured: bool) -> Vec<Value> {
         json!({
             "name": "node_health",
             "title": "Node health verdicts",
-            "description": format!("Per-observer verdict (ok, degraded, failing) from the occurrences in a window (default the last 15 minutes), with the counts behind it. Rule: {HEALTH_RULE}. Only written evidence counts: an observer that never started also reads ok."),
+            "description": format!("Verdict for the node and per observer (ok, degraded, failing, unknown) from the occurrences in a window (default the last 15 minutes), with the counts behind it, plus what the agent reports about itself (observer states, config, controller link). unknown means Tapio cannot tell (no data, agent not running or stopped, config not applied, every observer unavailable): `reasons` says which, and it is never reported as ok. Rule: {HEALTH_RULE}."),
             "inputSchema": {
                 "type": "object",
                 "properties": {
@@ -145,7 +152,7 @@ pub fn list(structured: bool) -> Vec<Value> {
             },
             "outputSchema": {
                 "type": "object",
-                "required": ["data_dir", "data_dir_exists", "window", "rule", "verdict", "observers", "skipped"],
+                "required": ["data_dir", "data_dir_exists", "window", "rule", "verdict", "reasons", "agent", "observers", "skipped"],
                 "properties": {
                     "data_dir": {"type": "string"},
                     "data_dir_exists": {"type": "boolean"},
@@ -159,15 +166,35 @@ pub fn list(structured: bool) -> Vec<Value> {
                         }
                     },
                     "rule": {"type": "string"},
-                    "verdict": {"type": "string", "enum": ["ok", "degraded", "failing"]},
+                    "verdict": {"type": "string", "enum": VERDICTS},
+                    "reasons": {"type": "array", "items": {"type": "string"}, "description": "Why the verdict is unknown, or what besides the counts raised it."},
+                    "agent": {
+                        "type": "object",
+                        "description": "What the agent's status file says; status_file is reported, missing, invalid or none.",
+                        "required": ["status_file", "problem", "state", "node_name", "version", "pid", "updated", "age_seconds", "config", "controller"],
+                        "properties": {
+                            "status_file": {"type": "string", "enum": ["reported", "missing", "invalid", "none"]},
+                            "problem": {"type": "string"},
+                            "state": nullable_string(),
+                            "node_name": nullable_string(),
+                            "version": nullable_string(),
+                            "pid": {"type": ["integer", "null"]},
+                            "updated": nullable_string(),
+                            "age_seconds": {"type": ["integer", "null"]},
+                            "config": {"type": ["object", "null"]},
+                            "controller": {"type": ["object", "null"]}
+                        }
+                    },
                     "observers": {
                         "type": "array",
                         "items": {
                             "type": "object",
-                            "required": ["observer", "verdict", "total", "critical", "error", "warning", "info", "other", "newest"],
+                            "required": ["observer", "state", "state_reason", "verdict", "total", "critical", "error", "warning", "info", "other", "newest"],
                             "properties": {
                                 "observer": {"type": "string", "enum": OBSERVERS},
-                                "verdict": {"type": "string", "enum": ["ok", "degraded", "failing"]},
+                                "state": {"type": "string", "description": "As the agent reports it: active, degraded, unavailable, disabled; unknown without a status file."},
+                                "state_reason": {"type": "string"},
+                                "verdict": {"type": "string", "enum": VERDICTS},
                                 "total": {"type": "integer"},
                                 "critical": {"type": "integer"},
                                 "error": {"type": "integer"},
