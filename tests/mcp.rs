@@ -305,6 +305,91 @@ fn fifo_and_dev_zero_in_the_data_dir_do_not_hang_the_server() {
     assert_eq!(v["id"], 4);
 }
 
+/// Starts `tapio mcp` on `dir` and asks `node_health` once.
+fn node_health(dir: &Path) -> Value {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tapio"))
+        .args(["mcp", "--data-dir"])
+        .arg(dir)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn tapio mcp");
+    let mut s = Server {
+        lines: line_channel(child.stdout.take().unwrap()),
+        stdin: child.stdin.take(),
+        child,
+    };
+    let v = s.ask(
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"node_health"}}"#,
+    );
+    assert_eq!(v["result"]["isError"], false, "{v}");
+    v["result"]["structuredContent"].clone()
+}
+
+fn write_status(dir: &Path, config_applied: bool, node_state: &str) {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let v = json!({
+        "schema": 1, "agent_id": "01JQY0HADQ0000000000000003", "node_name": "n1",
+        "version": "0.1.0", "pid": 4242, "state": "running", "updated_unix_ms": now_ms,
+        "config": {"applied": config_applied, "hash": "", "generation": 0},
+        "controller": {"endpoint": "http://127.0.0.1:1", "state": "unreachable", "reason": "connection refused"},
+        "observers": {
+            "network": {"state": "active", "reason": ""},
+            "container": {"state": "active", "reason": ""},
+            "storage": {"state": "active", "reason": ""},
+            "node": {"state": node_state, "reason": "pmc unavailable: no PMU"}
+        }
+    });
+    std::fs::write(dir.join(".agent-status.json.tmp"), v.to_string()).unwrap();
+    std::fs::rename(dir.join(".agent-status.json.tmp"), dir.join(".agent-status.json")).unwrap();
+}
+
+#[test]
+fn node_health_says_unknown_when_blind_never_ok() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    // Nothing ever ran with this data dir.
+    let h = node_health(d);
+    assert_eq!(h["verdict"], "unknown", "{h}");
+    assert_eq!(
+        h["reasons"][0],
+        format!("no agent status file and no occurrence files in {}: is the agent running with this data dir?", d.display())
+    );
+    assert!(h["observers"].as_array().unwrap().iter().all(|o| o["verdict"] == "unknown"));
+    // No data dir at all.
+    let h = node_health(&d.join("absent"));
+    assert_eq!(h["verdict"], "unknown");
+    // An agent waiting for its config observes nothing.
+    write_status(d, false, "active");
+    let h = node_health(d);
+    assert_eq!(h["verdict"], "unknown", "{h}");
+    assert_eq!(
+        h["reasons"],
+        json!(["config not applied: the agent observes nothing until it has one (controller http://127.0.0.1:1: unreachable: connection refused)"])
+    );
+    // Configured, but the node observer runs without PMCs and the
+    // controller is unreachable: degraded, with both reasons.
+    write_status(d, true, "degraded");
+    let h = node_health(d);
+    assert_eq!(h["verdict"], "degraded", "{h}");
+    assert_eq!(
+        h["reasons"],
+        json!([
+            "controller http://127.0.0.1:1 unreachable: connection refused",
+            "node observer degraded: pmc unavailable: no PMU"
+        ])
+    );
+    assert_eq!(h["observers"][3]["state"], "degraded");
+    assert_eq!(h["observers"][3]["state_reason"], "pmc unavailable: no PMU");
+    assert_eq!(h["observers"][3]["verdict"], "degraded");
+    assert_eq!(h["agent"]["pid"], 4242);
+}
+
 fn venv_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("target/py-venv")
 }

@@ -129,6 +129,12 @@ async def main(binary, data_dir):
                 f"observer verdicts {verdicts}",
             )
             check(h["window"]["seconds"] == 1800, "window")
+            # No status file in the fixture: states unknown, evidence decides.
+            check(h["agent"]["status_file"] == "missing", f"agent {h['agent']}")
+            check(
+                all(o["state"] == "unknown" for o in h["observers"]),
+                f"observer states {h['observers']}",
+            )
 
             h = await call(
                 session, "node_health", {"observer": "node", "until": "2025-04-03T13:10:00Z"}
