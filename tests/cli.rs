@@ -183,7 +183,9 @@ fn bad_input_exits_1_with_one_line() {
     let out = run(&["recent", "--data-dir", BASIC, "--type", "nope"]);
     assert_eq!(out.code, 1);
     assert!(
-        out.stderr.starts_with("tapio: unknown type \"nope\": known types are kernel.network.connection_refused, "),
+        out.stderr.starts_with(
+            "tapio: unknown type \"nope\": known types are kernel.network.connection_refused, "
+        ),
         "{}",
         out.stderr
     );
@@ -252,7 +254,10 @@ kernel.storage.latency_spike           1
     assert_eq!(out.code, 0);
     let v = json(&out.stdout);
     assert_eq!(v["total"], 5);
-    assert_eq!(v["skipped"], serde_json::json!({"corrupt": 2, "unreadable": 0, "not_regular": 0, "too_large": 0, "foreign": 1}));
+    assert_eq!(
+        v["skipped"],
+        serde_json::json!({"corrupt": 2, "unreadable": 0, "not_regular": 0, "too_large": 0, "foreign": 1})
+    );
     assert_eq!(
         v["by_observer"],
         serde_json::json!({"network": 2, "container": 1, "storage": 1, "node": 1})
@@ -291,7 +296,10 @@ node       unknown  ok            0         0      0        0     0  -
 rule: failing: >=1 critical or >=10 error; degraded: >=1 error or >=5 warning; otherwise ok
 "
     );
-    assert_eq!(out.stderr, format!("{SKIPPED_NOTE}tapio: health is failing\n"));
+    assert_eq!(
+        out.stderr,
+        format!("{SKIPPED_NOTE}tapio: health is failing\n")
+    );
 
     // One observer, the default 15-minute window back from --until.
     let out = run(&[
@@ -654,7 +662,13 @@ fn fifos_devices_huge_and_looping_files_are_skipped_and_counted() {
 
     let out = run_bounded(&["status", "--data-dir", dir]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(out.stdout.contains("\noccurrences  2\nskipped      4 (1 unreadable, 2 not regular, 1 too large)\n"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains(
+            "\noccurrences  2\nskipped      4 (1 unreadable, 2 not regular, 1 too large)\n"
+        ),
+        "{}",
+        out.stdout
+    );
     assert_eq!(out.stderr, note);
     let out = run_bounded(&["status", "--data-dir", dir, "--json"]);
     assert_eq!(json(&out.stdout)["skipped"], skipped);
@@ -671,8 +685,14 @@ fn fifos_devices_huge_and_looping_files_are_skipped_and_counted() {
     assert_eq!(json(&out.stdout)["count"], 1);
 
     let out = run_bounded(&[
-        "health", "--data-dir", dir, "--since", "2025-04-03T14:00:00Z", "--until",
-        "2025-04-03T14:30:00Z", "--json",
+        "health",
+        "--data-dir",
+        dir,
+        "--since",
+        "2025-04-03T14:00:00Z",
+        "--until",
+        "2025-04-03T14:30:00Z",
+        "--json",
     ]);
     // The oom_kill is critical: failing, with the skips counted.
     assert_eq!(out.code, 2, "{}", out.stderr);
@@ -686,8 +706,11 @@ fn watch_skips_a_fifo_that_appears_and_keeps_following() {
     let tmp = tempfile::tempdir().unwrap();
     let watch = Watch::start(tmp.path(), &[]);
     mkfifo(&tmp.path().join("01JQY0HADQ0000000000000009.json"));
-    std::os::unix::fs::symlink("/dev/zero", tmp.path().join("01JQY0HADQ000000000000000A.json"))
-        .unwrap();
+    std::os::unix::fs::symlink(
+        "/dev/zero",
+        tmp.path().join("01JQY0HADQ000000000000000A.json"),
+    )
+    .unwrap();
     assert_eq!(
         watch.next_err_line(),
         "tapio: skipped 2 new unusable entries (2 not regular)"
@@ -737,7 +760,14 @@ fn since_and_until_refuse_impossible_and_far_future_times() {
         }
     }
     // A leap day that exists is fine.
-    let out = run(&["recent", "--data-dir", BASIC, "--since", "2024-02-29T00:00:00Z", "--json"]);
+    let out = run(&[
+        "recent",
+        "--data-dir",
+        BASIC,
+        "--since",
+        "2024-02-29T00:00:00Z",
+        "--json",
+    ]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(json(&out.stdout)["count"], 5);
 }
@@ -813,8 +843,16 @@ fn health_exit_codes_follow_the_agent_status() {
     let out = run_bounded(&["health", "--data-dir", d.to_str().unwrap()]);
     assert_eq!(out.code, 1, "{}", out.stderr);
     let lines: Vec<&str> = out.stdout.lines().collect();
-    assert!(lines[1].starts_with("agent    running, node n1, pid 4242, version 0.1.0, updated "), "{}", out.stdout);
-    assert!(lines[1].ends_with(", config generation 3"), "{}", out.stdout);
+    assert!(
+        lines[1].starts_with("agent    running, node n1, pid 4242, version 0.1.0, updated "),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        lines[1].ends_with(", config generation 3"),
+        "{}",
+        out.stdout
+    );
     assert_eq!(
         lines[2..].join("\n"),
         "\
@@ -832,7 +870,13 @@ rule: failing: >=1 critical or >=10 error; degraded: >=1 error or >=5 warning; o
     );
     assert_eq!(out.stderr, "tapio: health is degraded\n");
     // Asked about the unavailable observer alone: blind, unknown.
-    let out = run_bounded(&["health", "storage", "--data-dir", d.to_str().unwrap(), "--json"]);
+    let out = run_bounded(&[
+        "health",
+        "storage",
+        "--data-dir",
+        d.to_str().unwrap(),
+        "--json",
+    ]);
     assert_eq!(out.code, 3, "{}", out.stderr);
     assert_eq!(
         json(&out.stdout)["reasons"],
@@ -859,7 +903,11 @@ rule: failing: >=1 critical or >=10 error; degraded: >=1 error or >=5 warning; o
     });
     let (code, v) = health_json(d);
     assert_eq!(code, 3, "{v}");
-    assert!(v["observers"].as_array().unwrap().iter().all(|o| o["verdict"] == "unknown"));
+    assert!(v["observers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|o| o["verdict"] == "unknown"));
 
     // Stale: the agent stopped rewriting the file a minute ago.
     write_status(d, |v| v["updated_unix_ms"] = (now_ms() - 60_000).into());
@@ -867,13 +915,19 @@ rule: failing: >=1 critical or >=10 error; degraded: >=1 error or >=5 warning; o
     assert_eq!(code, 3, "{v}");
     let reason = v["reasons"][0].as_str().unwrap();
     assert!(reason.starts_with("the agent status is "), "{reason}");
-    assert!(reason.ends_with("the agent is not running or is stuck"), "{reason}");
+    assert!(
+        reason.ends_with("the agent is not running or is stuck"),
+        "{reason}"
+    );
 
     // Stopped cleanly.
     write_status(d, |v| v["state"] = "stopped".into());
     let (code, v) = health_json(d);
     assert_eq!(code, 3, "{v}");
-    assert!(v["reasons"][0].as_str().unwrap().starts_with("the agent stopped (at "));
+    assert!(v["reasons"][0]
+        .as_str()
+        .unwrap()
+        .starts_with("the agent stopped (at "));
 
     // A status file that is a FIFO (or corrupt) is tolerated: with no
     // occurrence files, unknown; with some, the evidence decides.
@@ -887,12 +941,21 @@ rule: failing: >=1 critical or >=10 error; degraded: >=1 error or >=5 warning; o
     std::fs::write(d.join(".agent-status.json"), "{\"schema\":1,").unwrap();
     copy_fixture(d, "01JQXZSFP50000000000000004.json");
     let out = run_bounded(&[
-        "health", "--data-dir", d.to_str().unwrap(), "--since", "2025-04-03T14:00:00Z", "--until",
-        "2025-04-03T14:30:00Z", "--json",
+        "health",
+        "--data-dir",
+        d.to_str().unwrap(),
+        "--since",
+        "2025-04-03T14:00:00Z",
+        "--until",
+        "2025-04-03T14:30:00Z",
+        "--json",
     ]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let v = json(&out.stdout);
     assert_eq!(v["agent"]["status_file"], "invalid");
-    assert!(v["agent"]["problem"].as_str().unwrap().starts_with("not a status file: "));
+    assert!(v["agent"]["problem"]
+        .as_str()
+        .unwrap()
+        .starts_with("not a status file: "));
     assert_eq!(v["observers"][2]["total"], 1);
 }

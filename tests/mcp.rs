@@ -169,10 +169,17 @@ fn malformed_input_gets_json_rpc_errors_and_the_server_keeps_answering() {
     );
 
     // Integer ids up to 64 bits come back digit for digit.
-    for id in ["18446744073709551615", "-9223372036854775808", "9007199254740993"] {
+    for id in [
+        "18446744073709551615",
+        "-9223372036854775808",
+        "9007199254740993",
+    ] {
         s.send_raw(format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#).as_bytes());
         let line = s.lines.recv_timeout(LINE_WAIT).expect("ping reply");
-        assert_eq!(line, format!(r#"{{"id":{id},"jsonrpc":"2.0","result":{{}}}}"#));
+        assert_eq!(
+            line,
+            format!(r#"{{"id":{id},"jsonrpc":"2.0","result":{{}}}}"#)
+        );
     }
 
     // Not UTF-8.
@@ -288,7 +295,8 @@ fn fifo_and_dev_zero_in_the_data_dir_do_not_hang_the_server() {
     // Each answer within the bound of `reply` (30 s), or the test fails.
     let v = s.ask(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#);
     assert_eq!(v, json!({"jsonrpc": "2.0", "id": 1, "result": {}}));
-    let skipped = json!({"corrupt": 0, "unreadable": 0, "not_regular": 2, "too_large": 0, "foreign": 0});
+    let skipped =
+        json!({"corrupt": 0, "unreadable": 0, "not_regular": 2, "too_large": 0, "foreign": 0});
     for (tool, count) in [("status", "total"), ("recent_anomalies", "count")] {
         let v = s.ask(&format!(
             r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"{tool}"}}}}"#
@@ -321,9 +329,8 @@ fn node_health(dir: &Path) -> Value {
         stdin: child.stdin.take(),
         child,
     };
-    let v = s.ask(
-        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"node_health"}}"#,
-    );
+    let v =
+        s.ask(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"node_health"}}"#);
     assert_eq!(v["result"]["isError"], false, "{v}");
     v["result"]["structuredContent"].clone()
 }
@@ -346,7 +353,11 @@ fn write_status(dir: &Path, config_applied: bool, node_state: &str) {
         }
     });
     std::fs::write(dir.join(".agent-status.json.tmp"), v.to_string()).unwrap();
-    std::fs::rename(dir.join(".agent-status.json.tmp"), dir.join(".agent-status.json")).unwrap();
+    std::fs::rename(
+        dir.join(".agent-status.json.tmp"),
+        dir.join(".agent-status.json"),
+    )
+    .unwrap();
 }
 
 #[test]
@@ -360,7 +371,11 @@ fn node_health_says_unknown_when_blind_never_ok() {
         h["reasons"][0],
         format!("no agent status file and no occurrence files in {}: is the agent running with this data dir?", d.display())
     );
-    assert!(h["observers"].as_array().unwrap().iter().all(|o| o["verdict"] == "unknown"));
+    assert!(h["observers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|o| o["verdict"] == "unknown"));
     // No data dir at all.
     let h = node_health(&d.join("absent"));
     assert_eq!(h["verdict"], "unknown");

@@ -126,7 +126,10 @@ pub fn render(r: &HealthReport, colour: bool) -> String {
                 format_duration(r.window.seconds * 1_000_000_000)
             )),
         ],
-        vec![Cell::new("agent"), Cell::new(agent_line(&r.data_dir, &r.agent))],
+        vec![
+            Cell::new("agent"),
+            Cell::new(agent_line(&r.data_dir, &r.agent)),
+        ],
         vec![
             Cell::new("verdict"),
             Cell::styled(r.verdict.as_str(), verdict_style(r.verdict)),

@@ -3,8 +3,10 @@
 //!
 //! This module owns argument shapes, human and `--json` rendering, and the
 //! mapping of failures to exit codes (0 ok, 1 bad usage or input such as a
-//! bad `--since`, 2 runtime failure such as an unreadable data dir). It reads
-//! through [`crate::store`] only; it must not talk to a running agent, write
+//! bad `--since`, 2 runtime failure such as an unreadable data dir; `health`
+//! exits with its verdict instead: 0 ok, 1 degraded, 2 failing, 3 unknown,
+//! see [`health`]). It reads through [`crate::store`] only (the agent's
+//! status file included); it must not talk to a running agent, write
 //! into the data dir, or put anything but results on stdout (notes and
 //! warnings go to stderr).
 //!

@@ -479,7 +479,10 @@ mod tests {
             "\"18446744073709551616\"",
         ] {
             let reply = s
-                .handle_line(&format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#), NOW)
+                .handle_line(
+                    &format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#),
+                    NOW,
+                )
                 .unwrap();
             assert_eq!(
                 reply.to_string(),
@@ -487,7 +490,10 @@ mod tests {
             );
         }
         let reply = s
-            .handle_line(r#"{"jsonrpc":"2.0","id":18446744073709551616,"method":"ping"}"#, NOW)
+            .handle_line(
+                r#"{"jsonrpc":"2.0","id":18446744073709551616,"method":"ping"}"#,
+                NOW,
+            )
             .unwrap();
         assert_eq!(reply["id"], Value::Null);
         assert_eq!(
@@ -507,7 +513,10 @@ mod tests {
             assert_eq!(r["id"], 7);
             assert_eq!(r["result"]["isError"], true, "{line}: {r}");
             assert!(r["result"].get("structuredContent").is_none());
-            r["result"]["content"][0]["text"].as_str().unwrap().to_string()
+            r["result"]["content"][0]["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
         };
         let text = call(
             &mut s,

@@ -86,7 +86,7 @@ pub enum StatusRead {
     Missing,
     /// A status file that cannot be used, and why (one line).
     Invalid(String),
-    Valid(AgentStatus),
+    Valid(Box<AgentStatus>),
 }
 
 /// Parses a status file's bytes.
@@ -118,7 +118,7 @@ pub fn read(dir: &Path) -> StatusRead {
         Err(e) => return StatusRead::Invalid(e.to_string()),
     };
     match parse(&bytes) {
-        Ok(s) => StatusRead::Valid(s),
+        Ok(s) => StatusRead::Valid(Box::new(s)),
         Err(e) => StatusRead::Invalid(e),
     }
 }
@@ -158,7 +158,11 @@ mod tests {
         assert_eq!(read(d), StatusRead::Missing);
         std::fs::write(d.join(STATUS_FILE), GOOD).unwrap();
         assert!(matches!(read(d), StatusRead::Valid(_)));
-        std::fs::write(d.join(STATUS_FILE), vec![b' '; MAX_STATUS_BYTES as usize + 1]).unwrap();
+        std::fs::write(
+            d.join(STATUS_FILE),
+            vec![b' '; MAX_STATUS_BYTES as usize + 1],
+        )
+        .unwrap();
         assert_eq!(
             read(d),
             StatusRead::Invalid("is larger than 65536 bytes".into())

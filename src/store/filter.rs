@@ -117,7 +117,10 @@ fn closest_type(s: &str) -> Option<&'static str> {
         .flat_map(|t| {
             let full = t.as_str();
             let short = full.rsplit('.').next().unwrap_or(full);
-            [(full, edit_distance(s, full)), (full, edit_distance(s, short))]
+            [
+                (full, edit_distance(s, full)),
+                (full, edit_distance(s, short)),
+            ]
         })
         .filter(|(_, d)| *d <= 3)
         .min_by_key(|(_, d)| *d)
@@ -180,12 +183,12 @@ pub fn parse_instant(s: &str) -> Result<u64, InstantError> {
                 )));
             }
             if y < 1970 {
-                return Err(InstantError::Invalid(format!(
-                    "year {y} is before 1970"
-                )));
+                return Err(InstantError::Invalid(format!("year {y} is before 1970")));
             }
             if !(1..=12).contains(&m) {
-                return Err(InstantError::Invalid(format!("month {m:02} does not exist")));
+                return Err(InstantError::Invalid(format!(
+                    "month {m:02} does not exist"
+                )));
             }
             if d == 0 || d > days_in_month(y, m) {
                 return Err(InstantError::Invalid(format!(

@@ -40,7 +40,8 @@
 //!   [`filter::ULID_SLACK_NS`] (1 h, room for other writers) older than
 //!   `since` are not opened, and a limited query reading names newest-first stops as soon
 //!   as no older name can beat the N it holds. Files that are not opened are
-//!   not checked either: the `corrupt` count covers files that were read.
+//!   not checked either: the skip counts (except `foreign`) cover files that
+//!   were opened.
 //!
 //! The pure parts (name rules, filters, ordering, `--since`, the health rule)
 //! live in [`filter`] and [`summary`] and are tested with tables.
@@ -159,6 +160,10 @@ impl Skipped {
 }
 
 /// What reading one listed file gave.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "the record is the common case and is moved out at once; boxing it would allocate per file"
+)]
 enum ReadOutcome {
     Record(Record),
     /// Deleted since the listing (a retention job): not an error.

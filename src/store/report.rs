@@ -37,10 +37,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::agent_status::{self, StatusRead};
 use super::filter::{
     parse_instant, parse_observer, parse_severity, parse_since, parse_type, Filter, InstantError,
 };
-use super::agent_status::{self, StatusRead};
 use super::summary::{
     judge, AgentReport, HealthCounts, ObserverHealth, StatusCounts, StoreFacts, Verdict,
     DEFAULT_HEALTH_WINDOW_S, HEALTH_RULE,

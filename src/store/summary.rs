@@ -320,7 +320,12 @@ fn with_reason(what: String, reason: &str) -> String {
 
 /// Applies the health rule (module docs) to the evidence counts and the
 /// agent's status file. Pure: `now_ns` is the caller's clock.
-pub fn judge(counts: HealthCounts, status: &StatusRead, store: StoreFacts, now_ns: u64) -> Judgement {
+pub fn judge(
+    counts: HealthCounts,
+    status: &StatusRead,
+    store: StoreFacts,
+    now_ns: u64,
+) -> Judgement {
     let mut observers = counts.into_observers();
     let mut unknown: Vec<String> = Vec::new();
     let mut raised: Vec<String> = Vec::new();
@@ -360,10 +365,12 @@ pub fn judge(counts: HealthCounts, status: &StatusRead, store: StoreFacts, now_n
             let controller = st.controller.as_ref();
             if !st.config.applied {
                 let why = match controller {
-                    Some(c) => with_reason(
-                        format!(" (controller {}: {}", c.endpoint, c.state),
-                        &c.reason,
-                    ) + ")",
+                    Some(c) => {
+                        with_reason(
+                            format!(" (controller {}: {}", c.endpoint, c.state),
+                            &c.reason,
+                        ) + ")"
+                    }
                     None => String::new(),
                 };
                 unknown.push(format!(
@@ -409,7 +416,11 @@ pub fn judge(counts: HealthCounts, status: &StatusRead, store: StoreFacts, now_n
                     unavailable.join("; ")
                 ));
             } else {
-                raised.extend(unavailable.iter().map(|u| format!("observer unavailable: {u}")));
+                raised.extend(
+                    unavailable
+                        .iter()
+                        .map(|u| format!("observer unavailable: {u}")),
+                );
             }
         }
         StatusRead::Missing | StatusRead::Invalid(_) => {
@@ -527,7 +538,7 @@ mod tests {
             }
         });
         edit(&mut v);
-        StatusRead::Valid(parse(v.to_string().as_bytes()).unwrap())
+        StatusRead::Valid(Box::new(parse(v.to_string().as_bytes()).unwrap()))
     }
 
     fn observer(state: &str, reason: &str) -> serde_json::Value {
@@ -563,7 +574,14 @@ mod tests {
             files: 0,
             ..DIR
         };
-        type Case<'a> = (&'a str, &'a [(&'a str, Severity)], StatusRead, StoreFacts<'a>, Verdict, Vec<&'a str>);
+        type Case<'a> = (
+            &'a str,
+            &'a [(&'a str, Severity)],
+            StatusRead,
+            StoreFacts<'a>,
+            Verdict,
+            Vec<&'a str>,
+        );
         let cases: Vec<Case> = vec![
             ("all fine", quiet, status(|_| {}), DIR, Verdict::Ok, vec![]),
             ("evidence still counts", critical, status(|_| {}), DIR, Verdict::Failing, vec![]),
@@ -716,12 +734,24 @@ mod tests {
         let rows: Vec<(&str, &str, &str, Verdict)> = j
             .observers
             .iter()
-            .map(|h| (h.observer.as_str(), h.state.as_str(), h.state_reason.as_str(), h.verdict))
+            .map(|h| {
+                (
+                    h.observer.as_str(),
+                    h.state.as_str(),
+                    h.state_reason.as_str(),
+                    h.verdict,
+                )
+            })
             .collect();
         assert_eq!(
             rows,
             vec![
-                ("network", "unknown", "not in the agent status file", Verdict::Ok),
+                (
+                    "network",
+                    "unknown",
+                    "not in the agent status file",
+                    Verdict::Ok
+                ),
                 ("container", "disabled", "", Verdict::Unknown),
                 ("storage", "unavailable", "no tracepoint", Verdict::Unknown),
                 ("node", "degraded", "pmc unavailable", Verdict::Degraded),
@@ -732,7 +762,12 @@ mod tests {
         assert_eq!(j.agent.pid, Some(42));
 
         // An unknown node shows no quiet observer as ok.
-        let j = judge(counts(&[]), &StatusRead::Missing, StoreFacts { files: 0, ..DIR }, NOW);
+        let j = judge(
+            counts(&[]),
+            &StatusRead::Missing,
+            StoreFacts { files: 0, ..DIR },
+            NOW,
+        );
         assert!(j.observers.iter().all(|h| h.verdict == Verdict::Unknown));
         let j = judge(
             counts(&[("kernel.container.oom_kill", Severity::Critical)]),
@@ -741,14 +776,25 @@ mod tests {
             NOW,
         );
         let v: Vec<Verdict> = j.observers.iter().map(|h| h.verdict).collect();
-        assert_eq!(v, vec![Verdict::Unknown, Verdict::Failing, Verdict::Unknown, Verdict::Unknown]);
+        assert_eq!(
+            v,
+            vec![
+                Verdict::Unknown,
+                Verdict::Failing,
+                Verdict::Unknown,
+                Verdict::Unknown
+            ]
+        );
 
         // Asked about one observer: only its state decides blindness.
         let mut only = HealthCounts::new(&[Observer::Storage]);
         only.add(&rec("kernel.storage.io_error", Severity::Info, NOW, "a"));
         let j = judge(only, &st, DIR, NOW);
         assert_eq!(j.verdict, Verdict::Unknown);
-        assert_eq!(j.reasons, vec!["blind: every observer is unavailable (storage: no tracepoint)"]);
+        assert_eq!(
+            j.reasons,
+            vec!["blind: every observer is unavailable (storage: no tracepoint)"]
+        );
 
         let j = judge(counts(&[]), &StatusRead::Missing, DIR, NOW);
         assert!(j.observers.iter().all(|h| h.state == STATE_UNKNOWN));
@@ -758,10 +804,15 @@ mod tests {
 
     #[test]
     fn exit_codes() {
-        let codes: Vec<u8> = [Verdict::Ok, Verdict::Degraded, Verdict::Failing, Verdict::Unknown]
-            .iter()
-            .map(|v| v.exit_code())
-            .collect();
+        let codes: Vec<u8> = [
+            Verdict::Ok,
+            Verdict::Degraded,
+            Verdict::Failing,
+            Verdict::Unknown,
+        ]
+        .iter()
+        .map(|v| v.exit_code())
+        .collect();
         assert_eq!(codes, vec![0, 1, 2, 3]);
     }
 
