@@ -611,6 +611,19 @@ mod tests {
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
     }
 
+    /// Runs `f` on a thread and fails the test if it does not finish within
+    /// 30 s: what these tests guard against is a reader that hangs (on a
+    /// FIFO) or reads forever (from /dev/zero), and a hang must fail, not
+    /// stall the suite.
+    fn bounded<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(30))
+            .expect("store read did not finish within 30 s")
+    }
+
     #[test]
     fn skips_and_counts_bad_entries() {
         let tmp = tempfile::tempdir().unwrap();
@@ -637,7 +650,8 @@ mod tests {
             vec![b' '; MAX_OCCURRENCE_BYTES as usize],
         )
         .unwrap();
-        let r = Store::new(d).query(&Filter::default(), None).unwrap();
+        let store = Store::new(d);
+        let r = bounded(move || store.query(&Filter::default(), None).unwrap());
         let ids: Vec<&str> = r.records.iter().map(|r| r.occurrence.id.as_str()).collect();
         assert_eq!(ids, vec![b.as_str(), a.as_str()]);
         let want = Skipped {
@@ -656,14 +670,16 @@ mod tests {
         assert_eq!(Skipped::default().describe(), "");
 
         // The same through a limited query, the scan and a follower.
-        let r = Store::new(d).query(&Filter::default(), Some(1)).unwrap();
+        let store = Store::new(d);
+        let r = bounded(move || store.query(&Filter::default(), Some(1)).unwrap());
         assert_eq!(r.records.len(), 1);
         assert_eq!(r.info.skipped.not_regular, 3);
-        let info = Store::new(d).scan(&Filter::default(), |_| {}).unwrap();
+        let store = Store::new(d);
+        let info = bounded(move || store.scan(&Filter::default(), |_| {}).unwrap());
         assert_eq!(info.skipped, want);
         let mut f = Store::new(d).follow().unwrap();
         mkfifo(&d.join("01JQY0HADQ000000000000000A.json"));
-        let p = f.poll(&Filter::default()).unwrap();
+        let p = bounded(move || f.poll(&Filter::default()).unwrap());
         assert_eq!(p.skipped.not_regular, 1);
         assert_eq!(p.skipped.total(), 1);
     }
