@@ -116,7 +116,7 @@ fn agent_line(data_dir: &str, a: &AgentReport) -> String {
 
 /// The human form: window, node verdict, one row per observer, the rule.
 pub fn render(r: &HealthReport, colour: bool) -> String {
-    let summary = vec![
+    let mut summary = vec![
         vec![
             Cell::new("window"),
             Cell::new(format!(
@@ -135,7 +135,6 @@ pub fn render(r: &HealthReport, colour: bool) -> String {
             Cell::styled(r.verdict.as_str(), verdict_style(r.verdict)),
         ],
     ];
-    let mut summary = summary;
     for (i, reason) in r.reasons.iter().enumerate() {
         summary.push(vec![
             Cell::new(if i == 0 { "why" } else { "" }),
