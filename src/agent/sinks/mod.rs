@@ -6,7 +6,8 @@
 //!
 //! Each sink counts its own writes in `tapio_sink_writes_total{sink,result}`
 //! (one per I/O operation: a line batch, a file, a request) and its own
-//! failures in `tapio_sink_drops_total{sink,reason}`.
+//! failures in `tapio_sink_drops_total{sink,reason}`. The handle keeps
+//! `tapio_sink_queue_depth{sink}` (what waits in the queue) current.
 
 pub mod controller;
 pub mod file;
@@ -19,7 +20,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::agent::metrics::Metrics;
+use prometheus_client::metrics::gauge::Gauge;
+
+use crate::agent::metrics::{Metrics, SinkLabel};
 use crate::wire::Occurrence;
 
 /// Most occurrences waiting for one sink.
@@ -50,6 +53,9 @@ pub struct SinkHandle {
     tx: Option<SyncSender<Arc<Occurrence>>>,
     thread: Option<JoinHandle<()>>,
     metrics: Arc<Metrics>,
+    /// Raised before each send (lowered again if it fails) and lowered by
+    /// the sink thread per occurrence taken, so it never goes negative.
+    depth: Gauge,
 }
 
 impl SinkHandle {
@@ -64,15 +70,22 @@ impl SinkHandle {
         capacity: usize,
     ) -> std::io::Result<SinkHandle> {
         let name = sink.name();
+        metrics.init_sink(name, capacity);
+        let depth = metrics
+            .sink_queue_depth
+            .get_or_create(&SinkLabel { sink: name.into() })
+            .clone();
         let (tx, rx) = sync_channel(capacity);
+        let taken = depth.clone();
         let thread = std::thread::Builder::new()
             .name(format!("sink-{name}"))
-            .spawn(move || run_sink(sink.as_mut(), rx))?;
+            .spawn(move || run_sink(sink.as_mut(), rx, &taken))?;
         Ok(SinkHandle {
             name,
             tx: Some(tx),
             thread: Some(thread),
             metrics,
+            depth,
         })
     }
 
@@ -83,10 +96,15 @@ impl SinkHandle {
     /// Never blocks. A full queue drops `occ` and counts it.
     pub fn offer(&self, occ: Arc<Occurrence>) {
         let Some(tx) = &self.tx else { return };
+        self.depth.inc();
         match tx.try_send(occ) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => self.metrics.sink_drop(self.name, "queue_full", 1),
+            Err(TrySendError::Full(_)) => {
+                self.depth.dec();
+                self.metrics.sink_drop(self.name, "queue_full", 1)
+            }
             Err(TrySendError::Disconnected(_)) => {
+                self.depth.dec();
                 self.metrics.sink_drop(self.name, "sink_stopped", 1)
             }
         }
@@ -101,7 +119,7 @@ impl SinkHandle {
     }
 }
 
-fn run_sink(sink: &mut dyn Sink, rx: Receiver<Arc<Occurrence>>) {
+fn run_sink(sink: &mut dyn Sink, rx: Receiver<Arc<Occurrence>>, depth: &Gauge) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
         let first = match sink.tick_interval() {
@@ -125,6 +143,7 @@ fn run_sink(sink: &mut dyn Sink, rx: Receiver<Arc<Occurrence>>) {
                 Err(_) => break,
             }
         }
+        depth.dec_by(batch.len() as i64);
         sink.accept(&batch);
         batch.clear();
     }
@@ -200,5 +219,94 @@ mod tests {
         open.1.notify_all();
         h.close();
         assert_eq!(*written.lock().unwrap() as u64 + dropped, 100);
+    }
+
+    /// A sink that reports when it has taken its first batch, then blocks
+    /// until released: the queue behind it is then exactly what was offered.
+    struct Held {
+        entered: Arc<(Mutex<bool>, Condvar)>,
+        open: Arc<(Mutex<bool>, Condvar)>,
+    }
+
+    impl Sink for Held {
+        fn name(&self) -> &'static str {
+            "held"
+        }
+        fn accept(&mut self, _batch: &[Arc<Occurrence>]) {
+            *self.entered.0.lock().unwrap() = true;
+            self.entered.1.notify_all();
+            let (lock, cv) = &*self.open;
+            let mut open = lock.lock().unwrap();
+            while !*open {
+                open = cv.wait(open).unwrap();
+            }
+        }
+    }
+
+    fn sample(text: &str, series: &str) -> Option<i64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn queue_depth_gauge_follows_the_queue() {
+        let metrics = Metrics::new();
+        let entered = Arc::new((Mutex::new(false), Condvar::new()));
+        let open = Arc::new((Mutex::new(false), Condvar::new()));
+        let h = SinkHandle::spawn_with_capacity(
+            Box::new(Held {
+                entered: entered.clone(),
+                open: open.clone(),
+            }),
+            metrics.clone(),
+            4,
+        )
+        .unwrap();
+        let text = metrics.encode();
+        assert_eq!(
+            sample(&text, "tapio_sink_queue_capacity{sink=\"held\"}"),
+            Some(4)
+        );
+        assert_eq!(
+            sample(&text, "tapio_sink_queue_depth{sink=\"held\"}"),
+            Some(0)
+        );
+        h.offer(occ(0));
+        {
+            let (lock, cv) = &*entered;
+            let (g, timeout) = cv
+                .wait_timeout_while(lock.lock().unwrap(), Duration::from_secs(10), |e| !*e)
+                .unwrap();
+            assert!(
+                *g && !timeout.timed_out(),
+                "the sink never took its first batch"
+            );
+        }
+        // The sink thread holds occ(0); 4 of these 10 fit, 6 drop.
+        for i in 1..=10 {
+            h.offer(occ(i));
+        }
+        let text = metrics.encode();
+        assert_eq!(
+            sample(&text, "tapio_sink_queue_depth{sink=\"held\"}"),
+            Some(4),
+            "{text}"
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "tapio_sink_drops_total{sink=\"held\",reason=\"queue_full\"}"
+            ),
+            Some(6)
+        );
+        *open.0.lock().unwrap() = true;
+        open.1.notify_all();
+        h.close();
+        let text = metrics.encode();
+        assert_eq!(
+            sample(&text, "tapio_sink_queue_depth{sink=\"held\"}"),
+            Some(0),
+            "{text}"
+        );
     }
 }
