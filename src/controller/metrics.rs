@@ -177,10 +177,19 @@ impl Snapshot {
                 ),
             ],
         );
-        let rejects: Vec<(String, String)> = self
-            .rejects
+        // Every code, whatever the snapshot holds: absent() and
+        // dashboards see each series from the first scrape.
+        let rejects: Vec<(String, String)> = ERROR_CODES
             .iter()
-            .map(|(code, n)| (format!("{{code=\"{code}\"}}"), n.to_string()))
+            .map(|&code| {
+                let name = code_name(code);
+                let n = self
+                    .rejects
+                    .iter()
+                    .find(|(c, _)| *c == name)
+                    .map_or(0, |(_, n)| *n);
+                (format!("{{code=\"{name}\"}}"), n.to_string())
+            })
             .collect();
         family(
             "tapio_controller_rejects_total",
