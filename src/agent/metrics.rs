@@ -42,6 +42,13 @@ pub const SINK_DROP_REASONS: [&str; 6] = [
 /// `pipeline`, with these reasons.
 pub const PIPELINE_DROP_REASONS: [&str; 2] = ["queue_full", "stopped"];
 
+/// What the controller client counts, in controller mode (a unit test
+/// checks `controller_client.rs` against these): `kind` of
+/// `tapio_controller_send_failures_total` and `result` of
+/// `tapio_config_fetch_total`.
+pub const CONTROLLER_FAILURE_KINDS: [&str; 3] = ["hello", "config", "heartbeat"];
+pub const CONFIG_FETCH_RESULTS: [&str; 3] = ["updated", "not_modified", "error"];
+
 /// Every state `tapio_observer_state` has a series for.
 pub const OBSERVER_STATES: [&str; 4] = ["active", "degraded", "unavailable", "disabled"];
 
@@ -497,6 +504,14 @@ impl Metrics {
         for reason in PIPELINE_DROP_REASONS {
             self.sink_drop("pipeline", reason, 0);
         }
+        // The evidence the BPF side refuses to correlate, per observer.
+        for obs in Observer::ALL {
+            for i in 0..super::abi::STAT_MAX {
+                if let Some(reason) = super::abi::stat_reason(obs, i) {
+                    self.correlation_drop(obs.as_str(), reason, 0);
+                }
+            }
+        }
     }
 
     /// Creates the series of one configured sink at 0: its queue, its
@@ -517,8 +532,21 @@ impl Metrics {
 
     /// From now on, scrapes report the agent's state as `shared` holds it.
     /// `controller_mode` adds `tapio_controller_connected` (from the start,
-    /// at 0 until the controller answers). Only the first call counts.
+    /// at 0 until the controller answers) and the controller client's
+    /// counters at 0. Only the first call counts.
     pub fn watch(&self, shared: Arc<Shared>, controller_mode: bool) {
+        if controller_mode {
+            for kind in CONTROLLER_FAILURE_KINDS {
+                let _ = self
+                    .controller_send_failures
+                    .get_or_create(&KindLabel { kind: kind.into() });
+            }
+            for result in CONFIG_FETCH_RESULTS {
+                let _ = self.config_fetch.get_or_create(&ResultLabel {
+                    result: result.into(),
+                });
+            }
+        }
         let _ = self.view.set(AgentView {
             shared,
             controller_mode,
@@ -878,6 +906,61 @@ mod tests {
                 "{file}: reason {reason} is not initialised"
             );
         }
+    }
+
+    /// The controller client's counter labels are the ones initialised in
+    /// controller mode.
+    #[test]
+    fn controller_client_labels_are_initialised() {
+        let src = include_str!("controller_client.rs");
+        let literals = |prefix: &str| -> Vec<String> {
+            src.match_indices(prefix)
+                .map(|(i, _)| {
+                    let rest = &src[i + prefix.len()..];
+                    rest[..rest.find('"').unwrap()].to_string()
+                })
+                .collect()
+        };
+        let fetch = literals("self.fetch(\"");
+        let failed = literals("self.failed(\"");
+        assert!(
+            fetch.len() >= 3 && failed.len() >= 3,
+            "{fetch:?} {failed:?}"
+        );
+        for r in &fetch {
+            assert!(
+                CONFIG_FETCH_RESULTS.contains(&r.as_str()),
+                "fetch result {r}"
+            );
+        }
+        for k in &failed {
+            assert!(
+                CONTROLLER_FAILURE_KINDS.contains(&k.as_str()),
+                "failure kind {k}"
+            );
+        }
+        let m = Metrics::new();
+        m.watch(Shared::new(), true);
+        let text = m.encode();
+        for r in CONFIG_FETCH_RESULTS {
+            let series = format!("tapio_config_fetch_total{{result=\"{r}\"}}");
+            assert_eq!(sample(&text, &series), Some(0.0), "{series}");
+        }
+        for k in CONTROLLER_FAILURE_KINDS {
+            let series = format!("tapio_controller_send_failures_total{{kind=\"{k}\"}}");
+            assert_eq!(sample(&text, &series), Some(0.0), "{series}");
+        }
+        assert_eq!(
+            sample(
+                &text,
+                "tapio_correlation_drops_total{observer=\"storage\",reason=\"ambiguous_inflight_io\"}"
+            ),
+            Some(0.0)
+        );
+        // Standalone agents have no controller client: no such series.
+        let standalone = Metrics::new();
+        standalone.watch(Shared::new(), false);
+        assert!(!standalone.encode().contains("tapio_config_fetch_total{"));
     }
 
     #[test]
