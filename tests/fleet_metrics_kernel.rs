@@ -182,3 +182,120 @@ fn a_real_agent_exports_the_fleet_metrics() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A real controller (binary, loopback, port 0) and a real agent in
+/// controller mode: the controller's `/metrics` answers without the token
+/// and counts the agent as registered and configured once it has applied
+/// the config; the agent's `/metrics` has the controller-mode families.
+#[test]
+fn controller_and_agent_in_controller_mode_export_fleet_metrics() {
+    if !require_ebpf("controller_and_agent_in_controller_mode_export_fleet_metrics") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "fleet-metrics-token-0123456789\n").unwrap();
+    let profile = dir.path().join("profile.yaml");
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/profiles/default.yaml"
+        ),
+        &profile,
+    )
+    .unwrap();
+    let mut child = Command::new(tapio_bin())
+        .args(["controller", "--listen", "127.0.0.1:0", "--profile"])
+        .arg(&profile)
+        .arg("--token-file")
+        .arg(&token)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the controller");
+    let lines = line_channel(child.stderr.take().unwrap());
+    let controller = KillOnDrop(child);
+    let addr = (0..600)
+        .find_map(|_| {
+            let line = lines.recv_timeout(Duration::from_millis(100)).ok()?;
+            line.split_once("controller listening on ")
+                .map(|(_, a)| a.trim().to_string())
+        })
+        .expect("the controller logs its address");
+    let cmetrics = format!("http://{addr}/metrics");
+    let text = get(&cmetrics).expect("controller /metrics without a token");
+    assert_eq!(must(&text, "tapio_controller_agents"), 0.0, "{text}");
+    assert_eq!(must(&text, "tapio_controller_config_generation"), 1.0);
+
+    let mport = free_port();
+    let endpoint = format!("http://{addr}");
+    let agent = Agent::start(
+        &format!("[metrics]\nenabled = true\naddr = \"127.0.0.1:{mport}\"\n"),
+        &[
+            "--controller-endpoint",
+            &endpoint,
+            "--controller-token-file",
+            token.to_str().unwrap(),
+            "--sink",
+            "controller",
+            "--heartbeat-interval",
+            "5",
+        ],
+    );
+
+    // Registered and, after its first heartbeat with the applied hash,
+    // configured (bounded: a few heartbeat intervals).
+    let mut last = String::new();
+    let configured = (0..300).any(|_| {
+        last = get(&cmetrics).unwrap_or_default();
+        let done = value(&last, "tapio_controller_agents") == Some(1.0)
+            && value(&last, "tapio_controller_agents_unconfigured") == Some(0.0);
+        if !done {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        done
+    });
+    assert!(
+        configured,
+        "controller never counted a configured agent:\n{last}\nagent log:\n{}",
+        agent.stderr()
+    );
+    assert_eq!(must(&last, "tapio_controller_agents_stale"), 0.0);
+    assert!(
+        must(
+            &last,
+            "tapio_controller_config_fetches_total{result=\"ok\"}"
+        ) >= 1.0
+    );
+    assert_eq!(
+        must(
+            &last,
+            "tapio_controller_rejects_total{code=\"UNAUTHORIZED\"}"
+        ),
+        0.0
+    );
+
+    let text = get(&format!("http://127.0.0.1:{mport}/metrics")).expect("agent /metrics");
+    assert_eq!(must(&text, "tapio_config_applied"), 1.0);
+    assert_eq!(must(&text, "tapio_config_generation"), 1.0);
+    // Present from start in controller mode; its value follows the link
+    // state the controller client records in `Shared` (unit-tested in
+    // agent::metrics), so only the range is checked here.
+    let connected = must(&text, "tapio_controller_connected");
+    assert!(connected == 0.0 || connected == 1.0, "{connected}");
+    assert!(must(&text, "tapio_config_fetch_total{result=\"updated\"}") >= 1.0);
+    assert_eq!(
+        must(
+            &text,
+            "tapio_controller_send_failures_total{kind=\"heartbeat\"}"
+        ),
+        0.0
+    );
+    assert_eq!(
+        must(&text, "tapio_sink_queue_capacity{sink=\"controller\"}"),
+        4096.0
+    );
+    drop(agent);
+    drop(controller);
+}
