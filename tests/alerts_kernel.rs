@@ -115,7 +115,7 @@ fn prometheus_fires_the_oom_alert_for_a_real_oom_kill() {
         let why = "alert test: no cgroup v1 memory controller at /sys/fs/cgroup/memory";
         // Same policy as the OOM test in container_storage.rs.
         assert!(
-            !(ci() && !Path::new("/sys/fs/cgroup/memory.max").exists()),
+            !ci() || Path::new("/sys/fs/cgroup/memory.max").exists(),
             "{why}"
         );
         eprintln!("skipping {why}");
