@@ -78,6 +78,7 @@ pub fn run(args: config::AgentArgs) -> Result<(), CliError> {
     )
     .context("failed to start the emitter thread")
     .map_err(CliError::runtime)?;
+    metrics.watch(shared.clone(), cfg.controller_endpoint.is_some());
     // Standalone: apply at once. Controller mode: the carriers stay
     // all-zero (inert) until the controller's config is applied.
     if let Some(c) = &standalone {

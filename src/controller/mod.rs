@@ -29,11 +29,13 @@
 //! * Without `--token-file` a warning says the controller is
 //!   unauthenticated; with it, `/v1/agents/*` and `/v1/events` need
 //!   `Authorization: Bearer <token>`. `/v1/status` is open.
+//! * `/metrics` (Prometheus text, [`metrics`]) is open: counts only.
 //! * The bound address is logged as `controller listening on <addr>`
 //!   (useful with port 0).
 
 pub mod auth;
 pub mod error;
+pub mod metrics;
 mod routes;
 pub mod state;
 pub mod status;

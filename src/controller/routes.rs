@@ -28,6 +28,7 @@ pub fn router(state: AppState) -> Router {
         .route(v1::PATH_HEARTBEAT, post(heartbeat))
         .route(v1::PATH_EVENTS, post(events))
         .route(v1::PATH_STATUS, get(status_handler))
+        .route("/metrics", get(super::metrics::handler))
         .fallback(unknown_endpoint)
         .method_not_allowed_fallback(unknown_endpoint)
         .layer(DefaultBodyLimit::max(limit))
@@ -215,6 +216,9 @@ async fn config(
         )
             .into_response())
     })();
+    if result.is_err() {
+        state.count_config_fetch_error();
+    }
     respond(&state, result)
 }
 
@@ -354,6 +358,9 @@ async fn events(State(state): State<AppState>, req: Request) -> Response {
         })
     }
     .await;
+    if result.is_err() {
+        state.count_event_batch_reject();
+    }
     respond(&state, result)
 }
 

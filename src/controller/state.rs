@@ -177,6 +177,12 @@ pub struct Counters {
     pub reloads_rejected: u64,
     /// Error responses by code.
     pub rejected: BTreeMap<&'static str, u64>,
+    /// Refused `GET /v1/config` requests (for `/metrics` only).
+    #[serde(skip)]
+    pub config_fetch_errors: u64,
+    /// Refused `POST /v1/events` requests (for `/metrics` only).
+    #[serde(skip)]
+    pub event_batch_rejects: u64,
 }
 
 #[derive(Debug)]
