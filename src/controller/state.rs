@@ -2,7 +2,8 @@
 //! agent registry, the bounded event buffer and the counters. No I/O; the
 //! wall clock enters once, as the start time, and ages use `Instant`.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
@@ -82,10 +83,30 @@ pub enum Applied {
     Exhausted,
 }
 
-/// Per-agent event batch sequence state.
+/// Adds without wrapping: a counter fed by machine payloads (an agent's
+/// sequence numbers, batch sizes) stops at `u64::MAX` instead.
+pub fn bump(counter: &mut u64, n: u64) {
+    *counter = counter.saturating_add(n);
+}
+
+/// What [`SequenceState::observe`] made of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sequenced {
+    /// Next in line (or after a gap): store it.
+    Fresh,
+    /// Already seen (a retry): acknowledge, do not store.
+    Duplicate,
+    /// Far outside the window around the last number: the numbering
+    /// started over. Store it and judge later batches against it.
+    Reset,
+}
+
+/// Per-agent event batch sequence state (rule in [`crate::wire::v1`],
+/// `POST /v1/events`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SequenceState {
-    /// Highest sequence number seen.
+    /// Last sequence number accepted; `None` before the first batch and
+    /// after a hello.
     pub last: Option<u64>,
     pub batches: u64,
     pub occurrences: u64,
@@ -93,28 +114,36 @@ pub struct SequenceState {
     pub gaps: u64,
     /// Batches whose number was already seen (not stored again).
     pub duplicates: u64,
+    /// Times the numbering started over (a far jump either way).
+    pub resets: u64,
 }
 
 impl SequenceState {
-    /// Records batch `seq`; returns false for a duplicate.
-    pub fn observe(&mut self, seq: u64) -> bool {
-        match self.last {
-            Some(last) if seq <= last => {
-                self.duplicates += 1;
-                false
+    /// Judges batch `seq` and records it.
+    pub fn observe(&mut self, seq: u64) -> Sequenced {
+        let verdict = match self.last {
+            None => Sequenced::Fresh,
+            Some(last) if seq > last && seq - last <= v1::SEQUENCE_WINDOW => {
+                bump(&mut self.gaps, seq - last - 1);
+                Sequenced::Fresh
             }
-            Some(last) => {
-                self.gaps += seq - last - 1;
-                self.last = Some(seq);
-                self.batches += 1;
-                true
+            Some(last) if seq <= last && last - seq <= v1::SEQUENCE_WINDOW => {
+                bump(&mut self.duplicates, 1);
+                return Sequenced::Duplicate;
             }
-            None => {
-                self.last = Some(seq);
-                self.batches += 1;
-                true
+            Some(_) => {
+                bump(&mut self.resets, 1);
+                Sequenced::Reset
             }
-        }
+        };
+        self.last = Some(seq);
+        bump(&mut self.batches, 1);
+        verdict
+    }
+
+    /// A hello: the next batch starts a new numbering (totals stay).
+    pub fn restart(&mut self) {
+        self.last = None;
     }
 }
 
@@ -125,6 +154,9 @@ pub struct AgentRecord {
     pub kernel: String,
     pub observers: Vec<String>,
     pub hellos: u64,
+    /// When the record was created (an agent without heartbeats is silent
+    /// since then).
+    pub first_seen: Instant,
     pub last_seen: Instant,
     pub last_heartbeat: Option<Instant>,
     pub heartbeats: u64,
@@ -145,6 +177,7 @@ impl AgentRecord {
             kernel: String::new(),
             observers: Vec::new(),
             hellos: 0,
+            first_seen: now,
             last_seen: now,
             last_heartbeat: None,
             heartbeats: 0,
@@ -171,6 +204,7 @@ pub struct Counters {
     pub occurrences_evicted: u64,
     pub duplicate_batches: u64,
     pub sequence_gaps: u64,
+    pub sequence_resets: u64,
     pub agents_evicted: u64,
     pub reloads_applied: u64,
     pub reloads_unchanged: u64,
@@ -188,7 +222,8 @@ pub struct StoredEvent {
 
 #[derive(Debug, Default)]
 pub struct Inner {
-    pub agents: HashMap<Arc<str>, AgentRecord>,
+    /// Ordered by `agent_id`, so `/v1/status` pages walk it with a cursor.
+    pub agents: BTreeMap<Arc<str>, AgentRecord>,
     pub events: VecDeque<StoredEvent>,
     pub event_bytes: usize,
     pub counters: Counters,
@@ -212,7 +247,7 @@ impl Inner {
                 .map(|(id, _)| Arc::clone(id));
             if let Some(id) = oldest {
                 self.agents.remove(&id);
-                self.counters.agents_evicted += 1;
+                bump(&mut self.counters.agents_evicted, 1);
             }
         }
         let record = self
@@ -235,7 +270,7 @@ impl Inner {
             let size = serde_json::to_vec(&occurrence)
                 .map(|b| b.len())
                 .unwrap_or(0);
-            self.event_bytes += size;
+            self.event_bytes = self.event_bytes.saturating_add(size);
             self.events.push_back(StoredEvent {
                 agent_id: Arc::clone(&id),
                 occurrence,
@@ -246,8 +281,8 @@ impl Inner {
             {
                 match self.events.pop_front() {
                     Some(old) => {
-                        self.event_bytes -= old.size;
-                        self.counters.occurrences_evicted += 1;
+                        self.event_bytes = self.event_bytes.saturating_sub(old.size);
+                        bump(&mut self.counters.occurrences_evicted, 1);
                     }
                     None => break,
                 }
@@ -267,6 +302,19 @@ pub(crate) struct Shared {
     pub started: Instant,
     pub config: RwLock<Arc<ActiveConfig>>,
     pub inner: Mutex<Inner>,
+    /// A profile reload is running (see [`AppState::begin_reload`]).
+    pub reloading: Arc<AtomicBool>,
+}
+
+/// Marks a reload as running until every holder of it is dropped (the
+/// reading thread and the task applying its outcome).
+#[derive(Debug)]
+pub struct ReloadGuard(Arc<AtomicBool>);
+
+impl Drop for ReloadGuard {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 impl std::fmt::Debug for AppState {
@@ -294,6 +342,7 @@ impl AppState {
             started: Instant::now(),
             config: RwLock::new(Arc::new(ActiveConfig::new(1, config, now_ns))),
             inner: Mutex::new(Inner::default()),
+            reloading: Arc::new(AtomicBool::new(false)),
         }))
     }
 
@@ -339,25 +388,35 @@ impl AppState {
         drop(guard);
         if let Ok(mut inner) = self.0.inner.lock() {
             match outcome {
-                Applied::Updated { .. } => inner.counters.reloads_applied += 1,
-                Applied::Unchanged { .. } => inner.counters.reloads_unchanged += 1,
-                Applied::Exhausted => inner.counters.reloads_rejected += 1,
+                Applied::Updated { .. } => bump(&mut inner.counters.reloads_applied, 1),
+                Applied::Unchanged { .. } => bump(&mut inner.counters.reloads_unchanged, 1),
+                Applied::Exhausted => bump(&mut inner.counters.reloads_rejected, 1),
             }
         }
         outcome
     }
 
+    /// Claims the right to reload: `None` while another reload still runs.
+    pub fn begin_reload(&self) -> Option<Arc<ReloadGuard>> {
+        let free = self
+            .0
+            .reloading
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        free.then(|| Arc::new(ReloadGuard(Arc::clone(&self.0.reloading))))
+    }
+
     /// Counts a reload that failed validation (the old config stays).
     pub fn reload_rejected(&self) {
         if let Ok(mut inner) = self.0.inner.lock() {
-            inner.counters.reloads_rejected += 1;
+            bump(&mut inner.counters.reloads_rejected, 1);
         }
     }
 
     /// Counts an error response.
     pub(crate) fn count_rejection(&self, code: ErrorCode) {
         if let Ok(mut inner) = self.0.inner.lock() {
-            *inner.counters.rejected.entry(code_name(code)).or_default() += 1;
+            bump(inner.counters.rejected.entry(code_name(code)).or_default(), 1);
         }
     }
 
@@ -400,11 +459,11 @@ mod tests {
     #[test]
     fn sequence_counts_gaps_and_duplicates() {
         let mut s = SequenceState::default();
-        assert!(s.observe(5));
-        assert!(s.observe(6));
-        assert!(s.observe(9)); // 7 and 8 missing
-        assert!(!s.observe(9));
-        assert!(!s.observe(2));
+        assert_eq!(s.observe(5), Sequenced::Fresh);
+        assert_eq!(s.observe(6), Sequenced::Fresh);
+        assert_eq!(s.observe(9), Sequenced::Fresh); // 7 and 8 missing
+        assert_eq!(s.observe(9), Sequenced::Duplicate);
+        assert_eq!(s.observe(2), Sequenced::Duplicate);
         assert_eq!(
             s,
             SequenceState {
@@ -412,9 +471,49 @@ mod tests {
                 batches: 3,
                 occurrences: 0,
                 gaps: 2,
-                duplicates: 2
+                duplicates: 2,
+                resets: 0,
             }
         );
+    }
+
+    #[test]
+    fn far_jumps_reset_the_numbering_instead_of_poisoning_it() {
+        let mut s = SequenceState::default();
+        assert_eq!(s.observe(1), Sequenced::Fresh);
+        // A bogus maximal number: accepted as a reset, no gap of 2^64.
+        assert_eq!(s.observe(u64::MAX), Sequenced::Reset);
+        assert_eq!(s.gaps, 0);
+        // The real numbering continues: far below, so a reset, not a duplicate.
+        assert_eq!(s.observe(2), Sequenced::Reset);
+        assert_eq!(s.observe(3), Sequenced::Fresh);
+        assert_eq!(s.observe(3), Sequenced::Duplicate);
+        // The window edges: last + WINDOW is a gap, last - WINDOW a retry.
+        let w = v1::SEQUENCE_WINDOW;
+        assert_eq!(s.observe(3 + w), Sequenced::Fresh);
+        assert_eq!(s.gaps, w - 1);
+        assert_eq!(s.observe(3), Sequenced::Duplicate);
+        assert_eq!(s.observe(2), Sequenced::Reset);
+        assert_eq!((s.resets, s.duplicates, s.batches), (3, 2, 6));
+        // A hello forgets the last number: 1 is fresh again.
+        s.restart();
+        assert_eq!(s.observe(1), Sequenced::Fresh);
+        assert_eq!(s.last, Some(1));
+    }
+
+    #[test]
+    fn counters_saturate() {
+        let mut c = u64::MAX - 1;
+        bump(&mut c, 5);
+        assert_eq!(c, u64::MAX);
+        let mut s = SequenceState {
+            last: Some(0),
+            gaps: u64::MAX - 3,
+            batches: u64::MAX,
+            ..SequenceState::default()
+        };
+        assert_eq!(s.observe(v1::SEQUENCE_WINDOW), Sequenced::Fresh);
+        assert_eq!((s.gaps, s.batches), (u64::MAX, u64::MAX));
     }
 
     #[test]
