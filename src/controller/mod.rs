@@ -271,3 +271,75 @@ where
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::config::CompiledConfig;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    fn counters(state: &AppState) -> (u64, u64) {
+        let inner = state.lock().unwrap();
+        (inner.counters.reloads_applied, inner.counters.reloads_rejected)
+    }
+
+    /// Polls `done` every 10 ms, at most 5 s.
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        for _ in 0..500 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    #[tokio::test]
+    async fn a_hung_read_times_out_and_later_sighups_are_ignored_until_it_returns() {
+        let state = AppState::new(Settings::default(), None, CompiledConfig::default(), 0);
+        let (unblock, blocked) = std::sync::mpsc::channel::<()>();
+        let mut next = CompiledConfig::default();
+        next.network.refused_min_count = 7;
+        let hung = next.clone();
+        reload_with(&state, Duration::from_millis(100), move || {
+            // Like a read from a FIFO nobody writes: returns only when told.
+            let _ = blocked.recv();
+            Ok(hung)
+        });
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counted = |runs: &Arc<AtomicUsize>| {
+            let runs = Arc::clone(runs);
+            move || {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Ok(CompiledConfig::default())
+            }
+        };
+        // While the first read hangs, a second SIGHUP does nothing.
+        reload_with(&state, Duration::from_millis(100), counted(&runs));
+        until("the timeout to reject the hung reload", || {
+            counters(&state) == (0, 1)
+        })
+        .await;
+        // Timed out, but its read is still running: still ignored.
+        reload_with(&state, Duration::from_millis(100), counted(&runs));
+        assert_eq!(runs.load(Ordering::SeqCst), 0);
+        assert_eq!(state.active().unwrap().generation, 1);
+        // The read returns (too late to count): reloads work again.
+        unblock.send(()).unwrap();
+        until("the hung read to end", || state.begin_reload().is_some()).await;
+        reload_with(&state, Duration::from_secs(5), move || Ok(next));
+        until("the next reload to apply", || counters(&state) == (1, 1)).await;
+        assert_eq!(state.active().unwrap().generation, 2);
+        assert_eq!(runs.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn profiles_that_are_not_regular_files_are_refused_at_once() {
+        let e = load_profile(Path::new("/dev/zero")).unwrap_err();
+        assert_eq!(
+            format!("{e:#}"),
+            "failed to read profile /dev/zero: is not a regular file (a character device)"
+        );
+    }
+}
