@@ -117,7 +117,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ok = dir.path().join("token");
         std::fs::write(&ok, "  s3cret\n").unwrap();
-        assert!(Token::from_file(&ok).unwrap().admits(&headers("Bearer s3cret")));
+        assert!(Token::from_file(&ok)
+            .unwrap()
+            .admits(&headers("Bearer s3cret")));
         let e = Token::from_file(Path::new("/dev/zero")).unwrap_err();
         assert_eq!(
             e.to_string(),

@@ -253,7 +253,9 @@ where
         match outcome {
             Err(e) => {
                 state.reload_rejected();
-                tracing::error!("profile reload rejected, generation {current} stays active: {e:#}");
+                tracing::error!(
+                    "profile reload rejected, generation {current} stays active: {e:#}"
+                );
             }
             Ok(config) => match state.apply(config, wall_ns()) {
                 Applied::Unchanged { generation } => {
@@ -281,7 +283,10 @@ mod tests {
 
     fn counters(state: &AppState) -> (u64, u64) {
         let inner = state.lock().unwrap();
-        (inner.counters.reloads_applied, inner.counters.reloads_rejected)
+        (
+            inner.counters.reloads_applied,
+            inner.counters.reloads_rejected,
+        )
     }
 
     /// Polls `done` every 10 ms, at most 5 s.

@@ -416,13 +416,39 @@ impl AppState {
     /// Counts an error response.
     pub(crate) fn count_rejection(&self, code: ErrorCode) {
         if let Ok(mut inner) = self.0.inner.lock() {
-            bump(inner.counters.rejected.entry(code_name(code)).or_default(), 1);
+            bump(
+                inner.counters.rejected.entry(code_name(code)).or_default(),
+                1,
+            );
         }
     }
 
     /// Number of agents in the registry.
     pub fn agent_count(&self) -> usize {
         self.0.inner.lock().map(|i| i.agents.len()).unwrap_or(0)
+    }
+
+    /// Test hook: makes agent `agent_id` look `by` older (its first and last
+    /// sighting and its last heartbeat), to exercise staleness without
+    /// waiting. False if the agent is unknown or the clock cannot go back.
+    #[doc(hidden)]
+    pub fn age_agent_for_tests(&self, agent_id: &str, by: std::time::Duration) -> bool {
+        let Ok(mut inner) = self.0.inner.lock() else {
+            return false;
+        };
+        let Some(a) = inner.agents.get_mut(agent_id) else {
+            return false;
+        };
+        let back = |t: Instant| t.checked_sub(by);
+        match (back(a.first_seen), back(a.last_seen)) {
+            (Some(first), Some(last)) => {
+                a.first_seen = first;
+                a.last_seen = last;
+                a.last_heartbeat = a.last_heartbeat.and_then(back);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Test hook: poisons the state lock, to exercise `500 INTERNAL_ERROR`.

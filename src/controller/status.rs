@@ -31,8 +31,9 @@
 //!  "events":{"buffered":1,"capacity":1024,"recent":[{"agent_id":"01JA…","occurrence":{…}}]}}
 //! ```
 //! `agents` lists the agents most in need of attention first: stale ones
-//! (no heartbeat for [`STALE_AFTER_SECS`]), then degraded, unconfigured or
-//! on another config, each group longest silent first; `agents_omitted`
+//! (no heartbeat for [`STALE_AFTER_SECS`]) before the others; within each,
+//! those in trouble (degraded, unconfigured or on another config) first;
+//! then the longest silent first, then by `agent_id`. `agents_omitted`
 //! says how many more there are. `recent` holds the newest occurrences,
 //! oldest first.
 //!
@@ -87,7 +88,10 @@ pub struct StatusQuery {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum View {
     Summary,
-    Page { cursor: Option<String>, limit: usize },
+    Page {
+        cursor: Option<String>,
+        limit: usize,
+    },
 }
 
 impl StatusQuery {
@@ -96,9 +100,7 @@ impl StatusQuery {
         match self.agents.as_deref() {
             None | Some("summary") => {
                 if self.cursor.is_some() || self.limit.is_some() {
-                    return Err(ApiError::invalid(
-                        "cursor and limit need agents=page",
-                    ));
+                    return Err(ApiError::invalid("cursor and limit need agents=page"));
                 }
                 Ok(View::Summary)
             }

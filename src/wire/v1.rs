@@ -643,7 +643,14 @@ mod tests {
             check_identifier("123456789", 8),
             Err("must be at most 8 bytes".into())
         );
-        for bad in ["a\nb", "\u{1b}[31mred", "tab\t", "nul\0", "del\u{7f}", "c1\u{85}"] {
+        for bad in [
+            "a\nb",
+            "\u{1b}[31mred",
+            "tab\t",
+            "nul\0",
+            "del\u{7f}",
+            "c1\u{85}",
+        ] {
             assert_eq!(
                 check_text(bad, 64),
                 Err("must not contain control characters".into()),
@@ -676,9 +683,19 @@ mod tests {
         let hb = Heartbeat::unconfigured("a", observers.clone(), BTreeMap::new());
         assert_eq!(hb.observers["node"].reason, "line1 line2 [0m");
         let cut = &hb.observers["storage"].reason;
-        assert_eq!(cut.len(), MAX_REASON_LEN - 1, "é is 2 bytes: cut on a char boundary");
+        assert_eq!(
+            cut.len(),
+            MAX_REASON_LEN - 1,
+            "é is 2 bytes: cut on a char boundary"
+        );
         assert!(cut.bytes().all(|b| b == b'x'));
-        let hb = Heartbeat::configured("a", &CompiledConfig::default().hash(), 1, observers, BTreeMap::new());
+        let hb = Heartbeat::configured(
+            "a",
+            &CompiledConfig::default().hash(),
+            1,
+            observers,
+            BTreeMap::new(),
+        );
         for s in hb.observers.values() {
             assert_eq!(check_text(&s.reason, MAX_REASON_LEN), Ok(()));
         }
