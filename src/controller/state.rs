@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use serde::Serialize;
+use serde_json::value::RawValue;
 
 use super::auth::Token;
 use super::error::ApiError;
@@ -213,10 +214,14 @@ pub struct Counters {
     pub rejected: BTreeMap<&'static str, u64>,
 }
 
+/// One buffered occurrence, kept as its compact JSON: a parsed `data` map
+/// can cost many times its serialised size (every array element a
+/// `Value`), so only the JSON text counts against the byte budget and
+/// that is what memory holds.
 #[derive(Debug)]
 pub struct StoredEvent {
     pub agent_id: Arc<str>,
-    pub occurrence: Occurrence,
+    pub occurrence: Box<RawValue>,
     pub size: usize,
 }
 
@@ -267,9 +272,11 @@ impl Inner {
     ) {
         let id: Arc<str> = Arc::from(agent_id);
         for occurrence in occurrences {
-            let size = serde_json::to_vec(&occurrence)
-                .map(|b| b.len())
-                .unwrap_or(0);
+            // An Occurrence is plain data; serialising it cannot fail.
+            let Ok(occurrence) = serde_json::value::to_raw_value(&occurrence) else {
+                continue;
+            };
+            let size = occurrence.get().len();
             self.event_bytes = self.event_bytes.saturating_add(size);
             self.events.push_back(StoredEvent {
                 agent_id: Arc::clone(&id),

@@ -56,7 +56,7 @@ use super::error::ApiError;
 use super::state::{AgentRecord, AppState, Counters, Inner};
 use crate::wire::time::format_rfc3339_millis;
 use crate::wire::v1::{self, AgentState, ObserverStatus, WIRE_VERSION};
-use crate::wire::Occurrence;
+use serde_json::value::RawValue;
 
 /// Most agents in the summary.
 pub const ATTENTION_AGENTS: usize = 50;
@@ -271,7 +271,7 @@ fn facts<'a>(id: &'a str, a: &'a AgentRecord, active_hash: &str, now: Instant) -
 #[derive(Serialize)]
 struct RecentEvent<'a> {
     agent_id: &'a str,
-    occurrence: &'a Occurrence,
+    occurrence: &'a RawValue,
 }
 
 #[derive(Serialize)]
