@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 use super::auth::Token;
 use super::error::ApiError;
 use crate::wire::config::{CompiledConfig, ConfigHash};
-use crate::wire::v1::{self, AgentState, ErrorCode, ObserverStatus};
+use crate::wire::v1::{self, AgentState, ErrorCode};
 use crate::wire::Occurrence;
 
 /// Limits of one controller. All memory the controller holds is bounded
@@ -148,12 +148,19 @@ impl SequenceState {
     }
 }
 
+/// What the controller remembers of one agent. Kept compact, because
+/// 10,000 of these with every field at its limit must fit the controller's
+/// memory limit: strings are boxed (no spare capacity), and the maps and
+/// lists that are only ever shown (observer statuses, loss counters, the
+/// observer list) are kept as their compact JSON, one allocation each
+/// instead of one per entry and tree node.
 #[derive(Debug)]
 pub struct AgentRecord {
-    pub node_name: String,
-    pub version: String,
-    pub kernel: String,
-    pub observers: Vec<String>,
+    pub node_name: Box<str>,
+    pub version: Box<str>,
+    pub kernel: Box<str>,
+    /// JSON array of observer names, from the last hello.
+    pub observers: Box<RawValue>,
     pub hellos: u64,
     /// When the record was created (an agent without heartbeats is silent
     /// since then).
@@ -161,33 +168,47 @@ pub struct AgentRecord {
     pub last_seen: Instant,
     pub last_heartbeat: Option<Instant>,
     pub heartbeats: u64,
-    pub applied_hash: String,
-    pub applied_version: String,
+    pub applied_hash: Box<str>,
+    pub applied_version: Box<str>,
     pub state: AgentState,
-    pub reason: String,
-    pub observer_status: BTreeMap<String, ObserverStatus>,
-    pub loss: BTreeMap<String, u64>,
+    pub reason: Box<str>,
+    /// JSON object observer → `{"state":…,"reason":…}`, from the last
+    /// heartbeat.
+    pub observer_status: Box<RawValue>,
+    /// JSON object counter name → total, from the last heartbeat.
+    pub loss: Box<RawValue>,
     pub sequence: SequenceState,
+}
+
+/// `value` as compact JSON text.
+pub fn compact_json<T: Serialize + ?Sized>(value: &T) -> Result<Box<RawValue>, ApiError> {
+    serde_json::value::to_raw_value(value)
+        .map_err(|_| ApiError::internal("failed to serialise agent facts"))
+}
+
+fn empty_json(text: &str) -> Box<RawValue> {
+    // Constant, valid JSON: cannot fail.
+    RawValue::from_string(text.to_string()).unwrap_or_default()
 }
 
 impl AgentRecord {
     fn new(now: Instant) -> AgentRecord {
         AgentRecord {
-            node_name: String::new(),
-            version: String::new(),
-            kernel: String::new(),
-            observers: Vec::new(),
+            node_name: Box::default(),
+            version: Box::default(),
+            kernel: Box::default(),
+            observers: empty_json("[]"),
             hellos: 0,
             first_seen: now,
             last_seen: now,
             last_heartbeat: None,
             heartbeats: 0,
-            applied_hash: String::new(),
+            applied_hash: Box::default(),
             applied_version: "0".into(),
             state: AgentState::Unknown,
-            reason: String::new(),
-            observer_status: BTreeMap::new(),
-            loss: BTreeMap::new(),
+            reason: Box::default(),
+            observer_status: empty_json("{}"),
+            loss: empty_json("{}"),
             sequence: SequenceState::default(),
         }
     }

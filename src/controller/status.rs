@@ -45,7 +45,6 @@
 //! ```
 
 use std::cmp::Reverse;
-use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Instant;
@@ -55,7 +54,7 @@ use serde::{Deserialize, Serialize};
 use super::error::ApiError;
 use super::state::{AgentRecord, AppState, Counters, Inner};
 use crate::wire::time::format_rfc3339_millis;
-use crate::wire::v1::{self, AgentState, ObserverStatus, WIRE_VERSION};
+use crate::wire::v1::{self, AgentState, WIRE_VERSION};
 use serde_json::value::RawValue;
 
 /// Most agents in the summary.
@@ -165,7 +164,7 @@ fn health(a: &AgentRecord, active_hash: &str, now: Instant) -> Health {
         stale: silent_secs >= STALE_AFTER_SECS,
         unconfigured,
         degraded: a.state == AgentState::Degraded,
-        mismatch: !unconfigured && a.applied_hash != active_hash,
+        mismatch: !unconfigured && &*a.applied_hash != active_hash,
     }
 }
 
@@ -221,7 +220,7 @@ struct AgentFacts<'a> {
     node_name: &'a str,
     version: &'a str,
     kernel: &'a str,
-    observers: &'a [String],
+    observers: &'a RawValue,
     hellos: u64,
     heartbeats: u64,
     last_seen_age_secs: u64,
@@ -232,8 +231,8 @@ struct AgentFacts<'a> {
     state: AgentState,
     #[serde(skip_serializing_if = "str::is_empty")]
     reason: &'a str,
-    observer_status: &'a BTreeMap<String, ObserverStatus>,
-    loss: &'a BTreeMap<String, u64>,
+    observer_status: &'a RawValue,
+    loss: &'a RawValue,
     batches: BatchFacts,
 }
 
@@ -252,7 +251,7 @@ fn facts<'a>(id: &'a str, a: &'a AgentRecord, active_hash: &str, now: Instant) -
             .map(|t| now.saturating_duration_since(t).as_secs()),
         applied_config_hash: &a.applied_hash,
         applied_config_version: &a.applied_version,
-        applied_hash_matches: a.applied_hash == active_hash,
+        applied_hash_matches: &*a.applied_hash == active_hash,
         state: a.state,
         reason: &a.reason,
         observer_status: &a.observer_status,
