@@ -5,6 +5,9 @@
 # controller's memory from /proc/<pid>/status and the /v1/status sizes.
 # Debug build unless PROFILE=release; the README's figures use
 #   PROFILE=release scripts/bench-controller.sh 10000
+# ROUNDS=R repeats the whole load R times against the same controller (the
+# same agents again: records are replaced, the batches are duplicates), to
+# see that memory settles rather than grows.
 # BIN=path/to/tapio measures another build (e.g. an older one, with
 # LIMITS=old so the load uses the maxima that build allowed).
 set -euo pipefail
@@ -12,6 +15,7 @@ cd "$(dirname "$0")/.."
 N="${1:-1000}"
 PROFILE="${PROFILE:-debug}"
 LIMITS="${LIMITS:-current}"
+ROUNDS="${ROUNDS:-1}"
 flag=""; [ "$PROFILE" = release ] && flag="--release"
 if [ -z "${BIN:-}" ]; then
   cargo build -q $flag --bin tapio --example controller_load
@@ -40,5 +44,7 @@ done
 mem() { awk '/^(VmRSS|VmHWM)/ {printf "%s %s %s  ", $1, $2, $3}' "/proc/$pid/status"; echo; }
 echo "controller pid $pid on $addr ($BIN, load limits: $LIMITS)"
 echo -n "before: "; mem
-"$load" "$addr" "$N" "$token" --limits "$LIMITS"
-echo -n "after $N agents and the status requests: "; mem
+for round in $(seq 1 "$ROUNDS"); do
+  "$load" "$addr" "$N" "$token" --limits "$LIMITS"
+  echo -n "after round $round of $N agents and the status requests: "; mem
+done
