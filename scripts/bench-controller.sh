@@ -45,6 +45,8 @@ mem() { awk '/^(VmRSS|VmHWM)/ {printf "%s %s %s  ", $1, $2, $3}' "/proc/$pid/sta
 echo "controller pid $pid on $addr ($BIN, load limits: $LIMITS)"
 echo -n "before: "; mem
 for round in $(seq 1 "$ROUNDS"); do
-  "$load" "$addr" "$N" "$token" --limits "$LIMITS"
-  echo -n "after round $round of $N agents and the status requests: "; mem
+  "$load" "$addr" "$N" "$token" --limits "$LIMITS" --only load || echo "(the load reported failures)"
+  echo -n "round $round, after $N agents: "; mem
+  "$load" "$addr" "$N" "$token" --only status || echo "(the status requests reported failures)"
+  echo -n "round $round, after the status requests: "; mem
 done
