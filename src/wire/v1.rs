@@ -416,6 +416,7 @@ impl Heartbeat {
         loss: BTreeMap<String, u64>,
     ) -> Heartbeat {
         let observers = clamp_reasons(observers);
+        let loss = clamp_loss(loss);
         let degraded = observers
             .values()
             .any(|o| !matches!(o.state, ObserverState::Running | ObserverState::Disabled));
@@ -453,7 +454,7 @@ impl Heartbeat {
             state: AgentState::Degraded,
             reason: REASON_UNCONFIGURED.into(),
             observers: clamp_reasons(observers),
-            loss,
+            loss: clamp_loss(loss),
         }
     }
 
@@ -462,17 +463,32 @@ impl Heartbeat {
     }
 }
 
-/// Observer reasons made acceptable to the controller ([`clamp_reason`]):
-/// a kernel error text must not cost the agent its heartbeat.
-fn clamp_reasons(
-    mut observers: BTreeMap<String, ObserverStatus>,
-) -> BTreeMap<String, ObserverStatus> {
-    for s in observers.values_mut() {
-        if s.reason.len() > MAX_REASON_LEN || s.reason.chars().any(char::is_control) {
-            s.reason = clamp_reason(&s.reason);
-        }
-    }
+/// Observer statuses made acceptable to the controller: reasons clamped
+/// ([`clamp_reason`]), at most [`MAX_OBSERVERS`] entries with valid names.
+/// A kernel error text or a new observer must not cost the agent its
+/// heartbeat (the controller refuses a heartbeat over any limit whole).
+fn clamp_reasons(observers: BTreeMap<String, ObserverStatus>) -> BTreeMap<String, ObserverStatus> {
     observers
+        .into_iter()
+        .filter(|(name, _)| check_identifier(name, MAX_OBSERVER_NAME_LEN).is_ok())
+        .take(MAX_OBSERVERS)
+        .map(|(name, mut s)| {
+            if s.reason.len() > MAX_REASON_LEN || s.reason.chars().any(char::is_control) {
+                s.reason = clamp_reason(&s.reason);
+            }
+            (name, s)
+        })
+        .collect()
+}
+
+/// Loss counters made acceptable to the controller: names within
+/// [`MAX_LOSS_NAME_LEN`], at most [`MAX_LOSS_COUNTERS`] (the first by
+/// name), for the same reason.
+fn clamp_loss(loss: BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    loss.into_iter()
+        .filter(|(name, _)| check_identifier(name, MAX_LOSS_NAME_LEN).is_ok())
+        .take(MAX_LOSS_COUNTERS)
+        .collect()
 }
 
 /// `POST /v1/agents/heartbeat` response.
@@ -680,6 +696,24 @@ mod tests {
                 },
             ),
         ]);
+        let mut many = observers.clone();
+        for i in 0..MAX_OBSERVERS {
+            many.insert(format!("x{i}"), ObserverStatus::default());
+        }
+        many.insert("bad\nname".into(), ObserverStatus::default());
+        let loss: BTreeMap<String, u64> = (0..MAX_LOSS_COUNTERS + 5)
+            .map(|i| (format!("loss.{i:03}"), i as u64))
+            .chain([("l".repeat(MAX_LOSS_NAME_LEN + 1), 1)])
+            .collect();
+        let hb = Heartbeat::unconfigured("a", many, loss);
+        assert_eq!(hb.observers.len(), MAX_OBSERVERS);
+        assert!(hb
+            .observers
+            .keys()
+            .all(|k| check_identifier(k, MAX_OBSERVER_NAME_LEN).is_ok()));
+        assert_eq!(hb.loss.len(), MAX_LOSS_COUNTERS);
+        assert_eq!(hb.loss.keys().next().unwrap(), "loss.000");
+        assert!(hb.loss.keys().all(|k| k.len() <= MAX_LOSS_NAME_LEN));
         let hb = Heartbeat::unconfigured("a", observers.clone(), BTreeMap::new());
         assert_eq!(hb.observers["node"].reason, "line1 line2 [0m");
         let cut = &hb.observers["storage"].reason;
