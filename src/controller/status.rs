@@ -366,11 +366,14 @@ pub fn render(state: &AppState, view: &View) -> Result<Vec<u8>, ApiError> {
     serialised.map_err(|_| ApiError::internal("failed to serialise /v1/status"))
 }
 
+/// Sort key: (stale, in trouble, seconds silent), the largest first.
+type Attention = Reverse<(bool, bool, u64)>;
+
 /// The [`ATTENTION_AGENTS`] agents most in need of attention, worst first.
 fn most_in_need<'a>(inner: &'a Inner, active_hash: &str, now: Instant) -> Vec<AgentFacts<'a>> {
     // A key per agent (no copies of its strings); only the chosen few are
     // then sorted and turned into facts.
-    let mut ranked: Vec<(Reverse<(bool, bool, u64)>, &Arc<str>, &AgentRecord)> = inner
+    let mut ranked: Vec<(Attention, &Arc<str>, &AgentRecord)> = inner
         .agents
         .iter()
         .map(|(id, a)| {
