@@ -771,8 +771,8 @@ async fn fields_at_their_limit_pass_and_one_byte_more_is_refused_by_name() {
             "observers.reason must be at most 256 bytes",
         ),
         (extra_observer, "observers must have at most 8 entries"),
-        (extra_loss, "loss must have at most 32 entries"),
-        (long_loss_name, "loss key must be at most 64 bytes"),
+        (extra_loss, "loss must have at most 24 entries"),
+        (long_loss_name, "loss key must be at most 48 bytes"),
         (long_observer_name, "observers key must be at most 32 bytes"),
     ];
     for (body, want) in hb_cases {

@@ -181,14 +181,16 @@ pub const MAX_TEXT_LEN: usize = 64;
 /// Longest observer name (hello `observers[]`, heartbeat `observers` keys).
 pub const MAX_OBSERVER_NAME_LEN: usize = 32;
 /// Longest loss counter name (heartbeat `loss` keys).
-pub const MAX_LOSS_NAME_LEN: usize = 64;
+pub const MAX_LOSS_NAME_LEN: usize = 48;
 /// Longest `reason` (heartbeat and per observer). The constructors here
 /// shorten longer reasons, so an agent built on them never exceeds it.
 pub const MAX_REASON_LEN: usize = 256;
 /// Most entries in `observers` (hello and heartbeat).
 pub const MAX_OBSERVERS: usize = 8;
-/// Most entries in a heartbeat's `loss`.
-pub const MAX_LOSS_COUNTERS: usize = 32;
+/// Most entries in a heartbeat's `loss` (an agent sends about 18: lost and
+/// malformed events per observer, drops per sink, failures per request
+/// kind, drain cap).
+pub const MAX_LOSS_COUNTERS: usize = 24;
 /// Most occurrences in one event batch.
 pub const MAX_BATCH_OCCURRENCES: usize = 1000;
 /// How far below the last sequence number a batch may be and still be a
