@@ -19,7 +19,7 @@ use axum::Router;
 use serde_json::Value;
 
 use super::error::ApiError;
-use super::state::{bump, compact_json, AppState, Sequenced};
+use super::state::{assign, assign_json, bump, AppState, Sequenced};
 use super::status;
 use crate::wire::find_reasoning_field;
 use crate::wire::v1::{self, ErrorCode, Message, WIRE_VERSION};
@@ -157,17 +157,16 @@ async fn hello(State(state): State<AppState>, req: Request) -> Response {
         for o in &h.observers {
             check_id("observers[]", o, v1::MAX_OBSERVER_NAME_LEN)?;
         }
-        let observers = compact_json(&h.observers)?;
         let active = state.active()?;
         {
             let max = state.settings().max_agents;
             let mut inner = state.lock()?;
             bump(&mut inner.counters.hellos, 1);
             let (rec, new) = inner.agent(&h.agent_id, max, Instant::now());
-            rec.node_name = h.node_name.as_str().into();
-            rec.version = h.version.into_boxed_str();
-            rec.kernel = h.kernel.into_boxed_str();
-            rec.observers = observers;
+            assign(&mut rec.node_name, &h.node_name);
+            assign(&mut rec.version, &h.version);
+            assign(&mut rec.kernel, &h.kernel);
+            assign_json(&mut rec.observers, &h.observers)?;
             bump(&mut rec.hellos, 1);
             // A hello starts a new batch numbering (wire rule): a restarted
             // instance is never judged against its predecessor's numbers.
@@ -262,8 +261,6 @@ async fn heartbeat(State(state): State<AppState>, req: Request) -> Response {
         for name in hb.loss.keys() {
             check_id("loss key", name, v1::MAX_LOSS_NAME_LEN)?;
         }
-        let observer_status = compact_json(&hb.observers)?;
-        let loss = compact_json(&hb.loss)?;
         let active = state.active()?;
         let hello_required = {
             let max = state.settings().max_agents;
@@ -273,12 +270,12 @@ async fn heartbeat(State(state): State<AppState>, req: Request) -> Response {
             let (rec, _) = inner.agent(&hb.agent_id, max, now);
             rec.last_heartbeat = Some(now);
             bump(&mut rec.heartbeats, 1);
-            rec.applied_hash = hb.config_hash.into_boxed_str();
-            rec.applied_version = hb.config_version.into_boxed_str();
+            assign(&mut rec.applied_hash, &hb.config_hash);
+            assign(&mut rec.applied_version, &hb.config_version);
             rec.state = hb.state;
-            rec.reason = hb.reason.into_boxed_str();
-            rec.observer_status = observer_status;
-            rec.loss = loss;
+            assign(&mut rec.reason, &hb.reason);
+            assign_json(&mut rec.observer_status, &hb.observers)?;
+            assign_json(&mut rec.loss, &hb.loss)?;
             rec.hellos == 0
         };
         json(&v1::HeartbeatAck {

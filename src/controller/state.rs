@@ -150,17 +150,19 @@ impl SequenceState {
 
 /// What the controller remembers of one agent. Kept compact, because
 /// 10,000 of these with every field at its limit must fit the controller's
-/// memory limit: strings are boxed (no spare capacity), and the maps and
-/// lists that are only ever shown (observer statuses, loss counters, the
-/// observer list) are kept as their compact JSON, one allocation each
-/// instead of one per entry and tree node.
+/// memory limit: the maps and lists that are only ever shown (observer
+/// statuses, loss counters, the observer list) are kept as their compact
+/// JSON text, one allocation each instead of one per entry and tree node;
+/// and every string is overwritten in place ([`assign`], [`assign_json`]),
+/// so the heartbeats of a steady fleet reuse the same allocations instead
+/// of fragmenting the heap with new ones.
 #[derive(Debug)]
 pub struct AgentRecord {
-    pub node_name: Box<str>,
-    pub version: Box<str>,
-    pub kernel: Box<str>,
+    pub node_name: String,
+    pub version: String,
+    pub kernel: String,
     /// JSON array of observer names, from the last hello.
-    pub observers: Box<RawValue>,
+    pub observers: String,
     pub hellos: u64,
     /// When the record was created (an agent without heartbeats is silent
     /// since then).
@@ -168,47 +170,60 @@ pub struct AgentRecord {
     pub last_seen: Instant,
     pub last_heartbeat: Option<Instant>,
     pub heartbeats: u64,
-    pub applied_hash: Box<str>,
-    pub applied_version: Box<str>,
+    pub applied_hash: String,
+    pub applied_version: String,
     pub state: AgentState,
-    pub reason: Box<str>,
+    pub reason: String,
     /// JSON object observer → `{"state":…,"reason":…}`, from the last
     /// heartbeat.
-    pub observer_status: Box<RawValue>,
+    pub observer_status: String,
     /// JSON object counter name → total, from the last heartbeat.
-    pub loss: Box<RawValue>,
+    pub loss: String,
     pub sequence: SequenceState,
 }
 
-/// `value` as compact JSON text.
-pub fn compact_json<T: Serialize + ?Sized>(value: &T) -> Result<Box<RawValue>, ApiError> {
-    serde_json::value::to_raw_value(value)
-        .map_err(|_| ApiError::internal("failed to serialise agent facts"))
+/// Overwrites `dst` with `src`, in its own allocation when it fits.
+pub fn assign(dst: &mut String, src: &str) {
+    if dst != src {
+        dst.clear();
+        dst.push_str(src);
+    }
 }
 
-fn empty_json(text: &str) -> Box<RawValue> {
-    // Constant, valid JSON: cannot fail.
-    RawValue::from_string(text.to_string()).unwrap_or_default()
+/// Overwrites `dst` with the compact JSON of `value`, in its own
+/// allocation when it fits.
+pub fn assign_json<T: Serialize + ?Sized>(dst: &mut String, value: &T) -> Result<(), ApiError> {
+    let mut bytes = std::mem::take(dst).into_bytes();
+    bytes.clear();
+    let written = serde_json::to_writer(&mut bytes, value);
+    // serde_json writes UTF-8 only; the fallback is never taken.
+    *dst = String::from_utf8(bytes).unwrap_or_default();
+    if written.is_err() {
+        dst.clear();
+        dst.push_str("null");
+        return Err(ApiError::internal("failed to serialise agent facts"));
+    }
+    Ok(())
 }
 
 impl AgentRecord {
     fn new(now: Instant) -> AgentRecord {
         AgentRecord {
-            node_name: Box::default(),
-            version: Box::default(),
-            kernel: Box::default(),
-            observers: empty_json("[]"),
+            node_name: String::new(),
+            version: String::new(),
+            kernel: String::new(),
+            observers: "[]".into(),
             hellos: 0,
             first_seen: now,
             last_seen: now,
             last_heartbeat: None,
             heartbeats: 0,
-            applied_hash: Box::default(),
+            applied_hash: String::new(),
             applied_version: "0".into(),
             state: AgentState::Unknown,
-            reason: Box::default(),
-            observer_status: empty_json("{}"),
-            loss: empty_json("{}"),
+            reason: String::new(),
+            observer_status: "{}".into(),
+            loss: "{}".into(),
             sequence: SequenceState::default(),
         }
     }

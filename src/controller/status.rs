@@ -164,7 +164,7 @@ fn health(a: &AgentRecord, active_hash: &str, now: Instant) -> Health {
         stale: silent_secs >= STALE_AFTER_SECS,
         unconfigured,
         degraded: a.state == AgentState::Degraded,
-        mismatch: !unconfigured && &*a.applied_hash != active_hash,
+        mismatch: !unconfigured && a.applied_hash != active_hash,
     }
 }
 
@@ -220,7 +220,7 @@ struct AgentFacts<'a> {
     node_name: &'a str,
     version: &'a str,
     kernel: &'a str,
-    observers: &'a RawValue,
+    observers: Option<&'a RawValue>,
     hellos: u64,
     heartbeats: u64,
     last_seen_age_secs: u64,
@@ -231,9 +231,15 @@ struct AgentFacts<'a> {
     state: AgentState,
     #[serde(skip_serializing_if = "str::is_empty")]
     reason: &'a str,
-    observer_status: &'a RawValue,
-    loss: &'a RawValue,
+    observer_status: Option<&'a RawValue>,
+    loss: Option<&'a RawValue>,
     batches: BatchFacts,
+}
+
+/// JSON text the registry keeps, embedded as it is (`null` if it were
+/// ever not JSON, which [`super::state::assign_json`] rules out).
+fn raw(text: &str) -> Option<&RawValue> {
+    serde_json::from_str(text).ok()
 }
 
 fn facts<'a>(id: &'a str, a: &'a AgentRecord, active_hash: &str, now: Instant) -> AgentFacts<'a> {
@@ -242,7 +248,7 @@ fn facts<'a>(id: &'a str, a: &'a AgentRecord, active_hash: &str, now: Instant) -
         node_name: &a.node_name,
         version: &a.version,
         kernel: &a.kernel,
-        observers: &a.observers,
+        observers: raw(&a.observers),
         hellos: a.hellos,
         heartbeats: a.heartbeats,
         last_seen_age_secs: now.saturating_duration_since(a.last_seen).as_secs(),
@@ -251,11 +257,11 @@ fn facts<'a>(id: &'a str, a: &'a AgentRecord, active_hash: &str, now: Instant) -
             .map(|t| now.saturating_duration_since(t).as_secs()),
         applied_config_hash: &a.applied_hash,
         applied_config_version: &a.applied_version,
-        applied_hash_matches: &*a.applied_hash == active_hash,
+        applied_hash_matches: a.applied_hash == active_hash,
         state: a.state,
         reason: &a.reason,
-        observer_status: &a.observer_status,
-        loss: &a.loss,
+        observer_status: raw(&a.observer_status),
+        loss: raw(&a.loss),
         batches: BatchFacts {
             last_sequence: a.sequence.last,
             received: a.sequence.batches,
