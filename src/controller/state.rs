@@ -586,6 +586,24 @@ mod tests {
     }
 
     #[test]
+    fn records_are_overwritten_in_their_own_allocations() {
+        let mut loss = String::new();
+        let big = BTreeMap::from([("sink_drops.http".to_string(), 123_456_u64)]);
+        assign_json(&mut loss, &big).unwrap();
+        assert_eq!(loss, r#"{"sink_drops.http":123456}"#);
+        let at = loss.as_ptr();
+        // A later heartbeat with a value of the same size or smaller.
+        let small = BTreeMap::from([("sink_drops.http".to_string(), 7_u64)]);
+        assign_json(&mut loss, &small).unwrap();
+        assert_eq!(loss, r#"{"sink_drops.http":7}"#);
+        assert_eq!(loss.as_ptr(), at, "reallocated");
+        let mut node = String::from("node-a");
+        let at = node.as_ptr();
+        assign(&mut node, "node-b");
+        assert_eq!((node.as_str(), node.as_ptr()), ("node-b", at));
+    }
+
+    #[test]
     fn registry_evicts_least_recently_seen() {
         let mut inner = Inner::default();
         let t0 = Instant::now();
