@@ -182,27 +182,24 @@ pub struct AgentRecord {
     pub sequence: SequenceState,
 }
 
-/// Overwrites `dst` with `src`, in its own allocation when it fits.
+/// Overwrites `dst` with `src`, in its own allocation when it fits, else
+/// in one of exactly the size needed (no amortised doubling: 10,000
+/// records would carry the slack for good).
 pub fn assign(dst: &mut String, src: &str) {
     if dst != src {
         dst.clear();
+        dst.reserve_exact(src.len());
         dst.push_str(src);
     }
 }
 
-/// Overwrites `dst` with the compact JSON of `value`, in its own
-/// allocation when it fits.
+/// Overwrites `dst` with the compact JSON of `value`, like [`assign`].
 pub fn assign_json<T: Serialize + ?Sized>(dst: &mut String, value: &T) -> Result<(), ApiError> {
-    let mut bytes = std::mem::take(dst).into_bytes();
-    bytes.clear();
-    let written = serde_json::to_writer(&mut bytes, value);
-    // serde_json writes UTF-8 only; the fallback is never taken.
-    *dst = String::from_utf8(bytes).unwrap_or_default();
-    if written.is_err() {
-        dst.clear();
-        dst.push_str("null");
-        return Err(ApiError::internal("failed to serialise agent facts"));
-    }
+    // Serialised aside (a short-lived buffer, freed at once) so that the
+    // kept string gets its exact size.
+    let text = serde_json::to_string(value)
+        .map_err(|_| ApiError::internal("failed to serialise agent facts"))?;
+    assign(dst, &text);
     Ok(())
 }
 
@@ -591,6 +588,7 @@ mod tests {
         let big = BTreeMap::from([("sink_drops.http".to_string(), 123_456_u64)]);
         assign_json(&mut loss, &big).unwrap();
         assert_eq!(loss, r#"{"sink_drops.http":123456}"#);
+        assert_eq!(loss.capacity(), loss.len(), "exact size, no slack");
         let at = loss.as_ptr();
         // A later heartbeat with a value of the same size or smaller.
         let small = BTreeMap::from([("sink_drops.http".to_string(), 7_u64)]);
