@@ -845,9 +845,16 @@ async fn control_characters_in_agent_strings_are_refused_before_anything_is_stor
         .await
         .assert_error(400, "INVALID_FIELD");
     assert_eq!(msg, "agent_id must not contain control characters");
+    // An agent_id is visible ASCII: no look-alikes or direction overrides.
+    for id in ["agent a", "agent\u{202e}a", "agént"] {
+        let msg = send(&app, post_json("/v1/agents/hello", &hello_body(id)))
+            .await
+            .assert_error(400, "INVALID_FIELD");
+        assert_eq!(msg, "agent_id must be visible ASCII (no spaces)");
+    }
     let s = status(&app).await;
     assert_eq!(s["agent_counts"]["registered"], 0);
-    assert_eq!(s["counters"]["rejected"]["INVALID_FIELD"], 12);
+    assert_eq!(s["counters"]["rejected"]["INVALID_FIELD"], 15);
     assert_eq!(s["events"]["buffered"], 0);
 }
 

@@ -125,6 +125,10 @@ fn check_id(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
     v1::check_identifier(value, max).map_err(|why| ApiError::invalid(format!("{field} {why}")))
 }
 
+fn check_agent_id(value: &str) -> Result<(), ApiError> {
+    v1::check_agent_id(value).map_err(|why| ApiError::invalid(format!("agent_id {why}")))
+}
+
 /// Free text (`version`, `kernel`, reasons): may be empty.
 fn check_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
     v1::check_text(value, max).map_err(|why| ApiError::invalid(format!("{field} {why}")))
@@ -149,7 +153,7 @@ async fn hello(State(state): State<AppState>, req: Request) -> Response {
     let result = async {
         let value = read_message::<v1::Hello>(&state, req).await?;
         let h: v1::Hello = decode(value)?;
-        check_id("agent_id", &h.agent_id, v1::MAX_ID_LEN)?;
+        check_agent_id(&h.agent_id)?;
         check_id("node_name", &h.node_name, v1::MAX_NODE_NAME_LEN)?;
         check_text("version", &h.version, v1::MAX_TEXT_LEN)?;
         check_text("kernel", &h.kernel, v1::MAX_TEXT_LEN)?;
@@ -198,7 +202,7 @@ async fn config(
         let Query(q) =
             query.map_err(|e| ApiError::invalid(format!("invalid query: {}", e.body_text())))?;
         let agent_id = q.agent_id.ok_or_else(|| ApiError::missing(&["agent_id"]))?;
-        check_id("agent_id", &agent_id, v1::MAX_ID_LEN)?;
+        check_agent_id(&agent_id)?;
         let active = state.active()?;
         let not_modified = headers
             .get(header::IF_NONE_MATCH)
@@ -237,7 +241,7 @@ async fn heartbeat(State(state): State<AppState>, req: Request) -> Response {
     let result = async {
         let value = read_message::<v1::Heartbeat>(&state, req).await?;
         let hb: v1::Heartbeat = decode(value)?;
-        check_id("agent_id", &hb.agent_id, v1::MAX_ID_LEN)?;
+        check_agent_id(&hb.agent_id)?;
         check_text("reason", &hb.reason, v1::MAX_REASON_LEN)?;
         let Some(version) = v1::parse_generation(&hb.config_version) else {
             return Err(ApiError::invalid("config_version must be a u32 in decimal"));
@@ -327,7 +331,7 @@ async fn events(State(state): State<AppState>, req: Request) -> Response {
         map.insert("occurrences".into(), Value::Array(Vec::new()));
         let mut batch: v1::EventBatch = decode(Value::Object(map))?;
         batch.occurrences = occurrences;
-        check_id("agent_id", &batch.agent_id, v1::MAX_ID_LEN)?;
+        check_agent_id(&batch.agent_id)?;
 
         let n = batch.occurrences.len() as u64;
         let duplicate = {

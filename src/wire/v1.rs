@@ -19,7 +19,8 @@
 //!   constants below) and never contain control characters (newline, ESC,
 //!   …): `400 INVALID_FIELD`, the message naming the field. Identifiers
 //!   (`agent_id`, `node_name`, observer and loss counter names) must also
-//!   be non-empty. Maps and lists have an entry limit, too.
+//!   be non-empty, and `agent_id` visible ASCII. Maps and lists have an
+//!   entry limit, too.
 //! * With a controller token, every `/v1/agents/*`, `/v1/events` and
 //!   `/v1/status` request carries `Authorization: Bearer <token>`, else
 //!   `401 UNAUTHORIZED`.
@@ -203,6 +204,17 @@ pub fn check_identifier(value: &str, max: usize) -> Result<(), String> {
         return Err("must not be empty".into());
     }
     check_text(value, max)
+}
+
+/// Why an `agent_id` is refused: an identifier ([`check_identifier`]) of
+/// visible ASCII only (a ULID in practice), so no look-alike or
+/// direction-changing character can disguise one agent as another.
+pub fn check_agent_id(value: &str) -> Result<(), String> {
+    check_identifier(value, MAX_ID_LEN)?;
+    if !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("must be visible ASCII (no spaces)".into());
+    }
+    Ok(())
 }
 
 /// Why a free-text string is refused: too long, or carrying a control
@@ -676,6 +688,14 @@ mod tests {
             );
         }
         assert_eq!(check_text("", 8), Ok(()));
+        assert_eq!(check_agent_id("01JA1B2C3D4E5F6G7H8J9K0L1M"), Ok(()));
+        for bad in ["a b", "a\u{202e}b", "ägent"] {
+            assert_eq!(
+                check_agent_id(bad),
+                Err("must be visible ASCII (no spaces)".into()),
+                "{bad:?}"
+            );
+        }
         assert_eq!(check_text("ünïcödé ok", 64), Ok(()));
     }
 
