@@ -37,6 +37,7 @@ fn policy() -> PostPolicy {
         backoff_base: Duration::from_millis(10),
         backoff_cap: Duration::from_millis(50),
         request_timeout: Duration::from_secs(5),
+        retry_after_cap: Duration::from_secs(1),
     }
 }
 
@@ -118,7 +119,7 @@ fn a_partial_batch_is_sent_when_it_has_waited_long_enough() {
 
 #[test]
 fn failures_are_retried_then_counted_exactly_when_the_receiver_recovers() {
-    let rx = Receiver::start(vec![503, 500], false);
+    let rx = Receiver::start(vec![503, 502], false);
     let (h, metrics) = spawn_http(&rx, "/", policy());
     for i in 1..=3 {
         h.offer(occ(i));
