@@ -3,8 +3,9 @@
 //! OTLP collector (`rotel` from PyPI, its OTLP/HTTP receiver and debug log)
 //! receiving one resource per pod, request headers and gzip on the wire,
 //! and the retry policy (`Retry-After` in seconds and as a date, capped;
-//! only 429/502/503/504 retried). A kernel test sends a real agent's
-//! refusals to the collector.
+//! only 429/502/503/504 retried). Two kernel tests run the built agent:
+//! its refusals reach the collector, and its TOML headers and gzip reach
+//! the wire without the header value ever appearing in its log.
 
 mod common;
 
@@ -824,6 +825,69 @@ fn the_agent_sends_its_refusals_to_a_real_collector() {
     assert_eq!(
         rec.attrs["tapio.occurrence.id"],
         format!("Str({})", v["id"].as_str().unwrap())
+    );
+    assert!(!agent.stderr().contains("s3cr3t"), "{}", agent.stderr());
+}
+
+#[test]
+fn the_agent_sends_its_headers_and_gzip_on_the_wire() {
+    if !require_ebpf("the_agent_sends_its_headers_and_gzip_on_the_wire") {
+        return;
+    }
+    let rx = Receiver::start(vec![], false);
+    // One header from the file, none on the command line: the file's set
+    // is used (a flag would replace it).
+    let toml = "otlp_compression = \"gzip\"\notlp_headers = { \"X-Api-Key\" = \"file-s3cr3t\" }\n";
+    let agent = Agent::start(
+        toml,
+        &[
+            "--sink",
+            "stdout",
+            "--sink",
+            "otlp",
+            "--otlp-endpoint",
+            &rx.url(""),
+            "--node-name",
+            "wire-node",
+        ],
+    );
+    let port = closed_port("127.0.0.1");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    agent.wait_for("refusal to the closed port", Duration::from_secs(20), |v| {
+        is_type(v, "kernel.network.connection_refused") && dport(v) == u64::from(port)
+    });
+    // The sink flushes within its 1 s max wait.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let needle = format!("connect to 127.0.0.1:{port} refused");
+    let (head, raw) = loop {
+        let found = rx
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, head, body)| (head.to_ascii_lowercase(), gunzip(body)))
+            .find(|(_, raw)| String::from_utf8_lossy(raw).contains(&needle));
+        if let Some(f) = found {
+            break f;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no request carried the refusal to {port}; agent:\n{}",
+            agent.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(head.contains("x-api-key: file-s3cr3t\r\n"), "{head}");
+    assert!(head.contains("content-encoding: gzip\r\n"), "{head}");
+    assert!(
+        head.contains("content-type: application/x-protobuf\r\n"),
+        "{head}"
+    );
+    // Protobuf strings are stored as-is: the resource names the node.
+    let text = String::from_utf8_lossy(&raw);
+    assert!(
+        text.contains("wire-node") && text.contains("k8s.node.name"),
+        "{text}"
     );
     assert!(!agent.stderr().contains("s3cr3t"), "{}", agent.stderr());
 }
