@@ -10,9 +10,14 @@
 //! capped at `retry_after_cap` so a receiver cannot park the sink. Every
 //! other status (400, 401, 408, 413, 500, ...) is final: resending the same
 //! bytes would fail the same way (`reason="rejected"`).
-//! Every request is one `tapio_sink_writes_total{sink,result}` increment.
+//! `tapio_sink_writes_total{sink,result}` counts occurrences: a delivered
+//! batch of n adds n to `ok`, each failed attempt n to `error`.
 //! While a batch is retried the sink's queue absorbs new occurrences and
 //! overflows into `queue_full` drops; the drain never waits.
+//!
+//! Shutdown: every request's timeout and every backoff sleep end at the
+//! shutdown deadline at the latest; a batch still unsent then is left
+//! pending, and the runner counts it as `shutdown_timeout`.
 //!
 //! Plain `http://` only: this build has no TLS stack. Terminate TLS in a
 //! local proxy or collector; an `https://` endpoint is refused at start-up,
@@ -23,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 
-use super::Sink;
+use super::{Shutdown, Sink};
 use crate::agent::metrics::Metrics;
 use crate::wire::Occurrence;
 
@@ -93,6 +98,7 @@ pub struct BatchPoster {
     /// Extra headers on every request (the otlp sink's `--otlp-header`s
     /// and `Content-Encoding`); values are never logged.
     headers: reqwest::header::HeaderMap,
+    shutdown: Shutdown,
 }
 
 enum Outcome {
@@ -151,6 +157,7 @@ impl BatchPoster {
             bearer: None,
             failure_kind: None,
             headers: reqwest::header::HeaderMap::new(),
+            shutdown: Shutdown::new(),
         })
     }
 
@@ -171,8 +178,8 @@ impl BatchPoster {
         self
     }
 
-    fn count_failure(&self) {
-        self.metrics.sink_write(self.name, false, 1);
+    fn count_failure(&self, n: u64) {
+        self.metrics.sink_write(self.name, false, n);
         if let Some(kind) = self.failure_kind {
             self.metrics
                 .controller_send_failures
@@ -190,11 +197,12 @@ impl BatchPoster {
         Duration::from_nanos(if nanos == 0 { 0 } else { self.rng % nanos })
     }
 
-    fn post(&self, body: &[u8]) -> Outcome {
+    fn post(&self, body: &[u8], timeout: Duration) -> Outcome {
         let mut rb = self
             .client
             .post(self.url.clone())
             .headers(self.headers.clone())
+            .timeout(timeout)
             .header(reqwest::header::CONTENT_TYPE, self.content_type)
             .body(body.to_vec());
         if let Some(t) = &self.bearer {
@@ -216,7 +224,8 @@ impl BatchPoster {
         }
     }
 
-    /// Sends everything pending, retrying up to `attempts` times.
+    /// Sends everything pending, retrying up to `attempts` times, and never
+    /// past the shutdown deadline: a batch still unsent then stays pending.
     pub fn flush(&mut self, attempts: u32) {
         if self.pending.is_empty() {
             return;
@@ -238,26 +247,39 @@ impl BatchPoster {
                     Some(d) => d.min(self.policy.retry_after_cap),
                     None => self.jitter(exp),
                 };
-                std::thread::sleep(wait);
+                self.shutdown.sleep(wait);
             }
-            match self.post(&body) {
+            let timeout = match self.shutdown.remaining() {
+                None => self.policy.request_timeout,
+                Some(left) if left.is_zero() => {
+                    // Out of budget: the runner counts it as undelivered.
+                    self.pending = batch;
+                    return;
+                }
+                Some(left) => left.min(self.policy.request_timeout),
+            };
+            match self.post(&body, timeout) {
                 Outcome::Sent => {
-                    self.metrics.sink_write(self.name, true, 1);
+                    self.metrics.sink_write(self.name, true, n);
                     self.warned = false;
                     return;
                 }
                 Outcome::Rejected(why) => {
-                    self.count_failure();
+                    self.count_failure(n);
                     self.metrics.sink_drop(self.name, "rejected", n);
                     tracing::warn!(sink = self.name, url = %self.url, "batch of {n} rejected: {why}");
                     return;
                 }
                 Outcome::Retry(why, after) => {
-                    self.count_failure();
+                    self.count_failure(n);
                     last = why;
                     asked = after;
                 }
             }
+        }
+        if self.shutdown.expired() {
+            self.pending = batch;
+            return;
         }
         self.metrics.sink_drop(self.name, "send_failed", n);
         if !self.warned {
@@ -305,8 +327,17 @@ impl Sink for BatchPoster {
     }
 
     fn close(&mut self) {
-        // One try at shutdown: a dead endpoint must not hold the exit.
-        self.flush(1);
+        // Full retries: the shutdown deadline, not a lower attempt count,
+        // keeps a dead endpoint from holding the exit.
+        self.flush(self.policy.attempts);
+    }
+
+    fn attach_shutdown(&mut self, shutdown: Shutdown) {
+        self.shutdown = shutdown;
+    }
+
+    fn drop_reasons(&self) -> &'static [&'static str] {
+        &["send_failed", "rejected"]
     }
 }
 
