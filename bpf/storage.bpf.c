@@ -173,17 +173,27 @@ int BPF_PROG(handle_sto__block_rq_complete, struct request *rq, blk_status_t err
 	__u32 data_len, cmd_flags, op, status = error;
 	bool partial, known = false, ambiguous = false;
 
+	now = bpf_ktime_get_ns();
+	start = BPF_CORE_READ(rq, io_start_time_ns);
+	if (start && start <= now) {
+		/* The request's own clock (no map entry exists for it). A
+		 * healthy, fast completion ends here, after one read. */
+		latency = now - start;
+		known = true;
+		if (!status) {
+			if (!(cfg = tapio_config_get(TAPIO_FLAG_STORAGE)))
+				return 0;
+			slow_ns = cfg->sto_slow_io_ns;
+			if (!slow_ns || latency < slow_ns)
+				return 0;
+		}
+	}
 	data_len = BPF_CORE_READ(rq, __data_len);
 	cmd_flags = BPF_CORE_READ(rq, cmd_flags);
 	op = cmd_flags & REQ_OP_MASK;
 	sector = BPF_CORE_READ(rq, __sector);
 	partial = nr_bytes < data_len;
-	now = bpf_ktime_get_ns();
-	start = BPF_CORE_READ(rq, io_start_time_ns);
-	if (start && start <= now) {
-		latency = now - start;
-		known = true;
-	} else if (!own_clock(rq, op)) {
+	if (!known && !own_clock(rq, op)) {
 		f = bpf_map_lookup_elem(&inflight, &key);
 		if (f) {
 			/* Only the entry of this very request: a recycled request's
