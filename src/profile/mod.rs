@@ -80,8 +80,8 @@ use std::path::{Path, PathBuf};
 
 pub use compile::compile;
 pub use schema::{
-    parse_duration, EvidenceProfile, API_VERSION, CONTAINER_KNOBS, KIND, MAX_PROFILE_BYTES,
-    NETWORK_KNOBS, NODE_KNOBS, OBSERVERS, STORAGE_KNOBS,
+    EvidenceProfile, API_VERSION, CONTAINER_KNOBS, KIND, MAX_PROFILE_BYTES, NETWORK_KNOBS,
+    NODE_KNOBS, OBSERVERS, STORAGE_KNOBS,
 };
 pub use validate::{validate, Issue, DOCUMENT};
 

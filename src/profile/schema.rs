@@ -226,78 +226,9 @@ impl fmt::Display for DisplayMilli {
     }
 }
 
-/// Parses a duration: a non-negative decimal followed by a unit (`ns`,
-/// `us`, `µs`, `ms`, `s`, `m`), no spaces: `100ms`, `1s`, `2.5s`. Returns
-/// nanoseconds, or `None` when the text is not such a duration, is not a
-/// whole number of nanoseconds, or does not fit in u64.
-pub fn parse_duration(text: &str) -> Option<u64> {
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-    let (number, unit) = text.split_at(split);
-    let unit_ns: u128 = match unit {
-        "ns" => 1,
-        "us" | "µs" => 1_000,
-        "ms" => 1_000_000,
-        "s" => 1_000_000_000,
-        "m" => 60_000_000_000,
-        _ => return None,
-    };
-    let (int, frac) = match number.split_once('.') {
-        Some((i, f)) => (i, f),
-        None => (number, ""),
-    };
-    if int.is_empty()
-        || int.len() > 20
-        || frac.len() > 9
-        || (number.contains('.') && frac.is_empty())
-    {
-        return None;
-    }
-    if !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let int: u128 = int.parse().ok()?;
-    let scale = 10u128.pow(frac.len() as u32);
-    let frac: u128 = if frac.is_empty() {
-        0
-    } else {
-        frac.parse().ok()?
-    };
-    let scaled = (int * scale + frac) * unit_ns;
-    if scaled % scale != 0 {
-        return None;
-    }
-    u64::try_from(scaled / scale).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        for (text, ns) in [
-            ("100ms", Some(100 * MS)),
-            ("1s", Some(S)),
-            ("10ms", Some(10 * MS)),
-            ("2.5s", Some(2_500 * MS)),
-            ("1m", Some(60 * S)),
-            ("750us", Some(750_000)),
-            ("750µs", Some(750_000)),
-            ("0ms", Some(0)),
-            ("1.5ns", None),
-            ("100", None),
-            ("ms", None),
-            ("1 s", None),
-            ("-1s", None),
-            ("1.s", None),
-            (".5s", None),
-            ("1h", None),
-            ("1s2ms", None),
-            ("99999999999999999999999s", None),
-        ] {
-            assert_eq!(parse_duration(text), ns, "{text}");
-        }
-    }
 
     #[test]
     fn display() {

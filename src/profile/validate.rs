@@ -5,6 +5,7 @@ use std::fmt;
 use super::schema::*;
 use super::tree::{self, Node};
 use crate::wire::config::{ExitScope, MAX_IGNORE_EXIT_CODES};
+use crate::wire::time::{parse_duration, DURATION_UNITS};
 
 /// One validation problem: where and what. Displays as `path: message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -524,7 +525,7 @@ impl Knobs<'_> {
             return self.fail(
                 key,
                 format!(
-                    "invalid duration \"{}\"; must be a number with a unit (ns, us, ms, s, m) like \"100ms\", {range}",
+                    "invalid duration \"{}\"; must be a number with a unit ({DURATION_UNITS}) like \"100ms\", {range}",
                     shorten(text)
                 ),
             );
