@@ -476,7 +476,7 @@ fn crashes_in_runtime_shaped_cgroups_are_attributed() {
     };
     let uid = "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9";
     let uid_us = uid.replace('-', "_");
-    let mut cases: Vec<AttrCase> = vec![
+    let mut cases: Vec<AttrCase<'_>> = vec![
         (
             v2,
             format!(

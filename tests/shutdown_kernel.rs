@@ -262,6 +262,7 @@ impl Proc {
     /// SIGTERM, then waits at most `limit` for the process to end by
     /// itself; fails (after killing it) if it does not.
     fn sigterm_and_expect_exit(&mut self, limit: Duration) -> i32 {
+        // SAFETY: kill takes plain integers; the child is ours and not yet reaped.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let end = Instant::now() + limit;
         while Instant::now() < end {

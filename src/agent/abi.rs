@@ -79,7 +79,7 @@ pub struct TapioConfig {
     pub _reserved: [u64; 4],
 }
 
-const _: () = assert!(std::mem::size_of::<TapioConfig>() == 200);
+const _: () = assert!(size_of::<TapioConfig>() == 200);
 const _: () = assert!(std::mem::offset_of!(TapioConfig, generation) == 4);
 const _: () = assert!(std::mem::offset_of!(TapioConfig, flags) == 8);
 const _: () = assert!(std::mem::offset_of!(TapioConfig, net_refused_min_count) == 16);
