@@ -349,22 +349,10 @@ mod tests {
             let got = parse_since(input, NOW).map_err(|_| ());
             assert_eq!(&got, want, "{input:?}");
         }
-        // Dates that do not exist, and years that would not fit, say why.
+        // A time that does not exist says why (the RFC 3339 parser's own
+        // reason; wire::time tests every case).
         for (input, why) in [
             ("2026-02-30T00:00:00Z", "2026-02 has no day 30"),
-            ("2025-02-29T00:00:00Z", "2025-02 has no day 29"),
-            ("2100-02-29T00:00:00Z", "2100-02 has no day 29"),
-            ("2026-04-31T00:00:00Z", "2026-04 has no day 31"),
-            ("2026-01-00T00:00:00Z", "2026-01 has no day 00"),
-            ("2026-13-01T00:00:00Z", "month 13 does not exist"),
-            (
-                "2600-01-01T00:00:00Z",
-                "year 2600 is out of range (latest supported: 2500)",
-            ),
-            (
-                "9999-12-31T23:59:59Z",
-                "year 9999 is out of range (latest supported: 2500)",
-            ),
             ("1969-12-31T23:59:59Z", "year 1969 is before 1970"),
         ] {
             assert_eq!(
