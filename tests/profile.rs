@@ -328,6 +328,57 @@ fn every_knob_reaches_the_kernel_struct() {
     }
 }
 
+/// Whether `text` holds `word` as a whole identifier right after one of
+/// `before` (`cfg.` / `cfg->` for a field access).
+fn accesses(text: &str, before: &[&str], word: &str) -> bool {
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    before.iter().any(|b| {
+        let needle = format!("{b}{word}");
+        text.match_indices(&needle)
+            .any(|(i, _)| !text[i + needle.len()..].starts_with(ident))
+    })
+}
+
+/// The table's `abi` and `bpf` columns tell the truth: each row's field is
+/// a member of `struct tapio_config`, and `bpf` is set exactly when a BPF
+/// source reads that member (`cfg.x` / `cfg->x`).
+#[test]
+fn knob_table_abi_and_bpf_columns_match_the_sources() {
+    let header = std::fs::read_to_string(fixture("bpf/include/tapio_abi.h")).unwrap();
+    let members = header
+        .split("struct tapio_config {")
+        .nth(1)
+        .and_then(|rest| rest.split("};").next())
+        .expect("struct tapio_config in tapio_abi.h");
+    let mut sources = String::new();
+    for dir in ["bpf", "bpf/include"] {
+        for entry in std::fs::read_dir(fixture(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if name.ends_with(".bpf.c") || name.ends_with(".bpf.h") {
+                sources.push_str(&std::fs::read_to_string(&path).unwrap());
+            }
+        }
+    }
+    assert!(sources.contains("cfg->flags"), "BPF sources not found");
+    for k in &KNOBS {
+        let row = format!("{}.{}", k.observer.as_str(), k.name);
+        assert!(
+            accesses(members, &[" "], k.abi),
+            "{row}: `{}` is not a member of struct tapio_config",
+            k.abi
+        );
+        assert_eq!(
+            accesses(&sources, &["cfg.", "cfg->"], k.abi),
+            k.bpf,
+            "{row}: the bpf column says {} but the BPF sources {} `{}`",
+            k.bpf,
+            if k.bpf { "never read" } else { "read" },
+            k.abi
+        );
+    }
+}
+
 #[test]
 fn validate_command_output_and_exit_codes() {
     let run = |args: &[&str]| {

@@ -316,6 +316,9 @@ pub struct Knob {
     pub field: &'static str,
     pub kind: KnobKind,
     pub default: KnobValue,
+    /// The `struct tapio_config` field it reaches (`bpf/include/tapio_abi.h`;
+    /// `flags` for `enabled`: the observer's bit).
+    pub abi: &'static str,
     /// Whether a BPF program reads it (the rest is judged in user space).
     pub bpf: bool,
     get: fn(&CompiledConfig) -> KnobValue,
@@ -455,15 +458,18 @@ const S: u64 = 1_000_000_000;
 const RATIO: KnobKind = KnobKind::Milli { min: 1, max: 1000 };
 const ON: KnobValue = KnobValue::Bool(true);
 
-/// One row; `$sec.$field` is the [`CompiledConfig`] field it lands in.
+/// One row: observer, the [`CompiledConfig`] field (`section.field`), the
+/// profile name, kind and range, default, the `tapio_config` field, and
+/// whether BPF reads it.
 macro_rules! row {
-    ($obs:ident, $sec:ident . $field:ident, $name:literal, $kind:expr, $default:expr, bpf: $bpf:literal) => {
+    ($obs:ident, $sec:ident . $field:ident, $name:literal, $kind:expr, $default:expr, $abi:literal, bpf: $bpf:literal) => {
         Knob {
             observer: Observer::$obs,
             name: $name,
             field: stringify!($field),
             kind: $kind,
             default: $default,
+            abi: $abi,
             bpf: $bpf,
             get: |c| Field::value(&c.$sec.$field),
             put: |c, v| Field::store(&mut c.$sec.$field, v),
@@ -474,50 +480,61 @@ macro_rules! row {
 /// Every knob, per observer in documentation order (`enabled` first).
 /// `enabled` reaches BPF as the observer's bit in `tapio_config.flags`.
 pub static KNOBS: [Knob; 22] = [
-    row!(Network, network.enabled, "enabled", KnobKind::Bool, ON, bpf: true),
+    row!(Network, network.enabled, "enabled", KnobKind::Bool, ON, "flags", bpf: true),
     row!(Network, network.refused_min_count, "refused_min_count",
-        KnobKind::Count { min: 1, max: 1000 }, KnobValue::Int(1), bpf: false),
+        KnobKind::Count { min: 1, max: 1000 }, KnobValue::Int(1),
+        "net_refused_min_count", bpf: false),
     row!(Network, network.refused_window_ms, "refused_window",
         KnobKind::Duration { min_ns: 10 * MS, max_ns: 60 * S, unit: Unit::Millis },
-        KnobValue::Int(1000), bpf: false),
+        KnobValue::Int(1000), "net_refused_window_ms", bpf: false),
     row!(Network, network.retransmit_min_count, "retransmit_min_count",
-        KnobKind::Count { min: 1, max: 10_000 }, KnobValue::Int(5), bpf: false),
+        KnobKind::Count { min: 1, max: 10_000 }, KnobValue::Int(5),
+        "net_retransmit_min_count", bpf: false),
     row!(Network, network.retransmit_window_ms, "retransmit_window",
         KnobKind::Duration { min_ns: 10 * MS, max_ns: 60 * S, unit: Unit::Millis },
-        KnobValue::Int(1000), bpf: false),
+        KnobValue::Int(1000), "net_retransmit_window_ms", bpf: false),
     row!(Network, network.rtt_spike_multiplier_permille, "rtt_spike_multiplier",
-        KnobKind::Milli { min: 1_100, max: 100_000 }, KnobValue::Int(3000), bpf: false),
+        KnobKind::Milli { min: 1_100, max: 100_000 }, KnobValue::Int(3000),
+        "net_rtt_multiplier_permille", bpf: false),
     row!(Network, network.rtt_min_baseline_samples, "rtt_min_baseline_samples",
-        KnobKind::Count { min: 1, max: 1000 }, KnobValue::Int(8), bpf: false),
+        KnobKind::Count { min: 1, max: 1000 }, KnobValue::Int(8),
+        "net_rtt_min_baseline_samples", bpf: false),
     row!(Network, network.rtt_spike_abs_us, "rtt_spike_abs",
         KnobKind::Duration { min_ns: 100_000, max_ns: 60 * S, unit: Unit::Micros },
-        KnobValue::Int(10_000), bpf: false),
-    row!(Container, container.enabled, "enabled", KnobKind::Bool, ON, bpf: true),
+        KnobValue::Int(10_000), "net_rtt_abs_us", bpf: false),
+    row!(Container, container.enabled, "enabled", KnobKind::Bool, ON, "flags", bpf: true),
     row!(Container, container.exit_scope, "exit_scope", KnobKind::ExitScope,
-        KnobValue::Scope(ExitScope::Init), bpf: true),
+        KnobValue::Scope(ExitScope::Init), "ctr_exit_scope", bpf: true),
     row!(Container, container.ignore_exit_codes, "ignore_exit_codes",
-        KnobKind::ExitCodes { min: 1, max: 255 }, KnobValue::Codes(Vec::new()), bpf: true),
-    row!(Storage, storage.enabled, "enabled", KnobKind::Bool, ON, bpf: true),
+        KnobKind::ExitCodes { min: 1, max: 255 }, KnobValue::Codes(Vec::new()),
+        "ctr_ignore_exit_codes", bpf: true),
+    row!(Storage, storage.enabled, "enabled", KnobKind::Bool, ON, "flags", bpf: true),
     // From 1us: NVMe requests complete in tens of microseconds, so a
     // sub-millisecond threshold is a real setting there.
     row!(Storage, storage.slow_io_threshold_ns, "slow_io_threshold",
         KnobKind::Duration { min_ns: 1_000, max_ns: 60 * S, unit: Unit::Nanos },
-        KnobValue::Int(100 * MS), bpf: true),
+        KnobValue::Int(100 * MS), "sto_slow_io_ns", bpf: true),
     row!(Storage, storage.io_latency_critical_ns, "io_latency_critical",
         KnobKind::Duration { min_ns: MS, max_ns: 600 * S, unit: Unit::Nanos },
-        KnobValue::Int(S), bpf: false),
-    row!(Node, node.enabled, "enabled", KnobKind::Bool, ON, bpf: true),
+        KnobValue::Int(S), "sto_critical_io_ns", bpf: false),
+    row!(Node, node.enabled, "enabled", KnobKind::Bool, ON, "flags", bpf: true),
     row!(Node, node.sample_period_ms, "sample_period",
         KnobKind::Duration { min_ns: 100 * MS, max_ns: 60 * S, unit: Unit::Millis },
-        KnobValue::Int(1000), bpf: false),
-    row!(Node, node.cpu_stall_permille, "cpu_stall_ratio", RATIO, KnobValue::Int(500), bpf: false),
-    row!(Node, node.ipc_drop_permille, "ipc_drop_ratio", RATIO, KnobValue::Int(500), bpf: false),
+        KnobValue::Int(1000), "node_sample_period_ms", bpf: false),
+    row!(Node, node.cpu_stall_permille, "cpu_stall_ratio", RATIO, KnobValue::Int(500),
+        "node_cpu_stall_permille", bpf: false),
+    row!(Node, node.ipc_drop_permille, "ipc_drop_ratio", RATIO, KnobValue::Int(500),
+        "node_ipc_drop_permille", bpf: false),
     row!(Node, node.memory_pressure_mpki_milli, "memory_pressure_mpki",
-        KnobKind::Milli { min: 1, max: 1_000_000 }, KnobValue::Int(20_000), bpf: false),
-    row!(Node, node.psi_memory_permille, "psi_memory_ratio", RATIO, KnobValue::Int(100), bpf: false),
-    row!(Node, node.psi_cpu_permille, "psi_cpu_ratio", RATIO, KnobValue::Int(950), bpf: false),
+        KnobKind::Milli { min: 1, max: 1_000_000 }, KnobValue::Int(20_000),
+        "node_mem_mpki_milli", bpf: false),
+    row!(Node, node.psi_memory_permille, "psi_memory_ratio", RATIO, KnobValue::Int(100),
+        "node_psi_mem_permille", bpf: false),
+    row!(Node, node.psi_cpu_permille, "psi_cpu_ratio", RATIO, KnobValue::Int(950),
+        "node_psi_cpu_permille", bpf: false),
     row!(Node, node.min_baseline_samples, "min_baseline_samples",
-        KnobKind::Count { min: 1, max: 1000 }, KnobValue::Int(8), bpf: false),
+        KnobKind::Count { min: 1, max: 1000 }, KnobValue::Int(8),
+        "node_min_baseline_samples", bpf: false),
 ];
 
 /// `sha256:<hex>` over the canonical JSON bytes of a [`CompiledConfig`].
