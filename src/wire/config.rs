@@ -11,11 +11,13 @@
 //!
 //! [`KNOBS`] is the one declaration of every threshold: its observer, its
 //! name in a profile and in this struct (which is also its name in the
-//! agent's TOML `[observers.*]`), its type, unit and range, its default, and
-//! whether BPF reads it. Profile validation, the agent's TOML overrides,
-//! profile compilation and [`CompiledConfig::default`] all read it, so a
-//! standalone agent cannot accept a value a profile refuses. A new knob is
-//! one struct field and one row.
+//! agent's TOML `[observers.*]`), its type, unit and range, its default, the
+//! `tapio_config` member it reaches and whether BPF reads it. Profile
+//! validation, the agent's TOML overrides, profile compilation,
+//! [`CompiledConfig::default`] and the agent's `tapio_config` writer all
+//! read it, so a standalone agent cannot accept a value a profile refuses.
+//! A new knob is one struct field and one row (plus the member, in the
+//! header and its Rust mirror, when the kernel needs it).
 //!
 //! Canonical bytes are `serde_json::to_vec` of the struct: field order is
 //! the declaration order below and there are no maps, so the bytes (and the
