@@ -375,7 +375,7 @@ fn unauthenticated_controller_warns_and_invalid_profile_refuses_to_start() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("spec.observers.storage.slow_io_threshold: must be between 1us and 60s"),
+        err.contains("spec.observers.storage.slow_io_threshold: must be between 1ms and 60s"),
         "{err}"
     );
     assert!(!err.contains("listening"), "{err}");

@@ -155,7 +155,7 @@ fn knob_errors_name_the_allowed_range() {
     };
     assert_eq!(
         msg("spec.observers.storage.slow_io_threshold"),
-        "spec.observers.storage.slow_io_threshold: must be between 1us and 60s (got 90s)"
+        "spec.observers.storage.slow_io_threshold: must be between 1ms and 60s (got 90s)"
     );
     assert_eq!(
         msg("spec.observers.network.rtt_spike_multiplier"),

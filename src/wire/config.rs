@@ -511,10 +511,8 @@ pub static KNOBS: [Knob; 22] = [
         KnobKind::ExitCodes { min: 1, max: 255 }, KnobValue::Codes(Vec::new()),
         "ctr_ignore_exit_codes", bpf: true),
     row!(Storage, storage.enabled, "enabled", KnobKind::Bool, ON, "flags", bpf: true),
-    // From 1us: NVMe requests complete in tens of microseconds, so a
-    // sub-millisecond threshold is a real setting there.
     row!(Storage, storage.slow_io_threshold_ns, "slow_io_threshold",
-        KnobKind::Duration { min_ns: 1_000, max_ns: 60 * S, unit: Unit::Nanos },
+        KnobKind::Duration { min_ns: MS, max_ns: 60 * S, unit: Unit::Nanos },
         KnobValue::Int(100 * MS), "sto_slow_io_ns", bpf: true),
     row!(Storage, storage.io_latency_critical_ns, "io_latency_critical",
         KnobKind::Duration { min_ns: MS, max_ns: 600 * S, unit: Unit::Nanos },
