@@ -590,7 +590,7 @@ fn run_bounded(args: &[&str]) -> Out {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn tapio");
-    let read = |r: Box<dyn std::io::Read + Send>| {
+    let read = |r: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut text = String::new();
             let _ = std::io::BufReader::new(r).read_to_string(&mut text);

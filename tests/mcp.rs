@@ -425,7 +425,7 @@ fn run_bounded(mut cmd: Command, limit: Duration) -> Result<Finished, String> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("{what}: {e}"))?;
-    let collect = |r: Box<dyn std::io::Read + Send>| {
+    let collect = |r: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut text = String::new();
             let _ = BufReader::new(r).read_to_string(&mut text);

@@ -38,15 +38,14 @@
 use serde::{Deserialize, Serialize};
 
 use super::agent_status::{self, StatusRead};
-use super::filter::{
-    parse_instant, parse_observer, parse_severity, parse_since, parse_type, Filter, InstantError,
-};
+use super::filter::{parse_observer, parse_severity, parse_since, parse_type, Filter};
 use super::summary::{
     judge, AgentReport, HealthCounts, ObserverHealth, StatusCounts, StoreFacts, Verdict,
     DEFAULT_HEALTH_WINDOW_S, HEALTH_RULE,
 };
 use super::{Skipped, Store, StoreError};
 use crate::wire::time::format_rfc3339_millis;
+use crate::wire::time::{parse_rfc3339, InstantError};
 use crate::wire::{Observer, Occurrence};
 
 /// `recent` returns at most this many occurrences unless told otherwise.
@@ -258,7 +257,7 @@ pub fn health(
         .into_iter()
         .collect();
     let until_ns = match params.until.as_deref() {
-        Some(u) => parse_instant(u).map_err(|e| {
+        Some(u) => parse_rfc3339(u).map_err(|e| {
             ReportError::Invalid(match e {
                 InstantError::Format => format!(
                     "invalid --until {u:?}: expected an RFC 3339 time like 2026-04-03T14:00:00Z"
