@@ -25,6 +25,8 @@
 //! * Colour only when stdout is a terminal and `NO_COLOR` is unset.
 
 pub mod health;
+#[cfg(target_os = "linux")]
+pub mod inotify;
 pub mod output;
 pub mod recent;
 pub mod status;

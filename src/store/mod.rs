@@ -536,6 +536,54 @@ impl Follower {
         poll.skipped.add(skipped);
         Ok(poll)
     }
+
+    /// Reads the named entries (from change notifications) that were not
+    /// reported before, without listing the dir: with 50,000 files a
+    /// listing per change is what made polling cost a sixth of a core.
+    /// `gone` are names deleted meanwhile, forgotten so memory follows the
+    /// dir. Names the store ignores (temp files, the status file) are
+    /// skipped silently, foreign ones counted.
+    pub fn poll_names(&mut self, filter: &Filter, names: &[String], gone: &[String]) -> Poll {
+        for name in gone {
+            self.seen.remove(name);
+        }
+        let mut poll = Poll {
+            exists: true,
+            ..Poll::default()
+        };
+        let mut fresh: Vec<&String> = Vec::new();
+        for name in names {
+            match classify_name(name) {
+                NameKind::Ignored => {}
+                NameKind::Foreign => {
+                    if self.seen.insert(name.clone()) {
+                        self.foreign_seen += 1;
+                        poll.skipped.foreign += 1;
+                    }
+                }
+                NameKind::Occurrence { .. } => {
+                    if self.seen.insert(name.clone()) {
+                        fresh.push(name);
+                    }
+                }
+            }
+        }
+        fresh.sort_unstable();
+        for name in fresh {
+            match self.store.read(name) {
+                ReadOutcome::Record(rec) => {
+                    if filter.matches(&rec.occurrence, rec.ts_ns) {
+                        poll.records.push(rec);
+                    }
+                }
+                ReadOutcome::Vanished => {
+                    self.seen.remove(name);
+                }
+                ReadOutcome::Skip(why) => poll.skipped.count(why),
+            }
+        }
+        poll
+    }
 }
 
 /// A test occurrence for the pure modules' tables: the fields their rules

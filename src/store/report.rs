@@ -39,7 +39,8 @@ use serde::{Deserialize, Serialize};
 
 use super::agent_status::{self, StatusRead};
 use super::filter::{
-    parse_instant, parse_observer, parse_severity, parse_since, parse_type, Filter, InstantError,
+    parse_container, parse_instant, parse_observer, parse_pod, parse_severity, parse_since,
+    parse_type, place, Cursor, Filter, InstantError, TopN,
 };
 use super::summary::{
     judge, AgentReport, HealthCounts, ObserverHealth, StatusCounts, StoreFacts, Verdict,
@@ -76,6 +77,14 @@ pub struct RecentParams {
     pub severity: Option<String>,
     /// 0 means no limit; none means [`DEFAULT_LIMIT`].
     pub limit: Option<u64>,
+    /// `pod` or `namespace/pod`.
+    pub pod: Option<String>,
+    pub namespace: Option<String>,
+    /// A container id or its prefix.
+    pub container: Option<String>,
+    pub pid: Option<u64>,
+    /// Where the previous page ended (its `next_cursor`).
+    pub cursor: Option<String>,
 }
 
 /// Parameters of `health` / `node_health`.
@@ -98,6 +107,11 @@ pub struct RecentQuery {
     pub severity: Option<String>,
     /// 0: no limit.
     pub limit: u64,
+    pub pod: Option<String>,
+    pub namespace: Option<String>,
+    pub container: Option<String>,
+    pub pid: Option<u64>,
+    pub cursor: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -105,9 +119,87 @@ pub struct RecentReport {
     pub data_dir: String,
     pub data_dir_exists: bool,
     pub query: RecentQuery,
+    /// Occurrences returned (this page).
     pub count: usize,
+    /// Occurrences matching the filters, across all pages.
+    pub matched: u64,
+    /// Pass as `cursor` for the next (older) page; null on the last page.
+    pub next_cursor: Option<String>,
+    /// Counts over everything `matched`, so one small answer says what
+    /// happened without every occurrence.
+    pub summary: RecentSummary,
     pub skipped: Skipped,
     pub occurrences: Vec<Occurrence>,
+}
+
+/// The largest entries a [`RecentSummary`] list shows.
+pub const SUMMARY_TOP: usize = 10;
+/// Distinct keys a summary tallies; later new keys count as not shown, so a
+/// scan's memory stays bounded whatever the data dir holds.
+const TALLY_KEYS: usize = 4096;
+
+/// Counts by type, by place (`namespace/pod`, short container id, `host`)
+/// and by network destination (`addr:port`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RecentSummary {
+    pub by_type: std::collections::BTreeMap<String, u64>,
+    /// The [`SUMMARY_TOP`] places with the most occurrences, most first.
+    pub by_place: Vec<Count>,
+    /// Occurrences at places not listed in `by_place`.
+    pub other_places: u64,
+    /// The [`SUMMARY_TOP`] destinations of network occurrences, most first.
+    pub by_destination: Vec<Count>,
+    /// Network occurrences to destinations not listed in `by_destination`.
+    pub other_destinations: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Count {
+    pub key: String,
+    pub count: u64,
+}
+
+/// A bounded tally of string keys.
+#[derive(Default)]
+struct Tally {
+    counts: std::collections::HashMap<String, u64>,
+    overflow: u64,
+}
+
+impl Tally {
+    fn add(&mut self, key: String) {
+        if let Some(n) = self.counts.get_mut(&key) {
+            *n += 1;
+        } else if self.counts.len() < TALLY_KEYS {
+            self.counts.insert(key, 1);
+        } else {
+            self.overflow += 1;
+        }
+    }
+
+    /// The top entries (most first, then by key) and the count of the rest.
+    fn top(self) -> (Vec<Count>, u64) {
+        let mut all: Vec<Count> = self
+            .counts
+            .into_iter()
+            .map(|(key, count)| Count { key, count })
+            .collect();
+        all.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key)));
+        let rest: u64 = all.iter().skip(SUMMARY_TOP).map(|c| c.count).sum();
+        all.truncate(SUMMARY_TOP);
+        (all, rest + self.overflow)
+    }
+}
+
+/// `addr:port` (`[addr]:port` for IPv6) of a network occurrence.
+fn destination(o: &Occurrence) -> Option<String> {
+    let addr = o.data.get("daddr")?.as_str()?;
+    let port = o.data.get("dport")?.as_u64()?;
+    Some(if addr.contains(':') {
+        format!("[{addr}]:{port}")
+    } else {
+        format!("{addr}:{port}")
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -187,12 +279,44 @@ pub fn recent_filter(
         .map(parse_severity)
         .transpose()
         .map_err(ReportError::Invalid)?;
+    let invalid = ReportError::Invalid;
+    let pod = params
+        .pod
+        .as_deref()
+        .map(parse_pod)
+        .transpose()
+        .map_err(invalid)?;
+    let container = params
+        .container
+        .as_deref()
+        .map(parse_container)
+        .transpose()
+        .map_err(invalid)?;
+    let namespace = match params.namespace.as_deref() {
+        Some("") => {
+            return Err(invalid(
+                "invalid --namespace \"\": expected a namespace name".into(),
+            ))
+        }
+        n => n.map(str::to_string),
+    };
+    let before = params
+        .cursor
+        .as_deref()
+        .map(Cursor::parse)
+        .transpose()
+        .map_err(invalid)?;
     let filter = Filter {
         since_ns,
         until_ns: None,
         observers: observer.into_iter().collect(),
         kind: kind.clone(),
         min_severity: severity,
+        pod: pod.clone(),
+        namespace: namespace.clone(),
+        container: container.clone(),
+        pid: params.pid,
+        before,
     };
     let query = RecentQuery {
         since: since_ns.map(format_rfc3339_millis),
@@ -200,6 +324,11 @@ pub fn recent_filter(
         observer,
         severity: severity.map(|s| s.as_str().to_string()),
         limit: params.limit.unwrap_or(DEFAULT_LIMIT),
+        pod,
+        namespace,
+        container,
+        pid: params.pid,
+        cursor: params.cursor.clone(),
     };
     Ok((filter, query))
 }
@@ -215,14 +344,61 @@ pub fn recent(
         0 => None,
         n => Some(usize::try_from(n).unwrap_or(usize::MAX)),
     };
-    let result = store.query(&filter, limit)?;
-    let occurrences: Vec<Occurrence> = result.records.into_iter().map(|r| r.occurrence).collect();
+    // Every match is read (not only the newest N) so the answer can say how
+    // many there were and summarise them; the page itself is the newest
+    // `limit` after the cursor.
+    let page_filter = filter.clone();
+    let all = Filter {
+        before: None,
+        ..filter
+    };
+    let mut top = TopN::new(limit);
+    let mut matched = 0u64;
+    let mut after_cursor = 0u64;
+    let mut by_type = std::collections::BTreeMap::new();
+    let (mut places, mut destinations) = (Tally::default(), Tally::default());
+    let info = store.scan(&all, |rec| {
+        matched += 1;
+        *by_type.entry(rec.occurrence.kind.clone()).or_insert(0u64) += 1;
+        places.add(place(&rec.occurrence));
+        if let Some(d) = destination(&rec.occurrence) {
+            destinations.add(d);
+        }
+        if page_filter.matches(&rec.occurrence, rec.ts_ns) {
+            after_cursor += 1;
+            let id = rec.occurrence.id.clone();
+            top.push(rec.ts_ns, id, rec);
+        }
+    })?;
+    let records = top.into_sorted();
+    let next_cursor = match records.last() {
+        Some(last) if after_cursor > records.len() as u64 => Some(
+            Cursor {
+                ts_ns: last.ts_ns,
+                id: last.occurrence.id.clone(),
+            }
+            .encode(),
+        ),
+        _ => None,
+    };
+    let (by_place, other_places) = places.top();
+    let (by_destination, other_destinations) = destinations.top();
+    let occurrences: Vec<Occurrence> = records.into_iter().map(|r| r.occurrence).collect();
     Ok(RecentReport {
         data_dir: dir_string(store),
-        data_dir_exists: result.info.exists,
+        data_dir_exists: info.exists,
         query,
         count: occurrences.len(),
-        skipped: result.info.skipped,
+        matched,
+        next_cursor,
+        summary: RecentSummary {
+            by_type,
+            by_place,
+            other_places,
+            by_destination,
+            other_destinations,
+        },
+        skipped: info.skipped,
         occurrences,
     })
 }
@@ -329,7 +505,7 @@ mod tests {
             kind: Some("oom_kill".into()),
             observer: Some("container".into()),
             severity: Some("error".into()),
-            limit: None,
+            ..RecentParams::default()
         };
         let (f, q) = recent_filter(&ok, NOW).unwrap();
         assert_eq!(f.since_ns, Some(NOW - 300_000_000_000));
