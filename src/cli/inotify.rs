@@ -14,10 +14,13 @@ use std::path::Path;
 /// The events that can make or remove an occurrence file: the file sink
 /// renames a finished temp file into place (`IN_MOVED_TO`); another writer
 /// may create the file and close it after writing (`IN_CLOSE_WRITE`).
+/// `IN_CREATE` is kept for entries that are never written (a FIFO, a
+/// symlink, a directory), which the store must see to refuse and count.
 /// `IN_DELETE`/`IN_MOVED_FROM` let the follower forget names.
 /// `IN_DELETE_SELF`/`IN_MOVE_SELF` say the directory itself went away.
 const MASK: u32 = libc::IN_MOVED_TO
     | libc::IN_CLOSE_WRITE
+    | libc::IN_CREATE
     | libc::IN_DELETE
     | libc::IN_MOVED_FROM
     | libc::IN_DELETE_SELF
@@ -29,6 +32,9 @@ const MASK: u32 = libc::IN_MOVED_TO
 pub struct Changes {
     /// Names written or moved into the directory.
     pub added: Vec<String>,
+    /// Names created (any type). A regular file created here is usually
+    /// still empty: it is reported again in `added` when closed.
+    pub created: Vec<String>,
     /// Names deleted or moved out.
     pub removed: Vec<String>,
     /// The kernel's queue overflowed: events were lost, list the directory.
@@ -132,6 +138,8 @@ pub fn decode(mut buf: &[u8], changes: &mut Changes) {
         if let Some(name) = name {
             if mask & (libc::IN_MOVED_TO | libc::IN_CLOSE_WRITE) != 0 {
                 changes.added.push(name);
+            } else if mask & libc::IN_CREATE != 0 {
+                changes.created.push(name);
             } else if mask & (libc::IN_DELETE | libc::IN_MOVED_FROM) != 0 {
                 changes.removed.push(name);
             }
@@ -174,6 +182,7 @@ mod tests {
         // The temp file's close-write is reported too; the store ignores
         // dot-files by name.
         assert_eq!(c.added, vec![".a.json.tmp", "a.json", "b.json"]);
+        assert_eq!(c.created, vec![".a.json.tmp", "b.json"]);
         // The rename moves the temp name out.
         assert_eq!(c.removed, vec![".a.json.tmp", "a.json"]);
         assert!(!c.overflow && !c.gone);

@@ -236,6 +236,17 @@ impl Follow {
     }
 }
 
+/// Of the names created, those that will never be written and closed (a
+/// FIFO, a symlink, a directory): the store reads (and refuses) them now.
+/// A regular file is left for its close or rename, when it is complete.
+#[cfg(target_os = "linux")]
+fn not_written(dir: &std::path::Path, created: Vec<String>) -> Vec<String> {
+    created
+        .into_iter()
+        .filter(|n| std::fs::symlink_metadata(dir.join(n)).is_ok_and(|m| !m.file_type().is_file()))
+        .collect()
+}
+
 async fn follow(args: WatchArgs, filter: Filter) -> Result<(), CliError> {
     let store = args.data_dir.store();
     let follower = store.follow().map_err(CliError::runtime)?;
@@ -295,9 +306,9 @@ async fn follow(args: WatchArgs, filter: Filter) -> Result<(), CliError> {
                         } else if changes.overflow {
                             f.full_poll()?;
                         } else {
-                            let poll =
-                                f.follower
-                                    .poll_names(&f.filter, &changes.added, &changes.removed);
+                            let mut names = changes.added;
+                            names.extend(not_written(f.store.dir(), changes.created));
+                            let poll = f.follower.poll_names(&f.filter, &names, &changes.removed);
                             show(&poll, f.json, f.colour)?;
                         }
                     }

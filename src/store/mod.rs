@@ -836,6 +836,57 @@ mod tests {
     }
 
     #[test]
+    fn follower_reads_only_the_names_it_is_given_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        let old = write(d, "kernel.storage.io_error", "error", T0, 0);
+        let mut f = Store::new(d).follow().unwrap();
+        let a = write(d, "kernel.container.oom_kill", "critical", T0 + S, 1);
+        let b = write(
+            d,
+            "kernel.network.connection_refused",
+            "warning",
+            T0 + 2 * S,
+            2,
+        );
+        std::fs::write(d.join("notes.txt"), "x").unwrap();
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let file = |id: &str| format!("{id}.json");
+        // Present at start: not new even when named. A temp name is ignored.
+        let p = f.poll_names(
+            &Filter::default(),
+            &names(&[
+                &file(&b),
+                &file(&old),
+                ".x.json.tmp",
+                "notes.txt",
+                &file(&a),
+            ]),
+            &[],
+        );
+        let got: Vec<&str> = p.records.iter().map(|r| r.occurrence.id.as_str()).collect();
+        assert_eq!(got, vec![a.as_str(), b.as_str()]);
+        assert_eq!(p.skipped.foreign, 1);
+        // Named again (a second close): not reported twice.
+        let p = f.poll_names(&Filter::default(), &names(&[&file(&a)]), &[]);
+        assert!(p.records.is_empty() && p.skipped.total() == 0);
+        // Deleted and written again under the same name: new again.
+        let p = f.poll_names(
+            &Filter::default(),
+            &names(&[&file(&a)]),
+            &names(&[&file(&a)]),
+        );
+        assert_eq!(p.records.len(), 1);
+        // A name that vanished before it was read is not an error.
+        let p = f.poll_names(
+            &Filter::default(),
+            &names(&["01JQY0HADQ00000000000000ZZ.json"]),
+            &[],
+        );
+        assert!(p.records.is_empty() && p.skipped.total() == 0);
+    }
+
+    #[test]
     fn follower_reports_only_new_files() {
         let tmp = tempfile::tempdir().unwrap();
         let d = tmp.path();
