@@ -33,7 +33,10 @@
 //! * An occurrence's time is `data.timestamp_ns` (the kernel fact), falling
 //!   back to its RFC 3339 `timestamp`.
 //! * Results are newest first (time, then id, descending); `limit` keeps the
-//!   newest N.
+//!   newest N. A page continues after a [`filter::Cursor`] (the last
+//!   `(time, id)` returned), so facts written meanwhile never shift a page.
+//! * `recent` reads every match (to say "N of M" and to summarise them);
+//!   [`Store::query`] with a limit can stop early instead (below).
 //! * Speed for large dirs comes from the names: the agent mints each ULID
 //!   from the fact's wall-clock time (monotonic, so never earlier than the
 //!   fact's millisecond), so files whose ULID time is more than

@@ -3,13 +3,22 @@
 //! each. `tapio recent --json` and the MCP `recent_anomalies` tool return the
 //! same object, and so on. Field names are stable; new fields may be added.
 //!
-//! `recent`:
+//! `recent` (`count` is this page, `matched` every match; `summary` counts
+//! every match; `next_cursor` is the `cursor` for the next, older page, null
+//! on the last):
 //! ```json
 //! {"data_dir":".tapio/occurrences","data_dir_exists":true,
-//!  "query":{"since":"2026-04-03T14:00:00.000Z","type":null,"observer":null,"severity":null,"limit":50},
-//!  "count":1,"skipped":{"corrupt":0,"unreadable":0,"not_regular":0,"too_large":0,"foreign":0},
+//!  "query":{"since":"2026-04-03T14:00:00.000Z","type":null,"observer":null,"severity":null,"limit":50,
+//!           "pod":null,"namespace":"shop","container":null,"pid":null,"cursor":null},
+//!  "count":1,"matched":1,"next_cursor":null,
+//!  "summary":{"by_type":{"kernel.container.oom_kill":1},"by_place":[{"key":"shop/cart-7d9f","count":1}],
+//!             "other_places":0,"by_destination":[],"other_destinations":0},
+//!  "skipped":{"corrupt":0,"unreadable":0,"not_regular":0,"too_large":0,"foreign":0},
 //!  "occurrences":[{...occurrence...}]}
 //! ```
+//! A place is `namespace/pod` when the occurrence names both, else the
+//! container id's first 12 hex digits, else `host` (see
+//! [`super::filter::place`]).
 //! `status`:
 //! ```json
 //! {"data_dir":"…","data_dir_exists":true,"total":3,"skipped":{"corrupt":1,…},
@@ -536,6 +545,22 @@ mod tests {
                 since: Some("2026-02-30T00:00:00Z".into()),
                 ..RecentParams::default()
             },
+            RecentParams {
+                pod: Some("a/b/c".into()),
+                ..RecentParams::default()
+            },
+            RecentParams {
+                container: Some("not-hex".into()),
+                ..RecentParams::default()
+            },
+            RecentParams {
+                namespace: Some(String::new()),
+                ..RecentParams::default()
+            },
+            RecentParams {
+                cursor: Some("12".into()),
+                ..RecentParams::default()
+            },
         ] {
             assert!(
                 matches!(recent_filter(&bad, NOW), Err(ReportError::Invalid(_))),
@@ -562,6 +587,104 @@ mod tests {
             ),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Writes `n` occurrences, three per fact time (ties broken by id),
+    /// each to its own destination.
+    fn populate(dir: &std::path::Path, n: u64) {
+        for i in 0..n {
+            let ts = NOW - 1_000_000_000 * (i / 3);
+            let id = ulid::Ulid::from_parts(ts / 1_000_000, u128::from(i)).to_string();
+            let text = format!(
+                r#"{{"id":"{id}","timestamp":"{}","source":"tapio","type":"kernel.network.connection_refused","protocol_version":"1.0","severity":"warning","outcome":"failure","error":{{"code":"CONNECTION_REFUSED","message":"m"}},"data":{{"pid":{i},"daddr":"10.0.0.{}","dport":443,"config_generation":1,"timestamp_ns":{ts}}}}}"#,
+                format_rfc3339_millis(ts),
+                i % 12
+            );
+            std::fs::write(dir.join(format!("{id}.json")), text).unwrap();
+        }
+    }
+
+    #[test]
+    fn pages_walk_every_match_once_in_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        populate(tmp.path(), 25);
+        let store = Store::new(tmp.path());
+        let all = recent(
+            &store,
+            &RecentParams {
+                limit: Some(0),
+                ..RecentParams::default()
+            },
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(
+            (all.count, all.matched, all.next_cursor.clone()),
+            (25, 25, None)
+        );
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        for page in 0.. {
+            assert!(page < 10, "paging did not end");
+            let r = recent(
+                &store,
+                &RecentParams {
+                    limit: Some(10),
+                    cursor: cursor.clone(),
+                    ..RecentParams::default()
+                },
+                NOW,
+            )
+            .unwrap();
+            assert_eq!(r.matched, 25);
+            seen.extend(r.occurrences);
+            cursor = r.next_cursor;
+            if cursor.is_none() {
+                assert_eq!(page, 2);
+                break;
+            }
+        }
+        assert_eq!(seen, all.occurrences);
+        // Twelve destinations: ten listed, most first, the rest counted.
+        let s = &all.summary;
+        assert_eq!(s.by_destination.len(), SUMMARY_TOP);
+        assert_eq!(
+            s.by_destination[0],
+            Count {
+                key: "10.0.0.0:443".into(),
+                count: 3
+            }
+        );
+        let listed: u64 = s.by_destination.iter().map(|c| c.count).sum();
+        assert_eq!(listed + s.other_destinations, 25);
+        assert_eq!(
+            s.by_place,
+            vec![Count {
+                key: "host".into(),
+                count: 25
+            }]
+        );
+    }
+
+    #[test]
+    fn tally_keeps_a_bounded_number_of_keys() {
+        let mut t = Tally::default();
+        for i in 0..TALLY_KEYS + 5 {
+            t.add(format!("k{i:05}"));
+        }
+        t.add("k00000".into());
+        let (top, rest) = t.top();
+        assert_eq!(
+            top[0],
+            Count {
+                key: "k00000".into(),
+                count: 2
+            }
+        );
+        assert_eq!(top.len(), SUMMARY_TOP);
+        // Every add is counted: listed + the rest (incl. the 5 over the cap).
+        let listed: u64 = top.iter().map(|c| c.count).sum();
+        assert_eq!(listed + rest, TALLY_KEYS as u64 + 6);
     }
 
     #[test]
