@@ -566,6 +566,39 @@ fn inotify_watches(pid: u32) -> usize {
     n
 }
 
+#[test]
+fn watch_prints_every_file_of_a_burst_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let watch = Watch::start(tmp.path(), &["--json"]);
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(BASIC)
+            .join("01JQY0HADQ0000000000000003.json"),
+    )
+    .unwrap();
+    // Written as the sink does (temp file, rename), as fast as possible.
+    const N: u128 = 2000;
+    let mut want = std::collections::BTreeSet::new();
+    for i in 0..N {
+        let id = ulid::Ulid::from_parts(1_743_690_181_042, i).to_string();
+        let tmp_name = tmp.path().join(format!(".{id}.json.tmp"));
+        std::fs::write(&tmp_name, text.replace("01JQY0HADQ0000000000000003", &id)).unwrap();
+        std::fs::rename(&tmp_name, tmp.path().join(format!("{id}.json"))).unwrap();
+        want.insert(id);
+    }
+    let mut got = std::collections::BTreeSet::new();
+    for _ in 0..N {
+        let id = json(&watch.next_line())["id"].as_str().unwrap().to_string();
+        assert!(got.insert(id.clone()), "{id} printed twice");
+    }
+    assert_eq!(got, want);
+    // Nothing more comes.
+    assert!(watch
+        .lines
+        .recv_timeout(Duration::from_millis(500))
+        .is_err());
+}
+
 const WHO: &str = "tests/fixtures/occurrences/who";
 
 /// `tests/fixtures/occurrences/who`: two facts of a pod (namespace, name,

@@ -192,6 +192,43 @@ mod tests {
         assert!(c.gone, "{c:?}");
     }
 
+    /// One raw event record as the kernel lays it out.
+    fn record(mask: u32, name: &str) -> Vec<u8> {
+        let mut padded = name.as_bytes().to_vec();
+        if !padded.is_empty() {
+            padded.resize(name.len().div_ceil(16) * 16 + 16, 0);
+        }
+        let mut b = Vec::new();
+        b.extend_from_slice(&1i32.to_ne_bytes());
+        b.extend_from_slice(&mask.to_ne_bytes());
+        b.extend_from_slice(&0u32.to_ne_bytes());
+        b.extend_from_slice(&(padded.len() as u32).to_ne_bytes());
+        b.extend_from_slice(&padded);
+        b
+    }
+
+    #[test]
+    fn decodes_overflow_and_stops_at_a_truncated_record() {
+        let mut buf = record(libc::IN_MOVED_TO, "a.json");
+        buf.extend(record(libc::IN_Q_OVERFLOW, ""));
+        buf.extend(record(libc::IN_DELETE, "b.json"));
+        // A record cut short is not decoded (nor read past).
+        let cut = record(libc::IN_MOVED_TO, "c.json");
+        buf.extend_from_slice(&cut[..cut.len() - 4]);
+        let mut c = Changes::default();
+        decode(&buf, &mut c);
+        assert_eq!(
+            c,
+            Changes {
+                added: vec!["a.json".into()],
+                created: vec![],
+                removed: vec!["b.json".into()],
+                overflow: true,
+                gone: false,
+            }
+        );
+    }
+
     #[test]
     fn a_file_is_not_a_directory_to_watch() {
         let tmp = tempfile::tempdir().unwrap();
