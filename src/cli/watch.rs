@@ -50,8 +50,8 @@ pub struct WatchArgs {
     /// Only pods in this namespace.
     #[arg(long, value_name = "NAMESPACE")]
     pub namespace: Option<String>,
-    /// Only this container: its id or a prefix of it. (`--container` is
-    /// taken: it selects the container observer.)
+    /// Only this container: its id or a prefix of it (`--container` is the
+    /// container observer).
     #[arg(long, value_name = "ID")]
     pub container_id: Option<String>,
     /// Only this process id.

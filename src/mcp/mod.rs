@@ -360,7 +360,7 @@ impl Server {
             "protocolVersion": self.version,
             "capabilities": {"tools": {"listChanged": false}},
             "serverInfo": info,
-            "instructions": "Read-only access to the kernel failure facts (occurrences) the Tapio agent recorded on this node. Use recent_anomalies for the facts themselves, node_health for a verdict per observer with the counts behind it, status for what the store holds. Times are RFC 3339 UTC."
+            "instructions": "Read-only access to the kernel failure facts (occurrences) the Tapio agent recorded on this node. Use recent_anomalies for the facts themselves (a summary of all matches plus the newest few; page with cursor, narrow with pod, namespace, container, pid), node_health for a verdict per observer with the counts behind it, status for what the store holds. Times are RFC 3339 UTC."
         }))
     }
 
