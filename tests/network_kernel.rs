@@ -230,13 +230,17 @@ fn icmp_answers_are_refused_by_icmp_or_unreachable() {
         .is_empty());
 }
 
+/// Offset of `tcpi_total_retrans` in `struct tcp_info` (8 bytes of u8
+/// fields, then 23 u32 before it).
+const TCPI_TOTAL_RETRANS: usize = 100;
+
 #[test]
 fn dropped_segments_on_an_established_connection_give_a_retransmit_spike() {
     if !require_ebpf("dropped_segments_on_an_established_connection_give_a_retransmit_spike") {
         return;
     }
     let agent = Agent::start(
-        "[observers.network]\nretransmit_min_count = 3\nretransmit_window_ms = 5000\n",
+        "[observers.network]\nretransmit_min_count = 3\nretransmit_window_ms = 10000\n",
         &[],
     );
     let ns = Netns::new("tprt");
@@ -244,37 +248,70 @@ fn dropped_segments_on_an_established_connection_give_a_retransmit_spike() {
     // any other test run, even one in another namespace.
     let port = closed_port("127.0.0.1");
     ns.exec(NFT_TABLE);
+    // One 1000-byte segment the peer never acknowledges: RTO retransmits
+    // at ~0.2, 0.6, 1.4, 3.0 s. Once the kernel says 4, the client aborts
+    // (SO_LINGER 0) well before the next one, so the kernel's total is
+    // final; the abort ends the connection and with it the spike window.
     let prog = format!(
-        "import socket,sys,time\nl=socket.socket()\nl.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\nl.bind(('127.0.0.1',{port}))\nl.listen(1)\nc=socket.create_connection(('127.0.0.1',{port}))\na,_=l.accept()\nc.sendall(b'x'*100)\na.recv(100)\nprint('ready',flush=True)\nsys.stdin.readline()\nc.sendall(b'y'*1000)\ntime.sleep(6)\n"
+        "import socket,struct,sys,time\nl=socket.socket()\nl.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\nl.bind(('127.0.0.1',{port}))\nl.listen(1)\nc=socket.create_connection(('127.0.0.1',{port}))\na,_=l.accept()\nc.sendall(b'x'*100)\na.recv(100)\nprint('ready',flush=True)\nsys.stdin.readline()\nc.sendall(b'y'*1000)\ndef total():\n  return struct.unpack_from('I',c.getsockopt(socket.IPPROTO_TCP,socket.TCP_INFO,232),{TCPI_TOTAL_RETRANS})[0]\nfor _ in range(300):\n  if total()>=4: break\n  time.sleep(0.05)\nn=total()\nc.setsockopt(socket.SOL_SOCKET,socket.SO_LINGER,struct.pack('ii',1,0))\nc.close()\nprint(n,flush=True)\nsys.stdin.readline()\n"
     );
     let mut child = KillOnDrop(ns.spawn("python3", &["-c", &prog]));
     let pid = child.0.id();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.0.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
+    let lines = line_channel(child.0.stdout.take().unwrap());
+    let line = lines.recv_timeout(Duration::from_secs(10)).unwrap();
     assert_eq!(line.trim(), "ready");
     ns.exec(&format!(
         "nft add rule inet tapiotest in tcp dport {port} drop"
     ));
     write_stdin(&mut child.0, "go\n");
-    let v = agent.wait_for(
+    let kernel_total: u64 = lines
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the client reports its total_retrans")
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(kernel_total, 4, "RTO retransmits before the abort");
+    let first = agent.wait_for(
         "retransmit spike",
         Duration::from_secs(15),
         of_type_port("kernel.network.retransmit_spike", port),
     );
-    let d = &v["data"];
-    assert!(d["retransmits"].as_u64().unwrap() >= 3, "{v}");
-    assert_eq!(d["window_ms"], 5000);
+    let d = &first["data"];
+    assert_eq!(d["retransmits"], 3, "the first occurrence at the threshold");
+    assert_eq!(d["count"], 3);
+    assert_eq!(d["window_ms"], 10000);
     assert_eq!(
         d["pid"], pid,
         "pid of the connection's owner, not the timer's"
     );
+    assert_eq!(d["comm"], "python3");
     assert_eq!(d["daddr"], "127.0.0.1");
-    assert_eq!(v["error"]["code"], "RETRANSMIT_SPIKE");
-    assert_eq!(v["outcome"], "degraded");
+    assert_eq!(first["error"]["code"], "RETRANSMIT_SPIKE");
+    assert_eq!(first["outcome"], "degraded");
+    // The rest of the window follows when the connection ends.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let spikes = loop {
+        let spikes = agent.matching(of_type_port("kernel.network.retransmit_spike", port));
+        if spikes.len() >= 2 || std::time::Instant::now() > deadline {
+            break spikes;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let counts: Vec<u64> = spikes
+        .iter()
+        .map(|v| v["data"]["retransmits"].as_u64().unwrap())
+        .collect();
+    assert_eq!(counts, vec![3, 1], "{spikes:#?}");
+    assert_eq!(counts.iter().sum::<u64>(), kernel_total);
+    assert_eq!(spikes[1]["data"]["pid"], pid);
+    // And nothing more after the window's end.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        agent
+            .matching(of_type_port("kernel.network.retransmit_spike", port))
+            .len(),
+        2
+    );
 }
 
 #[test]

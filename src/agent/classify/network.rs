@@ -17,9 +17,19 @@
 //! * Timeouts (ETIMEDOUT) and unreachable closes (EHOSTUNREACH,
 //!   ENETUNREACH) emit one occurrence each. Other socket errors at a
 //!   SYN_SENT close are counted as `unclassified_socket_error`.
-//! * Retransmits: a sliding window per connection; when it holds
-//!   `retransmit_min_count` retransmits, one occurrence, then none for that
-//!   connection until a full window has passed.
+//! * Retransmits: a sliding window per connection. When it holds
+//!   `retransmit_min_count` retransmits, a spike starts: one occurrence at
+//!   once with `retransmits` = the retransmits in the sliding window, and a
+//!   spike window of `retransmit_window_ms` from that moment. Every later
+//!   retransmit of the connection inside the spike window is counted and
+//!   emitted as one follow-up occurrence when the window ends (or the
+//!   connection ends, or on shutdown, or when the bounded table must make
+//!   room), so the sum of `retransmits` over a connection's spike
+//!   occurrences equals the retransmits the kernel made in its spike
+//!   windows. `count` repeats `retransmits` (the folding count, as for
+//!   refusals). pid/comm/saddr/sport of a follow-up are those of the first
+//!   retransmit it counts; `srtt_us` is that of the last one. After a spike
+//!   window the sliding window starts empty.
 //! * RTT: per destination, an EWMA (α = 1/8) of srtt samples from actively
 //!   opened connections (their end, and each retransmit). A sample judges
 //!   against the baseline *before* it is folded in; it qualifies when the
@@ -66,9 +76,23 @@ struct RefusedWindow {
 }
 
 struct RetransHistory {
+    /// Timestamps of the sliding window before a spike (at most min_count).
     times: VecDeque<u64>,
-    quiet_until: u64,
+    spike: Option<Spike>,
     last_ns: u64,
+}
+
+/// An open spike window of one connection.
+struct Spike {
+    end_ns: u64,
+    /// The window it was opened with (a config change does not move it).
+    window_ms: u32,
+    /// Retransmits since the first occurrence, not yet emitted, and the
+    /// first of them.
+    pending: u32,
+    first: Option<NetFact>,
+    /// srtt of the latest retransmit counted.
+    last_srtt_us: u32,
 }
 
 struct RttBaseline {
@@ -166,16 +190,31 @@ impl NetworkClassifier {
                 .min_by_key(|(_, h)| h.last_ns)
                 .map(|(k, _)| *k)
             {
-                self.retrans.remove(&oldest);
+                // Its open spike, if any, is emitted now rather than lost.
+                let h = self.retrans.remove(&oldest).expect("present");
+                out.extend(spike_followup(h.spike));
                 self.drops.add("retransmit_table_full", 1);
             }
         }
         let h = self.retrans.entry(key).or_insert(RetransHistory {
             times: VecDeque::new(),
-            quiet_until: 0,
+            spike: None,
             last_ns: f.mono_ns,
         });
         h.last_ns = f.mono_ns;
+        let window_ms = self.cfg.retransmit_window_ms;
+        if h.spike.as_ref().is_some_and(|s| f.mono_ns >= s.end_ns) {
+            h.times.clear();
+            out.extend(spike_followup(h.spike.take()));
+        }
+        if let Some(s) = h.spike.as_mut() {
+            s.pending += 1;
+            s.last_srtt_us = f.srtt_us;
+            if s.first.is_none() {
+                s.first = Some(*f);
+            }
+            return;
+        }
         while let Some(front) = h.times.front() {
             if f.mono_ns.saturating_sub(*front) >= window {
                 h.times.pop_front();
@@ -184,32 +223,17 @@ impl NetworkClassifier {
             }
         }
         h.times.push_back(f.mono_ns);
-        // The window never needs more than `min` timestamps.
-        while h.times.len() > min {
-            h.times.pop_front();
-        }
-        if h.times.len() >= min && f.mono_ns >= h.quiet_until {
-            h.quiet_until = f.mono_ns + window;
+        if h.times.len() >= min {
             let n = h.times.len() as u32;
-            let mut data = conn_data(f);
-            data.insert("retransmits".into(), n.into());
-            data.insert("window_ms".into(), self.cfg.retransmit_window_ms.into());
-            data.insert("srtt_us".into(), f.srtt_us.into());
-            out.push(Finding {
-                anomaly: AnomalyType::RetransmitSpike,
-                severity: Severity::Warning,
-                outcome: Outcome::Degraded,
-                message: format!(
-                    "{} retransmits within {}ms on {} -> {}",
-                    n,
-                    self.cfg.retransmit_window_ms,
-                    endpoint(f.saddr, f.sport),
-                    endpoint(f.daddr, f.dport)
-                ),
-                data,
-                generation: f.generation,
-                mono_ns: f.mono_ns,
+            h.times.clear();
+            h.spike = Some(Spike {
+                end_ns: f.mono_ns + window,
+                window_ms,
+                pending: 0,
+                first: None,
+                last_srtt_us: f.srtt_us,
             });
+            out.push(spike_finding(f, n, f.srtt_us, window_ms));
         }
     }
 
@@ -304,6 +328,34 @@ fn conn_data(f: &NetFact) -> Map<String, Value> {
     m
 }
 
+fn spike_finding(f: &NetFact, n: u32, srtt_us: u32, window_ms: u32) -> Finding {
+    let mut data = conn_data(f);
+    data.insert("retransmits".into(), n.into());
+    data.insert("count".into(), n.into());
+    data.insert("window_ms".into(), window_ms.into());
+    data.insert("srtt_us".into(), srtt_us.into());
+    Finding {
+        anomaly: AnomalyType::RetransmitSpike,
+        severity: Severity::Warning,
+        outcome: Outcome::Degraded,
+        message: format!(
+            "{n} retransmits within {window_ms}ms on {} -> {}",
+            endpoint(f.saddr, f.sport),
+            endpoint(f.daddr, f.dport)
+        ),
+        data,
+        generation: f.generation,
+        mono_ns: f.mono_ns,
+    }
+}
+
+/// The follow-up of an ended spike window, if it counted anything.
+fn spike_followup(spike: Option<Spike>) -> Option<Finding> {
+    let s = spike?;
+    let first = s.first?;
+    (s.pending > 0).then(|| spike_finding(&first, s.pending, s.last_srtt_us, s.window_ms))
+}
+
 fn refused_finding(first: &NetFact, count: u32) -> Finding {
     let cause = if first.rst { "rst" } else { "icmp" };
     let mut data = conn_data(first);
@@ -378,9 +430,14 @@ impl Classifier for NetworkClassifier {
             }
             NetKind::Rtt => {
                 self.on_rtt_sample(f, out);
-                // The connection is gone; so is its retransmit history.
-                self.retrans
-                    .remove(&(f.netns, f.saddr, f.sport, f.daddr, f.dport));
+                // The connection is gone; so is its retransmit history,
+                // and its spike window ends here.
+                if let Some(h) = self
+                    .retrans
+                    .remove(&(f.netns, f.saddr, f.sport, f.daddr, f.dport))
+                {
+                    out.extend(spike_followup(h.spike));
+                }
             }
         }
     }
@@ -398,8 +455,16 @@ impl Classifier for NetworkClassifier {
             self.close_refused(w, out);
         }
         let rwin = Self::window_ns(self.cfg.retransmit_window_ms);
+        let mut ended = Vec::new();
+        for h in self.retrans.values_mut() {
+            if h.spike.as_ref().is_some_and(|s| now >= s.end_ns) {
+                ended.push(h.spike.take());
+                h.times.clear();
+            }
+        }
+        out.extend(ended.into_iter().filter_map(spike_followup));
         self.retrans
-            .retain(|_, h| now.saturating_sub(h.last_ns) < rwin || now < h.quiet_until);
+            .retain(|_, h| h.spike.is_some() || now.saturating_sub(h.last_ns) < rwin);
     }
 
     fn flush(&mut self, out: &mut Vec<Finding>) {
@@ -407,6 +472,11 @@ impl Classifier for NetworkClassifier {
         for w in all {
             self.close_refused(w, out);
         }
+        out.extend(
+            self.retrans
+                .drain()
+                .filter_map(|(_, h)| spike_followup(h.spike)),
+        );
     }
 
     fn drops(&self) -> &DropCounts {
@@ -588,28 +658,168 @@ mod tests {
         assert_eq!(out[0].data["cause"], "icmp");
     }
 
+    fn retrans(t_ms: u64) -> Fact {
+        fact(NetKind::Retransmit, t_ms, 443, 0)
+    }
+
+    fn retransmits(out: &[Finding]) -> Vec<u64> {
+        out.iter()
+            .map(|f| {
+                assert_eq!(f.anomaly, AnomalyType::RetransmitSpike);
+                assert_eq!(f.data["count"], f.data["retransmits"]);
+                f.data["retransmits"].as_u64().unwrap()
+            })
+            .collect()
+    }
+
     #[test]
     fn retransmit_spike_at_min_count_within_window() {
         let mut c = NetworkClassifier::new(&CompiledConfig::default());
         let mut out = Vec::new();
         // 4 in the window: nothing; one old one slides out.
         for t in [0, 300, 600, 900] {
-            c.on_fact(&fact(NetKind::Retransmit, t, 443, 0), &mut out);
+            c.on_fact(&retrans(t), &mut out);
         }
         assert!(out.is_empty());
-        c.on_fact(&fact(NetKind::Retransmit, 1000, 443, 0), &mut out); // 0 slid out
+        c.on_fact(&retrans(1000), &mut out); // 0 slid out
         assert!(out.is_empty());
-        c.on_fact(&fact(NetKind::Retransmit, 1050, 443, 0), &mut out);
-        assert_eq!(out.len(), 1);
-        assert_eq!(out[0].anomaly, AnomalyType::RetransmitSpike);
-        assert_eq!(out[0].data["retransmits"], 5);
-        // Quiet for a window, then it may fire again.
-        for t in [1100, 1200, 1300, 1400, 1500] {
-            c.on_fact(&fact(NetKind::Retransmit, t, 443, 0), &mut out);
+        c.on_fact(&retrans(1050), &mut out);
+        assert_eq!(retransmits(&out), vec![5]);
+        assert_eq!(out[0].data["window_ms"], 1000);
+        assert_eq!(out[0].mono_ns, 1050 * MS);
+        // The rest of the spike window is counted, not emitted yet.
+        for t in [1100, 1200, 1300, 1400, 1500, 2049] {
+            c.on_fact(&retrans(t), &mut out);
         }
         assert_eq!(out.len(), 1);
-        c.on_fact(&fact(NetKind::Retransmit, 2050, 443, 0), &mut out);
+        c.on_tick(2049 * MS, &mut out);
+        assert_eq!(out.len(), 1, "window [1050, 2050) still open");
+        c.on_tick(2050 * MS, &mut out);
+        assert_eq!(retransmits(&out), vec![5, 6]);
+        assert_eq!(out[1].mono_ns, 1100 * MS, "first retransmit it counts");
+        // After the window the sliding window starts empty: 4 more are
+        // not a spike, the 5th is.
+        for t in [2100, 2200, 2300, 2400] {
+            c.on_fact(&retrans(t), &mut out);
+        }
         assert_eq!(out.len(), 2);
+        c.on_fact(&retrans(2500), &mut out);
+        assert_eq!(retransmits(&out), vec![5, 6, 5]);
+    }
+
+    #[test]
+    fn a_burst_sums_to_the_kernels_count() {
+        // The lab's lossy connection: 34 retransmits within 0.42 s.
+        let mut c = NetworkClassifier::new(&CompiledConfig::default());
+        let mut out = Vec::new();
+        for i in 0..34u64 {
+            c.on_fact(&retrans(10_000 + i * 12), &mut out);
+        }
+        assert_eq!(retransmits(&out), vec![5], "first at the threshold");
+        c.on_tick(12_000 * MS, &mut out);
+        assert_eq!(retransmits(&out), vec![5, 29]);
+        assert_eq!(retransmits(&out).iter().sum::<u64>(), 34);
+        // Nothing left behind.
+        c.flush(&mut out);
+        assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn a_retransmit_after_the_window_closes_it_without_a_tick() {
+        let mut c = NetworkClassifier::new(&CompiledConfig::default());
+        let mut out = Vec::new();
+        for t in 0..7 {
+            c.on_fact(&retrans(t), &mut out);
+        }
+        // 5 at once, 2 pending; the next retransmit comes after the window
+        // [4, 1004) and opens a new sliding window instead.
+        c.on_fact(&retrans(1004), &mut out);
+        assert_eq!(retransmits(&out), vec![5, 2]);
+        c.flush(&mut out);
+        assert_eq!(retransmits(&out), vec![5, 2], "1004 was below threshold");
+    }
+
+    #[test]
+    fn connection_end_and_shutdown_emit_the_pending_rest() {
+        let mut c = NetworkClassifier::new(&CompiledConfig::default());
+        let mut out = Vec::new();
+        for t in 0..8 {
+            c.on_fact(&retrans(t), &mut out);
+        }
+        let Fact::Net(mut end) = rtt(20, 100) else {
+            unreachable!()
+        };
+        end.dport = 443;
+        c.on_fact(&Fact::Net(end), &mut out);
+        assert_eq!(retransmits(&out), vec![5, 3]);
+        assert!(c.retrans.is_empty());
+
+        // Another connection, still in its window at shutdown.
+        let mut c = NetworkClassifier::new(&CompiledConfig::default());
+        let mut out = Vec::new();
+        for t in 0..9 {
+            c.on_fact(&retrans(t), &mut out);
+        }
+        c.flush(&mut out);
+        assert_eq!(retransmits(&out), vec![5, 4]);
+    }
+
+    #[test]
+    fn retransmit_sums_are_exact_per_connection_under_churn() {
+        let mut cfg = CompiledConfig::default();
+        cfg.network.retransmit_min_count = 3;
+        cfg.network.retransmit_window_ms = 200;
+        let mut c = NetworkClassifier::new(&cfg);
+        let mut out = Vec::new();
+        // Three connections in bursts of 10 every 500 ms: each burst is one
+        // spike window, so every retransmit is in one.
+        let mut made = 0u64;
+        for burst in 0..20u64 {
+            for i in 0..10u64 {
+                for port in [1u16, 2, 3] {
+                    let Fact::Net(mut f) = retrans(burst * 500 + i * 5) else {
+                        unreachable!()
+                    };
+                    f.sport = port;
+                    c.on_fact(&Fact::Net(f), &mut out);
+                    made += 1;
+                }
+            }
+            c.on_tick((burst * 500 + 300) * MS, &mut out);
+            assert_eq!(out.len() as u64, 6 * (burst + 1), "closed by the tick");
+        }
+        c.flush(&mut out);
+        assert_eq!(retransmits(&out).iter().sum::<u64>(), made);
+        for port in [1u64, 2, 3] {
+            let sum: u64 = out
+                .iter()
+                .filter(|f| f.data["sport"] == port)
+                .map(|f| f.data["retransmits"].as_u64().unwrap())
+                .sum();
+            assert_eq!(sum, 200, "sport {port}");
+        }
+    }
+
+    #[test]
+    fn a_full_retransmit_table_emits_the_evicted_connections_rest() {
+        let mut c = NetworkClassifier::new(&CompiledConfig::default());
+        let mut out = Vec::new();
+        // The first connection spikes and has 2 pending...
+        for t in 0..7 {
+            c.on_fact(&retrans(t), &mut out);
+        }
+        // ...then MAX_RETRANS_CONNS others push it out.
+        for i in 0..MAX_RETRANS_CONNS as u64 {
+            let Fact::Net(mut f) = retrans(10 + i) else {
+                unreachable!()
+            };
+            f.sport = (i % 60000) as u16 + 1;
+            f.dport = 444 + (i / 60000) as u16;
+            c.on_fact(&Fact::Net(f), &mut out);
+        }
+        assert!(c.retrans.len() <= MAX_RETRANS_CONNS);
+        assert_eq!(retransmits(&out), vec![5, 2]);
+        assert_eq!(c.drops().get("retransmit_table_full"), 1);
     }
 
     fn rtt(t_ms: u64, srtt_us: u32) -> Fact {
