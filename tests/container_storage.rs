@@ -445,6 +445,32 @@ fn slow_threshold_reports_loop_device_latency() {
     drop(lo);
 }
 
+/// A kubelet-style pod log directory `/var/log/pods/<name>`, removed on
+/// drop (with `/var/log/pods` itself when this created it).
+struct PodLogGuard {
+    dir: PathBuf,
+    created_root: bool,
+}
+
+impl PodLogGuard {
+    fn create(name: &str) -> PodLogGuard {
+        let root = Path::new("/var/log/pods");
+        let created_root = !root.exists();
+        let dir = root.join(name);
+        std::fs::create_dir_all(dir.join("app")).expect("create pod log dir");
+        PodLogGuard { dir, created_root }
+    }
+}
+
+impl Drop for PodLogGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        if self.created_root {
+            let _ = std::fs::remove_dir("/var/log/pods");
+        }
+    }
+}
+
 /// (hierarchy, layout, container_id, pod_uid, runtime)
 type AttrCase<'a> = (&'a Path, String, String, Option<&'a str>, Option<&'a str>);
 
@@ -474,8 +500,14 @@ fn crashes_in_runtime_shaped_cgroups_are_attributed() {
             format!("{n:02x}").repeat(24)
         )
     };
-    let uid = "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9";
+    // Pod UIDs of this run only: one with a kubelet pod log directory
+    // (names expected), one without (names absent).
+    let uid = &format!("0f1e2d3c-4b5a-4978-8695-{:012x}", std::process::id());
     let uid_us = uid.replace('-', "_");
+    let bare_uid = &format!("1f1e2d3c-4b5a-4978-8695-{:012x}", std::process::id());
+    let bare_uid_us = bare_uid.replace('-', "_");
+    let pod_name = format!("crasher-{}", std::process::id());
+    let _pod_dir = PodLogGuard::create(&format!("tapio-test_{pod_name}_{uid}"));
     let mut cases: Vec<AttrCase> = vec![
         (
             v2,
@@ -493,6 +525,13 @@ fn crashes_in_runtime_shaped_cgroups_are_attributed() {
             id(2),
             Some(uid),
             Some("cri-o"),
+        ),
+        (
+            v2,
+            format!("kubepods.slice/kubepods-pod{bare_uid_us}.slice/cri-containerd-{}.scope", id(7)),
+            id(7),
+            Some(bare_uid),
+            Some("containerd"),
         ),
         (v2, format!("system.slice/docker-{}.scope", id(3)), id(3), None, Some("docker")),
         (v2, format!("machine.slice/libpod-{}.scope", id(4)), id(4), None, Some("podman")),
@@ -530,6 +569,13 @@ fn crashes_in_runtime_shaped_cgroups_are_attributed() {
         let d = &v["data"];
         assert_eq!(d["container_id"], cid.as_str(), "{layout}: {v}");
         assert_eq!(d["pod_uid"].as_str(), pod, "{layout}");
+        if pod == Some(uid.as_str()) {
+            assert_eq!(d["pod_name"], pod_name.as_str(), "{layout}: {v}");
+            assert_eq!(d["namespace"], "tapio-test", "{layout}: {v}");
+        } else {
+            assert!(d.get("pod_name").is_none(), "{layout}: {v}");
+            assert!(d.get("namespace").is_none(), "{layout}: {v}");
+        }
         assert_eq!(d["container_runtime"].as_str(), rt, "{layout}");
         assert!(
             d["cgroup_path"]
