@@ -342,9 +342,17 @@ impl Attributor {
     /// Adds `container_id`, `pod_uid` (when named), `pod_name` and
     /// `namespace` (when the pod's log directory names them),
     /// `container_runtime` (when named) and `cgroup_path` to `data` when
-    /// its `cgroup_id` or `memcg_id` resolves to a container's cgroup.
-    /// Leaves `data` alone otherwise.
+    /// its `cgroup_id` or `memcg_id` resolves to a container's cgroup, and
+    /// `sender_container_id` when its `sender_cgroup_id` does. Leaves
+    /// `data` alone otherwise.
     pub fn enrich(&mut self, data: &mut Map<String, Value>) {
+        // The process that sent a fatal signal, when it runs in a container.
+        if let Some(id) = data.get("sender_cgroup_id").and_then(Value::as_u64) {
+            self.discover();
+            if let Some((_, a)) = self.resolve(Hier::V2, id) {
+                data.insert("sender_container_id".into(), a.container_id.into());
+            }
+        }
         let cgroup_id = data.get("cgroup_id").and_then(Value::as_u64);
         let memcg_id = data.get("memcg_id").and_then(Value::as_u64);
         if cgroup_id.is_none() && memcg_id.is_none() {
@@ -877,6 +885,27 @@ mod tests {
         };
         idx.rebuild();
         assert_eq!(idx.by_uid.len(), MAX_PODS);
+    }
+
+    #[test]
+    fn a_signal_sender_in_a_container_is_named() {
+        let (t, c) = tree();
+        let mut at = Attributor::new(t.path().to_path_buf());
+        let host = ino(&t.path().join("unified/system.slice/cron.service"));
+        let mut data = Map::new();
+        data.insert("cgroup_id".into(), host.into());
+        data.insert("sender_cgroup_id".into(), ino(&c).into());
+        at.enrich(&mut data);
+        assert_eq!(data["sender_container_id"], ID);
+        assert!(
+            !data.contains_key("container_id"),
+            "the victim is a host process"
+        );
+        // A host sender: nothing added.
+        let mut data = Map::new();
+        data.insert("sender_cgroup_id".into(), host.into());
+        at.enrich(&mut data);
+        assert_eq!(data.len(), 1);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! per occurrence or may touch the filesystem happens on the emitter.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -21,6 +22,7 @@ use super::classify::network::NetworkClassifier;
 use super::classify::storage::StorageClassifier;
 use super::classify::{Classifier, Finding};
 use super::decode::Fact;
+use super::kernel_enums::{DropReasonNames, VMLINUX_BTF};
 use super::metrics::{AnomalyLabels, Metrics, TypeLabel};
 use super::sinks::SinkHandle;
 use crate::wire::{CompiledConfig, ConfigHash, Observer, Occurrence};
@@ -281,9 +283,12 @@ pub fn spawn_emitter(
             // Container attribution reads /sys/fs/cgroup on a cache miss:
             // here, never on the drain thread.
             let mut attributor = Attributor::new("/sys/fs/cgroup".into());
+            // The running kernel's drop reason names (its BTF, read once).
+            let drop_reasons = DropReasonNames::load(Path::new(VMLINUX_BTF));
             for batch in rx {
                 for mut f in batch {
                     attributor.enrich(&mut f.data);
+                    drop_reasons.enrich(&mut f.data);
                     let wall = clock.wall_ns(f.mono_ns);
                     let when = SystemTime::UNIX_EPOCH + Duration::from_nanos(wall);
                     let id = ids

@@ -47,6 +47,7 @@ pub enum AnomalyType {
     ConnectionRefused,
     ConnectionTimeout,
     ConnectionUnreachable,
+    ConnectionReset,
     RetransmitSpike,
     RttDegradation,
     OomKill,
@@ -59,10 +60,11 @@ pub enum AnomalyType {
 }
 
 impl AnomalyType {
-    pub const ALL: [AnomalyType; 12] = [
+    pub const ALL: [AnomalyType; 13] = [
         AnomalyType::ConnectionRefused,
         AnomalyType::ConnectionTimeout,
         AnomalyType::ConnectionUnreachable,
+        AnomalyType::ConnectionReset,
         AnomalyType::RetransmitSpike,
         AnomalyType::RttDegradation,
         AnomalyType::OomKill,
@@ -80,6 +82,7 @@ impl AnomalyType {
             AnomalyType::ConnectionRefused => "kernel.network.connection_refused",
             AnomalyType::ConnectionTimeout => "kernel.network.connection_timeout",
             AnomalyType::ConnectionUnreachable => "kernel.network.connection_unreachable",
+            AnomalyType::ConnectionReset => "kernel.network.connection_reset",
             AnomalyType::RetransmitSpike => "kernel.network.retransmit_spike",
             AnomalyType::RttDegradation => "kernel.network.rtt_degradation",
             AnomalyType::OomKill => "kernel.container.oom_kill",
@@ -98,6 +101,7 @@ impl AnomalyType {
             AnomalyType::ConnectionRefused => "CONNECTION_REFUSED",
             AnomalyType::ConnectionTimeout => "CONNECTION_TIMEOUT",
             AnomalyType::ConnectionUnreachable => "CONNECTION_UNREACHABLE",
+            AnomalyType::ConnectionReset => "CONNECTION_RESET",
             AnomalyType::RetransmitSpike => "RETRANSMIT_SPIKE",
             AnomalyType::RttDegradation => "RTT_DEGRADATION",
             AnomalyType::OomKill => "OOM_KILL",
@@ -115,6 +119,7 @@ impl AnomalyType {
             AnomalyType::ConnectionRefused
             | AnomalyType::ConnectionTimeout
             | AnomalyType::ConnectionUnreachable
+            | AnomalyType::ConnectionReset
             | AnomalyType::RetransmitSpike
             | AnomalyType::RttDegradation => Observer::Network,
             AnomalyType::OomKill | AnomalyType::AbnormalExit => Observer::Container,
@@ -130,6 +135,7 @@ impl AnomalyType {
     pub fn default_severity(self) -> Severity {
         match self {
             AnomalyType::ConnectionRefused
+            | AnomalyType::ConnectionReset
             | AnomalyType::RetransmitSpike
             | AnomalyType::RttDegradation
             | AnomalyType::LatencySpike

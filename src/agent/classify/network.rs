@@ -1,5 +1,5 @@
 //! Network rules (SPEC §1): refused, timed-out and unreachable connects,
-//! retransmit spikes and RTT degradation.
+//! peer resets, retransmit spikes and RTT degradation.
 //!
 //! Destinations and connections are keyed within their network namespace
 //! (`data.netns`, the namespace inode): 127.0.0.1:8080 in one pod is not
@@ -16,7 +16,21 @@
 //!   those of the first refusal it counts.
 //! * Timeouts (ETIMEDOUT) and unreachable closes (EHOSTUNREACH,
 //!   ENETUNREACH) emit one occurrence each. Other socket errors at a
-//!   SYN_SENT close are counted as `unclassified_socket_error`.
+//!   SYN_SENT close are counted as `unclassified_socket_error`. When this
+//!   kernel dropped packets of that connect (its SYNs or their answers, in
+//!   any network namespace of the node), the occurrence carries `drops`
+//!   and `drop_reason_code` (the kernel's `skb_drop_reason` number of the
+//!   first); the emitter names it `drop_reason` from the running kernel's
+//!   BTF (`kernel_enums`). No drop seen: neither field.
+//! * Resets: a peer's RST on an actively opened connection its application
+//!   still holds (BPF filters out orphans, accepted sockets and the local
+//!   side's own aborts) folds per destination exactly like refusals, in
+//!   the same `refused_window_ms`, but every reset is evidence: the first
+//!   emits at once (`count` sums to the resets). Data: the connector's
+//!   pid/comm, addresses, `state` at the reset (the kernel's name),
+//!   `errno` the application will see (`EPIPE` from CLOSE_WAIT, else
+//!   `ECONNRESET`, as `tcp_reset()` sets it) and `unacked_bytes` (data sent
+//!   and never acknowledged; a sent FIN is not counted).
 //! * Retransmits: a sliding window per connection. When it holds
 //!   `retransmit_min_count` retransmits, a spike starts: one occurrence at
 //!   once with `retransmits` = the retransmits in the sliding window, and a
@@ -26,7 +40,9 @@
 //!   connection ends, or on shutdown, or when the bounded table must make
 //!   room), so the sum of `retransmits` over a connection's spike
 //!   occurrences equals the retransmits the kernel made in its spike
-//!   windows. `count` repeats `retransmits` (the folding count, as for
+//!   windows. Retransmits are counted in segments, as the kernel counts
+//!   them (`tcpi_total_retrans`): one `tcp_retransmit_skb` may carry
+//!   several. `count` repeats `retransmits` (the folding count, as for
 //!   refusals). pid/comm/saddr/sport of a follow-up are those of the first
 //!   retransmit it counts; `srtt_us` is that of the last one. After a spike
 //!   window the sliding window starts empty.
@@ -66,6 +82,16 @@ type Dest = (u32, IpAddr, u16);
 /// A connection within one network namespace.
 type Conn = (u32, IpAddr, u16, IpAddr, u16);
 
+/// What folds per destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Fold {
+    Refused,
+    Reset,
+}
+
+/// A fold window's key: what and where.
+type FoldKey = (Fold, Dest);
+
 struct RefusedWindow {
     start_ns: u64,
     seen: u32,
@@ -76,8 +102,9 @@ struct RefusedWindow {
 }
 
 struct RetransHistory {
-    /// Timestamps of the sliding window before a spike (at most min_count).
-    times: VecDeque<u64>,
+    /// (time, segments) of the retransmits in the sliding window before a
+    /// spike (fewer than min_count segments, so bounded by it).
+    times: VecDeque<(u64, u32)>,
     spike: Option<Spike>,
     last_ns: u64,
 }
@@ -104,7 +131,8 @@ struct RttBaseline {
 
 pub struct NetworkClassifier {
     cfg: NetworkConfig,
-    refused: HashMap<Dest, RefusedWindow>,
+    /// Refusal and reset windows per destination.
+    refused: HashMap<FoldKey, RefusedWindow>,
     retrans: HashMap<Conn, RetransHistory>,
     rtt: HashMap<Dest, RttBaseline>,
     drops: DropCounts,
@@ -126,12 +154,23 @@ impl NetworkClassifier {
     }
 
     fn on_refused(&mut self, f: &NetFact, out: &mut Vec<Finding>) {
+        let min = self.cfg.refused_min_count.max(1);
+        self.on_folded(Fold::Refused, min, f, out);
+    }
+
+    /// Resets fold like refusals, in the same window, but every reset is
+    /// evidence: the first one emits at once.
+    fn on_reset(&mut self, f: &NetFact, out: &mut Vec<Finding>) {
+        self.on_folded(Fold::Reset, 1, f, out);
+    }
+
+    fn on_folded(&mut self, fold: Fold, min: u32, f: &NetFact, out: &mut Vec<Finding>) {
         let window = Self::window_ns(self.cfg.refused_window_ms);
-        let key = (f.netns, f.daddr, f.dport);
+        let key = (fold, (f.netns, f.daddr, f.dport));
         if let Some(w) = self.refused.get(&key) {
             if f.mono_ns.saturating_sub(w.start_ns) >= window {
                 let w = self.refused.remove(&key).expect("present");
-                self.close_refused(w, out);
+                self.close_refused(fold, w, out);
             }
         }
         if !self.refused.contains_key(&key) && self.refused.len() >= MAX_REFUSED_DESTS {
@@ -144,10 +183,9 @@ impl NetworkClassifier {
                 .map(|(k, _)| *k)
             {
                 let w = self.refused.remove(&oldest).expect("present");
-                self.close_refused(w, out);
+                self.close_refused(oldest.0, w, out);
             }
         }
-        let min = self.cfg.refused_min_count.max(1);
         let w = self.refused.entry(key).or_insert(RefusedWindow {
             start_ns: f.mono_ns,
             seen: 0,
@@ -165,23 +203,23 @@ impl NetworkClassifier {
             let count = w.pending;
             let first = w.first.take().expect("set above");
             w.pending = 0;
-            out.push(refused_finding(&first, count));
+            out.push(fold_finding(fold, &first, count));
         }
     }
 
-    fn close_refused(&mut self, w: RefusedWindow, out: &mut Vec<Finding>) {
+    fn close_refused(&mut self, fold: Fold, w: RefusedWindow, out: &mut Vec<Finding>) {
         if w.pending == 0 {
             return;
         }
         match (w.reached, w.first) {
-            (true, Some(first)) => out.push(refused_finding(&first, w.pending)),
+            (true, Some(first)) => out.push(fold_finding(fold, &first, w.pending)),
             _ => self.drops.add("below_threshold", u64::from(w.pending)),
         }
     }
 
     fn on_retransmit(&mut self, f: &NetFact, out: &mut Vec<Finding>) {
         let window = Self::window_ns(self.cfg.retransmit_window_ms);
-        let min = self.cfg.retransmit_min_count.max(1) as usize;
+        let min = self.cfg.retransmit_min_count.max(1);
         let key = (f.netns, f.saddr, f.sport, f.daddr, f.dport);
         if !self.retrans.contains_key(&key) && self.retrans.len() >= MAX_RETRANS_CONNS {
             if let Some(oldest) = self
@@ -207,24 +245,27 @@ impl NetworkClassifier {
             h.times.clear();
             out.extend(spike_followup(h.spike.take()));
         }
+        // A retransmit may carry several segments; the kernel counts
+        // segments (tcpi_total_retrans), and so does this.
+        let segs = f.segs.max(1);
         if let Some(s) = h.spike.as_mut() {
-            s.pending += 1;
+            s.pending = s.pending.saturating_add(segs);
             s.last_srtt_us = f.srtt_us;
             if s.first.is_none() {
                 s.first = Some(*f);
             }
             return;
         }
-        while let Some(front) = h.times.front() {
-            if f.mono_ns.saturating_sub(*front) >= window {
+        while let Some((t, _)) = h.times.front() {
+            if f.mono_ns.saturating_sub(*t) >= window {
                 h.times.pop_front();
             } else {
                 break;
             }
         }
-        h.times.push_back(f.mono_ns);
-        if h.times.len() >= min {
-            let n = h.times.len() as u32;
+        h.times.push_back((f.mono_ns, segs));
+        let n: u32 = h.times.iter().map(|(_, n)| *n).sum();
+        if n >= min {
             h.times.clear();
             h.spike = Some(Spike {
                 end_ns: f.mono_ns + window,
@@ -356,6 +397,66 @@ fn spike_followup(spike: Option<Spike>) -> Option<Finding> {
     (s.pending > 0).then(|| spike_finding(&first, s.pending, s.last_srtt_us, s.window_ms))
 }
 
+fn fold_finding(fold: Fold, first: &NetFact, count: u32) -> Finding {
+    match fold {
+        Fold::Refused => refused_finding(first, count),
+        Fold::Reset => reset_finding(first, count),
+    }
+}
+
+/// The kernel's name of a TCP state (`include/net/tcp_states.h`).
+pub fn tcp_state_name(state: u32) -> &'static str {
+    match state {
+        1 => "ESTABLISHED",
+        2 => "SYN_SENT",
+        3 => "SYN_RECV",
+        4 => "FIN_WAIT1",
+        5 => "FIN_WAIT2",
+        6 => "TIME_WAIT",
+        7 => "CLOSE",
+        8 => "CLOSE_WAIT",
+        9 => "LAST_ACK",
+        10 => "LISTEN",
+        11 => "CLOSING",
+        12 => "NEW_SYN_RECV",
+        _ => "UNKNOWN",
+    }
+}
+
+/// What the application sees after a peer's RST in `state`
+/// (`tcp_reset()`: EPIPE from CLOSE_WAIT, ECONNRESET otherwise).
+fn reset_errno(state: u32) -> &'static str {
+    if state == 8 {
+        "EPIPE"
+    } else {
+        "ECONNRESET"
+    }
+}
+
+fn reset_finding(first: &NetFact, count: u32) -> Finding {
+    let mut data = conn_data(first);
+    let state = tcp_state_name(first.state);
+    let errno = reset_errno(first.state);
+    data.insert("count".into(), count.into());
+    data.insert("state".into(), state.into());
+    data.insert("errno".into(), errno.into());
+    data.insert("unacked_bytes".into(), first.unacked.into());
+    Finding {
+        anomaly: AnomalyType::ConnectionReset,
+        severity: Severity::Warning,
+        outcome: Outcome::Failure,
+        message: format!(
+            "connection {} -> {} reset by peer in {state} ({errno}), {} bytes unacknowledged, count={count}",
+            endpoint(first.saddr, first.sport),
+            endpoint(first.daddr, first.dport),
+            first.unacked
+        ),
+        data,
+        generation: first.generation,
+        mono_ns: first.mono_ns,
+    }
+}
+
 fn refused_finding(first: &NetFact, count: u32) -> Finding {
     let cause = if first.rst { "rst" } else { "icmp" };
     let mut data = conn_data(first);
@@ -379,6 +480,11 @@ fn refused_finding(first: &NetFact, count: u32) -> Finding {
 fn close_finding(f: &NetFact, anomaly: AnomalyType, errno: &str) -> Finding {
     let mut data = conn_data(f);
     data.insert("errno".into(), errno.into());
+    if f.drops > 0 {
+        // The name is added where the kernel's BTF is read (the emitter).
+        data.insert("drops".into(), f.drops.into());
+        data.insert("drop_reason_code".into(), f.drop_reason.into());
+    }
     let what = if anomaly == AnomalyType::ConnectionTimeout {
         "timed out"
     } else {
@@ -428,6 +534,7 @@ impl Classifier for NetworkClassifier {
                 self.on_retransmit(f, out);
                 self.on_rtt_sample(f, out);
             }
+            NetKind::Reset => self.on_reset(f, out),
             NetKind::Rtt => {
                 self.on_rtt_sample(f, out);
                 // The connection is gone; so is its retransmit history,
@@ -444,7 +551,7 @@ impl Classifier for NetworkClassifier {
 
     fn on_tick(&mut self, now: u64, out: &mut Vec<Finding>) {
         let window = Self::window_ns(self.cfg.refused_window_ms);
-        let ended: Vec<Dest> = self
+        let ended: Vec<FoldKey> = self
             .refused
             .iter()
             .filter(|(_, w)| now.saturating_sub(w.start_ns) >= window)
@@ -452,7 +559,7 @@ impl Classifier for NetworkClassifier {
             .collect();
         for k in ended {
             let w = self.refused.remove(&k).expect("present");
-            self.close_refused(w, out);
+            self.close_refused(k.0, w, out);
         }
         let rwin = Self::window_ns(self.cfg.retransmit_window_ms);
         let mut ended = Vec::new();
@@ -468,9 +575,9 @@ impl Classifier for NetworkClassifier {
     }
 
     fn flush(&mut self, out: &mut Vec<Finding>) {
-        let all: Vec<RefusedWindow> = self.refused.drain().map(|(_, w)| w).collect();
-        for w in all {
-            self.close_refused(w, out);
+        let all: Vec<(FoldKey, RefusedWindow)> = self.refused.drain().collect();
+        for (k, w) in all {
+            self.close_refused(k.0, w, out);
         }
         out.extend(
             self.retrans
@@ -510,6 +617,10 @@ mod tests {
             state: 2,
             cgroup_id: 0,
             netns: 4026531840,
+            unacked: 0,
+            segs: 1,
+            drops: 0,
+            drop_reason: 0,
         })
     }
 
@@ -820,6 +931,115 @@ mod tests {
         assert!(c.retrans.len() <= MAX_RETRANS_CONNS);
         assert_eq!(retransmits(&out), vec![5, 2]);
         assert_eq!(c.drops().get("retransmit_table_full"), 1);
+    }
+
+    fn reset(t_ms: u64, dport: u16, state: u32, unacked: u32) -> Fact {
+        let Fact::Net(mut f) = fact(NetKind::Reset, t_ms, dport, 0) else {
+            unreachable!()
+        };
+        f.state = state;
+        f.unacked = unacked;
+        Fact::Net(f)
+    }
+
+    #[test]
+    fn a_reset_emits_at_once_and_the_rest_fold_per_destination() {
+        let mut c = NetworkClassifier::new(&CompiledConfig::default());
+        let mut out = Vec::new();
+        c.on_fact(&reset(0, 8080, 1, 1000), &mut out);
+        assert_eq!(out.len(), 1);
+        let o = &out[0];
+        assert_eq!(o.anomaly, AnomalyType::ConnectionReset);
+        assert_eq!(o.severity, Severity::Warning);
+        assert_eq!(o.outcome, Outcome::Failure);
+        let d = &o.data;
+        assert_eq!(d["count"], 1);
+        assert_eq!(d["state"], "ESTABLISHED");
+        assert_eq!(d["errno"], "ECONNRESET");
+        assert_eq!(d["unacked_bytes"], 1000);
+        assert_eq!(d["pid"], 100);
+        assert_eq!(d["comm"], "client");
+        assert_eq!(d["dport"], 8080);
+        assert_eq!(
+            o.message,
+            "connection 127.0.0.1:40000 -> 127.0.0.1:8080 reset by peer in ESTABLISHED (ECONNRESET), 1000 bytes unacknowledged, count=1"
+        );
+        // Three more to it in the window, one elsewhere.
+        for t in [10, 20, 30] {
+            c.on_fact(&reset(t, 8080, 8, 0), &mut out);
+        }
+        c.on_fact(&reset(40, 9090, 8, 0), &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].data["dport"], 9090);
+        assert_eq!(out[1].data["errno"], "EPIPE", "from CLOSE_WAIT");
+        assert_eq!(out[1].data["state"], "CLOSE_WAIT");
+        c.on_tick(1000 * MS, &mut out);
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[2].data["count"], 3);
+        assert_eq!(out[2].data["state"], "CLOSE_WAIT", "the first it counts");
+        let total: u64 = out.iter().map(|o| o.data["count"].as_u64().unwrap()).sum();
+        assert_eq!(total, 5);
+    }
+
+    #[test]
+    fn resets_and_refusals_to_one_destination_fold_apart() {
+        let mut cfg = CompiledConfig::default();
+        cfg.network.refused_min_count = 3;
+        let mut c = NetworkClassifier::new(&cfg);
+        let mut out = Vec::new();
+        c.on_fact(&refused(0, 80), &mut out);
+        c.on_fact(&reset(1, 80, 1, 0), &mut out);
+        c.on_fact(&refused(2, 80), &mut out);
+        // The reset emitted at once (min 1); refusals wait for 3.
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].anomaly, AnomalyType::ConnectionReset);
+        c.flush(&mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(c.drops().get("below_threshold"), 2);
+    }
+
+    #[test]
+    fn local_drops_ride_on_timeouts_and_unreachables_only_when_seen() {
+        let mut c = NetworkClassifier::new(&CompiledConfig::default());
+        let mut out = Vec::new();
+        for (dport, err) in [(80, ETIMEDOUT), (81, EHOSTUNREACH)] {
+            let Fact::Net(mut f) = fact(NetKind::ConnectFail, 0, dport, err) else {
+                unreachable!()
+            };
+            f.drops = 3;
+            f.drop_reason = 12;
+            c.on_fact(&Fact::Net(f), &mut out);
+        }
+        c.on_fact(&fact(NetKind::ConnectFail, 0, 82, ETIMEDOUT), &mut out);
+        assert_eq!(out.len(), 3);
+        for o in &out[..2] {
+            assert_eq!(o.data["drops"], 3);
+            assert_eq!(o.data["drop_reason_code"], 12);
+        }
+        assert!(!out[2].data.contains_key("drops"));
+        assert!(!out[2].data.contains_key("drop_reason_code"));
+    }
+
+    #[test]
+    fn retransmits_count_segments() {
+        let mut c = NetworkClassifier::new(&CompiledConfig::default());
+        let mut out = Vec::new();
+        let with_segs = |t: u64, segs: u32| {
+            let Fact::Net(mut f) = retrans(t) else {
+                unreachable!()
+            };
+            f.segs = segs;
+            Fact::Net(f)
+        };
+        c.on_fact(&with_segs(0, 2), &mut out);
+        c.on_fact(&with_segs(1, 2), &mut out);
+        assert!(out.is_empty(), "4 segments < 5");
+        c.on_fact(&with_segs(2, 3), &mut out);
+        assert_eq!(retransmits(&out), vec![7]);
+        c.on_fact(&with_segs(3, 4), &mut out);
+        c.on_fact(&with_segs(4, 0), &mut out); // never less than one
+        c.flush(&mut out);
+        assert_eq!(retransmits(&out), vec![7, 5]);
     }
 
     fn rtt(t_ms: u64, srtt_us: u32) -> Fact {
