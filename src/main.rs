@@ -36,7 +36,7 @@ enum Command {
     Recent(tapio::cli::RecentArgs),
     /// Follow new occurrences as the agent writes them, until Ctrl-C.
     Watch(tapio::cli::WatchArgs),
-    /// Give each observer a verdict (ok / degraded / failing) from recent evidence.
+    /// Verdict per observer and node (ok / degraded / failing / unknown; exit 0-3).
     Health(tapio::cli::HealthArgs),
     /// Serve the occurrence files to MCP clients (read-only, JSON-RPC over stdio).
     Mcp(tapio::mcp::McpArgs),

@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -136,7 +136,7 @@ fn recent_json_is_one_stable_object() {
         "data_dir_exists": true,
         "query": {"since": null, "type": "kernel.container.oom_kill", "observer": null, "severity": null, "limit": 50},
         "count": 1,
-        "skipped": {"corrupt": 2, "foreign": 1},
+        "skipped": {"corrupt": 2, "unreadable": 0, "not_regular": 0, "too_large": 0, "foreign": 1},
         "occurrences": [json(golden)],
     });
     assert_eq!(json(&out.stdout), expected);
@@ -183,7 +183,9 @@ fn bad_input_exits_1_with_one_line() {
     let out = run(&["recent", "--data-dir", BASIC, "--type", "nope"]);
     assert_eq!(out.code, 1);
     assert!(
-        out.stderr.starts_with("tapio: invalid type \"nope\""),
+        out.stderr.starts_with(
+            "tapio: unknown type \"nope\": known types are kernel.network.connection_refused, "
+        ),
         "{}",
         out.stderr
     );
@@ -254,7 +256,7 @@ kernel.storage.latency_spike           1
     assert_eq!(v["total"], 5);
     assert_eq!(
         v["skipped"],
-        serde_json::json!({"corrupt": 2, "foreign": 1})
+        serde_json::json!({"corrupt": 2, "unreadable": 0, "not_regular": 0, "too_large": 0, "foreign": 1})
     );
     assert_eq!(
         v["by_observer"],
@@ -266,6 +268,8 @@ kernel.storage.latency_spike           1
 
 #[test]
 fn health_gives_verdicts_with_counts_and_window() {
+    // No status file, but occurrence files: the evidence alone decides, and
+    // the verdict is the exit code (failing: 2).
     let out = run(&[
         "health",
         "--data-dir",
@@ -275,21 +279,26 @@ fn health_gives_verdicts_with_counts_and_window() {
         "--until",
         "2025-04-03T14:30:00Z",
     ]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.code, 2, "{}", out.stderr);
     assert_eq!(
         out.stdout,
         "\
 window   2025-04-03T14:00:00.000Z .. 2025-04-03T14:30:00.000Z (30m)
+agent    no status file (tests/fixtures/occurrences/basic/.agent-status.json): observer states unknown, verdicts from occurrence files only
 verdict  failing
 
-OBSERVER   VERDICT   TOTAL  CRITICAL  ERROR  WARNING  INFO  NEWEST
-network    degraded      2         0      1        1     0  2025-04-03T14:21:00.000Z
-container  failing       1         1      0        0     0  2025-04-03T14:23:01.042Z
-storage    ok            1         0      0        1     0  2025-04-03T14:10:00.000Z
-node       ok            0         0      0        0     0  -
+OBSERVER   STATE    VERDICT   TOTAL  CRITICAL  ERROR  WARNING  INFO  NEWEST
+network    unknown  degraded      2         0      1        1     0  2025-04-03T14:21:00.000Z
+container  unknown  failing       1         1      0        0     0  2025-04-03T14:23:01.042Z
+storage    unknown  ok            1         0      0        1     0  2025-04-03T14:10:00.000Z
+node       unknown  ok            0         0      0        0     0  -
 
 rule: failing: >=1 critical or >=10 error; degraded: >=1 error or >=5 warning; otherwise ok
 "
+    );
+    assert_eq!(
+        out.stderr,
+        format!("{SKIPPED_NOTE}tapio: health is failing\n")
     );
 
     // One observer, the default 15-minute window back from --until.
@@ -311,15 +320,18 @@ rule: failing: >=1 critical or >=10 error; degraded: >=1 error or >=5 warning; o
             "window": {"since": "2025-04-03T14:15:00.000Z", "until": "2025-04-03T14:30:00.000Z", "seconds": 900},
             "rule": "failing: >=1 critical or >=10 error; degraded: >=1 error or >=5 warning; otherwise ok",
             "verdict": "ok",
-            "observers": [{"observer": "storage", "verdict": "ok", "total": 0, "critical": 0, "error": 0,
-                           "warning": 0, "info": 0, "other": 0, "newest": null}],
-            "skipped": {"corrupt": 2, "foreign": 1}
+            "reasons": [],
+            "agent": {"status_file": "missing", "problem": "", "state": null, "node_name": null, "version": null,
+                      "pid": null, "updated": null, "age_seconds": null, "config": null, "controller": null},
+            "observers": [{"observer": "storage", "state": "unknown", "state_reason": "", "verdict": "ok",
+                           "total": 0, "critical": 0, "error": 0, "warning": 0, "info": 0, "other": 0, "newest": null}],
+            "skipped": serde_json::json!({"corrupt": 2, "unreadable": 0, "not_regular": 0, "too_large": 0, "foreign": 1})
         })
     );
 }
 
 #[test]
-fn empty_dir_is_quiet_and_ok() {
+fn empty_dir_is_quiet_and_health_is_unknown() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_str().unwrap();
     let out = run(&["recent", "--data-dir", dir]);
@@ -336,7 +348,7 @@ fn empty_dir_is_quiet_and_ok() {
             "\
 data dir     {dir}
 occurrences  0
-skipped      0 (0 corrupt, 0 foreign)
+skipped      0
 newest       -
 
 OBSERVER   COUNT
@@ -349,12 +361,23 @@ node           0
     );
     assert_eq!(out.stderr, "");
 
+    // Nothing ever ran here: unknown (3), not ok.
     let out = run(&["health", "--data-dir", dir, "--json"]);
-    assert_eq!(out.code, 0);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert_eq!(out.stderr, "tapio: health is unknown\n");
     let v = json(&out.stdout);
-    assert_eq!(v["verdict"], "ok");
+    assert_eq!(v["verdict"], "unknown");
+    assert_eq!(
+        v["reasons"],
+        serde_json::json!([format!("no agent status file and no occurrence files in {dir}: is the agent running with this data dir?")])
+    );
     assert_eq!(v["window"]["seconds"], 900);
     assert_eq!(v["observers"].as_array().unwrap().len(), 4);
+    assert!(v["observers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|o| o["verdict"] == "unknown"));
 }
 
 #[test]
@@ -382,14 +405,15 @@ fn missing_dir_is_empty_with_a_note() {
 }
 
 #[test]
-fn unreadable_data_dir_exits_2() {
+fn unreadable_data_dir_exits_2_or_unknown() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("a-file");
     std::fs::write(&file, "x").unwrap();
     let dir = file.to_str().unwrap();
-    for cmd in ["recent", "status", "health"] {
+    // health: 3, "unknown" (2 would read as "failing").
+    for (cmd, code) in [("recent", 2), ("status", 2), ("health", 3)] {
         let out = run(&[cmd, "--data-dir", dir]);
-        assert_eq!(out.code, 2, "{cmd}");
+        assert_eq!(out.code, code, "{cmd}");
         assert_eq!(out.stdout, "", "{cmd}");
         assert_eq!(
             out.stderr,
@@ -431,6 +455,7 @@ fn data_dir_comes_from_the_environment_or_the_default() {
 struct Watch {
     child: std::process::Child,
     lines: mpsc::Receiver<String>,
+    err_lines: mpsc::Receiver<String>,
 }
 
 impl Watch {
@@ -445,22 +470,27 @@ impl Watch {
             .expect("spawn tapio watch");
         // The "watching" note is printed after the initial snapshot: files
         // written after it are new.
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let (ready_tx, ready_rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            while stderr.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
-                if line.starts_with("tapio: watching") {
-                    let _ = ready_tx.send(());
-                }
-                line.clear();
+        let err_lines = line_channel(child.stderr.take().unwrap());
+        loop {
+            let line = err_lines
+                .recv_timeout(Duration::from_secs(30))
+                .expect("watch did not start");
+            if line.starts_with("tapio: watching") {
+                break;
             }
-        });
-        ready_rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("watch did not start");
+        }
         let lines = line_channel(child.stdout.take().unwrap());
-        Watch { child, lines }
+        Watch {
+            child,
+            lines,
+            err_lines,
+        }
+    }
+
+    fn next_err_line(&self) -> String {
+        self.err_lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("no stderr line from watch within the bound")
     }
 
     fn next_line(&self) -> String {
@@ -549,4 +579,383 @@ fn watch_waits_for_a_missing_dir_and_stops_cleanly_on_interrupt() {
     }
     let status = status.expect("watch did not stop on SIGINT within the bound");
     assert_eq!(status.code(), Some(0));
+}
+
+/// Runs the binary like [`run`], but gives up (kills it, fails the test)
+/// after a bound: these tests are about commands that used to hang.
+fn run_bounded(args: &[&str]) -> Out {
+    let mut child = tapio(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tapio");
+    let read = |r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::BufReader::new(r).read_to_string(&mut text);
+            text
+        })
+    };
+    use std::io::Read;
+    let out = read(Box::new(child.stdout.take().unwrap()));
+    let err = read(Box::new(child.stderr.take().unwrap()));
+    let mut status = None;
+    for _ in 0..300 {
+        if let Some(st) = child.try_wait().unwrap() {
+            status = Some(st);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("tapio {args:?} did not finish within 30 s");
+    };
+    Out {
+        code: status.code().expect("exit code"),
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
+/// Makes a FIFO nobody writes to: an ordinary open for reading blocks.
+fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo reads one NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+fn copy_fixture(dir: &Path, name: &str) {
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(BASIC).join(name),
+        dir.join(name),
+    )
+    .unwrap();
+}
+
+/// A data dir holding two occurrences and every kind of file that must not
+/// be read: a FIFO and a symlink to /dev/zero with occurrence names, a
+/// 200 MB (sparse) file, a symlink loop.
+fn hostile_dir() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    copy_fixture(d, "01JQY0HADQ0000000000000003.json");
+    copy_fixture(d, "01JQY0DM750000000000000002.json");
+    mkfifo(&d.join("01JQY0HADQ0000000000000009.json"));
+    std::os::unix::fs::symlink("/dev/zero", d.join("01JQY0HADQ000000000000000A.json")).unwrap();
+    let big = std::fs::File::create(d.join("01JQY0HADQ000000000000000B.json")).unwrap();
+    big.set_len(200 << 20).unwrap();
+    std::os::unix::fs::symlink("loop.json", d.join("loop.json")).unwrap();
+    tmp
+}
+
+#[test]
+fn fifos_devices_huge_and_looping_files_are_skipped_and_counted() {
+    let tmp = hostile_dir();
+    let dir = tmp.path().to_str().unwrap();
+    let note = format!(
+        "tapio: skipped 4 unusable entries in {dir} (1 unreadable, 2 not regular, 1 too large)\n"
+    );
+    let skipped = serde_json::json!({"corrupt": 0, "unreadable": 1, "not_regular": 2, "too_large": 1, "foreign": 0});
+
+    let out = run_bounded(&["status", "--data-dir", dir]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains(
+            "\noccurrences  2\nskipped      4 (1 unreadable, 2 not regular, 1 too large)\n"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(out.stderr, note);
+    let out = run_bounded(&["status", "--data-dir", dir, "--json"]);
+    assert_eq!(json(&out.stdout)["skipped"], skipped);
+
+    let out = run_bounded(&["recent", "--data-dir", dir, "--json", "--limit", "0"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v = json(&out.stdout);
+    assert_eq!(v["count"], 2);
+    assert_eq!(v["skipped"], skipped);
+    assert_eq!(out.stderr, note);
+    // The limited query reads names newest first: it meets every special
+    // file (their ULIDs are the newest) and still skips them.
+    let out = run_bounded(&["recent", "--data-dir", dir, "--limit", "1", "--json"]);
+    assert_eq!(json(&out.stdout)["count"], 1);
+
+    let out = run_bounded(&[
+        "health",
+        "--data-dir",
+        dir,
+        "--since",
+        "2025-04-03T14:00:00Z",
+        "--until",
+        "2025-04-03T14:30:00Z",
+        "--json",
+    ]);
+    // The oom_kill is critical: failing, with the skips counted.
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    let v = json(&out.stdout);
+    assert_eq!(v["verdict"], "failing");
+    assert_eq!(v["skipped"], skipped);
+}
+
+#[test]
+fn watch_skips_a_fifo_that_appears_and_keeps_following() {
+    let tmp = tempfile::tempdir().unwrap();
+    let watch = Watch::start(tmp.path(), &[]);
+    mkfifo(&tmp.path().join("01JQY0HADQ0000000000000009.json"));
+    std::os::unix::fs::symlink(
+        "/dev/zero",
+        tmp.path().join("01JQY0HADQ000000000000000A.json"),
+    )
+    .unwrap();
+    assert_eq!(
+        watch.next_err_line(),
+        "tapio: skipped 2 new unusable entries (2 not regular)"
+    );
+    write_like_the_sink(tmp.path(), "01JQY0HADQ0000000000000003.json");
+    assert!(watch.next_line().contains("kernel.container.oom_kill"));
+}
+
+#[test]
+fn since_and_until_refuse_impossible_and_far_future_times() {
+    for (args, err) in [
+        (
+            &["recent", "--since", "2600-01-01T00:00:00Z"][..],
+            "tapio: invalid --since \"2600-01-01T00:00:00Z\": year 2600 is out of range (latest supported: 2500)\n",
+        ),
+        (
+            &["recent", "--since", "2026-02-30T00:00:00Z"],
+            "tapio: invalid --since \"2026-02-30T00:00:00Z\": 2026-02 has no day 30\n",
+        ),
+        (
+            &["recent", "--since", "2400-01-01T00:00:00Z"],
+            "",
+        ),
+        (
+            &["health", "--until", "2600-01-01T00:00:00Z"],
+            "tapio: invalid --until \"2600-01-01T00:00:00Z\": year 2600 is out of range (latest supported: 2500)\n",
+        ),
+        (
+            &["health", "--since", "2025-02-29T00:00:00Z"],
+            "tapio: invalid --since \"2025-02-29T00:00:00Z\": 2025-02 has no day 29\n",
+        ),
+    ] {
+        let mut full = args.to_vec();
+        full.extend_from_slice(&["--data-dir", BASIC]);
+        let out = run(&full);
+        assert_eq!(out.code, 1, "{args:?}: {}", out.stderr);
+        assert_eq!(out.stdout, "", "{args:?}");
+        if err.is_empty() {
+            // In range but after now: refused as such.
+            assert!(
+                out.stderr.starts_with("tapio: invalid --since \"2400-01-01T00:00:00Z\": it is in the future (now is "),
+                "{}",
+                out.stderr
+            );
+        } else {
+            assert_eq!(out.stderr, err, "{args:?}");
+        }
+    }
+    // A leap day that exists is fine.
+    let out = run(&[
+        "recent",
+        "--data-dir",
+        BASIC,
+        "--since",
+        "2024-02-29T00:00:00Z",
+        "--json",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(json(&out.stdout)["count"], 5);
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Writes `<dir>/.agent-status.json` as the agent does (temp + rename): a
+/// running, configured agent, updated now, every observer active, changed
+/// by `edit`.
+fn write_status(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let mut v = serde_json::json!({
+        "schema": 1, "agent_id": "01JQY0HADQ0000000000000003", "node_name": "n1",
+        "version": "0.1.0", "pid": 4242, "state": "running", "updated_unix_ms": now_ms(),
+        "config": {"applied": true, "hash": "sha256:ab", "generation": 3},
+        "controller": null,
+        "observers": {
+            "network": {"state": "active", "reason": ""},
+            "container": {"state": "active", "reason": ""},
+            "storage": {"state": "active", "reason": ""},
+            "node": {"state": "active", "reason": ""}
+        }
+    });
+    edit(&mut v);
+    let tmp = dir.join(".agent-status.json.tmp");
+    std::fs::write(&tmp, v.to_string()).unwrap();
+    std::fs::rename(&tmp, dir.join(".agent-status.json")).unwrap();
+}
+
+/// `tapio health --json` on `dir`: exit code, verdict, reasons.
+fn health_json(dir: &Path) -> (i32, serde_json::Value) {
+    let out = run_bounded(&["health", "--data-dir", dir.to_str().unwrap(), "--json"]);
+    let v = json(&out.stdout);
+    let want_err = match out.code {
+        0 => String::new(),
+        _ => format!("tapio: health is {}\n", v["verdict"].as_str().unwrap()),
+    };
+    assert!(out.stderr.ends_with(&want_err), "{}", out.stderr);
+    (out.code, v)
+}
+
+#[test]
+fn health_exit_codes_follow_the_agent_status() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+
+    // No data dir: unknown.
+    let (code, v) = health_json(&d.join("absent"));
+    assert_eq!((code, v["verdict"].as_str()), (3, Some("unknown")));
+    assert_eq!(v["agent"]["status_file"], "none");
+
+    // A running agent, everything active, nothing written yet: ok.
+    write_status(d, |_| {});
+    let (code, v) = health_json(d);
+    assert_eq!((code, v["verdict"].as_str()), (0, Some("ok")), "{v}");
+    assert_eq!(v["reasons"], serde_json::json!([]));
+    assert_eq!(v["agent"]["state"], "running");
+    assert_eq!(v["agent"]["pid"], 4242);
+    assert_eq!(v["observers"][0]["state"], "active");
+    // The status file is not an occurrence and is not counted as skipped.
+    assert_eq!(v["skipped"]["foreign"], 0);
+
+    // The node observer without PMCs: degraded (1), never ok; an observer
+    // that could not start: unknown, and the node degraded.
+    write_status(d, |v| {
+        v["observers"]["node"] = serde_json::json!({"state": "degraded", "reason": "pmc unavailable: no PMU in this VM"});
+        v["observers"]["storage"] = serde_json::json!({"state": "unavailable", "reason": "tracepoint block/block_rq_complete missing"});
+    });
+    let out = run_bounded(&["health", "--data-dir", d.to_str().unwrap()]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(
+        lines[1].starts_with("agent    running, node n1, pid 4242, version 0.1.0, updated "),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        lines[1].ends_with(", config generation 3"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        lines[2..].join("\n"),
+        "\
+verdict  degraded
+why      node observer degraded: pmc unavailable: no PMU in this VM
+         observer unavailable: storage: tracepoint block/block_rq_complete missing
+
+OBSERVER   STATE        VERDICT   TOTAL  CRITICAL  ERROR  WARNING  INFO  NEWEST
+network    active       ok            0         0      0        0     0  -
+container  active       ok            0         0      0        0     0  -
+storage    unavailable  unknown       0         0      0        0     0  -
+node       degraded     degraded      0         0      0        0     0  -
+
+rule: failing: >=1 critical or >=10 error; degraded: >=1 error or >=5 warning; otherwise ok"
+    );
+    assert_eq!(out.stderr, "tapio: health is degraded\n");
+    // Asked about the unavailable observer alone: blind, unknown.
+    let out = run_bounded(&[
+        "health",
+        "storage",
+        "--data-dir",
+        d.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert_eq!(
+        json(&out.stdout)["reasons"],
+        serde_json::json!(["blind: every observer is unavailable (storage: tracepoint block/block_rq_complete missing)"])
+    );
+
+    // Not configured (a controller-mode agent refused by its controller).
+    write_status(d, |v| {
+        v["config"] = serde_json::json!({"applied": false, "hash": "", "generation": 0});
+        v["controller"] = serde_json::json!({"endpoint": "http://127.0.0.1:1", "state": "unauthorized", "reason": "401 unauthorized"});
+    });
+    let (code, v) = health_json(d);
+    assert_eq!(code, 3, "{v}");
+    assert_eq!(
+        v["reasons"],
+        serde_json::json!(["config not applied: the agent observes nothing until it has one (controller http://127.0.0.1:1: unauthorized: 401 unauthorized)"])
+    );
+
+    // Every observer unavailable: blind.
+    write_status(d, |v| {
+        for o in ["network", "container", "storage", "node"] {
+            v["observers"][o] = serde_json::json!({"state": "unavailable", "reason": "no BTF"});
+        }
+    });
+    let (code, v) = health_json(d);
+    assert_eq!(code, 3, "{v}");
+    assert!(v["observers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|o| o["verdict"] == "unknown"));
+
+    // Stale: the agent stopped rewriting the file a minute ago.
+    write_status(d, |v| v["updated_unix_ms"] = (now_ms() - 60_000).into());
+    let (code, v) = health_json(d);
+    assert_eq!(code, 3, "{v}");
+    let reason = v["reasons"][0].as_str().unwrap();
+    assert!(reason.starts_with("the agent status is "), "{reason}");
+    assert!(
+        reason.ends_with("the agent is not running or is stuck"),
+        "{reason}"
+    );
+
+    // Stopped cleanly.
+    write_status(d, |v| v["state"] = "stopped".into());
+    let (code, v) = health_json(d);
+    assert_eq!(code, 3, "{v}");
+    assert!(v["reasons"][0]
+        .as_str()
+        .unwrap()
+        .starts_with("the agent stopped (at "));
+
+    // A status file that is a FIFO (or corrupt) is tolerated: with no
+    // occurrence files, unknown; with some, the evidence decides.
+    std::fs::remove_file(d.join(".agent-status.json")).unwrap();
+    mkfifo(&d.join(".agent-status.json"));
+    let (code, v) = health_json(d);
+    assert_eq!(code, 3, "{v}");
+    assert_eq!(v["agent"]["status_file"], "invalid");
+    assert_eq!(v["agent"]["problem"], "is not a regular file (a FIFO)");
+    std::fs::remove_file(d.join(".agent-status.json")).unwrap();
+    std::fs::write(d.join(".agent-status.json"), "{\"schema\":1,").unwrap();
+    copy_fixture(d, "01JQXZSFP50000000000000004.json");
+    let out = run_bounded(&[
+        "health",
+        "--data-dir",
+        d.to_str().unwrap(),
+        "--since",
+        "2025-04-03T14:00:00Z",
+        "--until",
+        "2025-04-03T14:30:00Z",
+        "--json",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v = json(&out.stdout);
+    assert_eq!(v["agent"]["status_file"], "invalid");
+    assert!(v["agent"]["problem"]
+        .as_str()
+        .unwrap()
+        .starts_with("not a status file: "));
+    assert_eq!(v["observers"][2]["total"], 1);
 }

@@ -115,19 +115,14 @@ fn malformed_input_gets_json_rpc_errors_and_the_server_keeps_answering() {
             json!(6),
         ),
         (
-            r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"recent_anomalies","arguments":{"observer":"gpu"}}}"#,
-            -32602,
-            json!(7),
+            r#"{"jsonrpc":"2.0","id":7.5,"method":"ping"}"#,
+            -32600,
+            Value::Null,
         ),
         (
-            r#"{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"recent_anomalies","arguments":{"limit":-1}}}"#,
-            -32602,
-            json!(8),
-        ),
-        (
-            r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"node_health","arguments":{"until":"noon"}}}"#,
-            -32602,
-            json!(9),
+            r#"{"jsonrpc":"2.0","id":36893488147419103232,"method":"ping"}"#,
+            -32600,
+            Value::Null,
         ),
     ];
     for (line, code, id) in cases {
@@ -135,6 +130,56 @@ fn malformed_input_gets_json_rpc_errors_and_the_server_keeps_answering() {
         assert_eq!(error_code(&v), *code, "{line} -> {v}");
         assert_eq!(v["id"], *id, "{line} -> {v}");
         assert!(v["error"]["message"].is_string(), "{v}");
+    }
+
+    // Arguments the tool cannot use are tool errors the model reads, with
+    // what to change.
+    for (line, id, text) in [
+        (
+            r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"recent_anomalies","arguments":{"observer":"gpu"}}}"#,
+            7,
+            "invalid arguments for recent_anomalies: invalid observer \"gpu\": expected network, container, storage or node",
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"recent_anomalies","arguments":{"limit":-1}}}"#,
+            8,
+            "invalid arguments for recent_anomalies: invalid value: integer `-1`, expected u64",
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"node_health","arguments":{"until":"noon"}}}"#,
+            9,
+            "invalid arguments for node_health: invalid --until \"noon\": expected an RFC 3339 time like 2026-04-03T14:00:00Z",
+        ),
+    ] {
+        let v = s.ask(line);
+        assert_eq!(
+            v,
+            json!({"jsonrpc": "2.0", "id": id, "result": {"content": [{"type": "text", "text": text}], "isError": true}}),
+            "{line}"
+        );
+    }
+    let v = s.ask(
+        r#"{"jsonrpc":"2.0","id":14,"method":"tools/call","params":{"name":"recent_anomalies","arguments":{"type":"kernel.network.conection_refused"}}}"#,
+    );
+    let text = v["result"]["content"][0]["text"].as_str().unwrap();
+    assert_eq!(v["result"]["isError"], true, "{v}");
+    assert!(
+        text.contains("did you mean kernel.network.connection_refused? known types are "),
+        "{text}"
+    );
+
+    // Integer ids up to 64 bits come back digit for digit.
+    for id in [
+        "18446744073709551615",
+        "-9223372036854775808",
+        "9007199254740993",
+    ] {
+        s.send_raw(format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#).as_bytes());
+        let line = s.lines.recv_timeout(LINE_WAIT).expect("ping reply");
+        assert_eq!(
+            line,
+            format!(r#"{{"id":{id},"jsonrpc":"2.0","result":{{}}}}"#)
+        );
     }
 
     // Not UTF-8.
@@ -210,6 +255,154 @@ fn negotiates_and_returns_structured_content() {
     let text: Value =
         serde_json::from_str(v["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
     assert_eq!(&text, sc);
+}
+
+/// Makes a FIFO nobody writes to: opening it for reading the ordinary way
+/// blocks forever.
+fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo reads one NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+#[test]
+fn fifo_and_dev_zero_in_the_data_dir_do_not_hang_the_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(BASIC)
+            .join("01JQY0HADQ0000000000000003.json"),
+        d.join("01JQY0HADQ0000000000000003.json"),
+    )
+    .unwrap();
+    mkfifo(&d.join("01JQY0HADQ0000000000000009.json"));
+    std::os::unix::fs::symlink("/dev/zero", d.join("01JQY0HADQ000000000000000A.json")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tapio"))
+        .args(["mcp", "--data-dir"])
+        .arg(d)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn tapio mcp");
+    let mut s = Server {
+        lines: line_channel(child.stdout.take().unwrap()),
+        stdin: child.stdin.take(),
+        child,
+    };
+    // Each answer within the bound of `reply` (30 s), or the test fails.
+    let v = s.ask(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#);
+    assert_eq!(v, json!({"jsonrpc": "2.0", "id": 1, "result": {}}));
+    let skipped =
+        json!({"corrupt": 0, "unreadable": 0, "not_regular": 2, "too_large": 0, "foreign": 0});
+    for (tool, count) in [("status", "total"), ("recent_anomalies", "count")] {
+        let v = s.ask(&format!(
+            r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"{tool}"}}}}"#
+        ));
+        let sc = &v["result"]["structuredContent"];
+        assert_eq!(sc[count], 1, "{tool}: {v}");
+        assert_eq!(sc["skipped"], skipped, "{tool}");
+    }
+    let v = s.ask(
+        r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"node_health","arguments":{"since":"2025-04-03T14:00:00Z","until":"2025-04-03T14:30:00Z"}}}"#,
+    );
+    assert_eq!(v["result"]["structuredContent"]["skipped"], skipped, "{v}");
+    let v = s.ask(r#"{"jsonrpc":"2.0","id":4,"method":"ping"}"#);
+    assert_eq!(v["id"], 4);
+}
+
+/// Starts `tapio mcp` on `dir` and asks `node_health` once.
+fn node_health(dir: &Path) -> Value {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tapio"))
+        .args(["mcp", "--data-dir"])
+        .arg(dir)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn tapio mcp");
+    let mut s = Server {
+        lines: line_channel(child.stdout.take().unwrap()),
+        stdin: child.stdin.take(),
+        child,
+    };
+    let v =
+        s.ask(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"node_health"}}"#);
+    assert_eq!(v["result"]["isError"], false, "{v}");
+    v["result"]["structuredContent"].clone()
+}
+
+fn write_status(dir: &Path, config_applied: bool, node_state: &str) {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let v = json!({
+        "schema": 1, "agent_id": "01JQY0HADQ0000000000000003", "node_name": "n1",
+        "version": "0.1.0", "pid": 4242, "state": "running", "updated_unix_ms": now_ms,
+        "config": {"applied": config_applied, "hash": "", "generation": 0},
+        "controller": {"endpoint": "http://127.0.0.1:1", "state": "unreachable", "reason": "connection refused"},
+        "observers": {
+            "network": {"state": "active", "reason": ""},
+            "container": {"state": "active", "reason": ""},
+            "storage": {"state": "active", "reason": ""},
+            "node": {"state": node_state, "reason": "pmc unavailable: no PMU"}
+        }
+    });
+    std::fs::write(dir.join(".agent-status.json.tmp"), v.to_string()).unwrap();
+    std::fs::rename(
+        dir.join(".agent-status.json.tmp"),
+        dir.join(".agent-status.json"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn node_health_says_unknown_when_blind_never_ok() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    // Nothing ever ran with this data dir.
+    let h = node_health(d);
+    assert_eq!(h["verdict"], "unknown", "{h}");
+    assert_eq!(
+        h["reasons"][0],
+        format!("no agent status file and no occurrence files in {}: is the agent running with this data dir?", d.display())
+    );
+    assert!(h["observers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|o| o["verdict"] == "unknown"));
+    // No data dir at all.
+    let h = node_health(&d.join("absent"));
+    assert_eq!(h["verdict"], "unknown");
+    // An agent waiting for its config observes nothing.
+    write_status(d, false, "active");
+    let h = node_health(d);
+    assert_eq!(h["verdict"], "unknown", "{h}");
+    assert_eq!(
+        h["reasons"],
+        json!(["config not applied: the agent observes nothing until it has one (controller http://127.0.0.1:1: unreachable: connection refused)"])
+    );
+    // Configured, but the node observer runs without PMCs and the
+    // controller is unreachable: degraded, with both reasons.
+    write_status(d, true, "degraded");
+    let h = node_health(d);
+    assert_eq!(h["verdict"], "degraded", "{h}");
+    assert_eq!(
+        h["reasons"],
+        json!([
+            "controller http://127.0.0.1:1 unreachable: connection refused",
+            "node observer degraded: pmc unavailable: no PMU"
+        ])
+    );
+    assert_eq!(h["observers"][3]["state"], "degraded");
+    assert_eq!(h["observers"][3]["state_reason"], "pmc unavailable: no PMU");
+    assert_eq!(h["observers"][3]["verdict"], "degraded");
+    assert_eq!(h["agent"]["pid"], 4242);
 }
 
 fn venv_dir() -> PathBuf {

@@ -84,7 +84,11 @@ async def main(binary, data_dir):
             # All of it, newest first; the two unusable files are counted.
             r = await call(session, "recent_anomalies", {})
             check(r["count"] == 5, f"count {r['count']}")
-            check(r["skipped"] == {"corrupt": 2, "foreign": 1}, f"skipped {r['skipped']}")
+            check(
+                r["skipped"]
+                == {"corrupt": 2, "unreadable": 0, "not_regular": 0, "too_large": 0, "foreign": 1},
+                f"skipped {r['skipped']}",
+            )
             ts = [o["timestamp"] for o in r["occurrences"]]
             check(ts == sorted(ts, reverse=True), "newest first")
             check(r["occurrences"][0]["id"] == "01JQY0HADQ0000000000000003", "newest id")
@@ -125,6 +129,12 @@ async def main(binary, data_dir):
                 f"observer verdicts {verdicts}",
             )
             check(h["window"]["seconds"] == 1800, "window")
+            # No status file in the fixture: states unknown, evidence decides.
+            check(h["agent"]["status_file"] == "missing", f"agent {h['agent']}")
+            check(
+                all(o["state"] == "unknown" for o in h["observers"]),
+                f"observer states {h['observers']}",
+            )
 
             h = await call(
                 session, "node_health", {"observer": "node", "until": "2025-04-03T13:10:00Z"}
@@ -143,19 +153,26 @@ async def main(binary, data_dir):
             )
             check(s["newest"]["type"] == "kernel.container.oom_kill", "status newest")
 
-            # Bad arguments are a protocol error (-32602), and the server
-            # keeps answering afterwards.
-            try:
-                await session.call_tool("recent_anomalies", {"since": "soon"})
-                check(False, "bad since must fail")
-            except AssertionError:
-                raise
-            except Exception as e:  # the SDK's MCP error type differs by version
-                check("since" in str(e), f"bad since error: {e}")
-                code = getattr(e, "code", None)
-                if code is None and getattr(e, "error", None) is not None:
-                    code = e.error.code
-                check(code == -32602, f"bad since code {code}")
+            # Arguments the tool cannot use come back as a tool error the
+            # model reads (isError, with what to change), and the server keeps
+            # answering afterwards.
+            result = await session.call_tool("recent_anomalies", {"since": "soon"})
+            check(field(result, "is_error", "isError"), "bad since is a tool error")
+            texts = [c.text for c in result.content if c.type == "text"]
+            check(
+                texts == ['invalid arguments for recent_anomalies: invalid --since "soon": '
+                          "expected a duration like 30s, 5m, 2h, 1d or an RFC 3339 time like "
+                          "2026-04-03T14:00:00Z"],
+                f"bad since text {texts}",
+            )
+            result = await session.call_tool(
+                "recent_anomalies", {"type": "kernel.network.conection_refused"}
+            )
+            check(field(result, "is_error", "isError"), "unknown type is a tool error")
+            check(
+                "did you mean kernel.network.connection_refused?" in result.content[0].text,
+                f"unknown type text {result.content[0].text}",
+            )
             s = await call(session, "status", {})
             check(s["total"] == 5, "still answering")
 

@@ -92,7 +92,8 @@ fn batches_by_size_and_flushes_the_rest_on_close() {
         "{head}"
     );
     let text = metrics.encode();
-    assert_eq!(http_writes(&text, "ok"), 3);
+    // Occurrences, not requests: 3 batches held all 7.
+    assert_eq!(http_writes(&text, "ok"), 7);
     assert_eq!(http_drops(&text, "send_failed"), 0);
 }
 
@@ -131,8 +132,9 @@ fn failures_are_retried_then_counted_exactly_when_the_receiver_recovers() {
         "a retry resends the same batch"
     );
     let text = metrics.encode();
-    assert_eq!(http_writes(&text, "error"), 2);
-    assert_eq!(http_writes(&text, "ok"), 1);
+    // Occurrences: two failed attempts at the batch of 3, then it went through.
+    assert_eq!(http_writes(&text, "error"), 6);
+    assert_eq!(http_writes(&text, "ok"), 3);
     assert_eq!(http_drops(&text, "send_failed"), 0);
 
     // A receiver that rejects (4xx) is not retried: dropped and counted.
@@ -296,4 +298,46 @@ fn otlp_https_endpoint_is_refused_before_any_connection() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("https is not supported"));
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(rx.connections.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+#[test]
+fn retries_end_at_the_shutdown_deadline_and_what_is_left_is_counted() {
+    use tapio::agent::sinks::{account_undelivered, Shutdown};
+    // Every request fails with 503: the batch is retried, never delivered.
+    let rx = Receiver::start(vec![503; 10_000], false);
+    let metrics = Metrics::new();
+    let p = PostPolicy {
+        attempts: 10_000,
+        ..policy()
+    };
+    let shutdown = Shutdown::new();
+    let h = SinkHandle::spawn_with(
+        Box::new(http_sink(&rx.url("/"), p, metrics.clone()).unwrap()),
+        metrics.clone(),
+        64,
+        shutdown.clone(),
+    )
+    .unwrap();
+    let ledger = h.ledger();
+    for i in 1..=7 {
+        h.offer(occ(i));
+    }
+    assert!(rx.wait_requests(2, Duration::from_secs(10)), "retrying");
+    shutdown.begin(Duration::from_millis(300));
+    // Returns: 10,000 attempts would take minutes; the deadline ends them.
+    h.close();
+    let report = account_undelivered(&metrics, &[ledger]);
+    let text = metrics.encode();
+    assert_eq!(report[0].total(), 7, "{report:?}");
+    assert_eq!(http_drops(&text, "shutdown_timeout"), 7, "{text}");
+    assert_eq!(http_drops(&text, "send_failed"), 0, "{text}");
+    assert_eq!(http_writes(&text, "ok"), 0, "{text}");
+    // Attempts stopped: far fewer requests than the policy allowed.
+    let sent = rx.requests.lock().unwrap().len();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        rx.requests.lock().unwrap().len(),
+        sent,
+        "no retry after the deadline"
+    );
 }

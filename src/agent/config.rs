@@ -13,6 +13,7 @@
 //! controller_token_file = "/etc/tapio/token"
 //! otlp_endpoint = "http://otel-collector:4318"
 //! otlp_encoding = "protobuf"             # or "json"
+//! shutdown_timeout = 10                 # seconds SIGTERM may take, 1..=300
 //!
 //! [metrics]                            # /metrics, /healthz, /readyz
 //! enabled = true                       # or --metrics; an addr alone also enables
@@ -38,6 +39,12 @@ pub const DEFAULT_DATA_DIR: &str = ".tapio/occurrences";
 pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9464";
 pub const MIN_HEARTBEAT_SECS: u64 = 5;
 pub const DEFAULT_HEARTBEAT_SECS: u64 = 10;
+pub const DEFAULT_SHUTDOWN_SECS: u64 = 10;
+pub const SHUTDOWN_SECS_RANGE: std::ops::RangeInclusive<u64> = 1..=300;
+/// Largest config or token file read (SPEC §3: every input is bounded).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// Longest `--node-name` (a DNS subdomain, as Kubernetes node names are).
+pub const MAX_NODE_NAME: usize = 253;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -103,6 +110,10 @@ pub struct AgentArgs {
     /// Address for /metrics, /healthz and /readyz; implies --metrics.
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<String>,
+    /// Longest a stop (SIGTERM/SIGINT) may take, 1..=300 (default 10): what
+    /// the sinks have not delivered by then is counted and logged.
+    #[arg(long, value_name = "SECONDS")]
+    pub shutdown_timeout: Option<u64>,
 }
 
 /// The TOML file.
@@ -120,6 +131,7 @@ pub struct FileConfig {
     pub heartbeat_interval: Option<u64>,
     pub profile: Option<PathBuf>,
     pub node_name: Option<String>,
+    pub shutdown_timeout: Option<u64>,
     #[serde(default)]
     pub metrics: MetricsFile,
     /// Partial CompiledConfig sections, merged over the defaults.
@@ -163,6 +175,8 @@ pub struct AgentConfig {
     pub node_name: String,
     pub metrics_enabled: bool,
     pub metrics_addr: String,
+    /// The shutdown budget (`--shutdown-timeout`).
+    pub shutdown_timeout: std::time::Duration,
     /// Defaults with the TOML `[observers.*]` overrides applied. A
     /// `--profile` replaces it at start-up.
     pub standalone: CompiledConfig,
@@ -176,15 +190,20 @@ impl AgentConfig {
             .config
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
-        let file = match std::fs::read_to_string(&path) {
-            Ok(text) => parse_file(&text)
-                .with_context(|| format!("failed to parse config {}", path.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
-                FileConfig::default()
+        let file = match crate::fsutil::read_capped(&path, MAX_CONFIG_BYTES) {
+            Ok(bytes) => {
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| anyhow::anyhow!("config {} is not UTF-8", path.display()))?;
+                parse_file(&text)
+                    .with_context(|| format!("failed to parse config {}", path.display()))?
             }
-            Err(e) => {
-                return Err(e).with_context(|| format!("failed to read config {}", path.display()))
-            }
+            Err(e) if e.reason() == "missing" && !explicit => FileConfig::default(),
+            // `--config /dev/null` is the usual way to say "no file": empty,
+            // not a device to refuse.
+            Err(e) if e.reason() == "not_regular" && is_dev_null(&path) => FileConfig::default(),
+            // The cause goes into the message, not the error chain, so
+            // `{:#}` prints it once.
+            Err(e) => bail!("failed to read config {}: {e}", path.display()),
         };
         Self::merge(args, file)
     }
@@ -207,6 +226,23 @@ impl AgentConfig {
             );
         }
         let metrics_enabled = metrics_enabled(args, &file.metrics)?;
+        let shutdown_secs = args
+            .shutdown_timeout
+            .or(file.shutdown_timeout)
+            .unwrap_or(DEFAULT_SHUTDOWN_SECS);
+        if !SHUTDOWN_SECS_RANGE.contains(&shutdown_secs) {
+            bail!(
+                "shutdown timeout must be {} to {} seconds, got {shutdown_secs}",
+                SHUTDOWN_SECS_RANGE.start(),
+                SHUTDOWN_SECS_RANGE.end()
+            );
+        }
+        let node_name = match args.node_name.clone().or(file.node_name) {
+            Some(n) => n,
+            // Hostnames may carry capitals; node names never do.
+            None => hostname().to_ascii_lowercase(),
+        };
+        check_node_name(&node_name)?;
         let standalone = match &file.observers {
             Some(t) => apply_overrides(CompiledConfig::default(), t)?,
             None => CompiledConfig::default(),
@@ -235,17 +271,14 @@ impl AgentConfig {
                 .unwrap_or(crate::agent::sinks::otlp::OtlpEncoding::Protobuf),
             heartbeat_interval_secs: heartbeat,
             profile: args.profile.clone().or(file.profile),
-            node_name: args
-                .node_name
-                .clone()
-                .or(file.node_name)
-                .unwrap_or_else(hostname),
+            node_name,
             metrics_enabled,
             metrics_addr: args
                 .metrics_addr
                 .clone()
                 .or(file.metrics.addr)
                 .unwrap_or_else(|| DEFAULT_METRICS_ADDR.to_string()),
+            shutdown_timeout: std::time::Duration::from_secs(shutdown_secs),
             standalone,
         };
         for s in &cfg.sinks {
@@ -274,6 +307,11 @@ impl AgentConfig {
         }
         Ok(cfg)
     }
+}
+
+/// True for `/dev/null` itself or a link to it.
+fn is_dev_null(path: &Path) -> bool {
+    std::fs::canonicalize(path).is_ok_and(|p| p == Path::new("/dev/null"))
 }
 
 pub fn parse_file(text: &str) -> anyhow::Result<FileConfig> {
@@ -347,10 +385,34 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
-/// Reads a secret from a file, trimming the trailing newline.
+/// Checks a node name the way Kubernetes checks one (a DNS subdomain:
+/// 1..=253 of `a-z 0-9 . -`, starting and ending alphanumeric), so a typo
+/// fails here instead of leaving a controller-mode agent unregistered.
+pub fn check_node_name(name: &str) -> anyhow::Result<()> {
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-';
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if name.is_empty()
+        || name.len() > MAX_NODE_NAME
+        || !name.chars().all(ok_char)
+        || !alnum(name.chars().next())
+        || !alnum(name.chars().last())
+    {
+        bail!(
+            "invalid node name {:?}: use 1 to {MAX_NODE_NAME} characters of a-z, 0-9, '.' and '-', starting and ending with a letter or digit (set --node-name)",
+            // Quoted and escaped, and cut short: the name is untrusted input.
+            name.chars().take(MAX_NODE_NAME + 8).collect::<String>()
+        );
+    }
+    Ok(())
+}
+
+/// Reads a secret from a file (bounded, regular files only), trimming the
+/// trailing newline.
 pub fn read_token(path: &Path) -> anyhow::Result<String> {
-    let t = std::fs::read_to_string(path)
-        .with_context(|| format!("failed to read token file {}", path.display()))?;
+    let bytes = crate::fsutil::read_capped(path, MAX_CONFIG_BYTES)
+        .map_err(|e| anyhow::anyhow!("failed to read token file {}: {e}", path.display()))?;
+    let t = String::from_utf8(bytes)
+        .map_err(|_| anyhow::anyhow!("token file {} is not UTF-8", path.display()))?;
     let t = t.trim().to_string();
     if t.is_empty() {
         bail!("token file {} is empty", path.display());
@@ -492,5 +554,101 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("--http-endpoint"), "{e}");
+    }
+
+    #[test]
+    fn shutdown_timeout_defaults_to_ten_and_is_bounded() {
+        let cfg = AgentConfig::merge(&AgentArgs::default(), FileConfig::default()).unwrap();
+        assert_eq!(cfg.shutdown_timeout, std::time::Duration::from_secs(10));
+        let file = parse_file("shutdown_timeout = 30\n").unwrap();
+        let cfg = AgentConfig::merge(&AgentArgs::default(), file).unwrap();
+        assert_eq!(cfg.shutdown_timeout.as_secs(), 30);
+        let args = AgentArgs {
+            shutdown_timeout: Some(2),
+            ..Default::default()
+        };
+        let file = parse_file("shutdown_timeout = 30\n").unwrap();
+        assert_eq!(
+            AgentConfig::merge(&args, file)
+                .unwrap()
+                .shutdown_timeout
+                .as_secs(),
+            2
+        );
+        for bad in [0, 301] {
+            let args = AgentArgs {
+                shutdown_timeout: Some(bad),
+                ..Default::default()
+            };
+            let e = AgentConfig::merge(&args, FileConfig::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("1 to 300 seconds"), "{e}");
+        }
+    }
+
+    #[test]
+    fn node_names_are_dns_subdomains() {
+        for ok in ["n1", "node-a.example.com", "a", &"a".repeat(253)] {
+            check_node_name(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in [
+            "",
+            "Node-A",
+            "-a",
+            "a-",
+            "a_b",
+            "a b",
+            "a\nforged",
+            &"a".repeat(254),
+        ] {
+            let e = check_node_name(bad).unwrap_err().to_string();
+            assert!(e.starts_with("invalid node name"), "{e}");
+            assert!(!e.contains('\n'), "escaped: {e}");
+        }
+        let args = AgentArgs {
+            node_name: Some("Bad_Name".into()),
+            ..Default::default()
+        };
+        let e = AgentConfig::merge(&args, FileConfig::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("\"Bad_Name\"") && e.contains("--node-name"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn config_and_token_files_are_read_bounded() {
+        let args = AgentArgs {
+            config: Some("/dev/zero".into()),
+            ..Default::default()
+        };
+        let e = format!("{:#}", AgentConfig::resolve(&args).unwrap_err());
+        assert_eq!(
+            e,
+            "failed to read config /dev/zero: is not a regular file (a character device)"
+        );
+        let e = format!("{:#}", read_token(Path::new("/dev/zero")).unwrap_err());
+        assert_eq!(
+            e,
+            "failed to read token file /dev/zero: is not a regular file (a character device)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.toml");
+        std::fs::write(&big, vec![b'#'; (MAX_CONFIG_BYTES + 1) as usize]).unwrap();
+        let args = AgentArgs {
+            config: Some(big.clone()),
+            ..Default::default()
+        };
+        let e = format!("{:#}", AgentConfig::resolve(&args).unwrap_err());
+        assert!(e.ends_with("is larger than 1048576 bytes"), "{e}");
+        // /dev/null stays the way to say "no config file".
+        let args = AgentArgs {
+            config: Some("/dev/null".into()),
+            ..Default::default()
+        };
+        assert!(AgentConfig::resolve(&args).is_ok());
     }
 }

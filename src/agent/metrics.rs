@@ -106,6 +106,8 @@ pub struct Metrics {
     pub bpf_run_time_seconds: Family<ProgramLabel, Counter<f64, std::sync::atomic::AtomicU64>>,
     pub http_connections_rejected: Family<ServerReason, Counter>,
     pub http_timeouts: Family<ServerKind, Counter>,
+    /// Times the file sink found its data dir removed and re-created it.
+    pub data_dir_recreated: Counter,
     registry: Registry,
     /// Occurrences handed to sinks; lets tests and the CLI see progress.
     pub emitted: AtomicU64,
@@ -131,6 +133,7 @@ impl Metrics {
             bpf_run_time_seconds: Family::default(),
             http_connections_rejected: Family::default(),
             http_timeouts: Family::default(),
+            data_dir_recreated: Counter::default(),
             registry: Registry::default(),
             emitted: AtomicU64::new(0),
         };
@@ -171,13 +174,18 @@ impl Metrics {
         );
         registry.register(
             "tapio_sink_writes",
-            "Sink write attempts",
+            "Occurrences a sink wrote (ok) or tried to write and failed (error, once per attempt); per sink, offered = writes ok + drops",
             m.sink_writes.clone(),
         );
         registry.register(
             "tapio_sink_drops",
-            "Occurrences a sink dropped",
+            "Occurrences a sink gave up on, by reason (queue_full, write_error, send_failed, rejected, shutdown_timeout, ...)",
             m.sink_drops.clone(),
+        );
+        registry.register(
+            "tapio_data_dir_recreated",
+            "Times the file sink re-created its data dir after it was removed",
+            m.data_dir_recreated.clone(),
         );
         registry.register(
             "tapio_controller_send_failures",

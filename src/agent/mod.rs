@@ -9,7 +9,10 @@
 //! per-CPU counters and PSI → findings), `emitter` (findings →
 //! occurrences → sink queues), one per sink, and the main thread, which
 //! waits for SIGINT/SIGTERM and then stops them in that order so every
-//! queued occurrence is written before exit.
+//! queued occurrence is written before exit — within `--shutdown-timeout`:
+//! the main thread never waits for any thread past that budget (a sink
+//! stuck on a destination that never answers is abandoned), counts what
+//! was not delivered per sink, and names it in its final log line.
 
 pub mod abi;
 pub mod attribution;
@@ -30,9 +33,10 @@ pub mod linux;
 #[cfg(not(target_os = "linux"))]
 mod unsupported;
 
-use std::sync::atomic::Ordering;
 use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
@@ -50,6 +54,10 @@ pub fn run(args: config::AgentArgs) -> Result<(), CliError> {
         Some(path) => Some(config::read_token(path).map_err(CliError::usage)?),
         None => None,
     };
+    if cfg.sinks.contains(&SinkKind::File) {
+        // Bad input, found before anything is loaded: exit 1.
+        sinks::file::prepare_dir(&cfg.data_dir).map_err(CliError::usage)?;
+    }
     platform_preflight().map_err(CliError::runtime)?;
     // Block the stop signals before any thread starts, so only the main
     // thread's sigwait sees them.
@@ -57,12 +65,20 @@ pub fn run(args: config::AgentArgs) -> Result<(), CliError> {
     let agent_id = ulid::Ulid::new().to_string();
 
     let metrics = Metrics::new();
-    let sinks = build_sinks(&cfg, &metrics, &agent_id, &token).map_err(CliError::runtime)?;
-    let (findings_tx, findings_rx) = sync_channel(FINDINGS_QUEUE);
-    let emitter = pipeline::spawn_emitter(findings_rx, sinks, metrics.clone(), Clock::measure())
-        .context("failed to start the emitter thread")
-        .map_err(CliError::runtime)?;
     let shared = Shared::new();
+    let sinks = build_sinks(&cfg, &metrics, &agent_id, &token, &shared.shutdown)
+        .map_err(CliError::runtime)?;
+    let ledgers: Vec<_> = sinks.iter().map(|s| s.ledger()).collect();
+    let (findings_tx, findings_rx) = sync_channel(FINDINGS_QUEUE);
+    let emitter = pipeline::spawn_emitter(
+        findings_rx,
+        sinks,
+        metrics.clone(),
+        Clock::measure(),
+        shared.shutdown.clone(),
+    )
+    .context("failed to start the emitter thread")
+    .map_err(CliError::runtime)?;
     // Standalone: apply at once. Controller mode: the carriers stay
     // all-zero (inert) until the controller's config is applied.
     if let Some(c) = &standalone {
@@ -108,23 +124,57 @@ pub fn run(args: config::AgentArgs) -> Result<(), CliError> {
     tracing::info!(node = %cfg.node_name, agent_id = %agent_id, sinks = ?cfg.sinks.iter().map(|s| s.as_str()).collect::<Vec<_>>(), "agent running");
 
     let sig = signals::wait(&signals);
-    tracing::info!("received {sig}, stopping");
-    shared.stop.store(true, Ordering::Relaxed);
-    if let Some(c) = client {
-        let _ = c.join();
-    }
-    // The emitter ends once every producer (and its findings sender) is gone.
+    let budget = cfg.shutdown_timeout;
+    tracing::info!("received {sig}, stopping (shutdown timeout {budget:?})");
+    let hard_deadline = Instant::now() + budget;
+    // The sinks give up a little before the hard deadline, so counting what
+    // they left and the final log line still fit in the budget.
+    shared.begin_stop(budget - stop_margin(budget));
+    // The emitter ends once every producer (and its findings sender) is
+    // gone, after closing the sinks; none of these waits outlives the budget.
     for p in producers {
-        let _ = p.join();
+        join_until(p, hard_deadline);
     }
-    let _ = emitter.join();
+    join_until(emitter, hard_deadline);
+    if let Some(c) = client {
+        join_until(c, hard_deadline);
+    }
     if let Some(h) = metrics_server {
-        let _ = h.join();
+        join_until(h, hard_deadline);
     }
+    let mut report = sinks::account_undelivered(&metrics, &ledgers);
+    report.extend(sinks::pipeline_drops(&metrics));
     // Last, so "stopped" is only written once nothing is running.
     status.stop();
-    tracing::info!(occurrences = metrics.emitted(), "agent stopped");
+    tracing::info!(
+        "agent stopped occurrences={} undelivered: {}",
+        metrics.emitted(),
+        sinks::describe_undelivered(&report)
+    );
     Ok(())
+}
+
+/// How much earlier than the hard deadline the sinks stop: a tenth of the
+/// budget, at most half a second.
+fn stop_margin(budget: Duration) -> Duration {
+    (budget / 10).min(Duration::from_millis(500))
+}
+
+/// Joins `h` if it ends by `deadline`; otherwise leaves it running (the
+/// process exits around it). Returns whether it ended.
+fn join_until(h: JoinHandle<()>, deadline: Instant) -> bool {
+    while !h.is_finished() {
+        if Instant::now() >= deadline {
+            tracing::warn!(
+                thread = h.thread().name().unwrap_or("?"),
+                "thread still busy at the shutdown deadline; not waiting for it"
+            );
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = h.join();
+    true
 }
 
 /// The config a standalone agent starts with (`--profile`, or the defaults
@@ -172,6 +222,7 @@ fn build_sinks(
     metrics: &Arc<Metrics>,
     agent_id: &str,
     token: &Option<String>,
+    shutdown: &pipeline::Shutdown,
 ) -> anyhow::Result<Vec<SinkHandle>> {
     let mut out = Vec::new();
     for kind in &cfg.sinks {
@@ -205,7 +256,13 @@ fn build_sinks(
             }
         };
         out.push(
-            SinkHandle::spawn(sink, metrics.clone()).context("failed to start a sink thread")?,
+            SinkHandle::spawn_with(
+                sink,
+                metrics.clone(),
+                sinks::QUEUE_CAPACITY,
+                shutdown.clone(),
+            )
+            .context("failed to start a sink thread")?,
         );
     }
     Ok(out)

@@ -5,14 +5,22 @@
 //!
 //! The drain thread only decodes and classifies; everything that allocates
 //! per occurrence or may touch the filesystem happens on the emitter.
+//!
+//! Shutdown (SPEC §3): while the agent runs, nothing here ever waits for a
+//! sink (a full queue drops and counts). Once the stop signal has set the
+//! [`Shutdown`] budget, what is already classified is still delivered:
+//! producers wait for room in the findings queue, and each sink's share
+//! waits in that sink's backlog until it has room (see `sinks`), but never
+//! past the budget's deadline; whatever misses it is counted as
+//! `reason="shutdown_timeout"`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
@@ -60,10 +68,68 @@ pub struct Applied {
     pub hash: ConfigHash,
 }
 
+/// The shutdown budget. Unset while the agent runs; set once, by the stop
+/// signal, to the instant by which every sink must have delivered or given
+/// up. Cloned into the emitter and every sink, which check it rather than a
+/// flag so that a retry loop or a full queue can wait exactly until then.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown(Arc<OnceLock<Instant>>);
+
+impl Shutdown {
+    pub fn new() -> Shutdown {
+        Shutdown::default()
+    }
+
+    /// Starts the budget (the first call wins) and returns its deadline.
+    pub fn begin(&self, budget: Duration) -> Instant {
+        *self.0.get_or_init(|| Instant::now() + budget)
+    }
+
+    /// `None` while the agent runs.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.0.get().copied()
+    }
+
+    pub fn started(&self) -> bool {
+        self.0.get().is_some()
+    }
+
+    /// True once the budget has run out.
+    pub fn expired(&self) -> bool {
+        self.deadline().is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// Time left in the budget; `None` while the agent runs.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline()
+            .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// Sleeps `d`, but not past the deadline. Returns false if the budget
+    /// ran out first.
+    pub fn sleep(&self, d: Duration) -> bool {
+        let until = Instant::now() + d;
+        loop {
+            let now = Instant::now();
+            let end = match self.deadline() {
+                Some(dl) if dl <= until => dl,
+                _ => until,
+            };
+            if now >= end {
+                return !self.expired();
+            }
+            // Short steps: the budget may start while we sleep.
+            std::thread::sleep((end - now).min(Duration::from_millis(50)));
+        }
+    }
+}
+
 /// State shared between the drain thread and the rest of the agent.
 #[derive(Default)]
 pub struct Shared {
     pub stop: AtomicBool,
+    /// Set together with `stop`; see [`Shutdown`].
+    pub shutdown: Shutdown,
     /// Set by whoever owns config (start-up, controller client); taken by
     /// the drain thread, which writes the carriers.
     pending: Mutex<Option<Applied>>,
@@ -138,6 +204,14 @@ impl Shared {
 
     pub fn stopping(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Starts the shutdown budget, then tells every thread to stop. The
+    /// budget comes first so no thread sees `stop` without a deadline.
+    pub fn begin_stop(&self, budget: Duration) -> Instant {
+        let deadline = self.shutdown.begin(budget);
+        self.stop.store(true, Ordering::Relaxed);
+        deadline
     }
 }
 
@@ -216,6 +290,45 @@ pub fn send_findings(tx: &SyncSender<Vec<Finding>>, batch: Vec<Finding>, metrics
     }
 }
 
+/// Like [`send_findings`] while the agent runs; once the shutdown budget
+/// has started, waits for queue space until its deadline, so the
+/// classifiers' final flush reaches the emitter. What misses the deadline
+/// is counted as `sink="pipeline",reason="shutdown_timeout"`.
+pub fn offer_findings(
+    tx: &SyncSender<Vec<Finding>>,
+    batch: Vec<Finding>,
+    metrics: &Metrics,
+    shutdown: &Shutdown,
+) {
+    if !shutdown.started() {
+        return send_findings(tx, batch, metrics);
+    }
+    if batch.is_empty() {
+        return;
+    }
+    let n = batch.len() as u64;
+    let mut batch = batch;
+    let mut pause = Duration::from_micros(100);
+    loop {
+        match tx.try_send(batch) {
+            Ok(()) => return,
+            Err(TrySendError::Disconnected(_)) => {
+                return metrics.sink_drop("pipeline", "stopped", n);
+            }
+            Err(TrySendError::Full(b)) => {
+                if shutdown.expired() {
+                    return metrics.sink_drop("pipeline", "shutdown_timeout", n);
+                }
+                batch = b;
+                // std's SyncSender has no stable send_timeout: poll, backing
+                // off to at most 5 ms, bounded by the deadline.
+                shutdown.sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(5));
+            }
+        }
+    }
+}
+
 /// Wall clock = monotonic + offset, measured once at start (SPEC §2).
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
@@ -268,13 +381,19 @@ pub fn occurrence(f: Finding, id: ulid::Ulid, clock: &Clock) -> Occurrence {
     )
 }
 
-/// Starts the emitter thread. It ends when every sender of `rx` is gone,
-/// after closing (and so flushing) every sink.
+/// How long the emitter waits for findings before it looks at the
+/// shutdown budget again.
+const EMITTER_POLL: Duration = Duration::from_millis(100);
+
+/// Starts the emitter thread. It ends when every sender of `rx` is gone (or
+/// the shutdown budget has run out), after closing every sink: each writes
+/// what it holds, within the budget.
 pub fn spawn_emitter(
     rx: Receiver<Vec<Finding>>,
     sinks: Vec<SinkHandle>,
     metrics: Arc<Metrics>,
     clock: Clock,
+    shutdown: Shutdown,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("emitter".into())
@@ -285,7 +404,31 @@ pub fn spawn_emitter(
             let mut attributor = Attributor::new("/sys/fs/cgroup".into());
             // The running kernel's drop reason names (its BTF, read once).
             let drop_reasons = DropReasonNames::load(Path::new(VMLINUX_BTF));
-            for batch in rx {
+            // Batches taken after the deadline: bounded, so a producer that
+            // keeps producing past the budget cannot keep the emitter alive.
+            let mut late = 0usize;
+            loop {
+                if shutdown.expired() {
+                    late += 1;
+                    if late > FINDINGS_QUEUE {
+                        break;
+                    }
+                }
+                let batch = match rx.recv_timeout(EMITTER_POLL) {
+                    Ok(b) => b,
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        if shutdown.expired() {
+                            // A producer outlived the budget: stop waiting
+                            // for it. Its later findings are never offered.
+                            break;
+                        }
+                        continue;
+                    }
+                };
+                // Offers never wait: during shutdown what a sink cannot take
+                // yet waits in its backlog (delivered, or counted as
+                // `shutdown_timeout`, when the sinks close).
                 for mut f in batch {
                     attributor.enrich(&mut f.data);
                     drop_reasons.enrich(&mut f.data);
@@ -308,6 +451,20 @@ pub fn spawn_emitter(
                     metrics.emitted.fetch_add(1, Ordering::Relaxed);
                 }
             }
+            // Findings a producer queued but the budget left no time for:
+            // never occurrences, but counted, not lost silently.
+            let mut left = 0u64;
+            for _ in 0..FINDINGS_QUEUE {
+                match rx.try_recv() {
+                    Ok(b) => left += b.len() as u64,
+                    Err(_) => break,
+                }
+            }
+            if left > 0 {
+                metrics.sink_drop("pipeline", "shutdown_timeout", left);
+            }
+            // All sinks at once, so a stuck one cannot starve the others.
+            crate::agent::sinks::deliver_backlogs(&sinks);
             for s in sinks {
                 s.close();
             }
@@ -346,5 +503,57 @@ mod tests {
         assert_eq!(a.generation, 2);
         assert_eq!(a.hash, CompiledConfig::default().hash());
         assert!(s.take_pending().is_none());
+    }
+
+    fn finding() -> Finding {
+        Finding {
+            anomaly: AnomalyType::ConnectionRefused,
+            severity: Severity::Warning,
+            outcome: Outcome::Failure,
+            message: "m".into(),
+            data: serde_json::Map::new(),
+            generation: 1,
+            mono_ns: 1,
+        }
+    }
+
+    fn pipeline_drop(m: &Metrics, reason: &str) -> u64 {
+        m.sink_drops
+            .get_or_create(&crate::agent::metrics::SinkReason {
+                sink: "pipeline".into(),
+                reason: reason.into(),
+            })
+            .get()
+    }
+
+    #[test]
+    fn findings_wait_for_room_only_after_stop_and_only_until_the_deadline() {
+        let m = Metrics::new();
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let running = Shutdown::new();
+        offer_findings(&tx, vec![finding()], &m, &running);
+        // Running: a full queue drops at once.
+        offer_findings(&tx, vec![finding(), finding()], &m, &running);
+        assert_eq!(pipeline_drop(&m, "queue_full"), 2);
+        // Stopping: waits until the consumer makes room.
+        let stopping = Shutdown::new();
+        stopping.begin(Duration::from_secs(600));
+        let consumer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            let a = rx.recv().unwrap().len();
+            (a, rx)
+        });
+        offer_findings(&tx, vec![finding(); 3], &m, &stopping);
+        let (first, rx) = consumer.join().unwrap();
+        assert_eq!(first, 1);
+        assert_eq!(rx.try_recv().unwrap().len(), 3, "delivered, not dropped");
+        // Out of budget: counted as shutdown_timeout.
+        tx.try_send(vec![finding()]).unwrap();
+        let expired = Shutdown::new();
+        expired.begin(Duration::from_millis(50));
+        offer_findings(&tx, vec![finding(); 4], &m, &expired);
+        assert!(expired.expired());
+        assert_eq!(pipeline_drop(&m, "shutdown_timeout"), 4);
+        assert_eq!(pipeline_drop(&m, "queue_full"), 2);
     }
 }

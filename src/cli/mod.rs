@@ -3,8 +3,10 @@
 //!
 //! This module owns argument shapes, human and `--json` rendering, and the
 //! mapping of failures to exit codes (0 ok, 1 bad usage or input such as a
-//! bad `--since`, 2 runtime failure such as an unreadable data dir). It reads
-//! through [`crate::store`] only; it must not talk to a running agent, write
+//! bad `--since`, 2 runtime failure such as an unreadable data dir; `health`
+//! exits with its verdict instead: 0 ok, 1 degraded, 2 failing, 3 unknown,
+//! see [`health`]). It reads through [`crate::store`] only (the agent's
+//! status file included); it must not talk to a running agent, write
 //! into the data dir, or put anything but results on stdout (notes and
 //! warnings go to stderr).
 //!
@@ -14,8 +16,10 @@
 //!   command prints its (empty) result, a one-line note on stderr, and exits
 //!   0 — the agent may simply not have written anything yet. `--json` output
 //!   says `"data_dir_exists": false`.
-//! * Files that cannot be used are skipped and counted, never fatal: a note
-//!   on stderr in human mode, the `skipped` object in `--json` mode.
+//! * Files that cannot be used are skipped and counted by reason (corrupt,
+//!   unreadable, not regular, too large, foreign; see [`crate::store`]),
+//!   never fatal and never waited on: a FIFO or a symlink to a device is not
+//!   read. A note on stderr in human mode, the `skipped` object in `--json`.
 //! * `--json` prints exactly one JSON object (see [`crate::store::report`]
 //!   for the shapes); `watch --json` prints one occurrence per line.
 //! * Colour only when stdout is a terminal and `NO_COLOR` is unset.
@@ -83,11 +87,10 @@ fn note_missing(store: &Store) {
 fn note_skipped(store: &Store, skipped: Skipped) {
     if skipped.total() > 0 {
         eprintln!(
-            "tapio: skipped {} unusable entries in {} ({} corrupt, {} foreign)",
+            "tapio: skipped {} unusable entries in {} ({})",
             skipped.total(),
             store.dir().display(),
-            skipped.corrupt,
-            skipped.foreign
+            skipped.describe()
         );
     }
 }

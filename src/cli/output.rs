@@ -18,6 +18,7 @@ pub enum Style {
     BoldRed,
     Yellow,
     Green,
+    Magenta,
 }
 
 impl Style {
@@ -27,6 +28,7 @@ impl Style {
             Style::BoldRed => "\x1b[1;31m",
             Style::Yellow => "\x1b[33m",
             Style::Green => "\x1b[32m",
+            Style::Magenta => "\x1b[35m",
         }
     }
 
@@ -56,6 +58,7 @@ pub fn verdict_style(v: Verdict) -> Option<Style> {
         Verdict::Ok => Some(Style::Green),
         Verdict::Degraded => Some(Style::Yellow),
         Verdict::Failing => Some(Style::BoldRed),
+        Verdict::Unknown => Some(Style::Magenta),
     }
 }
 

@@ -19,8 +19,9 @@ pub struct RecentArgs {
     /// 2h, 1d) or an RFC 3339 time. Default: no lower bound.
     #[arg(long, value_name = "WHEN")]
     pub since: Option<String>,
-    /// Only this type: kernel.<observer>.<name>, or a known short name such
-    /// as oom_kill.
+    /// Only this type: a known kernel.<observer>.<name>, or its last part
+    /// such as oom_kill. An unknown type is an error that lists the known
+    /// ones.
     #[arg(long = "type", value_name = "TYPE")]
     pub kind: Option<String>,
     /// Only this observer.

@@ -41,12 +41,10 @@ pub fn render(r: &StatusReport, colour: bool) -> String {
         vec![Cell::new("occurrences"), Cell::new(r.total.to_string())],
         vec![
             Cell::new("skipped"),
-            Cell::new(format!(
-                "{} ({} corrupt, {} foreign)",
-                r.skipped.total(),
-                r.skipped.corrupt,
-                r.skipped.foreign
-            )),
+            Cell::new(match r.skipped.total() {
+                0 => "0".to_string(),
+                n => format!("{n} ({})", r.skipped.describe()),
+            }),
         ],
         vec![Cell::new("newest"), Cell::new(newest)],
     ];

@@ -115,10 +115,9 @@ async fn follow(args: WatchArgs) -> Result<(), CliError> {
         }
         if poll.skipped.total() > 0 {
             eprintln!(
-                "tapio: skipped {} new unusable entries ({} corrupt, {} foreign)",
+                "tapio: skipped {} new unusable entries ({})",
                 poll.skipped.total(),
-                poll.skipped.corrupt,
-                poll.skipped.foreign
+                poll.skipped.describe()
             );
         }
         if !poll.records.is_empty() {

@@ -29,10 +29,14 @@
 //! | case | answer |
 //! |---|---|
 //! | not JSON, not UTF-8 | -32700 Parse error, `id` null |
-//! | not an object, a batch array, `jsonrpc` ≠ "2.0", bad `id`, no `method`, `params` not structured, line too long | -32600 Invalid Request |
+//! | not an object, a batch array, `jsonrpc` ≠ "2.0", no `method`, `params` not structured, line too long | -32600 Invalid Request |
+//! | an `id` that is not a string or an integer within i64/u64 (a fraction, an exponent, a larger integer: it could not be echoed exactly) | -32600 Invalid Request, `id` null |
 //! | unknown method | -32601 Method not found |
-//! | bad `params`: unknown tool, arguments that do not fit the tool's input schema or values (`since`, `type`) that do not parse | -32602 Invalid params |
+//! | bad `params`: no tool name, unknown tool, `arguments` not an object | -32602 Invalid params |
+//! | arguments the tool cannot use: unknown field, wrong JSON type, a value that does not parse or names nothing known (`since` `2026-02-30T00:00:00Z`, `type` `kernel.network.conection_refused`, `observer` `gpu`) | a result with `isError: true` and a message saying what to change (listing the known values), so the model can correct its call |
 //! | the tool ran and failed (data dir unreadable) | a result with `isError: true` and the message as text |
+//!
+//! Integer ids are echoed exactly as received (e.g. `18446744073709551615`).
 //!
 //! Responses from the client (messages with `result` or `error` and no
 //! `method`) are ignored: this server sends no requests.
@@ -223,14 +227,21 @@ impl Server {
     }
 
     fn handle_object(&mut self, obj: Map<String, Value>, now_ns: u64) -> Option<Value> {
+        // MCP ids are strings or integers. serde_json holds any integer that
+        // fits i64 or u64 exactly and echoes it digit for digit; anything
+        // else (a fraction, an exponent, a larger integer) it could only hold
+        // as a float, and echoing that changes the id (2^64 comes back as
+        // 1.8446744073709552e19), so the client could never match the
+        // reply. Refused instead.
         let id = match obj.get("id") {
             None => None,
-            Some(v @ (Value::String(_) | Value::Number(_))) => Some(v.clone()),
+            Some(v @ Value::String(_)) => Some(v.clone()),
+            Some(v @ Value::Number(n)) if n.is_i64() || n.is_u64() => Some(v.clone()),
             Some(_) => {
                 return Some(error_response(
                     Value::Null,
                     INVALID_REQUEST,
-                    "Invalid Request: id must be a string or a number",
+                    "Invalid Request: id must be a string or an integer within 64 bits",
                 ))
             }
         };
@@ -350,6 +361,13 @@ impl Server {
                 Ok(result)
             }
             Err(CallError::InvalidParams(m)) => Err(bad(&m)),
+            Err(CallError::InvalidArguments(m)) => {
+                tracing::debug!(tool = name, error = %m, "tool arguments refused");
+                Ok(json!({
+                    "content": [{"type": "text", "text": m}],
+                    "isError": true
+                }))
+            }
             Err(CallError::Execution(m)) => {
                 tracing::warn!(tool = name, error = %m, "tool failed");
                 Ok(json!({
@@ -428,24 +446,16 @@ mod tests {
                 Some(INVALID_PARAMS),
             ),
             (
-                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"status","arguments":{"x":1}}}"#,
-                Some(INVALID_PARAMS),
+                r#"{"jsonrpc":"2.0","id":1.5,"method":"ping"}"#,
+                Some(INVALID_REQUEST),
             ),
             (
-                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"recent_anomalies","arguments":{"since":"yesterday"}}}"#,
-                Some(INVALID_PARAMS),
+                r#"{"jsonrpc":"2.0","id":1e3,"method":"ping"}"#,
+                Some(INVALID_REQUEST),
             ),
             (
-                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"recent_anomalies","arguments":{"limit":"5"}}}"#,
-                Some(INVALID_PARAMS),
-            ),
-            (
-                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"recent_anomalies","arguments":{"limit":0}}}"#,
-                Some(INVALID_PARAMS),
-            ),
-            (
-                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"node_health","arguments":{"observer":"gpu"}}}"#,
-                Some(INVALID_PARAMS),
+                r#"{"jsonrpc":"2.0","id":18446744073709551616,"method":"ping"}"#,
+                Some(INVALID_REQUEST),
             ),
             (r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, None),
             (r#"{"jsonrpc":"2.0","id":"a","method":"tools/list"}"#, None),
@@ -454,6 +464,89 @@ mod tests {
             let reply = s.handle_line(input, NOW);
             assert!(reply.is_some(), "{input}: no reply");
             assert_eq!(code(&reply), *want, "{input}: {reply:?}");
+        }
+    }
+
+    #[test]
+    fn integer_ids_are_echoed_exactly() {
+        let (_tmp, mut s) = server();
+        for id in [
+            "0",
+            "-1",
+            "9007199254740993",
+            "18446744073709551615",
+            "-9223372036854775808",
+            "\"18446744073709551616\"",
+        ] {
+            let reply = s
+                .handle_line(
+                    &format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#),
+                    NOW,
+                )
+                .unwrap();
+            assert_eq!(
+                reply.to_string(),
+                format!(r#"{{"id":{id},"jsonrpc":"2.0","result":{{}}}}"#)
+            );
+        }
+        let reply = s
+            .handle_line(
+                r#"{"jsonrpc":"2.0","id":18446744073709551616,"method":"ping"}"#,
+                NOW,
+            )
+            .unwrap();
+        assert_eq!(reply["id"], Value::Null);
+        assert_eq!(
+            reply["error"]["message"],
+            "Invalid Request: id must be a string or an integer within 64 bits"
+        );
+    }
+
+    #[test]
+    fn unusable_arguments_are_tool_errors_the_model_can_read() {
+        let (_tmp, mut s) = server();
+        let call = |s: &mut Server, tool: &str, args: &str| {
+            let line = format!(
+                r#"{{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{{"name":"{tool}","arguments":{args}}}}}"#
+            );
+            let r = s.handle_line(&line, NOW).unwrap();
+            assert_eq!(r["id"], 7);
+            assert_eq!(r["result"]["isError"], true, "{line}: {r}");
+            assert!(r["result"].get("structuredContent").is_none());
+            r["result"]["content"][0]["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        let text = call(
+            &mut s,
+            "recent_anomalies",
+            r#"{"type":"kernel.network.conection_refused"}"#,
+        );
+        assert!(
+            text.starts_with("invalid arguments for recent_anomalies: unknown type \"kernel.network.conection_refused\": did you mean kernel.network.connection_refused? known types are kernel.network.connection_refused, "),
+            "{text}"
+        );
+        assert_eq!(
+            call(&mut s, "recent_anomalies", r#"{"since":"2026-02-30T00:00:00Z"}"#),
+            "invalid arguments for recent_anomalies: invalid --since \"2026-02-30T00:00:00Z\": 2026-02 has no day 30"
+        );
+        assert_eq!(
+            call(&mut s, "recent_anomalies", r#"{"limit":0}"#),
+            "invalid arguments for recent_anomalies: limit must be between 1 and 1000"
+        );
+        for (tool, args) in [
+            ("recent_anomalies", r#"{"since":"yesterday"}"#),
+            ("recent_anomalies", r#"{"limit":"5"}"#),
+            ("node_health", r#"{"observer":"gpu"}"#),
+            ("node_health", r#"{"until":"2600-01-01T00:00:00Z"}"#),
+            ("status", r#"{"x":1}"#),
+        ] {
+            let text = call(&mut s, tool, args);
+            assert!(
+                text.starts_with(&format!("invalid arguments for {tool}: ")),
+                "{text}"
+            );
         }
     }
 

@@ -13,15 +13,29 @@ pub const MAX_LIMIT: u64 = 1000;
 /// A failed call and how it is reported.
 #[derive(Debug)]
 pub enum CallError {
-    /// Unknown tool or arguments that do not fit the input schema:
-    /// JSON-RPC -32602.
+    /// An unknown tool: JSON-RPC -32602 (the request itself is wrong).
     InvalidParams(String),
+    /// Arguments the tool cannot use (wrong shape, unknown field, a value
+    /// that does not parse or names nothing known): a result with
+    /// `isError: true` and a message saying what to change, so the model
+    /// sees it and can correct its call (a protocol error often never
+    /// reaches the model).
+    InvalidArguments(String),
     /// The tool ran and failed (the data dir could not be read): a result
     /// with `isError: true`.
     Execution(String),
 }
 
+fn known_types() -> String {
+    crate::wire::AnomalyType::ALL
+        .iter()
+        .map(|t| t.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 const OBSERVERS: [&str; 4] = ["network", "container", "storage", "node"];
+const VERDICTS: [&str; 4] = ["ok", "degraded", "failing", "unknown"];
 const SEVERITIES: [&str; 4] = ["info", "warning", "error", "critical"];
 
 fn since_schema(default: Option<&str>) -> Value {
@@ -62,9 +76,15 @@ fn occurrence_schema() -> Value {
 fn skipped_schema() -> Value {
     json!({
         "type": "object",
-        "description": "Entries skipped: unreadable or unparsable occurrence files (corrupt), other entries (foreign).",
-        "required": ["corrupt", "foreign"],
-        "properties": {"corrupt": {"type": "integer"}, "foreign": {"type": "integer"}}
+        "description": "Entries skipped, by reason: read but unparsable (corrupt), could not be opened (unreadable), FIFOs/devices/directories (not_regular), over 64 KiB (too_large), not occurrence files (foreign).",
+        "required": ["corrupt", "unreadable", "not_regular", "too_large", "foreign"],
+        "properties": {
+            "corrupt": {"type": "integer"},
+            "unreadable": {"type": "integer"},
+            "not_regular": {"type": "integer"},
+            "too_large": {"type": "integer"},
+            "foreign": {"type": "integer"}
+        }
     })
 }
 
@@ -86,7 +106,7 @@ pub fn list(structured: bool) -> Vec<Value> {
                     "since": since_schema(None),
                     "type": {
                         "type": "string",
-                        "description": "Anomaly type, e.g. kernel.network.connection_refused, or its short name (connection_refused)."
+                        "description": format!("Anomaly type, or its last part (connection_refused). Known types: {}.", known_types())
                     },
                     "observer": {"type": "string", "enum": OBSERVERS},
                     "severity": {"type": "string", "enum": SEVERITIES, "description": "Minimum severity."},
@@ -120,7 +140,7 @@ pub fn list(structured: bool) -> Vec<Value> {
         json!({
             "name": "node_health",
             "title": "Node health verdicts",
-            "description": format!("Per-observer verdict (ok, degraded, failing) from the occurrences in a window (default the last 15 minutes), with the counts behind it. Rule: {HEALTH_RULE}. Only written evidence counts: an observer that never started also reads ok."),
+            "description": format!("Verdict for the node and per observer (ok, degraded, failing, unknown) from the occurrences in a window (default the last 15 minutes), with the counts behind it, plus what the agent reports about itself (observer states, config, controller link). unknown means Tapio cannot tell (no data, agent not running or stopped, config not applied, every observer unavailable): `reasons` says which, and it is never reported as ok. Rule: {HEALTH_RULE}."),
             "inputSchema": {
                 "type": "object",
                 "properties": {
@@ -132,7 +152,7 @@ pub fn list(structured: bool) -> Vec<Value> {
             },
             "outputSchema": {
                 "type": "object",
-                "required": ["data_dir", "data_dir_exists", "window", "rule", "verdict", "observers", "skipped"],
+                "required": ["data_dir", "data_dir_exists", "window", "rule", "verdict", "reasons", "agent", "observers", "skipped"],
                 "properties": {
                     "data_dir": {"type": "string"},
                     "data_dir_exists": {"type": "boolean"},
@@ -146,15 +166,35 @@ pub fn list(structured: bool) -> Vec<Value> {
                         }
                     },
                     "rule": {"type": "string"},
-                    "verdict": {"type": "string", "enum": ["ok", "degraded", "failing"]},
+                    "verdict": {"type": "string", "enum": VERDICTS},
+                    "reasons": {"type": "array", "items": {"type": "string"}, "description": "Why the verdict is unknown, or what besides the counts raised it."},
+                    "agent": {
+                        "type": "object",
+                        "description": "What the agent's status file says; status_file is reported, missing, invalid or none.",
+                        "required": ["status_file", "problem", "state", "node_name", "version", "pid", "updated", "age_seconds", "config", "controller"],
+                        "properties": {
+                            "status_file": {"type": "string", "enum": ["reported", "missing", "invalid", "none"]},
+                            "problem": {"type": "string"},
+                            "state": nullable_string(),
+                            "node_name": nullable_string(),
+                            "version": nullable_string(),
+                            "pid": {"type": ["integer", "null"]},
+                            "updated": nullable_string(),
+                            "age_seconds": {"type": ["integer", "null"]},
+                            "config": {"type": ["object", "null"]},
+                            "controller": {"type": ["object", "null"]}
+                        }
+                    },
                     "observers": {
                         "type": "array",
                         "items": {
                             "type": "object",
-                            "required": ["observer", "verdict", "total", "critical", "error", "warning", "info", "other", "newest"],
+                            "required": ["observer", "state", "state_reason", "verdict", "total", "critical", "error", "warning", "info", "other", "newest"],
                             "properties": {
                                 "observer": {"type": "string", "enum": OBSERVERS},
-                                "verdict": {"type": "string", "enum": ["ok", "degraded", "failing"]},
+                                "state": {"type": "string", "description": "As the agent reports it: active, degraded, unavailable, disabled; unknown without a status file."},
+                                "state_reason": {"type": "string"},
+                                "verdict": {"type": "string", "enum": VERDICTS},
                                 "total": {"type": "integer"},
                                 "critical": {"type": "integer"},
                                 "error": {"type": "integer"},
@@ -206,12 +246,14 @@ pub fn list(structured: bool) -> Vec<Value> {
 
 fn parse_args<T: serde::de::DeserializeOwned>(name: &str, args: Value) -> Result<T, CallError> {
     serde_json::from_value(args)
-        .map_err(|e| CallError::InvalidParams(format!("invalid arguments for {name}: {e}")))
+        .map_err(|e| CallError::InvalidArguments(format!("invalid arguments for {name}: {e}")))
 }
 
-fn report_error(e: ReportError) -> CallError {
+fn report_error(name: &str, e: ReportError) -> CallError {
     match e {
-        ReportError::Invalid(m) => CallError::InvalidParams(m),
+        ReportError::Invalid(m) => {
+            CallError::InvalidArguments(format!("invalid arguments for {name}: {m}"))
+        }
         ReportError::Store(e) => CallError::Execution(e.to_string()),
     }
 }
@@ -229,20 +271,20 @@ pub fn call(store: &Store, name: &str, args: Value, now_ns: u64) -> Result<Value
             let params: RecentParams = parse_args(name, args)?;
             if let Some(limit) = params.limit {
                 if !(1..=MAX_LIMIT).contains(&limit) {
-                    return Err(CallError::InvalidParams(format!(
+                    return Err(CallError::InvalidArguments(format!(
                         "invalid arguments for {name}: limit must be between 1 and {MAX_LIMIT}"
                     )));
                 }
             }
-            to_value(&report::recent(store, &params, now_ns).map_err(report_error)?)
+            to_value(&report::recent(store, &params, now_ns).map_err(|e| report_error(name, e))?)
         }
         "node_health" => {
             let params: HealthParams = parse_args(name, args)?;
-            to_value(&report::health(store, &params, now_ns).map_err(report_error)?)
+            to_value(&report::health(store, &params, now_ns).map_err(|e| report_error(name, e))?)
         }
         "status" => {
             let _: Empty = parse_args(name, args)?;
-            to_value(&report::status(store).map_err(report_error)?)
+            to_value(&report::status(store).map_err(|e| report_error(name, e))?)
         }
         _ => Err(CallError::InvalidParams(format!("unknown tool: {name}"))),
     }

@@ -11,11 +11,20 @@
 //! The file sink writes one occurrence per file, `<data-dir>/<ULID>.json`,
 //! via a temp file `.<ULID>.json.tmp` renamed into place. So:
 //!
-//! * `*.json` files are read and parsed as occurrences. A file that cannot be
-//!   read or parsed (partial, corrupt, a JSON value that is not an
-//!   occurrence, no usable time) is **skipped and counted as `corrupt`**.
-//! * `.*.tmp` files are writes in progress: ignored, not counted.
-//! * Anything else (other names, sub-directories) is **counted as `foreign`**.
+//! * `*.json` files are read and parsed as occurrences, each through
+//!   [`crate::fsutil::read_capped`]: opened non-blocking, type-checked on the
+//!   open descriptor, never read past [`MAX_OCCURRENCE_BYTES`]. A file that
+//!   cannot be used is **skipped and counted** by reason (see [`Skipped`]):
+//!   `corrupt` (read, but partial, not JSON, not an occurrence, no usable
+//!   time), `unreadable` (open or read failed: permissions, I/O),
+//!   `not_regular` (a FIFO, socket, device or directory, or a symlink to one:
+//!   never read, so a FIFO with no writer cannot hang a reader and a symlink
+//!   to `/dev/zero` cannot fill memory), `too_large` (over the cap; an
+//!   occurrence is well under 1 KiB).
+//! * Dot-files are ignored, not counted: `.<ULID>.json.tmp` is a write in
+//!   progress, `.agent-status.json` is the agent's status file (read by
+//!   [`agent_status`], not as an occurrence).
+//! * Anything else (other names, non-UTF-8 names) is **counted as `foreign`**.
 //! * A missing data dir is an empty store (`exists: false`); callers say so.
 //!   A data dir that exists but cannot be listed is an error.
 //!
@@ -31,17 +40,18 @@
 //!   [`filter::ULID_SLACK_NS`] (1 h, room for other writers) older than
 //!   `since` are not opened, and a limited query reading names newest-first stops as soon
 //!   as no older name can beat the N it holds. Files that are not opened are
-//!   not checked either: the `corrupt` count covers files that were read.
+//!   not checked either: the skip counts (except `foreign`) cover files that
+//!   were opened.
 //!
 //! The pure parts (name rules, filters, ordering, `--since`, the health rule)
 //! live in [`filter`] and [`summary`] and are tested with tables.
 
+pub mod agent_status;
 pub mod filter;
 pub mod report;
 pub mod summary;
 
 use std::collections::HashSet;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -55,6 +65,10 @@ pub const DEFAULT_DATA_DIR: &str = ".tapio/occurrences";
 pub const MAX_READERS: usize = 4;
 /// Below this many files a scan stays on one thread.
 const PARALLEL_MIN_FILES: usize = 512;
+/// The largest occurrence file read. The file sink writes well under 1 KiB
+/// per occurrence; the cap only has to stop a reader from swallowing a
+/// huge or endless file (a symlink to `/dev/zero`, a stray dump).
+pub const MAX_OCCURRENCE_BYTES: u64 = 64 * 1024;
 
 /// A store failure: the data dir itself could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -78,24 +92,83 @@ pub struct Record {
     pub ts_ns: u64,
 }
 
-/// Entries skipped instead of returned.
+/// Entries skipped instead of returned, by reason (module docs). The JSON
+/// field names are stable.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Skipped {
     /// `*.json` files that were read and could not be used.
     pub corrupt: u64,
+    /// `*.json` files that could not be opened or read.
+    pub unreadable: u64,
+    /// `*.json` entries that are not regular files (after following
+    /// symlinks): never read.
+    pub not_regular: u64,
+    /// `*.json` files larger than [`MAX_OCCURRENCE_BYTES`]: never read.
+    pub too_large: u64,
     /// Entries that are not occurrence files at all.
     pub foreign: u64,
 }
 
+/// Why one occurrence file was skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    Corrupt,
+    Unreadable,
+    NotRegular,
+    TooLarge,
+}
+
 impl Skipped {
     pub fn total(&self) -> u64 {
-        self.corrupt + self.foreign
+        self.corrupt + self.unreadable + self.not_regular + self.too_large + self.foreign
+    }
+
+    /// Counts one skipped file.
+    pub fn count(&mut self, reason: SkipReason) {
+        match reason {
+            SkipReason::Corrupt => self.corrupt += 1,
+            SkipReason::Unreadable => self.unreadable += 1,
+            SkipReason::NotRegular => self.not_regular += 1,
+            SkipReason::TooLarge => self.too_large += 1,
+        }
+    }
+
+    /// The non-zero counts as `2 corrupt, 1 not regular`; empty when
+    /// nothing was skipped.
+    pub fn describe(&self) -> String {
+        [
+            (self.corrupt, "corrupt"),
+            (self.unreadable, "unreadable"),
+            (self.not_regular, "not regular"),
+            (self.too_large, "too large"),
+            (self.foreign, "foreign"),
+        ]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect::<Vec<_>>()
+        .join(", ")
     }
 
     fn add(&mut self, other: Skipped) {
         self.corrupt += other.corrupt;
+        self.unreadable += other.unreadable;
+        self.not_regular += other.not_regular;
+        self.too_large += other.too_large;
         self.foreign += other.foreign;
     }
+}
+
+/// What reading one listed file gave.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "the record is the common case and is moved out at once; boxing it would allocate per file"
+)]
+enum ReadOutcome {
+    Record(Record),
+    /// Deleted since the listing (a retention job): not an error.
+    Vanished,
+    Skip(SkipReason),
 }
 
 /// What a scan saw besides the records.
@@ -106,6 +179,8 @@ pub struct ScanInfo {
     pub skipped: Skipped,
     /// Occurrence files opened (the rest were ruled out by name).
     pub opened: u64,
+    /// Occurrence-named entries in the dir, opened or not.
+    pub listed: u64,
 }
 
 /// The result of [`Store::query`].
@@ -178,33 +253,37 @@ impl Store {
                 continue;
             };
             match classify_name(&name) {
-                NameKind::InProgress => {}
+                NameKind::Ignored => {}
                 NameKind::Foreign => listing.foreign += 1,
-                NameKind::Occurrence { ulid_ns } => {
-                    // d_type from readdir: no extra stat per file.
-                    let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
-                    if is_dir {
-                        listing.foreign += 1;
-                    } else {
-                        listing.files.push((name, ulid_ns));
-                    }
-                }
+                // Whatever its type: a FIFO, a directory or a symlink is
+                // refused (and counted) when read, on the open descriptor.
+                NameKind::Occurrence { ulid_ns } => listing.files.push((name, ulid_ns)),
             }
         }
         Ok(Some(listing))
     }
 
-    /// Reads one file; `Ok(None)` when it vanished since the listing (a
-    /// retention job); `Err(())` when it is unusable (count it).
-    fn read(&self, name: &str, buf: &mut Vec<u8>) -> Result<Option<Record>, ()> {
-        buf.clear();
-        let mut file = match std::fs::File::open(self.dir.join(name)) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(_) => return Err(()),
+    /// Reads and parses one listed file, bounded (module docs).
+    fn read(&self, name: &str) -> ReadOutcome {
+        use crate::fsutil::ReadError;
+        let bytes = match crate::fsutil::read_capped(&self.dir.join(name), MAX_OCCURRENCE_BYTES) {
+            Ok(b) => b,
+            Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                return ReadOutcome::Vanished
+            }
+            // A unix socket refuses open() with ENXIO: it is a special file,
+            // not a permissions problem.
+            Err(ReadError::Io(e)) if e.raw_os_error() == Some(libc::ENXIO) => {
+                return ReadOutcome::Skip(SkipReason::NotRegular)
+            }
+            Err(ReadError::Io(_)) => return ReadOutcome::Skip(SkipReason::Unreadable),
+            Err(ReadError::NotRegular(_)) => return ReadOutcome::Skip(SkipReason::NotRegular),
+            Err(ReadError::TooLarge { .. }) => return ReadOutcome::Skip(SkipReason::TooLarge),
         };
-        file.read_to_end(buf).map_err(|_| ())?;
-        parse_record(buf).map(Some).ok_or(())
+        match parse_record(&bytes) {
+            Some(rec) => ReadOutcome::Record(rec),
+            None => ReadOutcome::Skip(SkipReason::Corrupt),
+        }
     }
 
     /// Visits every record that passes `filter`, in no particular order.
@@ -233,6 +312,7 @@ impl Store {
             ..ScanInfo::default()
         };
         info.skipped.foreign = listing.foreign;
+        info.listed = listing.files.len() as u64;
         if let Some(since) = filter.since_ns {
             listing.files.retain(|(_, u)| !ulid_before(*u, since));
         }
@@ -255,7 +335,6 @@ impl Store {
         info: &mut ScanInfo,
     ) {
         let mut floor: Option<u64> = None;
-        let mut buf = Vec::with_capacity(4096);
         for (name, ulid_ns) in files {
             if let Some(f) = floor {
                 if ulid_before(*ulid_ns, f) {
@@ -263,16 +342,16 @@ impl Store {
                 }
             }
             info.opened += 1;
-            match self.read(name, &mut buf) {
-                Ok(Some(rec)) => {
+            match self.read(name) {
+                ReadOutcome::Record(rec) => {
                     if filter.matches(&rec.occurrence, rec.ts_ns) {
                         if let Some(f) = visit(rec) {
                             floor = Some(f);
                         }
                     }
                 }
-                Ok(None) => {}
-                Err(()) => info.skipped.corrupt += 1,
+                ReadOutcome::Vanished => {}
+                ReadOutcome::Skip(why) => info.skipped.count(why),
             }
         }
     }
@@ -303,29 +382,28 @@ impl Store {
             return;
         }
         let chunk = files.len().div_ceil(readers);
-        let corrupt: u64 = std::thread::scope(|s| {
+        let skipped: Skipped = std::thread::scope(|s| {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Record>(1024);
             let workers: Vec<_> = files
                 .chunks(chunk)
                 .map(|part| {
                     let tx = tx.clone();
                     s.spawn(move || {
-                        let mut corrupt = 0u64;
-                        let mut buf = Vec::with_capacity(4096);
+                        let mut skipped = Skipped::default();
                         for (name, _) in part {
-                            match self.read(name, &mut buf) {
-                                Ok(Some(rec)) => {
+                            match self.read(name) {
+                                ReadOutcome::Record(rec) => {
                                     if filter.matches(&rec.occurrence, rec.ts_ns)
                                         && tx.send(rec).is_err()
                                     {
                                         break;
                                     }
                                 }
-                                Ok(None) => {}
-                                Err(()) => corrupt += 1,
+                                ReadOutcome::Vanished => {}
+                                ReadOutcome::Skip(why) => skipped.count(why),
                             }
                         }
-                        corrupt
+                        skipped
                     })
                 })
                 .collect();
@@ -333,13 +411,14 @@ impl Store {
             for rec in rx {
                 visit(rec);
             }
-            workers
-                .into_iter()
-                .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .sum()
+            let mut skipped = Skipped::default();
+            for w in workers {
+                skipped.add(w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+            }
+            skipped
         });
         info.opened += files.len() as u64;
-        info.skipped.corrupt += corrupt;
+        info.skipped.add(skipped);
     }
 
     /// The newest `limit` records (all with `None`) passing `filter`, newest
@@ -384,14 +463,15 @@ impl Store {
 
     /// Starts following the dir: files present now are not reported.
     pub fn follow(&self) -> Result<Follower, StoreError> {
-        let seen = match self.list()? {
-            Some(l) => l.files.into_iter().map(|(n, _)| n).collect(),
-            None => HashSet::new(),
+        // Foreign entries present now are not "new" either.
+        let (seen, foreign_seen) = match self.list()? {
+            Some(l) => (l.files.into_iter().map(|(n, _)| n).collect(), l.foreign),
+            None => (HashSet::new(), 0),
         };
         Ok(Follower {
             store: self.clone(),
             seen,
-            foreign_seen: 0,
+            foreign_seen,
         })
     }
 }
@@ -442,16 +522,15 @@ impl Follower {
         }
         self.seen = current;
         fresh.sort_unstable();
-        let mut buf = Vec::with_capacity(4096);
         for name in fresh {
-            match self.store.read(&name, &mut buf) {
-                Ok(Some(rec)) => {
+            match self.store.read(&name) {
+                ReadOutcome::Record(rec) => {
                     if filter.matches(&rec.occurrence, rec.ts_ns) {
                         poll.records.push(rec);
                     }
                 }
-                Ok(None) => {}
-                Err(()) => skipped.corrupt += 1,
+                ReadOutcome::Vanished => {}
+                ReadOutcome::Skip(why) => skipped.count(why),
             }
         }
         poll.skipped.add(skipped);
@@ -525,6 +604,26 @@ mod tests {
         );
     }
 
+    /// Makes a FIFO at `path` (no writer: a blocking open would hang).
+    pub(crate) fn mkfifo(path: &Path) {
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo reads one NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    }
+
+    /// Runs `f` on a thread and fails the test if it does not finish within
+    /// 30 s: what these tests guard against is a reader that hangs (on a
+    /// FIFO) or reads forever (from /dev/zero), and a hang must fail, not
+    /// stall the suite.
+    fn bounded<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(30))
+            .expect("store read did not finish within 30 s")
+    }
+
     #[test]
     fn skips_and_counts_bad_entries() {
         let tmp = tempfile::tempdir().unwrap();
@@ -535,17 +634,54 @@ mod tests {
         std::fs::write(d.join("foreign-value.json"), r#"[1,2,3]"#).unwrap();
         std::fs::write(d.join("notes.txt"), "hello").unwrap();
         std::fs::write(d.join(".01JA1B2C3D4E5F6G7H8J9K0M1N.json.tmp"), "{").unwrap();
+        std::fs::write(d.join(".agent-status.json"), "{}").unwrap();
         std::fs::create_dir(d.join("sub.json")).unwrap();
-        let r = Store::new(d).query(&Filter::default(), None).unwrap();
+        mkfifo(&d.join("01JQY0HADQ0000000000000009.json"));
+        std::os::unix::fs::symlink("/dev/zero", d.join("zero.json")).unwrap();
+        // A symlink loop cannot be opened (ELOOP), even by root.
+        std::os::unix::fs::symlink("loop.json", d.join("loop.json")).unwrap();
+        // Sparse: a 200 MB file that costs nothing to make and must not be
+        // read.
+        let big = std::fs::File::create(d.join("big.json")).unwrap();
+        big.set_len(200 << 20).unwrap();
+        // Just at the cap is still read (and here corrupt: all spaces).
+        std::fs::write(
+            d.join("at-cap.json"),
+            vec![b' '; MAX_OCCURRENCE_BYTES as usize],
+        )
+        .unwrap();
+        let store = Store::new(d);
+        let r = bounded(move || store.query(&Filter::default(), None).unwrap());
         let ids: Vec<&str> = r.records.iter().map(|r| r.occurrence.id.as_str()).collect();
         assert_eq!(ids, vec![b.as_str(), a.as_str()]);
+        let want = Skipped {
+            corrupt: 3,
+            unreadable: 1,
+            not_regular: 3,
+            too_large: 1,
+            foreign: 1,
+        };
+        assert_eq!(r.info.skipped, want);
+        assert_eq!(r.info.listed, 10);
         assert_eq!(
-            r.info.skipped,
-            Skipped {
-                corrupt: 2,
-                foreign: 2
-            }
+            want.describe(),
+            "3 corrupt, 1 unreadable, 3 not regular, 1 too large, 1 foreign"
         );
+        assert_eq!(Skipped::default().describe(), "");
+
+        // The same through a limited query, the scan and a follower.
+        let store = Store::new(d);
+        let r = bounded(move || store.query(&Filter::default(), Some(1)).unwrap());
+        assert_eq!(r.records.len(), 1);
+        assert_eq!(r.info.skipped.not_regular, 3);
+        let store = Store::new(d);
+        let info = bounded(move || store.scan(&Filter::default(), |_| {}).unwrap());
+        assert_eq!(info.skipped, want);
+        let mut f = Store::new(d).follow().unwrap();
+        mkfifo(&d.join("01JQY0HADQ000000000000000A.json"));
+        let p = bounded(move || f.poll(&Filter::default()).unwrap());
+        assert_eq!(p.skipped.not_regular, 1);
+        assert_eq!(p.skipped.total(), 1);
     }
 
     #[test]

@@ -7,32 +7,46 @@
 //! ```json
 //! {"data_dir":".tapio/occurrences","data_dir_exists":true,
 //!  "query":{"since":"2026-04-03T14:00:00.000Z","type":null,"observer":null,"severity":null,"limit":50},
-//!  "count":1,"skipped":{"corrupt":0,"foreign":0},"occurrences":[{...occurrence...}]}
+//!  "count":1,"skipped":{"corrupt":0,"unreadable":0,"not_regular":0,"too_large":0,"foreign":0},
+//!  "occurrences":[{...occurrence...}]}
 //! ```
 //! `status`:
 //! ```json
-//! {"data_dir":"…","data_dir_exists":true,"total":3,"skipped":{"corrupt":1,"foreign":0},
+//! {"data_dir":"…","data_dir_exists":true,"total":3,"skipped":{"corrupt":1,…},
 //!  "by_observer":{"container":1,"network":2,"node":0,"storage":0},
 //!  "by_type":{"kernel.container.oom_kill":1,"kernel.network.connection_refused":2},
 //!  "newest":{...occurrence...}}
 //! ```
-//! `health` (rule in [`super::summary`]):
+//! `health` (rule in [`super::summary`]; `verdict` is ok, degraded, failing
+//! or unknown; `reasons` says why it is unknown or what besides the counts
+//! raised it):
 //! ```json
 //! {"data_dir":"…","data_dir_exists":true,
 //!  "window":{"since":"…","until":"…","seconds":900},"rule":"failing: …","verdict":"degraded",
-//!  "observers":[{"observer":"network","verdict":"degraded","total":2,"critical":0,"error":1,
-//!                "warning":1,"info":0,"other":0,"newest":"2026-04-03T14:23:01.042Z"}, …],
-//!  "skipped":{"corrupt":0,"foreign":0}}
+//!  "reasons":["node observer degraded: pmc unavailable: …"],
+//!  "agent":{"status_file":"reported","problem":"","state":"running","node_name":"n1",
+//!           "version":"0.1.0","pid":1234,"updated":"2026-04-03T14:29:58.000Z","age_seconds":2,
+//!           "config":{"applied":true,"hash":"sha256:…","generation":1},"controller":null},
+//!  "observers":[{"observer":"network","state":"active","state_reason":"","verdict":"degraded",
+//!                "total":2,"critical":0,"error":1,"warning":1,"info":0,"other":0,
+//!                "newest":"2026-04-03T14:23:01.042Z"}, …],
+//!  "skipped":{"corrupt":0,"unreadable":0,"not_regular":0,"too_large":0,"foreign":0}}
 //! ```
+//! `agent.status_file` is `reported`, `missing`, `invalid` (then `problem`
+//! says why, and the other `agent` fields are null) or `none` (no data dir).
 
 use serde::{Deserialize, Serialize};
 
-use super::filter::{parse_observer, parse_severity, parse_since, parse_type, Filter};
+use super::agent_status::{self, StatusRead};
+use super::filter::{
+    parse_instant, parse_observer, parse_severity, parse_since, parse_type, Filter, InstantError,
+};
 use super::summary::{
-    HealthCounts, ObserverHealth, StatusCounts, Verdict, DEFAULT_HEALTH_WINDOW_S, HEALTH_RULE,
+    judge, AgentReport, HealthCounts, ObserverHealth, StatusCounts, StoreFacts, Verdict,
+    DEFAULT_HEALTH_WINDOW_S, HEALTH_RULE,
 };
 use super::{Skipped, Store, StoreError};
-use crate::wire::time::{format_rfc3339_millis, parse_rfc3339};
+use crate::wire::time::format_rfc3339_millis;
 use crate::wire::{Observer, Occurrence};
 
 /// `recent` returns at most this many occurrences unless told otherwise.
@@ -121,6 +135,10 @@ pub struct HealthReport {
     pub window: Window,
     pub rule: &'static str,
     pub verdict: Verdict,
+    /// Why the verdict is `unknown`, or what besides the counts raised it.
+    pub reasons: Vec<String>,
+    /// What the agent's status file said.
+    pub agent: AgentReport,
     pub observers: Vec<ObserverHealth>,
     pub skipped: Skipped,
 }
@@ -140,6 +158,17 @@ pub fn recent_filter(
         .map(|s| parse_since(s, now_ns))
         .transpose()
         .map_err(ReportError::Invalid)?;
+    if let (Some(since), Some(text)) = (since_ns, params.since.as_deref()) {
+        // Facts carry the time they happened: nothing written can be newer
+        // than now, so a future start can only ever answer "none" (and is
+        // usually a typo in the year).
+        if since > now_ns {
+            return Err(ReportError::Invalid(format!(
+                "invalid --since {text:?}: it is in the future (now is {})",
+                format_rfc3339_millis(now_ns)
+            )));
+        }
+    }
     let kind = params
         .kind
         .as_deref()
@@ -229,10 +258,13 @@ pub fn health(
         .into_iter()
         .collect();
     let until_ns = match params.until.as_deref() {
-        Some(u) => parse_rfc3339(u).ok_or_else(|| {
-            ReportError::Invalid(format!(
-                "invalid --until {u:?}: expected an RFC 3339 time like 2026-04-03T14:00:00Z"
-            ))
+        Some(u) => parse_instant(u).map_err(|e| {
+            ReportError::Invalid(match e {
+                InstantError::Format => format!(
+                    "invalid --until {u:?}: expected an RFC 3339 time like 2026-04-03T14:00:00Z"
+                ),
+                InstantError::Invalid(why) => format!("invalid --until {u:?}: {why}"),
+            })
         })?,
         None => now_ns,
     };
@@ -255,8 +287,19 @@ pub fn health(
     };
     let mut counts = HealthCounts::new(&observers);
     let info = store.scan(&filter, |r| counts.add(&r))?;
+    let status = if info.exists {
+        agent_status::read(store.dir())
+    } else {
+        StatusRead::Missing
+    };
+    let data_dir = dir_string(store);
+    let facts = StoreFacts {
+        dir: &data_dir,
+        exists: info.exists,
+        files: info.listed,
+    };
+    let judgement = judge(counts, &status, facts, now_ns);
     Ok(HealthReport {
-        data_dir: dir_string(store),
         data_dir_exists: info.exists,
         window: Window {
             since: format_rfc3339_millis(since_ns),
@@ -264,9 +307,12 @@ pub fn health(
             seconds: (until_ns - since_ns) / 1_000_000_000,
         },
         rule: HEALTH_RULE,
-        verdict: counts.verdict(),
-        observers: counts.into_observers(),
+        verdict: judgement.verdict,
+        reasons: judgement.reasons,
+        agent: judgement.agent,
+        observers: judgement.observers,
         skipped: info.skipped,
+        data_dir,
     })
 }
 
@@ -306,11 +352,39 @@ mod tests {
                 kind: Some("nope".into()),
                 ..RecentParams::default()
             },
+            RecentParams {
+                kind: Some("kernel.network.conection_refused".into()),
+                ..RecentParams::default()
+            },
+            RecentParams {
+                since: Some("2026-02-30T00:00:00Z".into()),
+                ..RecentParams::default()
+            },
         ] {
             assert!(
                 matches!(recent_filter(&bad, NOW), Err(ReportError::Invalid(_))),
                 "{bad:?}"
             );
+        }
+    }
+
+    #[test]
+    fn since_in_the_future_is_refused() {
+        let at_now = RecentParams {
+            since: Some("2025-04-03T14:43:01.042Z".into()),
+            ..RecentParams::default()
+        };
+        assert_eq!(recent_filter(&at_now, NOW).unwrap().0.since_ns, Some(NOW));
+        let later = RecentParams {
+            since: Some("2025-04-03T14:43:01.043Z".into()),
+            ..RecentParams::default()
+        };
+        match recent_filter(&later, NOW) {
+            Err(ReportError::Invalid(m)) => assert_eq!(
+                m,
+                "invalid --since \"2025-04-03T14:43:01.043Z\": it is in the future (now is 2025-04-03T14:43:01.042Z)"
+            ),
+            other => panic!("{other:?}"),
         }
     }
 
@@ -328,7 +402,8 @@ mod tests {
         let store = Store::new(tmp.path());
         let r = health(&store, &HealthParams::default(), NOW).unwrap();
         assert_eq!(r.window.seconds, 900);
-        assert_eq!(r.verdict, Verdict::Ok);
+        // An empty dir: nothing ever ran here.
+        assert_eq!(r.verdict, Verdict::Unknown);
         assert_eq!(r.observers.len(), 4);
         let bad = HealthParams {
             since: Some("2030-01-01T00:00:00Z".into()),

@@ -164,8 +164,14 @@ impl Agent {
 
     /// Sends SIGTERM and waits (bounded) for exit; returns the exit code.
     pub fn stop(&mut self) -> Option<i32> {
+        self.stop_within(Duration::from_secs(20))
+    }
+
+    /// Sends SIGTERM and waits at most `limit` for exit (then kills it);
+    /// returns the exit code, `None` if it had to be killed.
+    pub fn stop_within(&mut self, limit: Duration) -> Option<i32> {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
                 // Let the reader threads take the last lines.

@@ -21,7 +21,7 @@ use crate::agent::abi::{self, TapioConfig, STAT_MAX};
 use crate::agent::classify::Finding;
 use crate::agent::decode::{decode, Fact};
 use crate::agent::metrics::{Metrics, ObserverReason};
-use crate::agent::pipeline::{monotonic_ns, send_findings, Classifiers, Shared};
+use crate::agent::pipeline::{monotonic_ns, offer_findings, Classifiers, Shared};
 use crate::wire::{CompiledConfig, Observer};
 
 /// Most records consumed per tick before classification runs.
@@ -238,7 +238,14 @@ fn drain_loop(
             next_tick = now + TICK_MS as u64 * 1_000_000;
             classifiers.on_tick(now, &mut out);
         }
-        send_findings(findings_tx, std::mem::take(&mut out), metrics);
+        // Never waits while running; after stop, waits (bounded by the
+        // shutdown budget) so the last findings are not dropped.
+        offer_findings(
+            findings_tx,
+            std::mem::take(&mut out),
+            metrics,
+            &shared.shutdown,
+        );
 
         if now >= next_stats {
             next_stats = now + STATS_EVERY_NS;
@@ -248,7 +255,7 @@ fn drain_loop(
         }
     }
     classifiers.flush(&mut out);
-    send_findings(findings_tx, out, metrics);
+    offer_findings(findings_tx, out, metrics, &shared.shutdown);
     export_stats(objects, &mut stats_prev, metrics);
     export_drops(&classifiers, &mut drops_prev, metrics);
     Ok(())

@@ -1,4 +1,10 @@
 //! Opens, loads and attaches the BPF objects, one per observer.
+//!
+//! Objects from `--ebpf-dir` are read bounded (regular files of at most
+//! [`MAX_OBJECT_BYTES`]), so a path to a device or FIFO fails at once with
+//! the path in the reason. libbpf's own error codes (4000 and up, which the
+//! OS would print as "Unknown error 4001") are translated into libbpf's
+//! words before they reach a log line or a status reason.
 
 use std::path::Path;
 
@@ -7,6 +13,44 @@ use libbpf_rs::{Link, MapCore, MapFlags, Object, ObjectBuilder};
 
 use crate::agent::abi::{TapioConfig, STAT_MAX};
 use crate::wire::Observer;
+
+/// Largest BPF object read from `--ebpf-dir` (ours are well under 1 MiB).
+pub const MAX_OBJECT_BYTES: u64 = 8 << 20;
+
+/// libbpf's private error codes: LIBBPF_ERRNO__START .. a margin past the
+/// last one it defines.
+const LIBBPF_ERRNO_RANGE: std::ops::Range<i32> = 4000..4100;
+
+/// A libbpf error as one line, with libbpf's own description of its private
+/// codes instead of the OS's "Unknown error N".
+pub fn describe_libbpf_error(e: &libbpf_rs::Error) -> String {
+    let text = format!("{e:#}");
+    let Some(code) = text
+        .split("os error ")
+        .nth(1)
+        .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse::<i32>().ok())
+        .filter(|c| LIBBPF_ERRNO_RANGE.contains(c))
+    else {
+        return text;
+    };
+    let mut buf = [0 as std::ffi::c_char; 128];
+    // SAFETY: libbpf_strerror writes at most `size` bytes, NUL-terminated,
+    // into the buffer it is given.
+    let rc =
+        unsafe { libbpf_rs::libbpf_sys::libbpf_strerror(code, buf.as_mut_ptr(), buf.len() as _) };
+    if rc != 0 {
+        return text;
+    }
+    // SAFETY: on success the buffer holds a NUL-terminated string.
+    let words = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_string_lossy();
+    let unknown = format!("Unknown error {code} (os error {code})");
+    if text.contains(&unknown) {
+        text.replace(&unknown, &format!("{words} (libbpf error {code})"))
+    } else {
+        format!("{text} ({words})")
+    }
+}
 
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/bpf_objects.rs"));
@@ -104,12 +148,20 @@ impl LoadedObject {
 /// Opens and loads one object from bytes, then attaches each program on its
 /// own. Errors only when the object cannot be loaded at all.
 pub fn load_object(observer: Observer, bytes: &[u8]) -> anyhow::Result<LoadedObject> {
-    let open = ObjectBuilder::default()
-        .open_memory(bytes)
-        .with_context(|| format!("failed to open the {} BPF object", observer.as_str()))?;
-    let obj = open
-        .load()
-        .with_context(|| format!("failed to load the {} BPF object", observer.as_str()))?;
+    let open = ObjectBuilder::default().open_memory(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "failed to open the {} BPF object: {}",
+            observer.as_str(),
+            describe_libbpf_error(&e)
+        )
+    })?;
+    let obj = open.load().map_err(|e| {
+        anyhow::anyhow!(
+            "failed to load the {} BPF object: {}",
+            observer.as_str(),
+            describe_libbpf_error(&e)
+        )
+    })?;
     let mut links = Vec::new();
     let mut failed = Vec::new();
     for prog in obj.progs_mut() {
@@ -117,8 +169,9 @@ pub fn load_object(observer: Observer, bytes: &[u8]) -> anyhow::Result<LoadedObj
         match prog.attach() {
             Ok(link) => links.push(link),
             Err(e) => {
-                tracing::warn!(observer = observer.as_str(), program = %name, "failed to attach: {e}");
-                failed.push((name, e.to_string()));
+                let why = describe_libbpf_error(&e);
+                tracing::warn!(observer = observer.as_str(), program = %name, "failed to attach: {why}");
+                failed.push((name, why));
             }
         }
     }
@@ -142,10 +195,40 @@ pub fn object_sources(ebpf_dir: Option<&Path>) -> Vec<(Observer, Result<Vec<u8>,
             None => Ok(bytes.to_vec()),
             Some(dir) => {
                 let path = dir.join(format!("{name}.bpf.o"));
-                std::fs::read(&path).map_err(|e| format!("failed to read {}: {e}", path.display()))
+                crate::fsutil::read_capped(&path, MAX_OBJECT_BYTES)
+                    .map_err(|e| format!("failed to read BPF object {}: {e}", path.display()))
             }
         };
         v.push((observer, src));
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libbpf_rs::ErrorExt;
+
+    #[test]
+    fn libbpf_codes_are_described_in_words_and_causes_printed_once() {
+        let e = libbpf_rs::Error::from_raw_os_error(4001);
+        assert_eq!(
+            describe_libbpf_error(&e),
+            "BPF object format invalid (libbpf error 4001)"
+        );
+        let e = libbpf_rs::Error::from_raw_os_error(4007).context("failed to load object");
+        let text = describe_libbpf_error(&e);
+        assert!(text.starts_with("failed to load object: "), "{text}");
+        assert!(text.ends_with("(libbpf error 4007)"), "{text}");
+        assert!(!text.contains("Unknown error"), "{text}");
+        // An ordinary errno stays as the OS says it, once.
+        let e = libbpf_rs::Error::from_raw_os_error(libc::EPERM).context("load failed");
+        let text = describe_libbpf_error(&e);
+        assert_eq!(text, "load failed: Operation not permitted (os error 1)");
+        let wrapped = format!(
+            "{:#}",
+            anyhow::anyhow!("failed to load the network BPF object: {text}")
+        );
+        assert_eq!(wrapped.matches("Operation not permitted").count(), 1);
+    }
 }

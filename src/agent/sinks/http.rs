@@ -5,9 +5,14 @@
 //! error, timeout, 408, 429, 5xx) is retried with exponential backoff and
 //! full jitter, up to `attempts` tries; then the batch is dropped and counted
 //! (`reason="send_failed"`). Any other 4xx is final (`reason="rejected"`).
-//! Every request is one `tapio_sink_writes_total{sink,result}` increment.
+//! `tapio_sink_writes_total{sink,result}` counts occurrences: a delivered
+//! batch of n adds n to `ok`, each failed attempt n to `error`.
 //! While a batch is retried the sink's queue absorbs new occurrences and
 //! overflows into `queue_full` drops; the drain never waits.
+//!
+//! Shutdown: every request's timeout and every backoff sleep end at the
+//! shutdown deadline at the latest; a batch still unsent then is left
+//! pending, and the runner counts it as `shutdown_timeout`.
 //!
 //! Plain `http://` only: this build has no TLS stack. Terminate TLS in a
 //! local proxy or collector; an `https://` endpoint is refused at start-up,
@@ -18,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 
-use super::Sink;
+use super::{Shutdown, Sink};
 use crate::agent::metrics::Metrics;
 use crate::wire::Occurrence;
 
@@ -82,6 +87,7 @@ pub struct BatchPoster {
     bearer: Option<String>,
     /// Also count failed requests in `tapio_controller_send_failures_total{kind}`.
     failure_kind: Option<&'static str>,
+    shutdown: Shutdown,
 }
 
 enum Outcome {
@@ -122,6 +128,7 @@ impl BatchPoster {
             warned: false,
             bearer: None,
             failure_kind: None,
+            shutdown: Shutdown::new(),
         })
     }
 
@@ -136,8 +143,8 @@ impl BatchPoster {
         self
     }
 
-    fn count_failure(&self) {
-        self.metrics.sink_write(self.name, false, 1);
+    fn count_failure(&self, n: u64) {
+        self.metrics.sink_write(self.name, false, n);
         if let Some(kind) = self.failure_kind {
             self.metrics
                 .controller_send_failures
@@ -155,10 +162,11 @@ impl BatchPoster {
         Duration::from_nanos(if nanos == 0 { 0 } else { self.rng % nanos })
     }
 
-    fn post(&self, body: &[u8]) -> Outcome {
+    fn post(&self, body: &[u8], timeout: Duration) -> Outcome {
         let mut rb = self
             .client
             .post(self.url.clone())
+            .timeout(timeout)
             .header(reqwest::header::CONTENT_TYPE, self.content_type)
             .body(body.to_vec());
         if let Some(t) = &self.bearer {
@@ -179,7 +187,8 @@ impl BatchPoster {
         }
     }
 
-    /// Sends everything pending, retrying up to `attempts` times.
+    /// Sends everything pending, retrying up to `attempts` times, and never
+    /// past the shutdown deadline: a batch still unsent then stays pending.
     pub fn flush(&mut self, attempts: u32) {
         if self.pending.is_empty() {
             return;
@@ -197,25 +206,38 @@ impl BatchPoster {
                     .saturating_mul(1u32 << (attempt - 1).min(16))
                     .min(self.policy.backoff_cap);
                 let wait = self.jitter(exp);
-                std::thread::sleep(wait);
+                self.shutdown.sleep(wait);
             }
-            match self.post(&body) {
+            let timeout = match self.shutdown.remaining() {
+                None => self.policy.request_timeout,
+                Some(left) if left.is_zero() => {
+                    // Out of budget: the runner counts it as undelivered.
+                    self.pending = batch;
+                    return;
+                }
+                Some(left) => left.min(self.policy.request_timeout),
+            };
+            match self.post(&body, timeout) {
                 Outcome::Sent => {
-                    self.metrics.sink_write(self.name, true, 1);
+                    self.metrics.sink_write(self.name, true, n);
                     self.warned = false;
                     return;
                 }
                 Outcome::Rejected(why) => {
-                    self.count_failure();
+                    self.count_failure(n);
                     self.metrics.sink_drop(self.name, "rejected", n);
                     tracing::warn!(sink = self.name, url = %self.url, "batch of {n} rejected: {why}");
                     return;
                 }
                 Outcome::Retry(why) => {
-                    self.count_failure();
+                    self.count_failure(n);
                     last = why;
                 }
             }
+        }
+        if self.shutdown.expired() {
+            self.pending = batch;
+            return;
         }
         self.metrics.sink_drop(self.name, "send_failed", n);
         if !self.warned {
@@ -263,8 +285,17 @@ impl Sink for BatchPoster {
     }
 
     fn close(&mut self) {
-        // One try at shutdown: a dead endpoint must not hold the exit.
-        self.flush(1);
+        // Full retries: the shutdown deadline, not a lower attempt count,
+        // keeps a dead endpoint from holding the exit.
+        self.flush(self.policy.attempts);
+    }
+
+    fn attach_shutdown(&mut self, shutdown: Shutdown) {
+        self.shutdown = shutdown;
+    }
+
+    fn drop_reasons(&self) -> &'static [&'static str] {
+        &["send_failed", "rejected"]
     }
 }
 

@@ -1,12 +1,24 @@
-//! Sink fan-out. Each sink runs on its own thread behind a bounded queue;
-//! the producer only ever `try_send`s, so a slow or dead sink can never
-//! block the pipeline. Overflow drops the newest occurrence and counts it in
-//! `tapio_sink_drops_total{sink,reason="queue_full"}`. Serialisation and I/O
-//! happen on the sink threads.
+//! Sink fan-out. Each sink runs on its own thread behind a bounded queue.
 //!
-//! Each sink counts its own writes in `tapio_sink_writes_total{sink,result}`
-//! (one per I/O operation: a line batch, a file, a request) and its own
-//! failures in `tapio_sink_drops_total{sink,reason}`.
+//! While the agent runs the producer only ever `try_send`s, so a slow or
+//! dead sink can never block the pipeline: overflow drops the newest
+//! occurrence and counts it in `tapio_sink_drops_total{sink,reason="queue_full"}`.
+//! Once the shutdown budget has started ([`Shutdown`]), nothing is dropped
+//! while the budget lasts: what a queue cannot take yet waits in that
+//! sink's backlog, and [`deliver_backlogs`] feeds every sink as it makes
+//! room (all at once, so one stuck sink never starves the others). Each
+//! sink stops at the deadline, and whatever it has not delivered by then
+//! (backlog, queued, buffered or in flight) is counted as
+//! `reason="shutdown_timeout"` by [`account_undelivered`]. A sink thread
+//! stuck in a write that never returns (a stdout pipe nobody reads, a
+//! black-holed endpoint) is abandoned, never waited for: the process exits
+//! around it. Serialisation and I/O happen on the sink threads.
+//!
+//! Counting, the same for every sink: `tapio_sink_writes_total{sink,result}`
+//! counts OCCURRENCES (`ok`: delivered; `error`: in a failed write attempt,
+//! once per attempt), and `tapio_sink_drops_total{sink,reason}` counts each
+//! occurrence given up, once. So per sink, offered = writes{ok} + drops.
+//! This module does not know any destination: no I/O here.
 
 pub mod controller;
 pub mod file;
@@ -14,21 +26,31 @@ pub mod http;
 pub mod otlp;
 pub mod stdout;
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::agent::metrics::Metrics;
+pub use crate::agent::pipeline::Shutdown;
 use crate::wire::Occurrence;
 
 /// Most occurrences waiting for one sink.
 pub const QUEUE_CAPACITY: usize = 4096;
 /// Most occurrences a sink takes from its queue per write.
 pub const MAX_BATCH: usize = 256;
+/// Longest a sink runner waits for input before it looks at the budget.
+const RUNNER_POLL: Duration = Duration::from_millis(100);
+/// How long past the deadline `close` waits for a sink thread to notice it.
+const CLOSE_GRACE: Duration = Duration::from_millis(50);
+/// Drop reasons every sink can emit (initialised to 0 at start).
+const COMMON_DROP_REASONS: [&str; 3] = ["queue_full", "sink_stopped", "shutdown_timeout"];
 
 /// A destination for occurrences. Implementations own their I/O and count
-/// their writes and failures.
+/// their writes and failures (see the module docs for how).
 pub trait Sink: Send {
     fn name(&self) -> &'static str;
     /// Takes occurrences from the queue: writes them, or buffers them for a
@@ -41,7 +63,36 @@ pub trait Sink: Send {
     }
     fn tick(&mut self) {}
     /// Called once when the queue closes (shutdown): write what is buffered.
+    /// A sink that retries must give up at the [`Shutdown`] deadline and
+    /// leave what it could not send uncounted (the runner counts it).
     fn close(&mut self) {}
+    /// Hands the sink the agent's shutdown budget before its thread starts;
+    /// sinks that wait (retries, backoff) bound their waits by it.
+    fn attach_shutdown(&mut self, _shutdown: Shutdown) {}
+    /// Drop reasons this sink can emit besides the common ones, so their
+    /// series exist (at 0) from the start.
+    fn drop_reasons(&self) -> &'static [&'static str] {
+        &[]
+    }
+}
+
+/// What the agent needs about one sink after its handle is gone: how much
+/// was offered and whether its thread ended.
+#[derive(Debug)]
+pub struct SinkLedger {
+    pub name: &'static str,
+    offered: AtomicU64,
+    finished: AtomicBool,
+}
+
+impl SinkLedger {
+    pub fn offered(&self) -> u64 {
+        self.offered.load(Ordering::Relaxed)
+    }
+
+    pub fn finished(&self) -> bool {
+        self.finished.load(Ordering::Relaxed)
+    }
 }
 
 /// The producer side of one running sink.
@@ -50,29 +101,64 @@ pub struct SinkHandle {
     tx: Option<SyncSender<Arc<Occurrence>>>,
     thread: Option<JoinHandle<()>>,
     metrics: Arc<Metrics>,
+    ledger: Arc<SinkLedger>,
+    shutdown: Shutdown,
+    /// During shutdown: offered, waiting for room in the queue.
+    backlog: RefCell<VecDeque<Arc<Occurrence>>>,
 }
 
 impl SinkHandle {
-    /// Starts `sink` on its own thread.
+    /// Starts `sink` on its own thread, with no shutdown budget (tests).
     pub fn spawn(sink: Box<dyn Sink>, metrics: Arc<Metrics>) -> std::io::Result<SinkHandle> {
-        Self::spawn_with_capacity(sink, metrics, QUEUE_CAPACITY)
+        Self::spawn_with(sink, metrics, QUEUE_CAPACITY, Shutdown::new())
     }
 
     pub fn spawn_with_capacity(
-        mut sink: Box<dyn Sink>,
+        sink: Box<dyn Sink>,
         metrics: Arc<Metrics>,
         capacity: usize,
     ) -> std::io::Result<SinkHandle> {
+        Self::spawn_with(sink, metrics, capacity, Shutdown::new())
+    }
+
+    /// Starts `sink` on its own thread, bound by the agent's `shutdown`.
+    pub fn spawn_with(
+        mut sink: Box<dyn Sink>,
+        metrics: Arc<Metrics>,
+        capacity: usize,
+        shutdown: Shutdown,
+    ) -> std::io::Result<SinkHandle> {
         let name = sink.name();
+        // Known label sets exist from the start, so absent() and rate()
+        // work before the first failure.
+        for result in [true, false] {
+            metrics.sink_write(name, result, 0);
+        }
+        for reason in COMMON_DROP_REASONS.iter().chain(sink.drop_reasons()) {
+            metrics.sink_drop(name, reason, 0);
+        }
+        sink.attach_shutdown(shutdown.clone());
+        let ledger = Arc::new(SinkLedger {
+            name,
+            offered: AtomicU64::new(0),
+            finished: AtomicBool::new(false),
+        });
         let (tx, rx) = sync_channel(capacity);
+        let (l, s) = (ledger.clone(), shutdown.clone());
         let thread = std::thread::Builder::new()
             .name(format!("sink-{name}"))
-            .spawn(move || run_sink(sink.as_mut(), rx))?;
+            .spawn(move || {
+                run_sink(sink.as_mut(), rx, &s);
+                l.finished.store(true, Ordering::Release);
+            })?;
         Ok(SinkHandle {
             name,
             tx: Some(tx),
             thread: Some(thread),
             metrics,
+            ledger,
+            shutdown,
+            backlog: RefCell::new(VecDeque::new()),
         })
     }
 
@@ -80,9 +166,25 @@ impl SinkHandle {
         self.name
     }
 
-    /// Never blocks. A full queue drops `occ` and counts it.
+    /// What the agent reads after shutdown (see [`account_undelivered`]).
+    pub fn ledger(&self) -> Arc<SinkLedger> {
+        self.ledger.clone()
+    }
+
+    /// While the agent runs: never blocks; a full queue drops `occ` and
+    /// counts it. During shutdown: never drops while the budget lasts; what
+    /// the queue cannot take yet waits in this handle's backlog, which
+    /// [`deliver_backlogs`] and [`SinkHandle::close`] move on as the sink
+    /// makes room. Offers never wait, so one stuck sink cannot keep the
+    /// others from getting everything.
     pub fn offer(&self, occ: Arc<Occurrence>) {
         let Some(tx) = &self.tx else { return };
+        self.ledger.offered.fetch_add(1, Ordering::Relaxed);
+        if self.shutdown.started() {
+            self.backlog.borrow_mut().push_back(occ);
+            self.pump();
+            return;
+        }
         match tx.try_send(occ) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => self.metrics.sink_drop(self.name, "queue_full", 1),
@@ -92,31 +194,112 @@ impl SinkHandle {
         }
     }
 
-    /// Closes the queue and waits for the sink to write what it holds.
+    /// Moves the backlog into the queue as far as it has room, without
+    /// waiting. Returns true when nothing is left waiting.
+    pub fn pump(&self) -> bool {
+        let Some(tx) = &self.tx else { return true };
+        let mut backlog = self.backlog.borrow_mut();
+        while let Some(o) = backlog.pop_front() {
+            match tx.try_send(o) {
+                Ok(()) => {}
+                Err(TrySendError::Full(o)) => {
+                    backlog.push_front(o);
+                    return false;
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    // The sink thread is gone: it stops by itself at the
+                    // deadline, so past it this is the budget's doing.
+                    let reason = if self.shutdown.expired() {
+                        "shutdown_timeout"
+                    } else {
+                        "sink_stopped"
+                    };
+                    let n = backlog.len() as u64 + 1;
+                    backlog.clear();
+                    self.metrics.sink_drop(self.name, reason, n);
+                    return true;
+                }
+            }
+        }
+        true
+    }
+
+    /// Closes the queue and waits for the sink to write what it holds:
+    /// until it is done without a shutdown budget (tests), or at most until
+    /// the budget's deadline, after which a stuck sink thread is abandoned
+    /// (what it and the backlog still hold is counted by
+    /// [`account_undelivered`]).
     pub fn close(mut self) {
+        deliver_backlogs(std::slice::from_ref(&self));
+        self.backlog.borrow_mut().clear();
         self.tx.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        let Some(t) = self.thread.take() else { return };
+        match self.shutdown.deadline() {
+            None => {
+                let _ = t.join();
+            }
+            Some(deadline) => {
+                // A sink notices the deadline between two writes; a short
+                // grace lets one that is about to finish do so, so the
+                // agent's count of what it left is exact.
+                let until = deadline + CLOSE_GRACE;
+                while !t.is_finished() && Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                if t.is_finished() {
+                    let _ = t.join();
+                }
+                // Otherwise dropping the handle detaches the thread: it may
+                // be blocked in a write that never returns.
+            }
         }
     }
 }
 
-fn run_sink(sink: &mut dyn Sink, rx: Receiver<Arc<Occurrence>>) {
+/// Moves every sink's backlog into its queue as each makes room, all at
+/// once, until all are empty or the shutdown budget runs out. Returns at
+/// once while the agent runs (there are no backlogs then).
+pub fn deliver_backlogs(sinks: &[SinkHandle]) {
+    let mut pause = Duration::from_micros(100);
+    loop {
+        let mut done = true;
+        for s in sinks {
+            done &= s.pump();
+        }
+        if done {
+            return;
+        }
+        let Some(shutdown) = sinks.first().map(|s| &s.shutdown) else {
+            return;
+        };
+        if !shutdown.started() || shutdown.expired() {
+            return;
+        }
+        // std's SyncSender cannot wait on several queues: poll, backing off
+        // to 5 ms, bounded by the deadline.
+        shutdown.sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(5));
+    }
+}
+
+fn run_sink(sink: &mut dyn Sink, rx: Receiver<Arc<Occurrence>>, shutdown: &Shutdown) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
-        let first = match sink.tick_interval() {
-            Some(every) => match rx.recv_timeout(every) {
-                Ok(o) => o,
-                Err(RecvTimeoutError::Timeout) => {
+        if shutdown.expired() {
+            // Out of budget: what is still queued or buffered is counted as
+            // undelivered by the agent, not written late.
+            return;
+        }
+        let wait = sink.tick_interval().unwrap_or(RUNNER_POLL).min(RUNNER_POLL);
+        let first = match rx.recv_timeout(wait) {
+            Ok(o) => o,
+            Err(RecvTimeoutError::Timeout) => {
+                if sink.tick_interval().is_some() {
                     sink.tick();
-                    continue;
                 }
-                Err(RecvTimeoutError::Disconnected) => break,
-            },
-            None => match rx.recv() {
-                Ok(o) => o,
-                Err(_) => break,
-            },
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
         };
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -129,6 +312,101 @@ fn run_sink(sink: &mut dyn Sink, rx: Receiver<Arc<Occurrence>>) {
         batch.clear();
     }
     sink.close();
+}
+
+/// One sink's losses over the agent's life, for the final log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Undelivered {
+    pub sink: &'static str,
+    /// (reason, occurrences), reasons with a non-zero count only.
+    pub by_reason: Vec<(String, u64)>,
+}
+
+impl Undelivered {
+    pub fn total(&self) -> u64 {
+        self.by_reason.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// Sums `tapio_sink_drops_total` of `sink` by reason, and its delivered
+/// occurrences, from the exposition (so new reasons need no list here).
+fn sink_counts(metrics: &Metrics, sink: &str) -> (Vec<(String, u64)>, u64) {
+    let text = metrics.encode();
+    let drops_prefix = format!("tapio_sink_drops_total{{sink=\"{sink}\",reason=\"");
+    let ok_series = format!("tapio_sink_writes_total{{sink=\"{sink}\",result=\"ok\"}}");
+    let mut drops = Vec::new();
+    let mut ok = 0;
+    for line in text.lines() {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(v) = value.parse::<f64>() else {
+            continue;
+        };
+        if let Some(rest) = series.strip_prefix(&drops_prefix) {
+            let reason = rest.split('"').next().unwrap_or_default();
+            drops.push((reason.to_string(), v as u64));
+        } else if series == ok_series {
+            ok = v as u64;
+        }
+    }
+    (drops, ok)
+}
+
+/// After shutdown: counts what each sink was offered but neither delivered
+/// nor dropped (still queued, buffered, or in a write that did not finish
+/// by the deadline) as `shutdown_timeout`, then reports every sink's
+/// drops by reason. An abandoned write that completes after this call is
+/// reported as undelivered: it was not confirmed within the budget.
+pub fn account_undelivered(metrics: &Metrics, ledgers: &[Arc<SinkLedger>]) -> Vec<Undelivered> {
+    let mut out = Vec::new();
+    for l in ledgers {
+        let (drops, ok) = sink_counts(metrics, l.name);
+        let resolved = ok + drops.iter().map(|(_, n)| n).sum::<u64>();
+        let missing = l.offered().saturating_sub(resolved);
+        if missing > 0 {
+            metrics.sink_drop(l.name, "shutdown_timeout", missing);
+        }
+        let (drops, _) = sink_counts(metrics, l.name);
+        out.push(Undelivered {
+            sink: l.name,
+            by_reason: drops.into_iter().filter(|(_, n)| *n > 0).collect(),
+        });
+    }
+    out
+}
+
+/// Findings dropped before they became occurrences (`sink="pipeline"`: a
+/// full findings queue, or the budget ending first), if any, reported like
+/// a sink so the final line names them too.
+pub fn pipeline_drops(metrics: &Metrics) -> Option<Undelivered> {
+    let (drops, _) = sink_counts(metrics, "pipeline");
+    let by_reason: Vec<_> = drops.into_iter().filter(|(_, n)| *n > 0).collect();
+    (!by_reason.is_empty()).then_some(Undelivered {
+        sink: "pipeline",
+        by_reason,
+    })
+}
+
+/// `file=0 http=300(shutdown_timeout=300)`: per sink, occurrences not
+/// delivered over the agent's life, with the reasons.
+pub fn describe_undelivered(report: &[Undelivered]) -> String {
+    report
+        .iter()
+        .map(|u| {
+            if u.by_reason.is_empty() {
+                format!("{}=0", u.sink)
+            } else {
+                let reasons: Vec<String> = u
+                    .by_reason
+                    .iter()
+                    .map(|(r, n)| format!("{r}={n}"))
+                    .collect();
+                format!("{}={}({})", u.sink, u.total(), reasons.join(","))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]
@@ -200,5 +478,170 @@ mod tests {
         open.1.notify_all();
         h.close();
         assert_eq!(*written.lock().unwrap() as u64 + dropped, 100);
+    }
+
+    type Latch = Arc<(Mutex<bool>, Condvar)>;
+
+    fn gate() -> (Gate, Latch, Arc<Mutex<usize>>) {
+        let open = Arc::new((Mutex::new(false), Condvar::new()));
+        let written = Arc::new(Mutex::new(0));
+        (
+            Gate {
+                open: open.clone(),
+                written: written.clone(),
+            },
+            open,
+            written,
+        )
+    }
+
+    fn release(open: &(Mutex<bool>, Condvar)) {
+        *open.0.lock().unwrap() = true;
+        open.1.notify_all();
+    }
+
+    #[test]
+    fn during_shutdown_nothing_is_dropped_while_the_budget_lasts() {
+        let metrics = Metrics::new();
+        let (g, open, written) = gate();
+        let shutdown = Shutdown::new();
+        let h = SinkHandle::spawn_with(Box::new(g), metrics.clone(), 4, shutdown.clone()).unwrap();
+        // A budget far longer than this test: only the gate decides.
+        shutdown.begin(Duration::from_secs(600));
+        let opener = {
+            let open = open.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(200));
+                release(&open);
+            })
+        };
+        for i in 0..100 {
+            h.offer(occ(i));
+        }
+        h.close();
+        opener.join().unwrap();
+        assert_eq!(*written.lock().unwrap(), 100);
+        for reason in ["queue_full", "shutdown_timeout"] {
+            let n = metrics
+                .sink_drops
+                .get_or_create(&crate::agent::metrics::SinkReason {
+                    sink: "gate".into(),
+                    reason: reason.into(),
+                })
+                .get();
+            assert_eq!(n, 0, "{reason}");
+        }
+    }
+
+    #[test]
+    fn at_the_deadline_a_stuck_sink_is_abandoned_and_all_it_held_is_counted() {
+        let metrics = Metrics::new();
+        let (g, open, written) = gate();
+        let shutdown = Shutdown::new();
+        let h = SinkHandle::spawn_with(Box::new(g), metrics.clone(), 4, shutdown.clone()).unwrap();
+        let ledger = h.ledger();
+        for i in 0..10 {
+            h.offer(occ(i));
+        }
+        shutdown.begin(Duration::from_millis(200));
+        for i in 10..30 {
+            h.offer(occ(i));
+        }
+        // Returns although the sink never will: bounded by the budget.
+        h.close();
+        assert!(shutdown.expired());
+        assert!(!ledger.finished());
+        let report = account_undelivered(&metrics, std::slice::from_ref(&ledger));
+        assert_eq!(ledger.offered(), 30);
+        assert_eq!(report.len(), 1);
+        // Nothing was written: all 30 are named, by reason.
+        assert_eq!(report[0].total(), 30, "{report:?}");
+        let text = describe_undelivered(&report);
+        assert!(text.starts_with("gate=30("), "{text}");
+        assert!(text.contains("shutdown_timeout="), "{text}");
+        // Let the abandoned thread end.
+        release(&open);
+        let end = std::time::Instant::now() + Duration::from_secs(30);
+        while !ledger.finished() && std::time::Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(*written.lock().unwrap() <= 30);
+    }
+
+    /// A sink that writes instantly and counts like a real one.
+    struct Count {
+        metrics: Arc<Metrics>,
+        written: Arc<Mutex<usize>>,
+    }
+
+    impl Sink for Count {
+        fn name(&self) -> &'static str {
+            "count"
+        }
+        fn accept(&mut self, batch: &[Arc<Occurrence>]) {
+            *self.written.lock().unwrap() += batch.len();
+            self.metrics.sink_write("count", true, batch.len() as u64);
+        }
+    }
+
+    #[test]
+    fn during_shutdown_a_stuck_sink_does_not_starve_the_others() {
+        let metrics = Metrics::new();
+        let shutdown = Shutdown::new();
+        let (g, open, _) = gate();
+        let stuck =
+            SinkHandle::spawn_with(Box::new(g), metrics.clone(), 4, shutdown.clone()).unwrap();
+        let written = Arc::new(Mutex::new(0));
+        let count = Count {
+            metrics: metrics.clone(),
+            written: written.clone(),
+        };
+        let live =
+            SinkHandle::spawn_with(Box::new(count), metrics.clone(), 4, shutdown.clone()).unwrap();
+        let ledgers = [stuck.ledger(), live.ledger()];
+        shutdown.begin(Duration::from_millis(1500));
+        // What the emitter does: every occurrence to every sink, in order.
+        let sinks = vec![stuck, live];
+        for i in 0..200 {
+            for s in &sinks {
+                s.offer(occ(i));
+            }
+        }
+        deliver_backlogs(&sinks);
+        for s in sinks {
+            s.close();
+        }
+        assert_eq!(
+            *written.lock().unwrap(),
+            200,
+            "the live sink got everything"
+        );
+        let report = account_undelivered(&metrics, &ledgers);
+        assert_eq!(report[0].total(), 200, "{report:?}");
+        assert_eq!(report[1].total(), 0, "{report:?}");
+        release(&open);
+    }
+
+    #[test]
+    fn the_final_line_names_every_sink_and_its_reasons() {
+        let r = vec![
+            Undelivered {
+                sink: "file",
+                by_reason: vec![],
+            },
+            Undelivered {
+                sink: "http",
+                by_reason: vec![("queue_full".into(), 5), ("shutdown_timeout".into(), 300)],
+            },
+        ];
+        assert_eq!(
+            describe_undelivered(&r),
+            "file=0 http=305(queue_full=5,shutdown_timeout=300)"
+        );
+        let m = Metrics::new();
+        assert_eq!(pipeline_drops(&m), None);
+        m.sink_drop("pipeline", "shutdown_timeout", 2);
+        let p = pipeline_drops(&m).unwrap();
+        assert_eq!(describe_undelivered(&[p]), "pipeline=2(shutdown_timeout=2)");
     }
 }
