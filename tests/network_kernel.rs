@@ -383,3 +383,206 @@ print(one(400000).decode(),flush=True)
     assert_eq!(d["pid"], pid);
     assert_eq!(v["error"]["code"], "RTT_DEGRADATION");
 }
+
+/// The server side of the reset scenarios: one listener per role, each
+/// connection handled in its own thread.
+const RESET_SERVER: &str = r#"import socket,struct,sys,threading,time
+LINGER0=struct.pack('ii',1,0)
+def abort(a):
+    a.setsockopt(socket.SOL_SOCKET,socket.SO_LINGER,LINGER0)
+    a.close()
+def mid_request(a):
+    a.recv(3)
+    time.sleep(0.3)
+    abort(a)
+def unacked(a):
+    time.sleep(0.5)
+    abort(a)
+def close_wait(a):
+    a.shutdown(socket.SHUT_WR)
+    time.sleep(0.3)
+    abort(a)
+def after_fin(a):
+    while a.recv(100):
+        pass
+    abort(a)
+def client_abort(a):
+    try:
+        while a.recv(100):
+            pass
+    except OSError:
+        pass
+roles=[mid_request,unacked,close_wait,after_fin,client_abort]
+ports=[int(p) for p in sys.argv[1:]]
+def serve(l,role):
+    a,_=l.accept()
+    role(a)
+for p,role in zip(ports,roles):
+    l=socket.socket()
+    l.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
+    l.bind(('127.0.0.1',p))
+    l.listen(4)
+    threading.Thread(target=serve,args=(l,role),daemon=True).start()
+print('ready',flush=True)
+time.sleep(30)
+"#;
+
+/// The client side, renamed so its comm differs from the server's: the
+/// reset is processed in the server's close(), never the client's.
+const RESET_CLIENT: &str = r#"import ctypes,socket,struct,sys,time
+ctypes.CDLL(None).prctl(15,b'tapio-client',0,0,0)
+p1,p2,p3,p4,p5=[int(p) for p in sys.argv[1:]]
+def err(f):
+    try:
+        f()
+        return 'none'
+    except OSError as e:
+        return str(e.errno)
+c=socket.create_connection(('127.0.0.1',p1))
+c.sendall(b'GET')
+print(err(lambda: c.recv(10)),flush=True)
+c=socket.create_connection(('127.0.0.1',p2))
+c.sendall(b'y'*1000)
+print(err(lambda: c.recv(10)),flush=True)
+c=socket.create_connection(('127.0.0.1',p3))
+c.recv(10)
+time.sleep(0.6)
+print(err(lambda: c.send(b'z')),flush=True)
+c=socket.create_connection(('127.0.0.1',p4))
+c.sendall(b'bye')
+c.close()
+time.sleep(0.5)
+c=socket.create_connection(('127.0.0.1',p5))
+c.sendall(b'x')
+time.sleep(0.2)
+c.setsockopt(socket.SOL_SOCKET,socket.SO_LINGER,struct.pack('ii',1,0))
+c.close()
+time.sleep(0.5)
+"#;
+
+#[test]
+fn peer_resets_of_held_connections_are_reported_and_orphans_inbound_and_own_aborts_are_not() {
+    if !require_ebpf("peer_resets_of_held_connections_are_reported") {
+        return;
+    }
+    let mport = closed_port("127.0.0.1");
+    let agent = Agent::start(
+        &format!("[metrics]\nenabled = true\naddr = \"127.0.0.1:{mport}\"\n"),
+        &[],
+    );
+    let metrics = || {
+        reqwest::blocking::Client::new()
+            .get(format!("http://127.0.0.1:{mport}/metrics"))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .and_then(|r| r.text())
+            .unwrap_or_default()
+    };
+    let inbound_before = counter(&metrics(), "tapio_inbound_resets_total");
+    let ns = Netns::new("tprst");
+    let mut ports = Vec::new();
+    while ports.len() < 5 {
+        let p = closed_port("127.0.0.1");
+        if !ports.contains(&p) {
+            ports.push(p);
+        }
+    }
+    let [p_mid, p_unacked, p_cw, p_fin, p_abort] = ports[..] else {
+        unreachable!()
+    };
+    // The peer never receives the 1000-byte write: only segments that
+    // carry data are dropped (the handshake is ~60 bytes).
+    ns.exec(&format!(
+        "{NFT_TABLE} && nft add rule inet tapiotest in tcp dport {p_unacked} meta length gt 500 drop"
+    ));
+    let args: Vec<String> = ports.iter().map(u16::to_string).collect();
+    let mut server_args = vec!["-c", RESET_SERVER];
+    server_args.extend(args.iter().map(String::as_str));
+    let mut server = KillOnDrop(ns.spawn("python3", &server_args));
+    let server_pid = server.0.id();
+    let lines = line_channel(server.0.stdout.take().unwrap());
+    assert_eq!(
+        lines.recv_timeout(Duration::from_secs(10)).unwrap(),
+        "ready"
+    );
+    let mut client_args = vec!["-c", RESET_CLIENT];
+    client_args.extend(args.iter().map(String::as_str));
+    let mut client = KillOnDrop(ns.spawn("python3", &client_args));
+    let client_pid = client.0.id();
+    let out = line_channel(client.0.stdout.take().unwrap());
+    let errnos: Vec<String> = (0..3)
+        .map(|_| out.recv_timeout(Duration::from_secs(10)).unwrap())
+        .collect();
+    // What the application saw: ECONNRESET twice, EPIPE from CLOSE_WAIT.
+    assert_eq!(errnos, ["104", "104", "32"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while client.0.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let reset = |port: u16| {
+        agent.wait_for(
+            &format!("connection_reset to {port}"),
+            Duration::from_secs(10),
+            of_type_port("kernel.network.connection_reset", port),
+        )
+    };
+    let v = reset(p_mid);
+    let d = &v["data"];
+    assert_eq!(v["severity"], "warning");
+    assert_eq!(v["outcome"], "failure");
+    assert_eq!(v["error"]["code"], "CONNECTION_RESET");
+    assert_eq!(
+        d["pid"], client_pid,
+        "the connector, not the server's close()"
+    );
+    assert_ne!(d["pid"], server_pid);
+    assert_eq!(d["comm"], "tapio-client");
+    assert_eq!(d["state"], "ESTABLISHED");
+    assert_eq!(d["errno"], "ECONNRESET");
+    assert_eq!(d["unacked_bytes"], 0, "the peer acknowledged the request");
+    assert_eq!(d["count"], 1);
+    assert_eq!(d["daddr"], "127.0.0.1");
+    assert_eq!(d["saddr"], "127.0.0.1");
+    assert!(d["sport"].as_u64().unwrap() > 0);
+    assert_eq!(d["netns"], netns_inode(&format!("/run/netns/{}", ns.name)));
+
+    let d = reset(p_unacked)["data"].clone();
+    assert_eq!(d["unacked_bytes"], 1000, "the dropped write");
+    assert_eq!(d["state"], "ESTABLISHED");
+    assert_eq!(d["pid"], client_pid);
+
+    let d = reset(p_cw)["data"].clone();
+    assert_eq!(d["state"], "CLOSE_WAIT");
+    assert_eq!(d["errno"], "EPIPE");
+    assert_eq!(d["unacked_bytes"], 0);
+
+    // Quiet: the orphan (the client closed first) and the client's own
+    // abort (its peer is an accepted socket; counted as inbound).
+    std::thread::sleep(Duration::from_millis(1500));
+    for p in [p_fin, p_abort] {
+        let any = agent.matching(|v| dport(v) == u64::from(p));
+        assert!(any.is_empty(), "port {p}: {any:#?}");
+    }
+    for p in [p_mid, p_unacked, p_cw] {
+        let n: u64 = agent
+            .matching(of_type_port("kernel.network.connection_reset", p))
+            .iter()
+            .map(|v| v["data"]["count"].as_u64().unwrap())
+            .sum();
+        assert_eq!(n, 1, "one reset to {p}");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let inbound = counter(&metrics(), "tapio_inbound_resets_total");
+        if inbound > inbound_before {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the client's abort reset the accepted socket: inbound {inbound_before} -> {inbound}\n{}",
+            metrics()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
