@@ -225,6 +225,9 @@ fn icmp_answers_are_refused_by_icmp_or_unreachable() {
     );
     assert_eq!(u["data"]["errno"], "EHOSTUNREACH");
     assert_eq!(u["severity"], "error");
+    // nft's reject frees the SYN it answers: a local drop, named.
+    assert_eq!(u["data"]["drop_reason"], "NETFILTER_DROP", "{u}");
+    assert_eq!(u["data"]["drops"], 1, "{u}");
     assert!(agent
         .matching(of_type_port("kernel.network.connection_timeout", p_host))
         .is_empty());
@@ -584,5 +587,134 @@ fn peer_resets_of_held_connections_are_reported_and_orphans_inbound_and_own_abor
             metrics()
         );
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Packets an nft rule with a counter matched in `ns` (the first such rule).
+fn nft_counter_packets(ns: &Netns) -> u64 {
+    let text = ns.exec("nft list table inet tapiotest");
+    text.split_whitespace()
+        .skip_while(|w| *w != "packets")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no counter in:\n{text}"))
+}
+
+/// A connect from `ns` to `addr:port` that ends in ETIMEDOUT (the caller
+/// arranged it); returns the connecting process's pid.
+fn timed_out_connect(ns: &Netns, addr: &str, port: u16) -> u32 {
+    let (_, out, err, pid) = python_in(
+        Some(ns),
+        &format!(
+            "import socket\ns=socket.socket()\ns.settimeout(30)\ntry:\n  s.connect(('{addr}',{port}))\nexcept OSError as e:\n  print(e.errno)"
+        ),
+        Duration::from_secs(40),
+    );
+    assert_eq!(out.trim(), "110", "python saw ETIMEDOUT ({err})");
+    pid
+}
+
+#[test]
+fn syns_dropped_by_the_clients_own_firewall_name_the_drop() {
+    if !require_ebpf("syns_dropped_by_the_clients_own_firewall_name_the_drop") {
+        return;
+    }
+    let agent = Agent::start("", &[]);
+    let ns = Netns::new("tpdo");
+    let port = closed_port("127.0.0.1");
+    ns.exec("sysctl -qw net.ipv4.tcp_syn_retries=1");
+    ns.exec(&format!(
+        "nft add table inet tapiotest && nft add chain inet tapiotest out '{{ type filter hook output priority 0; policy accept; }}' && nft add rule inet tapiotest out tcp dport {port} counter drop"
+    ));
+    let pid = timed_out_connect(&ns, "127.0.0.1", port);
+    let v = agent.wait_for(
+        "timeout",
+        Duration::from_secs(10),
+        of_type_port("kernel.network.connection_timeout", port),
+    );
+    let d = &v["data"];
+    assert_eq!(d["pid"], pid);
+    let dropped = nft_counter_packets(&ns);
+    assert!(dropped >= 2, "the SYN and its retries: {dropped}");
+    assert_eq!(d["drops"], dropped, "every SYN the rule dropped: {v}");
+    assert_eq!(d["drop_reason"], "NETFILTER_DROP", "{v}");
+    assert!(d["drop_reason_code"].as_u64().is_some());
+}
+
+/// Two namespaces joined by a veth pair: `client` 10.77.0.1, `server`
+/// 10.77.0.2 (addresses are per namespace, so every test may use them).
+fn veth_pair(prefix: &str) -> (Netns, Netns) {
+    let client = Netns::new(&format!("{prefix}c"));
+    let server = Netns::new(&format!("{prefix}s"));
+    let (a, b) = (unique("tva"), unique("tvb"));
+    sh(&format!(
+        "ip link add {a} netns {} type veth peer name {b} netns {}",
+        client.name, server.name
+    ));
+    client.exec(&format!(
+        "ip addr add 10.77.0.1/24 dev {a} && ip link set {a} up"
+    ));
+    server.exec(&format!(
+        "ip addr add 10.77.0.2/24 dev {b} && ip link set {b} up"
+    ));
+    (client, server)
+}
+
+#[test]
+fn syns_dropped_in_the_peers_namespace_name_the_drop() {
+    if !require_ebpf("syns_dropped_in_the_peers_namespace_name_the_drop") {
+        return;
+    }
+    let agent = Agent::start("", &[]);
+    let (client, server) = veth_pair("tpdp");
+    let port = closed_port("127.0.0.1");
+    client.exec("sysctl -qw net.ipv4.tcp_syn_retries=1");
+    server.exec(&format!(
+        "{NFT_TABLE} && nft add rule inet tapiotest in tcp dport {port} counter drop"
+    ));
+    let pid = timed_out_connect(&client, "10.77.0.2", port);
+    let v = agent.wait_for(
+        "timeout",
+        Duration::from_secs(10),
+        of_type_port("kernel.network.connection_timeout", port),
+    );
+    let d = &v["data"];
+    assert_eq!(d["pid"], pid);
+    assert_eq!(d["daddr"], "10.77.0.2");
+    let dropped = nft_counter_packets(&server);
+    assert!(dropped >= 2, "the SYN and its retries: {dropped}");
+    assert_eq!(d["drops"], dropped, "tied by the 4-tuple: {v}");
+    assert_eq!(d["drop_reason"], "NETFILTER_DROP", "{v}");
+}
+
+#[test]
+fn a_timeout_nobody_dropped_has_no_drop_reason() {
+    if !require_ebpf("a_timeout_nobody_dropped_has_no_drop_reason") {
+        return;
+    }
+    let agent = Agent::start("", &[]);
+    let ns = Netns::new("tpaq");
+    let port = closed_port("127.0.0.1");
+    ns.exec("sysctl -qw net.ipv4.tcp_syn_retries=1");
+    // A full accept queue: the listener never accepts and its backlog of 0
+    // holds the first connection; the kernel consumes later SYNs (counted
+    // in ListenOverflows, not freed as drops).
+    let (_, out, err, pid) = python_in(
+        Some(&ns),
+        &format!(
+            "import socket\nl=socket.socket()\nl.bind(('127.0.0.1',{port}))\nl.listen(0)\nfirst=socket.create_connection(('127.0.0.1',{port}))\ns=socket.socket()\ns.settimeout(30)\ntry:\n  s.connect(('127.0.0.1',{port}))\n  print('connected')\nexcept OSError as e:\n  print(e.errno)"
+        ),
+        Duration::from_secs(40),
+    );
+    assert_eq!(out.trim(), "110", "python saw ETIMEDOUT ({err})");
+    let v = agent.wait_for(
+        "timeout",
+        Duration::from_secs(10),
+        of_type_port("kernel.network.connection_timeout", port),
+    );
+    let d = &v["data"];
+    assert_eq!(d["pid"], pid);
+    for k in ["drops", "drop_reason", "drop_reason_code"] {
+        assert!(d.get(k).is_none(), "{k} without a drop: {v}");
     }
 }
