@@ -592,3 +592,132 @@ fn crashes_in_runtime_shaped_cgroups_are_attributed() {
     assert!(v["data"].get("container_id").is_none(), "{v}");
     drop(guards);
 }
+
+// -------------------------------------------------------- signal senders
+
+/// A process that waits to be killed (no core files: its crash signals
+/// must not fill the disk); returns the child to reap.
+fn victim() -> std::process::Child {
+    Command::new("sh")
+        .args(["-c", "ulimit -c 0; exec sleep 600"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn victim")
+}
+
+/// A python process renamed `comm` that sends `sig` to `pid`; returns its pid.
+fn send_signal_as(comm: &str, sig: &str, pid: u32) -> u32 {
+    let mut c = Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import ctypes,os,signal\nctypes.CDLL(None).prctl(15,b'{comm}',0,0,0)\nos.kill({pid},signal.{sig})"
+        ))
+        .spawn()
+        .expect("spawn python3");
+    let sender = c.id();
+    assert!(c.wait().unwrap().success());
+    sender
+}
+
+fn exit_of(agent: &Agent, what: &str, pid: u32) -> Value {
+    wait_for(agent, what, |v| {
+        is_type(v, "kernel.container.abnormal_exit") && data_pid(v) == Some(u64::from(pid))
+    })
+}
+
+fn assert_no_sender(v: &Value) {
+    for k in [
+        "sender_pid",
+        "sender_comm",
+        "sender_cgroup_id",
+        "sender_container_id",
+    ] {
+        assert!(v["data"].get(k).is_none(), "{k} on {v}");
+    }
+}
+
+#[test]
+fn a_signal_another_process_sent_names_it_and_a_kernel_raised_one_does_not() {
+    if !can_run("signal_senders", &["python3", "sleep"]) {
+        return;
+    }
+    let agent = start("");
+
+    let mut v9 = victim();
+    let killer = send_signal_as("tapio-killer", "SIGKILL", v9.id());
+    v9.wait().unwrap();
+    let e = exit_of(&agent, "the SIGKILL", v9.id());
+    let d = &e["data"];
+    assert_eq!(d["signal"], 9);
+    assert_eq!(d["sender_pid"], killer);
+    assert_eq!(d["sender_comm"], "tapio-killer");
+    assert!(d.get("sender_container_id").is_none(), "a host sender: {e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("sent by pid={killer} (tapio-killer)")),
+        "{e}"
+    );
+
+    let mut v6 = victim();
+    let aborter = send_signal_as("tapio-aborter", "SIGABRT", v6.id());
+    v6.wait().unwrap();
+    let d = exit_of(&agent, "the SIGABRT", v6.id())["data"].clone();
+    assert_eq!(d["signal"], 6);
+    assert_eq!(d["sender_pid"], aborter);
+    assert_eq!(d["sender_comm"], "tapio-aborter");
+
+    // A real NULL dereference: the kernel raises SIGSEGV.
+    let (fault, _) = run_sh("ulimit -c 0; exec python3 -c 'import ctypes; ctypes.string_at(0)'");
+    let e = exit_of(&agent, "the NULL dereference", fault);
+    assert_eq!(e["data"]["signal"], 11);
+    assert_no_sender(&e);
+    // abort() and a shell killing itself: sent to itself, no sender.
+    let (aborted, _) = run_sh("ulimit -c 0; exec python3 -c 'import os; os.abort()'");
+    let e = exit_of(&agent, "abort()", aborted);
+    assert_eq!(e["data"]["signal"], 6);
+    assert_no_sender(&e);
+    let own = segv();
+    assert_no_sender(&exit_of(&agent, "kill -SEGV $$", own));
+
+    // A SIGKILL from a process in a container's cgroup names the container.
+    let v2 = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        Path::new("/sys/fs/cgroup")
+    } else {
+        Path::new("/sys/fs/cgroup/unified")
+    };
+    if v2.join("cgroup.controllers").exists() {
+        let cid = format!("{:016x}{}", std::process::id(), "5e".repeat(24));
+        let (guard, dir) = CgroupGuard::create(
+            v2,
+            &format!("{}/system.slice/docker-{cid}.scope", unique("sig")),
+        );
+        let mut vk = victim();
+        let sender = run_in_cgroup(&dir, &format!("kill -KILL {}", vk.id()));
+        vk.wait().unwrap();
+        let d = exit_of(&agent, "the SIGKILL from a container", vk.id())["data"].clone();
+        assert_eq!(d["sender_pid"], sender);
+        assert_eq!(d["sender_comm"], "sh", "the shell's builtin kill");
+        assert_eq!(d["sender_container_id"], cid.as_str());
+        assert!(
+            d.get("container_id").is_none(),
+            "the victim is a host process"
+        );
+        drop(guard);
+    } else {
+        let why = "signal sender attribution: no cgroup2 hierarchy";
+        assert!(!ci(), "{why}");
+        eprintln!("skipping the container part: {why}");
+    }
+
+    // SIGTERM from another process is a stop, not a crash: nothing.
+    let mut vt = victim();
+    send_signal_as("tapio-stopper", "SIGTERM", vt.id());
+    vt.wait().unwrap();
+    let marker = segv();
+    exit_of(&agent, "the marker", marker);
+    assert!(agent
+        .matching(|v| data_pid(v) == Some(u64::from(vt.id())))
+        .is_empty());
+}
