@@ -1,4 +1,32 @@
 //! The stable anomaly names and what each one means on the wire.
+//!
+//! # `data` per type
+//!
+//! Every occurrence's `data` carries `config_generation` and
+//! `timestamp_ns`; a process in a container adds `container_id`,
+//! `container_runtime`, `cgroup_path` and, under Kubernetes, `pod_uid`,
+//! `pod_name` and `namespace` (the last two from the kubelet's
+//! `/var/log/pods/<namespace>_<pod>_<uid>/`, absent when not found).
+//! Fields are facts the kernel stated; a fact it did not state is absent,
+//! never zero-filled.
+//!
+//! Network types share `pid`, `tid`, `comm` (the connecting process, taken
+//! at connect time), `family` (`ipv4`/`ipv6`), `saddr`, `sport`, `daddr`,
+//! `dport`, `netns` (network namespace inode) and `cgroup_id`.
+//!
+//! | type | further fields |
+//! |---|---|
+//! | `connection_refused` | `count` (refusals folded into this occurrence; their sum over a destination = the refusals seen), `cause` (`rst`/`icmp`), `errno` `ECONNREFUSED` |
+//! | `connection_timeout` | `errno` `ETIMEDOUT`; when this kernel dropped packets of that connect (its SYNs or their answers, any netns of the node): `drops` (how many) and `drop_reason` (the kernel's `skb_drop_reason` name of the first, e.g. `NETFILTER_DROP`) with `drop_reason_code` (its number on this kernel) |
+//! | `connection_unreachable` | `errno` `EHOSTUNREACH`/`ENETUNREACH`; `drops`, `drop_reason`, `drop_reason_code` as for timeouts |
+//! | `connection_reset` | `count` (resets folded per destination, like refusals), `state` at the reset (`ESTABLISHED`, `CLOSE_WAIT`, `FIN_WAIT1`, …), `errno` the application sees (`ECONNRESET`, or `EPIPE` from `CLOSE_WAIT`), `unacked_bytes` (data sent and never acknowledged) |
+//! | `retransmit_spike` | `retransmits` (segments in this occurrence; the first occurrence at the threshold, the rest of the spike window in one follow-up), `count` (the same number), `window_ms`, `srtt_us` |
+//! | `rtt_degradation` | `srtt_us`, `baseline_srtt_us`, `baseline_samples` |
+//! | `oom_kill` | `pid`, `tid`, `comm`, `signal` 9, `exit_code` 137, `memory_usage_bytes` (+ `anon_rss_bytes`, `file_rss_bytes`, `shmem_rss_bytes`), `memory_limit_bytes`, `memory_limit_source`, `memory_limit_depth`, `memcg_usage_bytes`, `ns_pid`, `cgroup_id`, `memcg_id` |
+//! | `abnormal_exit` | `pid`, `tid`, `comm`, `signal`, `signal_name`, `exit_code`, `core_dumped`, `pidns_init`, `ns_pid`; when another process sent the fatal signal: `sender_pid`, `sender_comm`, `sender_cgroup_id` and `sender_container_id` (sender in a container); none for a signal the kernel raised or the process sent itself |
+//! | `io_error` | `dev` (`major:minor`), `sector`, `nr_sectors`, `bytes`, `op` (`read`, `write`, `flush`, `discard`, …; a cache flush and the empty PREFLUSH write completing it are `flush`), `flags` (of `sync`, `meta`, `fua`, `preflush`), `errno`, `errno_value`, `blk_status`, `latency_ns` when matched to its issue, `requeues`, `partial` |
+//! | `latency_spike` | as `io_error` without the error fields, plus `latency_ns`, `slow_io_threshold_ns`, `io_latency_critical_ns` |
+//! | `cpu_stall`, `ipc_degradation`, `memory_pressure` | `cpu`, the counter values, the ratio and the baseline that judged it, `source` (`pmc`/`psi`) |
 
 use serde::{Deserialize, Serialize};
 

@@ -15,7 +15,8 @@
 //!   it (`process.pid`, `thread.id`, `process.executable.name` for comm,
 //!   `network.type`, `network.local.address/port` for saddr/sport,
 //!   `network.peer.address/port` for daddr/dport, `container.id`,
-//!   `k8s.pod.uid`); the rest are `tapio.<field>`.
+//!   `k8s.pod.uid`, `k8s.pod.name`, `k8s.namespace.name`); the rest are
+//!   `tapio.<field>`.
 //!
 //! Encodings: `protobuf` (the OTLP/HTTP default, `application/x-protobuf`)
 //! and `json` (the OTLP JSON mapping, `application/json`), chosen with
@@ -102,6 +103,8 @@ fn semconv_name(field: &str) -> String {
         "dport" => "network.peer.port",
         "container_id" => "container.id",
         "pod_uid" => "k8s.pod.uid",
+        "pod_name" => "k8s.pod.name",
+        "namespace" => "k8s.namespace.name",
         other => return format!("tapio.{other}"),
     }
     .to_string()
@@ -380,6 +383,20 @@ mod tests {
             get("error.type"),
             Some(Attr::Str("CONNECTION_REFUSED".into()))
         );
+    }
+
+    #[test]
+    fn kubernetes_names_use_their_semantic_conventions() {
+        for (field, name) in [
+            ("pod_uid", "k8s.pod.uid"),
+            ("pod_name", "k8s.pod.name"),
+            ("namespace", "k8s.namespace.name"),
+            ("container_id", "container.id"),
+            ("sender_container_id", "tapio.sender_container_id"),
+            ("netns", "tapio.netns"),
+        ] {
+            assert_eq!(semconv_name(field), name);
+        }
     }
 
     #[test]
