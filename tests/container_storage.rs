@@ -721,3 +721,90 @@ fn a_signal_another_process_sent_names_it_and_a_kernel_raised_one_does_not() {
         .matching(|v| data_pid(v) == Some(u64::from(vt.id())))
         .is_empty());
 }
+
+// --------------------------------------------------------------- flushes
+
+/// The write cache mode of the disk holding `dir` (`write back` means an
+/// fsync makes the kernel send cache flushes), and the disk's major.
+fn disk_of(dir: &Path) -> Option<(u32, String)> {
+    let dev = std::fs::metadata(dir).ok()?.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let sys = PathBuf::from(format!("/sys/dev/block/{major}:{minor}"));
+    // A partition's queue is its disk's.
+    let mode = std::fs::read_to_string(sys.join("queue/write_cache"))
+        .or_else(|_| std::fs::read_to_string(sys.join("../queue/write_cache")))
+        .ok()?;
+    Some((major, mode.trim().to_string()))
+}
+
+#[test]
+fn fsync_heavy_work_names_flushes_and_never_reports_a_zero_byte_write() {
+    if !can_run("fsync_heavy_work_names_flushes", &[]) {
+        return;
+    }
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join(unique("fsync"));
+    std::fs::create_dir_all(&dir).unwrap();
+    struct RemoveDir(PathBuf);
+    impl Drop for RemoveDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = RemoveDir(dir.clone());
+    let Some((major, mode)) = disk_of(&dir) else {
+        let why = "fsync test: cannot find the disk under target/";
+        assert!(!ci(), "{why}");
+        eprintln!("skipping {why}");
+        return;
+    };
+    if mode != "write back" {
+        eprintln!("skipping fsync test: the disk's cache is {mode:?}: fsync sends no flushes");
+        return;
+    }
+    // 1 µs: every completed request with a matched issue is reported, so
+    // the op of every request the kernel completes is visible.
+    let agent = start("[observers.storage]\nslow_io_threshold_ns = 1000\n");
+    for i in 0..300 {
+        let mut f = std::fs::File::create(dir.join(format!("f{i}"))).unwrap();
+        f.write_all(&[b'x'; 512]).unwrap();
+        f.sync_all().unwrap();
+    }
+    let on_disk = |v: &Value| {
+        v["data"]["dev"]
+            .as_str()
+            .is_some_and(|d| d.starts_with(&format!("{major}:")))
+    };
+    let flush = wait_for(&agent, "a flush on the disk", |v| {
+        is_type(v, "kernel.storage.latency_spike") && on_disk(v) && v["data"]["op"] == "flush"
+    });
+    let d = &flush["data"];
+    assert_eq!(d["bytes"], 0);
+    assert!(
+        d["flags"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|x| x == "preflush")),
+        "a cache flush carries its PREFLUSH: {flush}"
+    );
+    assert!(flush["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("flush of 0 bytes"));
+    // Let the agent drain what the loop made.
+    std::thread::sleep(Duration::from_secs(2));
+    let storage = agent.matching(|v| {
+        v["type"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("kernel.storage."))
+    });
+    let zero_writes: Vec<&Value> = storage
+        .iter()
+        .filter(|v| v["data"]["op"] == "write" && v["data"]["bytes"] == 0)
+        .collect();
+    assert!(zero_writes.is_empty(), "0-byte writes: {zero_writes:#?}");
+    for v in &storage {
+        assert!(v["data"]["flags"].is_array(), "{v}");
+        assert_ne!(v["data"]["op"], "unknown", "{v}");
+    }
+}
