@@ -283,3 +283,226 @@ fn disabled_or_zero_config_creates_nothing_and_still_cleans_up() {
     assert!(h.drain().is_empty(), "nothing is sent while off");
     assert_eq!(h.stat(abi::STAT_CORR_MISSING), 0);
 }
+
+// ------------------------------------------------ a request the test owns
+
+/// Kernel memory the test writes: one page of an mmapable BPF array, whose
+/// kernel address a tiny program reveals (privileged BPF may store a map
+/// value's address). Passed as the `struct request *` of a run, the
+/// storage programs read exactly the fields written here, at the running
+/// kernel's offsets (from its BTF), so a request's whole life — issued,
+/// completion lost, struct reused — can be played with real field values.
+struct CraftedRequest {
+    mem: *mut u8,
+    fds: [i32; 2],
+    addr: u64,
+    /// Byte offsets of the `struct request` fields the test sets.
+    off: std::collections::HashMap<&'static str, usize>,
+}
+
+const PAGE: usize = 4096;
+
+impl CraftedRequest {
+    fn new() -> CraftedRequest {
+        use libbpf_rs::libbpf_sys as sys;
+        // SAFETY: plain libbpf/libc calls with valid arguments; every
+        // result is checked before use.
+        unsafe {
+            let opts = sys::bpf_map_create_opts {
+                sz: std::mem::size_of::<sys::bpf_map_create_opts>() as _,
+                map_flags: 1 << 10, // BPF_F_MMAPABLE
+                ..Default::default()
+            };
+            let mem_fd = sys::bpf_map_create(
+                sys::BPF_MAP_TYPE_ARRAY,
+                c"tapio_rq".as_ptr(),
+                4,
+                PAGE as u32,
+                1,
+                &opts,
+            );
+            assert!(mem_fd >= 0, "create the request map: {mem_fd}");
+            let out_fd = sys::bpf_map_create(
+                sys::BPF_MAP_TYPE_ARRAY,
+                c"tapio_rq_addr".as_ptr(),
+                4,
+                8,
+                1,
+                std::ptr::null(),
+            );
+            assert!(out_fd >= 0, "create the address map: {out_fd}");
+            let mem = libc::mmap(
+                std::ptr::null_mut(),
+                PAGE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                mem_fd,
+                0,
+            );
+            assert_ne!(mem, libc::MAP_FAILED, "mmap the request map");
+            let addr = Self::reveal(mem_fd, out_fd);
+            CraftedRequest {
+                mem: mem.cast(),
+                fds: [mem_fd, out_fd],
+                addr,
+                off: request_offsets(),
+            }
+        }
+    }
+
+    /// Runs `r0 = lookup(mem, 0); update(out, 0, &r0)` and reads `out`.
+    unsafe fn reveal(mem_fd: i32, out_fd: i32) -> u64 {
+        use libbpf_rs::libbpf_sys as sys;
+        fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
+            let mut b = [0u8; 8];
+            b[0] = code;
+            b[1] = (src << 4) | dst;
+            b[2..4].copy_from_slice(&off.to_le_bytes());
+            b[4..8].copy_from_slice(&imm.to_le_bytes());
+            u64::from_le_bytes(b)
+        }
+        let ld_map = |dst: u8, fd: i32| [insn(0x18, dst, 1, 0, fd), insn(0, 0, 0, 0, 0)];
+        let mut p = vec![insn(0x62, 10, 0, -4, 0)]; // *(u32 *)(r10 - 4) = 0
+        p.extend(ld_map(1, mem_fd));
+        p.push(insn(0xbf, 2, 10, 0, 0)); // r2 = r10
+        p.push(insn(0x07, 2, 0, 0, -4)); // r2 -= 4
+        p.push(insn(0x85, 0, 0, 0, 1)); // call map_lookup_elem
+        p.push(insn(0x15, 0, 0, 9, 0)); // if r0 == 0 goto exit
+        p.push(insn(0x7b, 10, 0, -16, 0)); // *(u64 *)(r10 - 16) = r0
+        p.extend(ld_map(1, out_fd));
+        p.push(insn(0xbf, 2, 10, 0, 0));
+        p.push(insn(0x07, 2, 0, 0, -4));
+        p.push(insn(0xbf, 3, 10, 0, 0));
+        p.push(insn(0x07, 3, 0, 0, -16));
+        p.push(insn(0xb7, 4, 0, 0, 0)); // r4 = BPF_ANY
+        p.push(insn(0x85, 0, 0, 0, 2)); // call map_update_elem
+        p.push(insn(0xb7, 0, 0, 0, 0)); // exit: r0 = 0
+        p.push(insn(0x95, 0, 0, 0, 0));
+        let prog = sys::bpf_prog_load(
+            sys::BPF_PROG_TYPE_RAW_TRACEPOINT,
+            c"tapio_reveal".as_ptr(),
+            c"GPL".as_ptr(),
+            p.as_ptr().cast(),
+            p.len() as _,
+            std::ptr::null_mut(),
+        );
+        assert!(prog >= 0, "load the address program: {prog}");
+        let ctx = [0u64; 1];
+        let mut run = sys::bpf_test_run_opts {
+            sz: std::mem::size_of::<sys::bpf_test_run_opts>() as _,
+            ctx_in: ctx.as_ptr().cast(),
+            ctx_size_in: 8,
+            ..Default::default()
+        };
+        assert_eq!(sys::bpf_prog_test_run_opts(prog, &mut run), 0);
+        libc::close(prog);
+        let (key, mut addr) = (0u32, 0u64);
+        assert_eq!(
+            sys::bpf_map_lookup_elem(
+                out_fd,
+                (&key as *const u32).cast(),
+                (&mut addr as *mut u64).cast()
+            ),
+            0
+        );
+        assert_ne!(addr, 0, "the map value's address");
+        addr
+    }
+
+    fn put<const N: usize>(&self, field: &str, bytes: [u8; N]) {
+        let off = self.off[field];
+        assert!(off + N <= PAGE);
+        // SAFETY: `mem` is a live PAGE-sized shared mapping; the range was
+        // checked above.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.mem.add(off), N) };
+    }
+
+    /// Makes the memory the request the block layer would hand the
+    /// tracepoints: `cmd_flags`, position, size and its own issue time
+    /// (0: never issued). No queue (so no disk: dev 0).
+    fn set(&self, cmd_flags: u32, sector: u64, data_len: u32, io_start_ns: u64) {
+        // SAFETY: as in `put`.
+        unsafe { std::ptr::write_bytes(self.mem, 0, PAGE) };
+        self.put("cmd_flags", cmd_flags.to_ne_bytes());
+        self.put("__sector", sector.to_ne_bytes());
+        self.put("__data_len", data_len.to_ne_bytes());
+        self.put("io_start_time_ns", io_start_ns.to_ne_bytes());
+        self.put("start_time_ns", io_start_ns.to_ne_bytes());
+    }
+}
+
+impl Drop for CraftedRequest {
+    fn drop(&mut self) {
+        // SAFETY: unmapping the mapping made in `new`, closing its fds.
+        unsafe {
+            libc::munmap(self.mem.cast(), PAGE);
+            for fd in self.fds {
+                libc::close(fd);
+            }
+        }
+    }
+}
+
+/// Offsets of the `struct request` fields the tests set, from the running
+/// kernel's BTF.
+fn request_offsets() -> std::collections::HashMap<&'static str, usize> {
+    use libbpf_rs::btf::types::{MemberAttr, Struct};
+    let btf = libbpf_rs::btf::Btf::from_vmlinux().expect("vmlinux BTF");
+    let rq: Struct = btf.type_by_name("request").expect("struct request");
+    let mut out = std::collections::HashMap::new();
+    for name in [
+        "cmd_flags",
+        "__sector",
+        "__data_len",
+        "io_start_time_ns",
+        "start_time_ns",
+    ] {
+        let m = rq
+            .iter()
+            .find(|m| m.name.and_then(|n| n.to_str()) == Some(name))
+            .unwrap_or_else(|| panic!("struct request has no {name}"));
+        let MemberAttr::Normal { offset } = m.attr else {
+            panic!("{name} is a bitfield")
+        };
+        out.insert(name, offset as usize / 8);
+    }
+    out
+}
+
+fn mono_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec to a valid pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+const REQ_OP_FLUSH: u32 = 2;
+const REQ_PREFLUSH: u32 = 1 << 18;
+
+/// The same struct, issued and completed as itself: a cache flush keeps
+/// its exact latency.
+#[test]
+fn a_flush_issued_and_completed_as_itself_keeps_its_latency() {
+    if !common::require_ebpf("a_flush_issued_and_completed_as_itself_keeps_its_latency") {
+        return;
+    }
+    let mut h = Harness::new();
+    let rq = CraftedRequest::new();
+    h.set_config(&live(1));
+    rq.set(REQ_OP_FLUSH | REQ_PREFLUSH, 0, 0, mono_ns());
+    h.issue(rq.addr);
+    std::thread::sleep(Duration::from_millis(5));
+    h.complete(rq.addr, 0, 0);
+    let facts = h.drain();
+    assert_eq!(facts.len(), 1, "{facts:?}");
+    let f = &facts[0];
+    assert_eq!(f.op(), REQ_OP_FLUSH);
+    assert_eq!(f.cmd_flags & REQ_PREFLUSH, REQ_PREFLUSH);
+    let lat = f.latency_ns.expect("a matched flush has its latency");
+    assert!(lat >= 5_000_000, "{lat}");
+    assert!(lat < 5_000_000_000, "{lat}");
+    assert_eq!(h.inflight(), 0);
+}
