@@ -13,4 +13,4 @@ echo "== cargo clippy"
 cargo clippy --locked --all-targets --quiet -- -D warnings
 echo "== cargo test"
 cargo build --locked --quiet
-cargo test --locked 2>&1
+cargo test --locked --no-fail-fast 2>&1

@@ -297,7 +297,7 @@ struct CraftedRequest {
     fds: [i32; 2],
     addr: u64,
     /// Byte offsets of the `struct request` fields the test sets.
-    off: std::collections::HashMap<&'static str, usize>,
+    off: std::collections::HashMap<String, usize>,
 }
 
 const PAGE: usize = 4096;
@@ -409,9 +409,10 @@ impl CraftedRequest {
         addr
     }
 
-    fn put<const N: usize>(&self, field: &str, bytes: [u8; N]) {
-        let off = self.off[field];
-        assert!(off + N <= PAGE);
+    /// Writes `bytes` at `base` + the offset of `field` (`struct.member`).
+    fn put<const N: usize>(&self, base: usize, field: &str, bytes: [u8; N]) {
+        let off = base + self.off[field];
+        assert!(off + N <= PAGE, "{field} beyond the page");
         // SAFETY: `mem` is a live PAGE-sized shared mapping; the range was
         // checked above.
         unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.mem.add(off), N) };
@@ -419,15 +420,30 @@ impl CraftedRequest {
 
     /// Makes the memory the request the block layer would hand the
     /// tracepoints: `cmd_flags`, position, size and its own issue time
-    /// (0: never issued). No queue (so no disk: dev 0).
-    fn set(&self, cmd_flags: u32, sector: u64, data_len: u32, io_start_ns: u64) {
+    /// (0: never issued). With `stats`, its queue collects I/O statistics
+    /// (so `blk_mq_start_request` stamps `io_start_time_ns`); without, the
+    /// request has no queue at all. No disk either way: dev 0.
+    fn set(&self, cmd_flags: u32, sector: u64, data_len: u32, io_start_ns: u64, stats: bool) {
+        // The request at 0, its queue at 1 KiB, the queue's stats at 2 KiB.
+        const Q: usize = 1024;
+        const STATS: usize = 2048;
         // SAFETY: as in `put`.
         unsafe { std::ptr::write_bytes(self.mem, 0, PAGE) };
-        self.put("cmd_flags", cmd_flags.to_ne_bytes());
-        self.put("__sector", sector.to_ne_bytes());
-        self.put("__data_len", data_len.to_ne_bytes());
-        self.put("io_start_time_ns", io_start_ns.to_ne_bytes());
-        self.put("start_time_ns", io_start_ns.to_ne_bytes());
+        self.put(0, "request.cmd_flags", cmd_flags.to_ne_bytes());
+        self.put(0, "request.__sector", sector.to_ne_bytes());
+        self.put(0, "request.__data_len", data_len.to_ne_bytes());
+        self.put(0, "request.io_start_time_ns", io_start_ns.to_ne_bytes());
+        self.put(0, "request.start_time_ns", io_start_ns.to_ne_bytes());
+        if stats {
+            assert!(self.off["request_queue.stats"] + 8 <= STATS - Q);
+            self.put(0, "request.q", (self.addr + Q as u64).to_ne_bytes());
+            self.put(
+                Q,
+                "request_queue.stats",
+                (self.addr + STATS as u64).to_ne_bytes(),
+            );
+            self.put(STATS, "blk_queue_stats.accounting", 1i32.to_ne_bytes());
+        }
     }
 }
 
@@ -443,28 +459,55 @@ impl Drop for CraftedRequest {
     }
 }
 
-/// Offsets of the `struct request` fields the tests set, from the running
-/// kernel's BTF.
-fn request_offsets() -> std::collections::HashMap<&'static str, usize> {
+/// Byte offsets of `members` of the kernel's `struct <name>`, from its BTF.
+fn offsets(
+    btf: &libbpf_rs::btf::Btf<'_>,
+    name: &str,
+    members: &[&'static str],
+) -> Vec<(&'static str, usize)> {
     use libbpf_rs::btf::types::{MemberAttr, Struct};
+    let st: Struct = btf
+        .type_by_name(name)
+        .unwrap_or_else(|| panic!("struct {name}"));
+    members
+        .iter()
+        .map(|member| {
+            let m = st
+                .iter()
+                .find(|m| m.name.and_then(|n| n.to_str()) == Some(*member))
+                .unwrap_or_else(|| panic!("struct {name} has no {member}"));
+            let MemberAttr::Normal { offset } = m.attr else {
+                panic!("{name}.{member} is a bitfield")
+            };
+            (*member, offset as usize / 8)
+        })
+        .collect()
+}
+
+/// Offsets of the fields the tests set: `struct request`'s own, and the
+/// way to its queue's I/O statistics (`rq->q->stats->accounting`), keyed
+/// `struct.member`.
+fn request_offsets() -> std::collections::HashMap<String, usize> {
     let btf = libbpf_rs::btf::Btf::from_vmlinux().expect("vmlinux BTF");
-    let rq: Struct = btf.type_by_name("request").expect("struct request");
     let mut out = std::collections::HashMap::new();
-    for name in [
-        "cmd_flags",
-        "__sector",
-        "__data_len",
-        "io_start_time_ns",
-        "start_time_ns",
+    for (name, members) in [
+        (
+            "request",
+            &[
+                "cmd_flags",
+                "__sector",
+                "__data_len",
+                "io_start_time_ns",
+                "start_time_ns",
+                "q",
+            ][..],
+        ),
+        ("request_queue", &["stats"][..]),
+        ("blk_queue_stats", &["accounting"][..]),
     ] {
-        let m = rq
-            .iter()
-            .find(|m| m.name.and_then(|n| n.to_str()) == Some(name))
-            .unwrap_or_else(|| panic!("struct request has no {name}"));
-        let MemberAttr::Normal { offset } = m.attr else {
-            panic!("{name} is a bitfield")
-        };
-        out.insert(name, offset as usize / 8);
+        for (m, off) in offsets(&btf, name, members) {
+            out.insert(format!("{name}.{m}"), off);
+        }
     }
     out
 }
@@ -479,30 +522,90 @@ fn mono_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+const REQ_OP_WRITE: u32 = 1;
 const REQ_OP_FLUSH: u32 = 2;
+const REQ_SYNC: u32 = 1 << 11;
 const REQ_PREFLUSH: u32 = 1 << 18;
 
+fn drops(h: &Harness) -> u64 {
+    h.stat(abi::STAT_CORR_DUP) + h.stat(abi::STAT_CORR_MISSING)
+}
+
+/// Issue 16, item 6: a tracked write whose completion never comes, its
+/// struct then reused by the empty PREFLUSH write of an fsync, which the
+/// block layer completes without issuing. The completion must not be
+/// matched to the stale issue (the 124 ms "0-byte write at sector 0"),
+/// whether the queue stamps requests with their own issue time (I/O
+/// statistics on) or the issue had to be remembered in the map.
+#[test]
+fn a_stale_entry_never_lends_its_age_to_a_reused_request() {
+    if !common::require_ebpf("a_stale_entry_never_lends_its_age_to_a_reused_request") {
+        return;
+    }
+    for stats in [true, false] {
+        let mut h = Harness::new();
+        let rq = CraftedRequest::new();
+        h.set_config(&live(1));
+        let issued = mono_ns();
+        rq.set(
+            REQ_OP_WRITE,
+            2048,
+            4096,
+            if stats { issued } else { 0 },
+            stats,
+        );
+        h.issue(rq.addr);
+        assert_eq!(h.inflight(), usize::from(!stats), "stats {stats}");
+        // Its completion is lost. Later the struct is another request,
+        // allocated afresh (io_start_time_ns zeroed) and never issued.
+        std::thread::sleep(Duration::from_millis(30));
+        let before = drops(&h);
+        rq.set(REQ_OP_WRITE | REQ_SYNC, u64::MAX, 0, 0, stats);
+        h.complete(rq.addr, 0, 0);
+        let facts = h.drain();
+        assert!(
+            facts.is_empty(),
+            "stats {stats}: a made-up latency: {facts:?}"
+        );
+        assert_eq!(h.inflight(), 0, "stats {stats}: the stale entry is gone");
+        if !stats {
+            assert_eq!(drops(&h), before + 1, "the stale entry is a counted drop");
+        }
+    }
+}
+
 /// The same struct, issued and completed as itself: a cache flush keeps
-/// its exact latency.
+/// its exact latency, from either clock.
 #[test]
 fn a_flush_issued_and_completed_as_itself_keeps_its_latency() {
     if !common::require_ebpf("a_flush_issued_and_completed_as_itself_keeps_its_latency") {
         return;
     }
-    let mut h = Harness::new();
-    let rq = CraftedRequest::new();
-    h.set_config(&live(1));
-    rq.set(REQ_OP_FLUSH | REQ_PREFLUSH, 0, 0, mono_ns());
-    h.issue(rq.addr);
-    std::thread::sleep(Duration::from_millis(5));
-    h.complete(rq.addr, 0, 0);
-    let facts = h.drain();
-    assert_eq!(facts.len(), 1, "{facts:?}");
-    let f = &facts[0];
-    assert_eq!(f.op(), REQ_OP_FLUSH);
-    assert_eq!(f.cmd_flags & REQ_PREFLUSH, REQ_PREFLUSH);
-    let lat = f.latency_ns.expect("a matched flush has its latency");
-    assert!(lat >= 5_000_000, "{lat}");
-    assert!(lat < 5_000_000_000, "{lat}");
-    assert_eq!(h.inflight(), 0);
+    for stats in [true, false] {
+        let mut h = Harness::new();
+        let rq = CraftedRequest::new();
+        h.set_config(&live(1));
+        let issued = mono_ns();
+        rq.set(
+            REQ_OP_FLUSH | REQ_PREFLUSH,
+            0,
+            0,
+            if stats { issued } else { 0 },
+            stats,
+        );
+        h.issue(rq.addr);
+        std::thread::sleep(Duration::from_millis(5));
+        h.complete(rq.addr, 0, 0);
+        let facts = h.drain();
+        assert_eq!(facts.len(), 1, "stats {stats}: {facts:?}");
+        let f = &facts[0];
+        assert_eq!(f.op(), REQ_OP_FLUSH);
+        assert_eq!(f.cmd_flags & REQ_PREFLUSH, REQ_PREFLUSH);
+        let lat = f.latency_ns.expect("a matched flush has its latency");
+        assert!(
+            (5_000_000..5_000_000_000).contains(&lat),
+            "stats {stats}: {lat}"
+        );
+        assert_eq!(h.inflight(), 0);
+    }
 }

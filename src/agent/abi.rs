@@ -8,7 +8,7 @@
 use crate::wire::config::{CompiledConfig, MAX_IGNORE_EXIT_CODES};
 use crate::wire::Observer;
 
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 pub const STAT_CFG_ZERO: usize = 0;
 pub const STAT_CFG_ABI: usize = 1;
@@ -38,6 +38,7 @@ pub const STO_F_PARTIAL: u16 = 1 << 1;
 
 pub const NET_F_RST: u16 = 1 << 0;
 pub const NET_F_OWNER: u16 = 1 << 1;
+pub const NET_F_RTT_SPIKE: u16 = 1 << 2;
 
 /// The `tapio_correlation_drops_total` reason for an object counter beyond
 /// the shared ones (config, ring full), or `None` for counters that are not
@@ -161,7 +162,7 @@ impl TapioConfig {
 /// Size of `struct tapio_event_hdr`.
 pub const EVENT_HDR_SIZE: usize = 16;
 /// Size of `struct tapio_net_event`.
-pub const NET_EVENT_SIZE: usize = 120;
+pub const NET_EVENT_SIZE: usize = 128;
 
 /// Field offsets of `struct tapio_net_event` (see the C header).
 pub mod net {
@@ -179,10 +180,12 @@ pub mod net {
     pub const STATE: usize = 88;
     pub const NETNS: usize = 92;
     pub const CGROUP_ID: usize = 96;
-    pub const UNACKED: usize = 104;
-    pub const SEGS: usize = 108;
-    pub const DROPS: usize = 112;
-    pub const DROP_REASON: usize = 116;
+    pub const RTT_BASELINE_US: usize = 104;
+    pub const RTT_SAMPLES: usize = 108;
+    pub const UNACKED: usize = 112;
+    pub const SEGS: usize = 116;
+    pub const DROPS: usize = 120;
+    pub const DROP_REASON: usize = 124;
 }
 
 /// Size of `struct tapio_ctr_event`.

@@ -1,19 +1,59 @@
-//! The agent's counters (SPEC §3), in one prometheus-client registry, and
-//! the metrics listener's routes (`/metrics`, `/healthz`, `/readyz`).
-//! Connections, deadlines and limits belong to [`crate::httpd`]; the health
-//! decisions to [`super::health`]. Nothing here blocks on a client.
+//! The agent's metrics (SPEC §3 counters, SPEC §8 fleet metrics), in one
+//! prometheus-client registry, and the metrics listener's routes
+//! (`/metrics`, `/healthz`, `/readyz`). Connections, deadlines and limits
+//! belong to [`crate::httpd`]; the health decisions to [`super::health`].
+//! Nothing here blocks on a client.
 //!
-//! Label sets are small and fixed (observer, type, sink, reason, result,
-//! kind), so cardinality is bounded by construction. Hot paths never touch
-//! these per record: the drain thread adds its per-tick totals once a tick.
+//! Owns: the families, their names and label sets, the label sets that
+//! exist from start (zero-valued, so `absent()` and `increase()` work from
+//! the first scrape), and two scrape-time collectors: the process figures
+//! from `/proc/self` and the agent's state (observer states, applied config,
+//! controller link) read from [`Shared`]. Must not: do I/O on a hot path or
+//! hold any lock across a scrape besides `Shared`'s short ones; grow a label
+//! from untrusted input (label values are fixed names, sink and BPF map
+//! names compiled into the binary), so cardinality is bounded by
+//! construction. Hot paths never touch these per record: the drain thread
+//! adds its per-tick totals once a tick.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
+
+use super::pipeline::Shared;
+use crate::wire::{AnomalyType, Observer};
+
+/// Every `reason` a sink or its queue puts on `tapio_sink_drops_total`
+/// (a unit test checks the source against this list), so each configured
+/// sink starts with all of them at 0.
+pub const SINK_DROP_REASONS: [&str; 6] = [
+    "queue_full",
+    "sink_stopped",
+    "write_error",
+    "rejected",
+    "send_failed",
+    "shutdown_timeout",
+];
+
+/// The findings queue in front of the emitter counts its drops as sink
+/// `pipeline`, with these reasons.
+pub const PIPELINE_DROP_REASONS: [&str; 3] = ["queue_full", "stopped", "shutdown_timeout"];
+
+/// What the controller client counts, in controller mode (a unit test
+/// checks `controller_client.rs` against these): `kind` of
+/// `tapio_controller_send_failures_total` and `result` of
+/// `tapio_config_fetch_total`.
+pub const CONTROLLER_FAILURE_KINDS: [&str; 3] = ["hello", "config", "heartbeat"];
+pub const CONFIG_FETCH_RESULTS: [&str; 4] = ["updated", "not_modified", "error", "too_large"];
+
+/// Every state `tapio_observer_state` has a series for.
+pub const OBSERVER_STATES: [&str; 4] = ["active", "degraded", "unavailable", "disabled"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ObserverLabel {
@@ -87,6 +127,214 @@ pub struct ResultLabel {
     pub result: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabel {
+    pub sink: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ObserverMap {
+    pub observer: String,
+    pub map: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ObserverState {
+    observer: String,
+    state: String,
+}
+
+/// What the state collector reads at scrape time; set once by [`Metrics::watch`].
+struct AgentView {
+    shared: Arc<Shared>,
+    controller_mode: bool,
+}
+
+/// `Collector` needs `Debug`; the shared state is not worth printing.
+impl std::fmt::Debug for AgentView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentView")
+            .field("controller_mode", &self.controller_mode)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `tapio_observer_state`, `tapio_config_*` and `tapio_controller_connected`,
+/// computed from [`Shared`] on each scrape, so they can never disagree with
+/// what the status file and the heartbeat report.
+#[derive(Debug)]
+struct StateCollector {
+    view: Arc<OnceLock<AgentView>>,
+}
+
+impl Collector for StateCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(view) = self.view.get() else {
+            return Ok(());
+        };
+        let statuses = view.shared.statuses();
+        let mut fam = enc.encode_descriptor(
+            "tapio_observer_state",
+            "Observer state: 1 for the current state, 0 for the others",
+            None,
+            MetricType::Gauge,
+        )?;
+        for obs in Observer::ALL {
+            // An observer not reported yet has no current state: all 0.
+            let current = statuses.get(obs.as_str()).map(|s| s.state);
+            let mut states: Vec<&str> = OBSERVER_STATES.to_vec();
+            // A state outside the fixed list is still shown, not hidden.
+            if let Some(c) = current.filter(|c| !OBSERVER_STATES.contains(c)) {
+                states.push(c);
+            }
+            for state in states {
+                let label = ObserverState {
+                    observer: obs.as_str().into(),
+                    state: state.into(),
+                };
+                ConstGauge::new(i64::from(current == Some(state)))
+                    .encode(fam.encode_family(&label)?)?;
+            }
+        }
+        let applied = view.shared.applied();
+        let g = ConstGauge::new(i64::from(applied.is_some()));
+        g.encode(enc.encode_descriptor(
+            "tapio_config_applied",
+            "1 once a config is applied to the BPF carriers (0: the agent is inert)",
+            None,
+            g.metric_type(),
+        )?)?;
+        let g = ConstGauge::new(applied.map_or(0, |a| i64::from(a.generation)));
+        g.encode(enc.encode_descriptor(
+            "tapio_config_generation",
+            "Generation of the applied config (0 before the first)",
+            None,
+            g.metric_type(),
+        )?)?;
+        if view.controller_mode {
+            // Before the client's first answer there is no link yet: not
+            // connected.
+            let ok = view.shared.controller().is_some_and(|l| l.state == "ok");
+            let g = ConstGauge::new(i64::from(ok));
+            g.encode(enc.encode_descriptor(
+                "tapio_controller_connected",
+                "1 while the controller's last answer was a success",
+                None,
+                g.metric_type(),
+            )?)?;
+        }
+        Ok(())
+    }
+}
+
+/// The standard `process_*` figures, read from `/proc/self` on each scrape
+/// (a few small reads; nothing is sampled in the background).
+#[derive(Debug)]
+struct ProcessCollector;
+
+/// Process figures at one instant.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProcessStats {
+    pub cpu_seconds: f64,
+    pub resident_bytes: u64,
+    pub open_fds: u64,
+    pub start_time_seconds: f64,
+}
+
+impl ProcessStats {
+    /// Reads `/proc/self`; `None` where there is no procfs.
+    pub fn read() -> Option<ProcessStats> {
+        use crate::fsutil::read_capped;
+        use std::path::Path;
+        let stat = read_capped(Path::new("/proc/self/stat"), 4096).ok()?;
+        let stat = String::from_utf8_lossy(&stat);
+        // comm (field 2) may hold spaces and parentheses: fields are
+        // counted from the last ')'. After it, index 0 is field 3 (state).
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let field = |n: usize| f.get(n - 3)?.parse::<u64>().ok();
+        // SAFETY: sysconf only reads a configuration value.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        // SAFETY: as above.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if ticks <= 0 || page <= 0 {
+            return None;
+        }
+        let ticks = ticks as f64;
+        let statm = read_capped(Path::new("/proc/self/statm"), 4096).ok()?;
+        let resident_pages: u64 = String::from_utf8_lossy(&statm)
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        // The fd directory is as large as the fd limit at most.
+        let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
+        Some(ProcessStats {
+            cpu_seconds: (field(14)? + field(15)?) as f64 / ticks,
+            resident_bytes: resident_pages * page as u64,
+            open_fds,
+            start_time_seconds: boot_time()? as f64 + field(22)? as f64 / ticks,
+        })
+    }
+}
+
+/// Boot time (Unix seconds), from `/proc/stat`; it never changes, so it is
+/// read once.
+fn boot_time() -> Option<u64> {
+    static BTIME: OnceLock<Option<u64>> = OnceLock::new();
+    *BTIME.get_or_init(|| {
+        // Per-CPU and interrupt lines make /proc/stat grow with the machine.
+        let text = crate::fsutil::read_capped(std::path::Path::new("/proc/stat"), 4 << 20).ok()?;
+        String::from_utf8_lossy(&text)
+            .lines()
+            .find_map(|l| l.strip_prefix("btime "))?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(p) = ProcessStats::read() else {
+            return Ok(());
+        };
+        let c = ConstCounter::new(p.cpu_seconds);
+        c.encode(enc.encode_descriptor(
+            "process_cpu_seconds",
+            "Total user and system CPU time spent in seconds",
+            None,
+            c.metric_type(),
+        )?)?;
+        for (name, help, value) in [
+            (
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes",
+                p.resident_bytes as f64,
+            ),
+            (
+                "process_open_fds",
+                "Number of open file descriptors",
+                p.open_fds as f64,
+            ),
+            (
+                "process_start_time_seconds",
+                "Start time of the process since unix epoch in seconds",
+                p.start_time_seconds,
+            ),
+        ] {
+            let g = ConstGauge::new(value);
+            g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
+
 /// Every counter the agent exports.
 pub struct Metrics {
     pub events: Family<ObserverLabel, Counter>,
@@ -108,6 +356,14 @@ pub struct Metrics {
     pub http_timeouts: Family<ServerKind, Counter>,
     /// Times the file sink found its data dir removed and re-created it.
     pub data_dir_recreated: Counter,
+    /// Occurrences waiting in a sink's queue; kept by `SinkHandle`.
+    pub sink_queue_depth: Family<SinkLabel, Gauge>,
+    pub sink_queue_capacity: Family<SinkLabel, Gauge>,
+    /// Entries in a BPF hash map, counted by the drain thread (see
+    /// `linux::drain::MAP_COUNT_EVERY_NS`).
+    pub bpf_map_entries: Family<ObserverMap, Gauge>,
+    pub bpf_map_capacity: Family<ObserverMap, Gauge>,
+    view: Arc<OnceLock<AgentView>>,
     registry: Registry,
     /// Occurrences handed to sinks; lets tests and the CLI see progress.
     pub emitted: AtomicU64,
@@ -134,6 +390,11 @@ impl Metrics {
             http_connections_rejected: Family::default(),
             http_timeouts: Family::default(),
             data_dir_recreated: Counter::default(),
+            sink_queue_depth: Family::default(),
+            sink_queue_capacity: Family::default(),
+            bpf_map_entries: Family::default(),
+            bpf_map_capacity: Family::default(),
+            view: Arc::new(OnceLock::new()),
             registry: Registry::default(),
             emitted: AtomicU64::new(0),
         };
@@ -236,7 +497,119 @@ impl Metrics {
                 kind: (*kind).into(),
             });
         }
+        let build_info = Family::<VersionLabel, Gauge>::default();
+        build_info
+            .get_or_create(&VersionLabel {
+                version: env!("CARGO_PKG_VERSION").into(),
+            })
+            .set(1);
+        registry.register(
+            "tapio_build_info",
+            "Always 1; the version label says which build runs",
+            build_info,
+        );
+        registry.register(
+            "tapio_sink_queue_depth",
+            "Occurrences waiting in a sink's queue",
+            m.sink_queue_depth.clone(),
+        );
+        registry.register(
+            "tapio_sink_queue_capacity",
+            "Most occurrences a sink's queue holds before it drops",
+            m.sink_queue_capacity.clone(),
+        );
+        registry.register(
+            "tapio_bpf_map_entries",
+            "Entries in a BPF hash map (counted every 30 s)",
+            m.bpf_map_entries.clone(),
+        );
+        registry.register(
+            "tapio_bpf_map_capacity",
+            "Most entries a BPF hash map holds (LRU maps evict beyond it)",
+            m.bpf_map_capacity.clone(),
+        );
+        registry.register_collector(Box::new(ProcessCollector));
+        registry.register_collector(Box::new(StateCollector {
+            view: m.view.clone(),
+        }));
+        m.init_label_sets();
         Arc::new(Metrics { registry, ..m })
+    }
+
+    /// The series that exist before anything happens, at 0.
+    fn init_label_sets(&self) {
+        for obs in Observer::ALL {
+            let o = ObserverLabel {
+                observer: obs.as_str().into(),
+            };
+            let _ = self.events.get_or_create(&o);
+            let _ = self.lost_events.get_or_create(&o);
+            let _ = self.malformed_events.get_or_create(&o);
+            for reason in ["unconfigured", "abi_mismatch"] {
+                let _ = self.config_errors.get_or_create(&ObserverReason {
+                    observer: obs.as_str().into(),
+                    reason: reason.into(),
+                });
+            }
+        }
+        // Without a 0 sample, `increase()` misses a series' first event:
+        // the first OOM kill on a node would never alert.
+        for t in AnomalyType::ALL {
+            let _ = self.anomalies.get_or_create(&AnomalyLabels {
+                observer: t.observer().as_str().into(),
+                kind: TypeLabel(t.as_str().into()),
+            });
+        }
+        for reason in PIPELINE_DROP_REASONS {
+            self.sink_drop("pipeline", reason, 0);
+        }
+        // The evidence the BPF side refuses to correlate, per observer.
+        for obs in Observer::ALL {
+            for i in 0..super::abi::STAT_MAX {
+                if let Some(reason) = super::abi::stat_reason(obs, i) {
+                    self.correlation_drop(obs.as_str(), reason, 0);
+                }
+            }
+        }
+    }
+
+    /// Creates the series of one configured sink at 0: its queue, its
+    /// writes, and every drop reason. Called when the sink starts.
+    pub fn init_sink(&self, sink: &str, capacity: usize) {
+        let label = SinkLabel { sink: sink.into() };
+        let _ = self.sink_queue_depth.get_or_create(&label);
+        self.sink_queue_capacity
+            .get_or_create(&label)
+            .set(i64::try_from(capacity).unwrap_or(i64::MAX));
+        for ok in [true, false] {
+            self.sink_write(sink, ok, 0);
+        }
+        for reason in SINK_DROP_REASONS {
+            self.sink_drop(sink, reason, 0);
+        }
+    }
+
+    /// From now on, scrapes report the agent's state as `shared` holds it.
+    /// `controller_mode` adds `tapio_controller_connected` (from the start,
+    /// at 0 until the controller answers) and the controller client's
+    /// counters at 0. Only the first call counts.
+    pub fn watch(&self, shared: Arc<Shared>, controller_mode: bool) {
+        if controller_mode {
+            for kind in CONTROLLER_FAILURE_KINDS {
+                let _ = self
+                    .controller_send_failures
+                    .get_or_create(&KindLabel { kind: kind.into() });
+            }
+            for result in CONFIG_FETCH_RESULTS {
+                let _ = self.config_fetch.get_or_create(&ResultLabel {
+                    result: result.into(),
+                });
+            }
+        }
+        let _ = self.view.set(AgentView {
+            shared,
+            controller_mode,
+        });
     }
 
     /// Prometheus text exposition, format 0.0.4.
@@ -342,6 +715,11 @@ impl Metrics {
                     "controller_send_failures",
                 ),
             ] {
+                // Series initialised at 0 carry no loss: the heartbeat
+                // lists only what was actually lost.
+                if v == 0.0 {
+                    continue;
+                }
                 if let Some(rest) = series.strip_prefix(family) {
                     let label = rest.split('"').next().unwrap_or_default();
                     *out.entry(format!("{key}.{label}")).or_insert(0) += v as u64;
@@ -608,5 +986,307 @@ mod tests {
             text.contains("tapio_http_timeouts_total{server=\"metrics\",kind=\"idle\"} 0"),
             "{text}"
         );
+    }
+
+    /// The value of one exact series in an exposition.
+    fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn known_series_exist_at_zero_from_start() {
+        let m = Metrics::new();
+        let text = m.encode();
+        for obs in ["network", "container", "storage", "node"] {
+            for fam in [
+                "tapio_events_total",
+                "tapio_lost_events_total",
+                "tapio_malformed_events_total",
+            ] {
+                let series = format!("{fam}{{observer=\"{obs}\"}}");
+                assert_eq!(sample(&text, &series), Some(0.0), "{series} in\n{text}");
+            }
+        }
+        for t in AnomalyType::ALL {
+            let series = format!(
+                "tapio_anomalies_total{{observer=\"{}\",type=\"{}\"}}",
+                t.observer().as_str(),
+                t.as_str()
+            );
+            assert_eq!(sample(&text, &series), Some(0.0), "{series}");
+        }
+        for reason in PIPELINE_DROP_REASONS {
+            let series = format!("tapio_sink_drops_total{{sink=\"pipeline\",reason=\"{reason}\"}}");
+            assert_eq!(sample(&text, &series), Some(0.0), "{series}");
+        }
+        let build = format!(
+            "tapio_build_info{{version=\"{}\"}}",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert_eq!(sample(&text, &build), Some(1.0), "{text}");
+        assert!(text.contains("# TYPE tapio_build_info gauge"), "{text}");
+        // A configured sink: queue, writes and every drop reason at once.
+        m.init_sink("file", 4096);
+        let text = m.encode();
+        assert_eq!(
+            sample(&text, "tapio_sink_queue_capacity{sink=\"file\"}"),
+            Some(4096.0)
+        );
+        assert_eq!(
+            sample(&text, "tapio_sink_queue_depth{sink=\"file\"}"),
+            Some(0.0)
+        );
+        for reason in SINK_DROP_REASONS {
+            let series = format!("tapio_sink_drops_total{{sink=\"file\",reason=\"{reason}\"}}");
+            assert_eq!(sample(&text, &series), Some(0.0), "{series}");
+        }
+        for result in ["ok", "error"] {
+            let series = format!("tapio_sink_writes_total{{sink=\"file\",result=\"{result}\"}}");
+            assert_eq!(sample(&text, &series), Some(0.0), "{series}");
+        }
+    }
+
+    /// Every `sink_drop(..)` call in the agent's source names a reason that
+    /// the start-up initialisation knows, so no drop series appears late.
+    #[test]
+    fn every_sink_drop_reason_in_the_source_is_initialised() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/agent");
+        let mut stack = vec![root];
+        let mut found = Vec::new();
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                if path.extension().is_none_or(|e| e != "rs") || path.ends_with("metrics.rs") {
+                    continue;
+                }
+                let src = std::fs::read_to_string(&path).unwrap();
+                for (i, _) in src.match_indices(".sink_drop(") {
+                    let call = &src[i..src[i..].find(')').map_or(src.len(), |e| i + e)];
+                    // The reason is the second argument: the second literal
+                    // when the sink is a literal too, else the first.
+                    let literals: Vec<&str> = call.split('"').skip(1).step_by(2).collect();
+                    let sink_literal = call
+                        .trim_start_matches(".sink_drop(")
+                        .trim_start()
+                        .starts_with('"');
+                    let (sink, reason) = if sink_literal {
+                        (literals.first().copied(), literals.get(1))
+                    } else {
+                        (None, literals.first())
+                    };
+                    // A call that passes the reason through a variable
+                    // (label initialisation itself) names none.
+                    let Some(reason) = reason else { continue };
+                    found.push((
+                        path.display().to_string(),
+                        sink == Some("pipeline"),
+                        reason.to_string(),
+                    ));
+                }
+            }
+        }
+        assert!(found.len() >= 7, "the scan found too few calls: {found:?}");
+        for (file, pipeline, reason) in &found {
+            let known: &[&str] = if *pipeline {
+                &PIPELINE_DROP_REASONS
+            } else {
+                &SINK_DROP_REASONS
+            };
+            assert!(
+                known.contains(&reason.as_str()),
+                "{file}: reason {reason} is not initialised"
+            );
+        }
+    }
+
+    /// The controller client's counter labels are the ones initialised in
+    /// controller mode.
+    #[test]
+    fn controller_client_labels_are_initialised() {
+        let src = include_str!("controller_client.rs");
+        let literals = |prefix: &str| -> Vec<String> {
+            src.match_indices(prefix)
+                .map(|(i, _)| {
+                    let rest = &src[i + prefix.len()..];
+                    rest[..rest.find('"').unwrap()].to_string()
+                })
+                .collect()
+        };
+        let fetch = literals("self.fetch(\"");
+        let failed = literals("self.failed(\"");
+        assert!(
+            fetch.len() >= 3 && failed.len() >= 3,
+            "{fetch:?} {failed:?}"
+        );
+        for r in &fetch {
+            assert!(
+                CONFIG_FETCH_RESULTS.contains(&r.as_str()),
+                "fetch result {r}"
+            );
+        }
+        for k in &failed {
+            assert!(
+                CONTROLLER_FAILURE_KINDS.contains(&k.as_str()),
+                "failure kind {k}"
+            );
+        }
+        let m = Metrics::new();
+        m.watch(Shared::new(), true);
+        let text = m.encode();
+        for r in CONFIG_FETCH_RESULTS {
+            let series = format!("tapio_config_fetch_total{{result=\"{r}\"}}");
+            assert_eq!(sample(&text, &series), Some(0.0), "{series}");
+        }
+        for k in CONTROLLER_FAILURE_KINDS {
+            let series = format!("tapio_controller_send_failures_total{{kind=\"{k}\"}}");
+            assert_eq!(sample(&text, &series), Some(0.0), "{series}");
+        }
+        assert_eq!(
+            sample(
+                &text,
+                "tapio_correlation_drops_total{observer=\"storage\",reason=\"ambiguous_inflight_io\"}"
+            ),
+            Some(0.0)
+        );
+        // Standalone agents have no controller client: no such series.
+        let standalone = Metrics::new();
+        standalone.watch(Shared::new(), false);
+        assert!(!standalone.encode().contains("tapio_config_fetch_total{"));
+    }
+
+    #[test]
+    fn agent_state_is_read_from_shared_at_scrape_time() {
+        use crate::agent::pipeline::ControllerLink;
+        let m = Metrics::new();
+        let shared = Shared::new();
+        m.watch(shared.clone(), true);
+        let text = m.encode();
+        // Nothing reported yet: every observer × state series exists, at 0.
+        for obs in ["network", "container", "storage", "node"] {
+            for state in OBSERVER_STATES {
+                let series =
+                    format!("tapio_observer_state{{observer=\"{obs}\",state=\"{state}\"}}");
+                assert_eq!(sample(&text, &series), Some(0.0), "{series} in\n{text}");
+            }
+        }
+        assert_eq!(sample(&text, "tapio_config_applied"), Some(0.0));
+        assert_eq!(sample(&text, "tapio_config_generation"), Some(0.0));
+        assert_eq!(sample(&text, "tapio_controller_connected"), Some(0.0));
+
+        shared.set_status("network", "active", "");
+        shared.set_status("node", "degraded", "pmc unavailable");
+        shared.request_config(crate::wire::CompiledConfig::default(), 7);
+        let applied = shared.take_pending().unwrap();
+        shared.mark_applied(applied);
+        shared.set_controller(ControllerLink {
+            endpoint: "http://127.0.0.1:1".into(),
+            state: "ok",
+            reason: String::new(),
+        });
+        let text = m.encode();
+        let state = |obs: &str, st: &str| {
+            sample(
+                &text,
+                &format!("tapio_observer_state{{observer=\"{obs}\",state=\"{st}\"}}"),
+            )
+        };
+        assert_eq!(state("network", "active"), Some(1.0));
+        assert_eq!(state("network", "degraded"), Some(0.0));
+        assert_eq!(state("node", "degraded"), Some(1.0));
+        assert_eq!(state("node", "active"), Some(0.0));
+        assert_eq!(state("storage", "active"), Some(0.0));
+        let ones = text
+            .lines()
+            .filter(|l| l.starts_with("tapio_observer_state{") && l.ends_with(" 1"))
+            .count();
+        assert_eq!(ones, 2, "{text}");
+        assert_eq!(sample(&text, "tapio_config_applied"), Some(1.0));
+        assert_eq!(sample(&text, "tapio_config_generation"), Some(7.0));
+        assert_eq!(sample(&text, "tapio_controller_connected"), Some(1.0));
+
+        shared.set_controller(ControllerLink {
+            endpoint: "http://127.0.0.1:1".into(),
+            state: "unauthorized",
+            reason: "401".into(),
+        });
+        assert_eq!(sample(&m.encode(), "tapio_controller_connected"), Some(0.0));
+
+        // Standalone: no controller, so no such series at all.
+        let standalone = Metrics::new();
+        standalone.watch(Shared::new(), false);
+        assert!(!standalone.encode().contains("tapio_controller_connected"));
+    }
+
+    fn rusage_cpu_seconds() -> f64 {
+        // SAFETY: getrusage fills the zeroed struct it is given.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) }, 0);
+        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        tv(ru.ru_utime) + tv(ru.ru_stime)
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn process_figures_match_the_kernel() {
+        // Burn some CPU so the figure is not trivially 0.
+        let mut x = 0u64;
+        for i in 0..20_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        let before = rusage_cpu_seconds();
+        let p = ProcessStats::read().expect("procfs is readable");
+        let after = rusage_cpu_seconds();
+        // /proc counts whole clock ticks (1/100 s here); getrusage is finer.
+        assert!(p.cpu_seconds > 0.0, "{p:?}");
+        assert!(
+            p.cpu_seconds <= after + 1e-6 && p.cpu_seconds >= before - 0.05,
+            "{p:?} vs getrusage {before}..{after}"
+        );
+
+        // RSS grows by what is touched.
+        let rss0 = p.resident_bytes;
+        assert!(rss0 > 0);
+        let block = vec![1u8; 64 << 20];
+        std::hint::black_box(&block);
+        let rss1 = ProcessStats::read().unwrap().resident_bytes;
+        assert!(rss1 >= rss0 + (60 << 20), "{rss0} -> {rss1}");
+        drop(block);
+
+        // Open descriptors are counted (other tests may open and close
+        // theirs meanwhile, so only a lower bound is exact).
+        let files: Vec<_> = (0..50)
+            .map(|_| std::fs::File::open("/proc/self/stat").unwrap())
+            .collect();
+        let fds = ProcessStats::read().unwrap().open_fds;
+        assert!(fds >= 50 + 3, "{fds}");
+        drop(files);
+
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        assert!(p.start_time_seconds <= now, "{p:?}");
+        assert!(p.start_time_seconds >= boot_time().unwrap() as f64, "{p:?}");
+
+        let text = Metrics::new().encode();
+        assert!(
+            text.contains("# TYPE process_cpu_seconds_total counter"),
+            "{text}"
+        );
+        for name in [
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_start_time_seconds",
+        ] {
+            let v = sample(&text, name).unwrap_or_else(|| panic!("{name} missing in {text}"));
+            assert!(v > 0.0, "{name} = {v}");
+        }
     }
 }

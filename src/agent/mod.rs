@@ -79,6 +79,7 @@ pub fn run(args: config::AgentArgs) -> Result<(), CliError> {
     )
     .context("failed to start the emitter thread")
     .map_err(CliError::runtime)?;
+    metrics.watch(shared.clone(), cfg.controller_endpoint.is_some());
     // Standalone: apply at once. Controller mode: the carriers stay
     // all-zero (inert) until the controller's config is applied.
     if let Some(c) = &standalone {
@@ -236,8 +237,15 @@ fn build_sinks(
             )?),
             SinkKind::Otlp => Box::new(sinks::otlp::otlp_sink(
                 cfg.otlp_endpoint.as_deref().unwrap_or_default(),
-                cfg.otlp_encoding,
-                &cfg.node_name,
+                sinks::otlp::OtlpOptions {
+                    encoding: cfg.otlp_encoding,
+                    compression: cfg.otlp_compression,
+                    headers: cfg.otlp_headers.clone(),
+                    identity: sinks::otlp::Identity {
+                        node_name: cfg.node_name.clone(),
+                        agent_id: agent_id.to_string(),
+                    },
+                },
                 sinks::http::PostPolicy::default(),
                 metrics.clone(),
             )?),

@@ -5,7 +5,9 @@
 //! per tick, not per record), consumes at most `DRAIN_CAP` records, decodes
 //! and classifies them, and hands findings to the emitter without blocking.
 //! It does no I/O besides the rings, except rare carrier writes when config
-//! changes and one counter read per second.
+//! changes and one counter read per second. The BPF hash maps' fill is
+//! counted on a helper thread (`bpf-map-count`) it starts and joins, so
+//! that walk never delays a drain.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -14,13 +16,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use anyhow::Context;
-use libbpf_rs::{MapCore, RingBufferBuilder};
+use libbpf_rs::{MapCore, MapHandle, RingBufferBuilder};
 
 use super::loader::{load_object, object_sources, LoadedObject};
 use crate::agent::abi::{self, TapioConfig, STAT_MAX};
 use crate::agent::classify::Finding;
 use crate::agent::decode::{decode, Fact};
-use crate::agent::metrics::{Metrics, ObserverReason};
+use crate::agent::metrics::{Metrics, ObserverMap, ObserverReason};
 use crate::agent::pipeline::{monotonic_ns, offer_findings, Classifiers, Shared};
 use crate::wire::{CompiledConfig, Observer};
 
@@ -29,6 +31,12 @@ pub const DRAIN_CAP: usize = 8192;
 /// Longest wait for records; also the classification tick.
 pub const TICK_MS: i32 = 100;
 const STATS_EVERY_NS: u64 = 1_000_000_000;
+/// How often `tapio_bpf_map_entries` is refreshed. The kernel keeps no
+/// entry count a user can read for hash maps, so counting walks every key,
+/// one bpf(2) call each: ~75 ms for a full 16k-entry map in a debug build.
+/// Per scrape, any scraper could spend that at will; twice a minute, on its
+/// own thread, it is noise.
+pub const MAP_COUNT_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What one tick pulled out of the rings.
 #[derive(Default)]
@@ -58,9 +66,21 @@ pub fn start(
                 )));
                 return;
             }
+            // Capacity and fill exist before the metrics listener opens
+            // (the maps are nearly empty now, so this first walk is short).
+            let maps = hash_maps(&objects);
+            export_map_fill(&maps, &metrics);
+            let (counter_stop, stop_rx) = std::sync::mpsc::channel::<()>();
+            let counter = spawn_map_counter(maps, stop_rx, metrics.clone(), MAP_COUNT_EVERY);
             let _ = ready_tx.send(Ok(()));
             if let Err(e) = drain_loop(&objects, &shared, &metrics, &findings, initial) {
                 tracing::error!("drain stopped: {e:#}");
+            }
+            // Closing the channel wakes it at once, also when the drain
+            // ended on an error while the agent runs on.
+            drop(counter_stop);
+            if let Some(c) = counter {
+                let _ = c.join();
             }
         })
         .context("failed to start the drain thread")?;
@@ -309,6 +329,80 @@ fn export_stats(objects: &[LoadedObject], prev: &mut [[u64; STAT_MAX]], metrics:
     }
 }
 
+/// Every hash map of the loaded objects (the per-flow and per-request
+/// state tables; arrays and rings have no fill), with its own fd so another
+/// thread can walk it.
+fn hash_maps(objects: &[LoadedObject]) -> Vec<(ObserverMap, MapHandle)> {
+    let mut out = Vec::new();
+    for lo in objects {
+        for map in lo.obj.maps() {
+            if !map.map_type().is_hash_map() {
+                continue;
+            }
+            let label = ObserverMap {
+                observer: lo.observer.as_str().into(),
+                map: map.name().to_string_lossy().into_owned(),
+            };
+            match MapHandle::try_from(&map) {
+                Ok(h) => out.push((label, h)),
+                Err(e) => tracing::warn!(
+                    observer = %label.observer,
+                    map = %label.map,
+                    "map fill not exported: {e}"
+                ),
+            }
+        }
+    }
+    out
+}
+
+/// Sets `tapio_bpf_map_{capacity,entries}` for `maps`.
+fn export_map_fill(maps: &[(ObserverMap, MapHandle)], metrics: &Metrics) {
+    for (label, map) in maps {
+        metrics
+            .bpf_map_capacity
+            .get_or_create(label)
+            .set(i64::from(map.max_entries()));
+        metrics
+            .bpf_map_entries
+            .get_or_create(label)
+            .set(count_entries(map) as i64);
+    }
+}
+
+/// Recounts `maps` every `every` ([`MAP_COUNT_EVERY`]) until `stop` closes.
+/// `None` (logged) if the thread cannot start: the first count then stays.
+fn spawn_map_counter(
+    maps: Vec<(ObserverMap, MapHandle)>,
+    stop: std::sync::mpsc::Receiver<()>,
+    metrics: Arc<Metrics>,
+    every: std::time::Duration,
+) -> Option<JoinHandle<()>> {
+    use std::sync::mpsc::RecvTimeoutError;
+    let spawned = std::thread::Builder::new()
+        .name("bpf-map-count".into())
+        .spawn(move || {
+            while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(every) {
+                export_map_fill(&maps, &metrics);
+            }
+        });
+    match spawned {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::warn!("BPF map fill is counted once only: no thread: {e}");
+            None
+        }
+    }
+}
+
+/// Entries in a hash map, by walking its keys. A key evicted while the walk
+/// stands on it makes the kernel restart from the first key, so under
+/// churn a walk could revisit keys: capped at the capacity, it stays
+/// bounded and never reports more than the map can hold.
+pub fn count_entries(map: &impl MapCore) -> usize {
+    map.keys().take(map.max_entries() as usize).count()
+}
+
 fn export_program_stats(
     objects: &[LoadedObject],
     prev: &mut std::collections::HashMap<(Observer, String), (u64, u64)>,
@@ -355,4 +449,109 @@ fn export_drops(
         }
     }
     *prev = now;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libbpf_rs::{MapFlags, MapType};
+
+    /// Creating BPF maps needs root: skips with one line elsewhere, fails
+    /// under `TAPIO_REQUIRE_EBPF=1` (CI), where a skip would hide a failure.
+    fn may_create_maps() -> bool {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            return true;
+        }
+        if std::env::var("TAPIO_REQUIRE_EBPF").as_deref() == Ok("1") {
+            panic!("creating BPF maps needs root, but TAPIO_REQUIRE_EBPF=1");
+        }
+        eprintln!("skipping: creating BPF maps needs root");
+        false
+    }
+
+    /// A real LRU hash map in the kernel (root only): the walk counts what
+    /// was inserted, and a full map counts exactly its capacity.
+    #[test]
+    fn counts_the_entries_of_a_real_lru_map() {
+        if !may_create_maps() {
+            return;
+        }
+        let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
+            sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
+            ..Default::default()
+        };
+        let map = MapHandle::create(MapType::LruHash, Some("tapio_count"), 4, 8, 16384, &opts)
+            .expect("create an LRU hash map");
+        assert_eq!(count_entries(&map), 0);
+        for k in 0u32..300 {
+            map.update(&k.to_ne_bytes(), &[0; 8], MapFlags::ANY)
+                .unwrap();
+        }
+        assert_eq!(count_entries(&map), 300);
+        for k in 300u32..16384 {
+            map.update(&k.to_ne_bytes(), &[0; 8], MapFlags::ANY)
+                .unwrap();
+        }
+        let t = std::time::Instant::now();
+        let n = count_entries(&map);
+        // Printed, not asserted: the cost that sets MAP_COUNT_EVERY_NS.
+        eprintln!("counted {n} entries in {:?}", t.elapsed());
+        // LRU may evict early (per-CPU free lists), never beyond capacity.
+        assert!(n <= 16384 && n > 16384 / 2, "{n}");
+    }
+
+    /// The counter thread refreshes the gauges on its own and ends as soon
+    /// as its channel closes.
+    #[test]
+    fn counter_thread_refreshes_the_gauges_and_stops_on_close() {
+        if !may_create_maps() {
+            return;
+        }
+        let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
+            sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
+            ..Default::default()
+        };
+        let map = MapHandle::create(MapType::Hash, Some("tapio_fill"), 4, 4, 64, &opts).unwrap();
+        let label = ObserverMap {
+            observer: "network".into(),
+            map: "tapio_fill".into(),
+        };
+        let metrics = Metrics::new();
+        let maps = vec![(label.clone(), MapHandle::try_from(&map).unwrap())];
+        export_map_fill(&maps, &metrics);
+        let series = "tapio_bpf_map_entries{observer=\"network\",map=\"tapio_fill\"}";
+        let read = |m: &Metrics| {
+            m.encode()
+                .lines()
+                .find_map(|l| l.strip_prefix(series)?.trim().parse::<i64>().ok())
+        };
+        assert_eq!(read(&metrics), Some(0));
+        assert!(metrics
+            .encode()
+            .contains("tapio_bpf_map_capacity{observer=\"network\",map=\"tapio_fill\"} 64"));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let h = spawn_map_counter(
+            maps,
+            rx,
+            metrics.clone(),
+            std::time::Duration::from_millis(20),
+        )
+        .unwrap();
+        for k in 0u32..5 {
+            map.update(&k.to_ne_bytes(), &k.to_ne_bytes(), MapFlags::ANY)
+                .unwrap();
+        }
+        let mut seen = None;
+        for _ in 0..500 {
+            seen = read(&metrics);
+            if seen == Some(5) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(seen, Some(5));
+        drop(tx);
+        h.join().unwrap();
+    }
 }

@@ -18,7 +18,8 @@
 //! counts OCCURRENCES (`ok`: delivered; `error`: in a failed write attempt,
 //! once per attempt), and `tapio_sink_drops_total{sink,reason}` counts each
 //! occurrence given up, once. So per sink, offered = writes{ok} + drops.
-//! This module does not know any destination: no I/O here.
+//! The handle keeps `tapio_sink_queue_depth{sink}` (what waits in the
+//! queue) current. This module does not know any destination: no I/O here.
 
 pub mod controller;
 pub mod file;
@@ -34,7 +35,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::agent::metrics::Metrics;
+use prometheus_client::metrics::gauge::Gauge;
+
+use crate::agent::metrics::{Metrics, SinkLabel};
 pub use crate::agent::pipeline::Shutdown;
 use crate::wire::Occurrence;
 
@@ -105,6 +108,9 @@ pub struct SinkHandle {
     shutdown: Shutdown,
     /// During shutdown: offered, waiting for room in the queue.
     backlog: RefCell<VecDeque<Arc<Occurrence>>>,
+    /// Raised before each send (lowered again if it fails) and lowered by
+    /// the sink thread per occurrence taken, so it never goes negative.
+    depth: Gauge,
 }
 
 impl SinkHandle {
@@ -137,6 +143,12 @@ impl SinkHandle {
         for reason in COMMON_DROP_REASONS.iter().chain(sink.drop_reasons()) {
             metrics.sink_drop(name, reason, 0);
         }
+        metrics.init_sink(name, capacity);
+        let depth = metrics
+            .sink_queue_depth
+            .get_or_create(&SinkLabel { sink: name.into() })
+            .clone();
+        let taken = depth.clone();
         sink.attach_shutdown(shutdown.clone());
         let ledger = Arc::new(SinkLedger {
             name,
@@ -148,7 +160,7 @@ impl SinkHandle {
         let thread = std::thread::Builder::new()
             .name(format!("sink-{name}"))
             .spawn(move || {
-                run_sink(sink.as_mut(), rx, &s);
+                run_sink(sink.as_mut(), rx, &s, &taken);
                 l.finished.store(true, Ordering::Release);
             })?;
         Ok(SinkHandle {
@@ -159,6 +171,7 @@ impl SinkHandle {
             ledger,
             shutdown,
             backlog: RefCell::new(VecDeque::new()),
+            depth,
         })
     }
 
@@ -185,10 +198,15 @@ impl SinkHandle {
             self.pump();
             return;
         }
+        self.depth.inc();
         match tx.try_send(occ) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => self.metrics.sink_drop(self.name, "queue_full", 1),
+            Err(TrySendError::Full(_)) => {
+                self.depth.dec();
+                self.metrics.sink_drop(self.name, "queue_full", 1)
+            }
             Err(TrySendError::Disconnected(_)) => {
+                self.depth.dec();
                 self.metrics.sink_drop(self.name, "sink_stopped", 1)
             }
         }
@@ -200,13 +218,16 @@ impl SinkHandle {
         let Some(tx) = &self.tx else { return true };
         let mut backlog = self.backlog.borrow_mut();
         while let Some(o) = backlog.pop_front() {
+            self.depth.inc();
             match tx.try_send(o) {
                 Ok(()) => {}
                 Err(TrySendError::Full(o)) => {
+                    self.depth.dec();
                     backlog.push_front(o);
                     return false;
                 }
                 Err(TrySendError::Disconnected(_)) => {
+                    self.depth.dec();
                     // The sink thread is gone: it stops by itself at the
                     // deadline, so past it this is the budget's doing.
                     let reason = if self.shutdown.expired() {
@@ -282,7 +303,12 @@ pub fn deliver_backlogs(sinks: &[SinkHandle]) {
     }
 }
 
-fn run_sink(sink: &mut dyn Sink, rx: Receiver<Arc<Occurrence>>, shutdown: &Shutdown) {
+fn run_sink(
+    sink: &mut dyn Sink,
+    rx: Receiver<Arc<Occurrence>>,
+    shutdown: &Shutdown,
+    depth: &Gauge,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
         if shutdown.expired() {
@@ -308,6 +334,7 @@ fn run_sink(sink: &mut dyn Sink, rx: Receiver<Arc<Occurrence>>, shutdown: &Shutd
                 Err(_) => break,
             }
         }
+        depth.dec_by(batch.len() as i64);
         sink.accept(&batch);
         batch.clear();
     }
@@ -643,5 +670,94 @@ mod tests {
         m.sink_drop("pipeline", "shutdown_timeout", 2);
         let p = pipeline_drops(&m).unwrap();
         assert_eq!(describe_undelivered(&[p]), "pipeline=2(shutdown_timeout=2)");
+    }
+
+    /// A sink that reports when it has taken its first batch, then blocks
+    /// until released: the queue behind it is then exactly what was offered.
+    struct Held {
+        entered: Arc<(Mutex<bool>, Condvar)>,
+        open: Arc<(Mutex<bool>, Condvar)>,
+    }
+
+    impl Sink for Held {
+        fn name(&self) -> &'static str {
+            "held"
+        }
+        fn accept(&mut self, _batch: &[Arc<Occurrence>]) {
+            *self.entered.0.lock().unwrap() = true;
+            self.entered.1.notify_all();
+            let (lock, cv) = &*self.open;
+            let mut open = lock.lock().unwrap();
+            while !*open {
+                open = cv.wait(open).unwrap();
+            }
+        }
+    }
+
+    fn sample(text: &str, series: &str) -> Option<i64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn queue_depth_gauge_follows_the_queue() {
+        let metrics = Metrics::new();
+        let entered = Arc::new((Mutex::new(false), Condvar::new()));
+        let open = Arc::new((Mutex::new(false), Condvar::new()));
+        let h = SinkHandle::spawn_with_capacity(
+            Box::new(Held {
+                entered: entered.clone(),
+                open: open.clone(),
+            }),
+            metrics.clone(),
+            4,
+        )
+        .unwrap();
+        let text = metrics.encode();
+        assert_eq!(
+            sample(&text, "tapio_sink_queue_capacity{sink=\"held\"}"),
+            Some(4)
+        );
+        assert_eq!(
+            sample(&text, "tapio_sink_queue_depth{sink=\"held\"}"),
+            Some(0)
+        );
+        h.offer(occ(0));
+        {
+            let (lock, cv) = &*entered;
+            let (g, timeout) = cv
+                .wait_timeout_while(lock.lock().unwrap(), Duration::from_secs(10), |e| !*e)
+                .unwrap();
+            assert!(
+                *g && !timeout.timed_out(),
+                "the sink never took its first batch"
+            );
+        }
+        // The sink thread holds occ(0); 4 of these 10 fit, 6 drop.
+        for i in 1..=10 {
+            h.offer(occ(i));
+        }
+        let text = metrics.encode();
+        assert_eq!(
+            sample(&text, "tapio_sink_queue_depth{sink=\"held\"}"),
+            Some(4),
+            "{text}"
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "tapio_sink_drops_total{sink=\"held\",reason=\"queue_full\"}"
+            ),
+            Some(6)
+        );
+        *open.0.lock().unwrap() = true;
+        open.1.notify_all();
+        h.close();
+        let text = metrics.encode();
+        assert_eq!(
+            sample(&text, "tapio_sink_queue_depth{sink=\"held\"}"),
+            Some(0),
+            "{text}"
+        );
     }
 }
