@@ -36,9 +36,9 @@
 //!   once with `retransmits` = the retransmits in the sliding window, and a
 //!   spike window of `retransmit_window_ms` from that moment. Every later
 //!   retransmit of the connection inside the spike window is counted and
-//!   emitted as one follow-up occurrence when the window ends (or the
-//!   connection ends, or on shutdown, or when the bounded table must make
-//!   room), so the sum of `retransmits` over a connection's spike
+//!   emitted as one follow-up occurrence when the window ends (or a
+//!   record of the connection's end arrives, or on shutdown, or when the
+//!   bounded table must make room), so the sum of `retransmits` over a connection's spike
 //!   occurrences equals the retransmits the kernel made in its spike
 //!   windows. Retransmits are counted in segments, as the kernel counts
 //!   them (`tcpi_total_retrans`): one `tcp_retransmit_skb` may carry
