@@ -442,6 +442,11 @@ impl CraftedRequest {
                 "request_queue.stats",
                 (self.addr + STATS as u64).to_ne_bytes(),
             );
+            // No stats callbacks (an empty list points at itself), but
+            // accounting on: QUEUE_FLAG_STATS is set either way.
+            let head = self.addr + (STATS + self.off["blk_queue_stats.callbacks"]) as u64;
+            self.put(STATS, "blk_queue_stats.callbacks", head.to_ne_bytes());
+            self.put(STATS + 8, "blk_queue_stats.callbacks", head.to_ne_bytes());
             self.put(STATS, "blk_queue_stats.accounting", 1i32.to_ne_bytes());
         }
     }
@@ -503,7 +508,7 @@ fn request_offsets() -> std::collections::HashMap<String, usize> {
             ][..],
         ),
         ("request_queue", &["stats"][..]),
-        ("blk_queue_stats", &["accounting"][..]),
+        ("blk_queue_stats", &["callbacks", "accounting"][..]),
     ] {
         for (m, off) in offsets(&btf, name, members) {
             out.insert(format!("{name}.{m}"), off);
