@@ -719,3 +719,92 @@ fn a_timeout_nobody_dropped_has_no_drop_reason() {
         assert!(d.get(k).is_none(), "{k} without a drop: {v}");
     }
 }
+
+#[test]
+fn a_lossy_bulk_transfers_spike_occurrences_sum_to_the_kernels_retransmits() {
+    if !require_ebpf("a_lossy_bulk_transfers_spike_occurrences_sum_to_the_kernels_retransmits") {
+        return;
+    }
+    // min_count 1: every retransmit opens or joins a spike window, so the
+    // occurrences must account for every segment the kernel retransmitted.
+    let agent = Agent::start(
+        "[observers.network]\nretransmit_min_count = 1\nretransmit_window_ms = 2000\n",
+        &[],
+    );
+    let ns = Netns::new("tplossy");
+    let port = closed_port("127.0.0.1");
+    // Drop about 1 in 20 of the client's segments to the server: fast
+    // retransmits of multi-segment (GSO) skbs, SACK repairs and RTOs.
+    ns.exec(&format!(
+        "{NFT_TABLE} && nft add rule inet tapiotest in tcp dport {port} numgen random mod 20 == 0 drop"
+    ));
+    let prog = format!(
+        r#"import socket,struct,sys,threading
+l=socket.socket()
+l.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
+l.bind(('127.0.0.1',{port}))
+l.listen(1)
+got=[0]
+def serve():
+    a,_=l.accept()
+    while True:
+        b=a.recv(1<<20)
+        if not b: break
+        got[0]+=len(b)
+    a.sendall(b'k')
+t=threading.Thread(target=serve)
+t.start()
+c=socket.create_connection(('127.0.0.1',{port}))
+c.sendall(b'z'*(8<<20))
+c.shutdown(socket.SHUT_WR)
+c.recv(1)
+t.join()
+info=c.getsockopt(socket.IPPROTO_TCP,socket.TCP_INFO,232)
+print(c.getsockname()[1],struct.unpack_from('I',info,{TCPI_TOTAL_RETRANS})[0],got[0],flush=True)
+sys.stdin.readline()
+"#
+    );
+    let mut child = KillOnDrop(ns.spawn("python3", &["-c", &prog]));
+    let lines = line_channel(child.0.stdout.take().unwrap());
+    let line = lines
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the transfer finishes");
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    let (sport, total, got) = (v[0], v[1], v[2]);
+    assert_eq!(got, 8 << 20, "everything arrived");
+    assert!(total > 0, "the drop rule made retransmits");
+    // The socket stays open: the last window closes by time (2 s), then
+    // the sum is final.
+    let of_conn = |v: &Value| {
+        of_type_port("kernel.network.retransmit_spike", port)(v) && v["data"]["sport"] == sport
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let sum = loop {
+        let sum: u64 = agent
+            .matching(of_conn)
+            .iter()
+            .map(|v| v["data"]["retransmits"].as_u64().unwrap())
+            .sum();
+        if sum >= total || std::time::Instant::now() > deadline {
+            break sum;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    std::thread::sleep(Duration::from_millis(2500));
+    let again: u64 = agent
+        .matching(of_conn)
+        .iter()
+        .map(|v| v["data"]["retransmits"].as_u64().unwrap())
+        .sum();
+    assert_eq!(again, sum, "no more after the windows closed");
+    assert_eq!(
+        sum,
+        total,
+        "spike occurrences {:#?}",
+        agent.matching(of_conn)
+    );
+    write_stdin(&mut child.0, "done\n");
+}
