@@ -12,7 +12,13 @@
  *    context; since 6.16 its second argument group_dead marks the last
  *    thread out; task->exit_code is in wait(2) encoding;
  *  - memory cgroups may be v1 or v2: both keep the limit in
- *    mem_cgroup->memory.max (pages); PAGE_COUNTER_MAX means "no limit".
+ *    mem_cgroup->memory.max (pages); PAGE_COUNTER_MAX means "no limit";
+ *  - signal_generate runs in the context of whoever generated the signal:
+ *    kill(2)/pidfd_send_signal (si_code SI_USER, 0) and tgkill (SI_TKILL,
+ *    -6) from the sender; a fault (code > 0) from the faulting thread; an
+ *    OOM kill (SI_KERNEL) from the task whose charge failed; abort() and
+ *    the kernel's SIGPIPE from the target itself. A sender exists only
+ *    when code <= 0 and the current tgid is not the target's.
  * The agent decides severity and formats; this program decides which exits
  * are facts worth a record (SPEC §1 scope rule) so a node where shell tools
  * exit 1 all day sends nothing.
@@ -54,6 +60,26 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } oom_victims SEC(".maps");
+
+/* (target tgid << 32 | signal) -> who sent it last, for the fatal signals
+ * only (crash signals and SIGKILL): written where a signal is generated,
+ * read once where a reported exit names that signal. A later kernel-raised
+ * or self-sent signal of the same number deletes the entry (the exit's
+ * signal is the last one generated). LRU: a signal that was handled and
+ * never killed anyone ages out. */
+struct signal_sender {
+	__u64 cgroup_id;
+	__u32 pid;
+	__u32 _pad;
+	char comm[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct signal_sender);
+} signal_senders SEC(".maps");
 
 static __always_inline __u64 task_cgroup2_id(struct task_struct *t)
 {
@@ -297,6 +323,20 @@ int handle_ctr__sched_process_exit(__u64 *ctx)
 	e->ns_pid = ns_pid;
 	if (ns_pid == 1)
 		e->flags |= TAPIO_CTR_F_PIDNS_INIT;
+	if (sig) {
+		/* Only here, on a reported signal death: a healthy exit never
+		 * pays for the lookup. */
+		__u64 skey = (__u64)tgid << 32 | sig;
+		struct signal_sender *s = bpf_map_lookup_elem(&signal_senders, &skey);
+
+		if (s) {
+			e->sender_pid = s->pid;
+			e->sender_cgroup_id = s->cgroup_id;
+			__builtin_memcpy(e->sender_comm, s->comm, sizeof(e->sender_comm));
+			e->flags |= TAPIO_CTR_F_SENDER;
+			bpf_map_delete_elem(&signal_senders, &skey);
+		}
+	}
 	{
 		struct mem_cgroup *m = task_memcg(p);
 
@@ -304,5 +344,48 @@ int handle_ctr__sched_process_exit(__u64 *ctx)
 			e->memcg_id = BPF_CORE_READ(m, css.cgroup, kn, id);
 	}
 	bpf_ringbuf_submit(e, tapio_rb_flags(&events));
+	return 0;
+}
+
+#define SI_USER   0
+#define SI_KERNEL 0x80
+/* include/linux/sched/signal.h: pseudo siginfo pointers. */
+#define SEND_SIG_NOINFO 0UL
+#define SEND_SIG_PRIV   1UL
+
+/* (sig, info, task, group, result) since 3.x; result since 3.12. */
+SEC("tp_btf/signal_generate")
+int BPF_PROG(handle_ctr__signal_generate, int sig, struct kernel_siginfo *info,
+	     struct task_struct *task, int group, int result)
+{
+	struct signal_sender s = {};
+	__u32 target, cur;
+	__u64 key, id;
+	int code;
+
+	/* Cheapest filters first: only fatal signals that will be delivered
+	 * (an already pending one keeps its first sender). */
+	if (!crash_signal(sig) || result != TRACE_SIGNAL_DELIVERED)
+		return 0;
+	if ((unsigned long)info == SEND_SIG_NOINFO)
+		code = SI_USER;
+	else if ((unsigned long)info == SEND_SIG_PRIV)
+		code = SI_KERNEL;
+	else
+		code = BPF_CORE_READ(info, si_code);
+	target = BPF_CORE_READ(task, tgid);
+	key = (__u64)target << 32 | (__u32)sig;
+	id = bpf_get_current_pid_tgid();
+	cur = id >> 32;
+	/* Raised by the kernel (a fault, an OOM kill) or sent to itself
+	 * (abort()): no sender, and no older sender of this signal applies. */
+	if (code > 0 || cur == target) {
+		bpf_map_delete_elem(&signal_senders, &key);
+		return 0;
+	}
+	s.pid = cur;
+	s.cgroup_id = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(s.comm, sizeof(s.comm));
+	bpf_map_update_elem(&signal_senders, &key, &s, BPF_ANY);
 	return 0;
 }

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /*
- * Network observer: failed connects, retransmits and RTT samples.
+ * Network observer: failed connects and why, peer resets, retransmits and
+ * RTT samples.
  *
  * Facts this rests on (KERNEL-FACTS.md, checked on 6.18):
  *  - a connect runs CLOSE->SYN_SENT in the connecting process; the
@@ -11,7 +12,16 @@
  *    ICMP port unreachable), 110 timed out, 113/101 unreachable, 0 when the
  *    application gave up itself (not an anomaly);
  *  - skc_num is 0 at both transitions of a failed connect; inet_sport still
- *    holds the source port at SYN_SENT->CLOSE.
+ *    holds the source port at SYN_SENT->CLOSE;
+ *  - a peer's RST runs tcp_receive_reset in the softirq of whoever
+ *    delivered it (on loopback and veth: the peer's own close()), never the
+ *    connector: pid/comm come from the owner map. Accepted sockets never go
+ *    CLOSE->SYN_SENT, so they have no owner entry; an orphan (closed by its
+ *    application) has SOCK_DEAD and no sk_socket. The local side's own
+ *    abort fires no tcp_receive_reset at all;
+ *  - a SYN dropped in the connector's own netns (OUTPUT) or a SYN-ACK
+ *    dropped at its INPUT carries skb->sk = the SYN_SENT socket; a SYN
+ *    dropped in the peer's netns has no socket and is tied by its 4-tuple.
  * Classification (windows, folding) happens in the agent; this program
  * decides what is a fact worth a record. The one rule judged here is RTT
  * degradation: every healthy connection's end is a baseline sample, and
@@ -31,6 +41,15 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define AF_INET 2
 #define AF_INET6 10
 #define IPPROTO_TCP 6
+#define SOCK_DEAD_BIT 0 /* enum sock_flags SOCK_DEAD */
+#define TCPHDR_SYN 0x02
+#define TCPHDR_ACK 0x10
+/* tcp_retransmit_skb's early exits (nothing sent, nothing counted). */
+#define EAGAIN 11
+#define ENOMEM 12
+#define EBUSY 16
+#define EINVAL 22
+#define EHOSTUNREACH 113
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -47,6 +66,8 @@ struct conn_owner {
 	__s32 err;      /* error reported while in SYN_SENT (see below) */
 	__u64 cgroup_id;
 	__u64 err_ts;   /* when it was reported */
+	__u32 drops;    /* its packets this kernel dropped while in SYN_SENT */
+	__u32 drop_reason; /* skb_drop_reason of the first */
 };
 
 struct {
@@ -122,9 +143,42 @@ struct rtt_verdict {
 	bool spike;
 };
 
+/* Dropped SYNs / SYN-ACKs that had no socket attached (the peer's netns),
+ * keyed by the connector's 4-tuple and its initial sequence number, so a
+ * later connect that reuses the tuple never inherits them; read and
+ * deleted at the connect's failure. LRU: drops of connects that succeed
+ * or are not ours age out. */
+struct flow_key {
+	__u8 saddr[16]; /* the connector's address, IPv4 in the first 4 bytes */
+	__u8 daddr[16];
+	__u16 sport;    /* host byte order */
+	__u16 dport;
+	__u16 family;
+	__u16 _pad;
+	__u32 isn;      /* the SYN's sequence number */
+};
+
+struct flow_drops {
+	__u32 drops;
+	__u32 reason;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct flow_key);
+	__type(value, struct flow_drops);
+} flow_drops SEC(".maps");
+
+/* Per-kind facts beyond the common ones. */
+struct net_extra {
+	__u32 unacked;
+	__u32 segs;
+};
+
 static __always_inline void emit(struct sock *sk, const struct tapio_config *cfg, __u16 kind,
 				 struct conn_owner *owner, __s32 sk_err, __u32 state,
-				 const struct rtt_verdict *rtt)
+				 const struct rtt_verdict *rtt, const struct net_extra *x)
 {
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
 	struct tapio_net_event *e;
@@ -168,8 +222,56 @@ static __always_inline void emit(struct sock *sk, const struct tapio_config *cfg
 	/* Destinations are per network namespace: 127.0.0.1:8080 in one pod
 	 * is not 127.0.0.1:8080 in another. */
 	e->netns = sk->__sk_common.skc_net.net->ns.inum;
+	e->unacked = x ? x->unacked : 0;
+	e->segs = x ? x->segs : 0;
+	if (owner && kind == TAPIO_EV_NET_CONNECT_FAIL) {
+		e->drops = owner->drops;
+		e->drop_reason = owner->drop_reason;
+	} else {
+		e->drops = 0;
+		e->drop_reason = 0;
+	}
 	bpf_ringbuf_submit(e, tapio_rb_flags(&events));
 }
+/* The connector's 4-tuple of @sk, as flow_drops keys it. */
+static __always_inline void sock_flow_key(struct flow_key *k, struct sock *sk, struct tcp_sock *tp)
+{
+	__u16 family = sk->__sk_common.skc_family;
+
+	__builtin_memset(k, 0, sizeof(*k));
+	k->family = family;
+	if (family == AF_INET) {
+		__u32 s = sk->__sk_common.skc_rcv_saddr;
+		__u32 d = sk->__sk_common.skc_daddr;
+
+		__builtin_memcpy(k->saddr, &s, 4);
+		__builtin_memcpy(k->daddr, &d, 4);
+	} else {
+		__builtin_memcpy(k->saddr, &sk->__sk_common.skc_v6_rcv_saddr, 16);
+		__builtin_memcpy(k->daddr, &sk->__sk_common.skc_v6_daddr, 16);
+	}
+	k->sport = tp ? bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport) : 0;
+	k->dport = bpf_ntohs(sk->__sk_common.skc_dport);
+	/* Nothing was acknowledged in SYN_SENT: snd_una is still the ISN. */
+	k->isn = tp ? tp->snd_una : 0;
+}
+
+/* Adds the socketless drops recorded for this connect to its owner entry. */
+static __always_inline void take_flow_drops(struct sock *sk, struct conn_owner *owner)
+{
+	struct flow_drops *fd;
+	struct flow_key k;
+
+	sock_flow_key(&k, sk, bpf_skc_to_tcp_sock(sk));
+	fd = bpf_map_lookup_elem(&flow_drops, &k);
+	if (!fd)
+		return;
+	if (!owner->drops)
+		owner->drop_reason = fd->reason;
+	owner->drops += fd->drops;
+	bpf_map_delete_elem(&flow_drops, &k);
+}
+
 
 /*
  * Judges one srtt sample of an actively opened connection against its
@@ -259,7 +361,9 @@ int BPF_PROG(handle_net__inet_sock_set_state, struct sock *sk, int oldstate, int
 		if (err && (cfg = tapio_config_get(TAPIO_FLAG_NETWORK))) {
 			if (!owner)
 				tapio_stat_inc(TAPIO_STAT_OWNER_MISSING);
-			emit(sk, cfg, TAPIO_EV_NET_CONNECT_FAIL, owner, err, oldstate, NULL);
+			else
+				take_flow_drops(sk, owner);
+			emit(sk, cfg, TAPIO_EV_NET_CONNECT_FAIL, owner, err, oldstate, NULL, NULL);
 		}
 	} else if (owner && oldstate != TCP_LISTEN &&
 		   (cfg = tapio_config_get(TAPIO_FLAG_NETWORK))) {
@@ -271,7 +375,7 @@ int BPF_PROG(handle_net__inet_sock_set_state, struct sock *sk, int oldstate, int
 		if (srtt) {
 			rtt_judge(sk, cfg, srtt, &v);
 			if (v.spike)
-				emit(sk, cfg, TAPIO_EV_NET_RTT, owner, 0, oldstate, &v);
+				emit(sk, cfg, TAPIO_EV_NET_RTT, owner, 0, oldstate, &v, NULL);
 		}
 	}
 	if (owner)
@@ -282,16 +386,45 @@ int BPF_PROG(handle_net__inet_sock_set_state, struct sock *sk, int oldstate, int
 SEC("tp_btf/tcp_receive_reset")
 int BPF_PROG(handle_net__tcp_receive_reset, struct sock *sk)
 {
+	struct net_extra x = {};
 	struct conn_owner *owner;
+	const struct tapio_config *cfg;
+	struct tcp_sock *tp;
 	__u64 key = (__u64)sk;
+	__u8 state = sk->__sk_common.skc_state;
 
-	/* Only a reset answering our SYN says "refused by RST". This runs in
-	 * softirq context: never take the current task here. */
-	if (sk->__sk_common.skc_state != TCP_SYN_SENT)
-		return 0;
+	/* Softirq context: never take the current task here. */
 	owner = bpf_map_lookup_elem(&conn_owners, &key);
-	if (owner)
-		owner->flags |= TAPIO_NET_F_RST; /* sole writer of this bit */
+	if (state == TCP_SYN_SENT) {
+		/* A reset answering our SYN: "refused by RST". */
+		if (owner)
+			owner->flags |= TAPIO_NET_F_RST; /* sole writer of this bit */
+		return 0;
+	}
+	if (!owner) {
+		/* Accepted (inbound), or connected before we were live. */
+		tapio_stat_inc(TAPIO_STAT_RESET_INBOUND);
+		return 0;
+	}
+	/* The application closed it already: nobody will see the error. */
+	if ((sk->__sk_common.skc_flags & (1UL << SOCK_DEAD_BIT)) || !sk->sk_socket) {
+		tapio_stat_inc(TAPIO_STAT_RESET_ORPHAN);
+		return 0;
+	}
+	if (!(cfg = tapio_config_get(TAPIO_FLAG_NETWORK)))
+		return 0;
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (tp) {
+		__u32 nxt = tp->snd_nxt;
+
+		x.unacked = nxt - tp->snd_una;
+		/* A sent FIN takes a sequence number but is not data: after
+		 * the application's shutdown the FIN is the last of write_seq. */
+		if (x.unacked && nxt == tp->write_seq &&
+		    (state == TCP_FIN_WAIT1 || state == TCP_CLOSING || state == TCP_LAST_ACK))
+			x.unacked--;
+	}
+	emit(sk, cfg, TAPIO_EV_NET_RESET, owner, 0, state, NULL, &x);
 	return 0;
 }
 
@@ -345,16 +478,27 @@ int BPF_PROG(handle_net__tcp_retransmit_skb, struct sock *sk, struct sk_buff *sk
 	const struct tapio_config *cfg;
 	struct conn_owner *owner;
 	struct rtt_verdict v = {};
+	struct net_extra x = {};
 	__u64 key = (__u64)sk;
 	__u8 state = sk->__sk_common.skc_state;
 	__u32 srtt;
+	int err = 0;
 
 	/* SYN retransmits belong to the connect's own outcome (timeout), not
 	 * to a retransmit spike of an established connection. */
 	if (state == TCP_SYN_SENT || state == TCP_SYN_RECV)
 		return 0;
+	/* Since 6.11 the tracepoint also fires for attempts that returned
+	 * early, before anything was sent or counted in total_retrans. */
+	if (bpf_core_field_exists(struct trace_event_raw_tcp_retransmit_skb, err))
+		err = (int)ctx[2];
+	if (err == -EBUSY || err == -EAGAIN || err == -EINVAL || err == -EHOSTUNREACH ||
+	    err == -ENOMEM)
+		return 0;
 	if (!(cfg = tapio_config_get(TAPIO_FLAG_NETWORK)))
 		return 0;
+	/* Segments, as total_retrans counts them (tcp_skb_pcount). */
+	x.segs = BPF_CORE_READ((struct tcp_skb_cb *)&skb->cb, tcp_gso_segs);
 	/* Timer context: the owner map, not the current task, names the process. */
 	owner = bpf_map_lookup_elem(&conn_owners, &key);
 	/* A retransmit's srtt is an RTT sample too, of actively opened
@@ -362,6 +506,125 @@ int BPF_PROG(handle_net__tcp_retransmit_skb, struct sock *sk, struct sk_buff *sk
 	srtt = read_srtt_us(bpf_skc_to_tcp_sock(sk));
 	if (owner && srtt)
 		rtt_judge(sk, cfg, srtt, &v);
-	emit(sk, cfg, TAPIO_EV_NET_RETRANSMIT, owner, 0, state, &v);
+	emit(sk, cfg, TAPIO_EV_NET_RETRANSMIT, owner, 0, state, &v, &x);
 	return 0;
 }
+
+/* Reads the connector's 4-tuple from a SYN or SYN-ACK's headers. */
+static __always_inline bool skb_flow_key(struct flow_key *k, struct sk_buff *skb)
+{
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	__u16 nh = BPF_CORE_READ(skb, network_header);
+	__u16 th = BPF_CORE_READ(skb, transport_header);
+	__u8 ip[40], tcp[14], ver, proto;
+	__u32 seq, ack;
+	__u8 *src, *dst;
+	__u16 sport, dport;
+	int alen;
+
+	if (!head || nh == (__u16)~0U || th == (__u16)~0U)
+		return false;
+	if (bpf_probe_read_kernel(ip, sizeof(ip), head + nh))
+		return false;
+	ver = ip[0] >> 4;
+	if (ver == 4) {
+		proto = ip[9];
+		src = &ip[12];
+		dst = &ip[16];
+		alen = 4;
+	} else if (ver == 6) {
+		proto = ip[6];
+		src = &ip[8];
+		dst = &ip[24];
+		alen = 16;
+	} else {
+		return false;
+	}
+	if (proto != IPPROTO_TCP)
+		return false;
+	if (bpf_probe_read_kernel(tcp, sizeof(tcp), head + th))
+		return false;
+	if (!(tcp[13] & TCPHDR_SYN))
+		return false;
+	sport = (__u16)tcp[0] << 8 | tcp[1];
+	dport = (__u16)tcp[2] << 8 | tcp[3];
+	seq = (__u32)tcp[4] << 24 | (__u32)tcp[5] << 16 | (__u32)tcp[6] << 8 | tcp[7];
+	ack = (__u32)tcp[8] << 24 | (__u32)tcp[9] << 16 | (__u32)tcp[10] << 8 | tcp[11];
+	__builtin_memset(k, 0, sizeof(*k));
+	k->family = ver == 4 ? AF_INET : AF_INET6;
+	/* A SYN goes connector -> peer carrying the ISN; a SYN-ACK comes
+	 * back acknowledging ISN + 1. */
+	if (tcp[13] & TCPHDR_ACK) {
+		__u8 *t = src;
+
+		src = dst;
+		dst = t;
+		k->sport = dport;
+		k->dport = sport;
+		k->isn = ack - 1;
+	} else {
+		k->sport = sport;
+		k->dport = dport;
+		k->isn = seq;
+	}
+	if (alen == 4) {
+		__builtin_memcpy(k->saddr, src, 4);
+		__builtin_memcpy(k->daddr, dst, 4);
+	} else {
+		__builtin_memcpy(k->saddr, src, 16);
+		__builtin_memcpy(k->daddr, dst, 16);
+	}
+	return true;
+}
+
+/*
+ * A packet this kernel dropped, in any network namespace. This is a hot
+ * tracepoint: the reason is checked first (most frees on a busy node are
+ * NOT_SPECIFIED bookkeeping), then only a socket in SYN_SENT with an owner
+ * entry, or a socketless SYN/SYN-ACK, costs more than a compare.
+ */
+SEC("tp_btf/kfree_skb")
+int handle_net__kfree_skb(__u64 *ctx)
+{
+	struct sk_buff *skb = (struct sk_buff *)ctx[0];
+	struct conn_owner *owner;
+	struct flow_drops *fd, n = {};
+	struct flow_key k;
+	struct sock *sk;
+	__u32 reason;
+	__u64 key;
+
+	/* Before 5.17 the tracepoint has no reason (and no third argument):
+	 * nothing here can name a drop then. */
+	if (!bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_NOT_SPECIFIED))
+		return 0;
+	reason = (__u32)ctx[2];
+	if (reason <= (__u32)bpf_core_enum_value(enum skb_drop_reason,
+						  SKB_DROP_REASON_NOT_SPECIFIED))
+		return 0;
+	sk = skb->sk;
+	if (sk) {
+		if (sk->__sk_common.skc_state != TCP_SYN_SENT)
+			return 0;
+		key = (__u64)sk;
+		owner = bpf_map_lookup_elem(&conn_owners, &key);
+		if (!owner)
+			return 0;
+		if (!owner->drops)
+			owner->drop_reason = reason;
+		__sync_fetch_and_add(&owner->drops, 1);
+		return 0;
+	}
+	if (!skb_flow_key(&k, skb))
+		return 0;
+	fd = bpf_map_lookup_elem(&flow_drops, &k);
+	if (fd) {
+		__sync_fetch_and_add(&fd->drops, 1);
+		return 0;
+	}
+	n.drops = 1;
+	n.reason = reason;
+	bpf_map_update_elem(&flow_drops, &k, &n, BPF_NOEXIST);
+	return 0;
+}
+

@@ -206,7 +206,8 @@ int BPF_PROG(handle_sto__block_rq_complete, struct request *rq, blk_status_t err
 		f = bpf_map_lookup_elem(&inflight, &key);
 		if (f) {
 			/* Only the entry of this very request: a recycled request's
-			 * stale entry has another op or sector. */
+			 * stale entry has another op or sector, and is a counted
+			 * drop (its own completion was lost), never a latency. */
 			if (f->op == op && f->sector == sector) {
 				ambiguous = f->flags & INFLIGHT_AMBIGUOUS;
 				if (!ambiguous) {
@@ -214,6 +215,8 @@ int BPF_PROG(handle_sto__block_rq_complete, struct request *rq, blk_status_t err
 					known = true;
 				}
 				requeues = f->requeues;
+			} else {
+				ambiguous = true;
 			}
 			/* Values are copied out first: the delete frees the element. */
 			if (partial && f->op == op && f->sector == sector)

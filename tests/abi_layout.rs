@@ -202,6 +202,10 @@ fn network_event_offsets_match_decode() {
         ("cgroup_id", CGROUP_ID),
         ("rtt_baseline_us", RTT_BASELINE_US),
         ("rtt_samples", RTT_SAMPLES),
+        ("unacked", UNACKED),
+        ("segs", SEGS),
+        ("drops", DROPS),
+        ("drop_reason", DROP_REASON),
     ] {
         assert_eq!(at(name), off, "tapio_net_event.{name}");
     }
@@ -212,6 +216,9 @@ fn network_event_offsets_match_decode() {
         ),
         ("TAPIO_EV_NET_RETRANSMIT", abi::EV_NET_RETRANSMIT as usize),
         ("TAPIO_EV_NET_RTT", abi::EV_NET_RTT as usize),
+        ("TAPIO_EV_NET_RESET", abi::EV_NET_RESET as usize),
+        ("TAPIO_STAT_RESET_INBOUND", abi::STAT_RESET_INBOUND),
+        ("TAPIO_STAT_RESET_ORPHAN", abi::STAT_RESET_ORPHAN),
         ("TAPIO_STAT_RB_FULL", abi::STAT_RB_FULL),
         ("TAPIO_STAT_CFG_ABI", abi::STAT_CFG_ABI),
         ("TAPIO_STAT_MAX", abi::STAT_MAX),

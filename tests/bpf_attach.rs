@@ -1,4 +1,4 @@
-//! The embedded container and storage BPF objects load and every program
+//! The embedded network, container and storage BPF objects load and every program
 //! attaches on this kernel. Needs root/CAP_BPF: skips with one line
 //! otherwise, fails instead when `TAPIO_REQUIRE_EBPF=1`.
 #![cfg(target_os = "linux")]
@@ -49,7 +49,28 @@ fn container_object_loads_and_attaches() {
     }
     assert_eq!(
         load_and_attach("container"),
-        ["handle_ctr__mark_victim", "handle_ctr__sched_process_exit"]
+        [
+            "handle_ctr__mark_victim",
+            "handle_ctr__sched_process_exit",
+            "handle_ctr__signal_generate"
+        ]
+    );
+}
+
+#[test]
+fn network_object_loads_and_attaches() {
+    if !common::require_ebpf("network_object_loads_and_attaches") {
+        return;
+    }
+    assert_eq!(
+        load_and_attach("network"),
+        [
+            "handle_net__inet_sk_error_report",
+            "handle_net__inet_sock_set_state",
+            "handle_net__kfree_skb",
+            "handle_net__tcp_receive_reset",
+            "handle_net__tcp_retransmit_skb"
+        ]
     );
 }
 

@@ -225,10 +225,17 @@ fn icmp_answers_are_refused_by_icmp_or_unreachable() {
     );
     assert_eq!(u["data"]["errno"], "EHOSTUNREACH");
     assert_eq!(u["severity"], "error");
+    // nft's reject frees the SYN it answers: a local drop, named.
+    assert_eq!(u["data"]["drop_reason"], "NETFILTER_DROP", "{u}");
+    assert_eq!(u["data"]["drops"], 1, "{u}");
     assert!(agent
         .matching(of_type_port("kernel.network.connection_timeout", p_host))
         .is_empty());
 }
+
+/// Offset of `tcpi_total_retrans` in `struct tcp_info` (8 bytes of u8
+/// fields, then 23 u32 before it).
+const TCPI_TOTAL_RETRANS: usize = 100;
 
 #[test]
 fn dropped_segments_on_an_established_connection_give_a_retransmit_spike() {
@@ -236,7 +243,7 @@ fn dropped_segments_on_an_established_connection_give_a_retransmit_spike() {
         return;
     }
     let agent = Agent::start(
-        "[observers.network]\nretransmit_min_count = 3\nretransmit_window_ms = 5000\n",
+        "[observers.network]\nretransmit_min_count = 3\nretransmit_window_ms = 10000\n",
         &[],
     );
     let ns = Netns::new("tprt");
@@ -244,37 +251,71 @@ fn dropped_segments_on_an_established_connection_give_a_retransmit_spike() {
     // any other test run, even one in another namespace.
     let port = closed_port("127.0.0.1");
     ns.exec(NFT_TABLE);
+    // One 1000-byte segment the peer never acknowledges: RTO retransmits
+    // at ~0.2, 0.6, 1.4, 3.0 s. Once the kernel says 4, the client aborts
+    // (SO_LINGER 0) well before the next one, so the kernel's total is
+    // final. The rest of the spike window follows when it ends (10 s
+    // after the threshold was crossed, ~1.4 s in).
     let prog = format!(
-        "import socket,sys,time\nl=socket.socket()\nl.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\nl.bind(('127.0.0.1',{port}))\nl.listen(1)\nc=socket.create_connection(('127.0.0.1',{port}))\na,_=l.accept()\nc.sendall(b'x'*100)\na.recv(100)\nprint('ready',flush=True)\nsys.stdin.readline()\nc.sendall(b'y'*1000)\ntime.sleep(6)\n"
+        "import socket,struct,sys,time\nl=socket.socket()\nl.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\nl.bind(('127.0.0.1',{port}))\nl.listen(1)\nc=socket.create_connection(('127.0.0.1',{port}))\na,_=l.accept()\nc.sendall(b'x'*100)\na.recv(100)\nprint('ready',flush=True)\nsys.stdin.readline()\nc.sendall(b'y'*1000)\ndef total():\n  return struct.unpack_from('I',c.getsockopt(socket.IPPROTO_TCP,socket.TCP_INFO,232),{TCPI_TOTAL_RETRANS})[0]\nfor _ in range(300):\n  if total()>=4: break\n  time.sleep(0.05)\nn=total()\nc.setsockopt(socket.SOL_SOCKET,socket.SO_LINGER,struct.pack('ii',1,0))\nc.close()\nprint(n,flush=True)\nsys.stdin.readline()\n"
     );
     let mut child = KillOnDrop(ns.spawn("python3", &["-c", &prog]));
     let pid = child.0.id();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.0.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
+    let lines = line_channel(child.0.stdout.take().unwrap());
+    let line = lines.recv_timeout(Duration::from_secs(10)).unwrap();
     assert_eq!(line.trim(), "ready");
     ns.exec(&format!(
         "nft add rule inet tapiotest in tcp dport {port} drop"
     ));
     write_stdin(&mut child.0, "go\n");
-    let v = agent.wait_for(
+    let kernel_total: u64 = lines
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the client reports its total_retrans")
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(kernel_total, 4, "RTO retransmits before the abort");
+    let first = agent.wait_for(
         "retransmit spike",
         Duration::from_secs(15),
         of_type_port("kernel.network.retransmit_spike", port),
     );
-    let d = &v["data"];
-    assert!(d["retransmits"].as_u64().unwrap() >= 3, "{v}");
-    assert_eq!(d["window_ms"], 5000);
+    let d = &first["data"];
+    assert_eq!(d["retransmits"], 3, "the first occurrence at the threshold");
+    assert_eq!(d["count"], 3);
+    assert_eq!(d["window_ms"], 10000);
     assert_eq!(
         d["pid"], pid,
         "pid of the connection's owner, not the timer's"
     );
+    assert_eq!(d["comm"], "python3");
     assert_eq!(d["daddr"], "127.0.0.1");
-    assert_eq!(v["error"]["code"], "RETRANSMIT_SPIKE");
-    assert_eq!(v["outcome"], "degraded");
+    assert_eq!(first["error"]["code"], "RETRANSMIT_SPIKE");
+    assert_eq!(first["outcome"], "degraded");
+    // The rest of the window follows when the window ends.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let spikes = loop {
+        let spikes = agent.matching(of_type_port("kernel.network.retransmit_spike", port));
+        if spikes.len() >= 2 || std::time::Instant::now() > deadline {
+            break spikes;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let counts: Vec<u64> = spikes
+        .iter()
+        .map(|v| v["data"]["retransmits"].as_u64().unwrap())
+        .collect();
+    assert_eq!(counts, vec![3, 1], "{spikes:#?}");
+    assert_eq!(counts.iter().sum::<u64>(), kernel_total);
+    assert_eq!(spikes[1]["data"]["pid"], pid);
+    // And nothing more after the window's end.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        agent
+            .matching(of_type_port("kernel.network.retransmit_spike", port))
+            .len(),
+        2
+    );
 }
 
 #[test]
@@ -345,4 +386,425 @@ print(one(400000).decode(),flush=True)
     assert!(d["baseline_samples"].as_u64().unwrap() >= 3);
     assert_eq!(d["pid"], pid);
     assert_eq!(v["error"]["code"], "RTT_DEGRADATION");
+}
+
+/// The server side of the reset scenarios: one listener per role, each
+/// connection handled in its own thread.
+const RESET_SERVER: &str = r#"import socket,struct,sys,threading,time
+LINGER0=struct.pack('ii',1,0)
+def abort(a):
+    a.setsockopt(socket.SOL_SOCKET,socket.SO_LINGER,LINGER0)
+    a.close()
+def mid_request(a):
+    a.recv(3)
+    time.sleep(0.3)
+    abort(a)
+def unacked(a):
+    time.sleep(0.5)
+    abort(a)
+def close_wait(a):
+    a.shutdown(socket.SHUT_WR)
+    time.sleep(0.3)
+    abort(a)
+def after_fin(a):
+    while a.recv(100):
+        pass
+    abort(a)
+def client_abort(a):
+    try:
+        while a.recv(100):
+            pass
+    except OSError:
+        pass
+roles=[mid_request,unacked,close_wait,after_fin,client_abort]
+ports=[int(p) for p in sys.argv[1:]]
+def serve(l,role):
+    a,_=l.accept()
+    role(a)
+for p,role in zip(ports,roles):
+    l=socket.socket()
+    l.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
+    l.bind(('127.0.0.1',p))
+    l.listen(4)
+    threading.Thread(target=serve,args=(l,role),daemon=True).start()
+print('ready',flush=True)
+time.sleep(30)
+"#;
+
+/// The client side, renamed so its comm differs from the server's: the
+/// reset is processed in the server's close(), never the client's.
+const RESET_CLIENT: &str = r#"import ctypes,socket,struct,sys,time
+ctypes.CDLL(None).prctl(15,b'tapio-client',0,0,0)
+p1,p2,p3,p4,p5=[int(p) for p in sys.argv[1:]]
+def err(f):
+    try:
+        f()
+        return 'none'
+    except OSError as e:
+        return str(e.errno)
+c=socket.create_connection(('127.0.0.1',p1))
+c.sendall(b'GET')
+print(err(lambda: c.recv(10)),flush=True)
+c=socket.create_connection(('127.0.0.1',p2))
+c.sendall(b'y'*1000)
+print(err(lambda: c.recv(10)),flush=True)
+c=socket.create_connection(('127.0.0.1',p3))
+c.recv(10)
+time.sleep(0.6)
+print(err(lambda: c.send(b'z')),flush=True)
+c=socket.create_connection(('127.0.0.1',p4))
+c.sendall(b'bye')
+c.close()
+time.sleep(0.5)
+c=socket.create_connection(('127.0.0.1',p5))
+c.sendall(b'x')
+time.sleep(0.2)
+c.setsockopt(socket.SOL_SOCKET,socket.SO_LINGER,struct.pack('ii',1,0))
+c.close()
+time.sleep(0.5)
+"#;
+
+#[test]
+fn peer_resets_of_held_connections_are_reported_and_orphans_inbound_and_own_aborts_are_not() {
+    if !require_ebpf("peer_resets_of_held_connections_are_reported") {
+        return;
+    }
+    let mport = closed_port("127.0.0.1");
+    let agent = Agent::start(
+        &format!("[metrics]\nenabled = true\naddr = \"127.0.0.1:{mport}\"\n"),
+        &[],
+    );
+    let metrics = || {
+        reqwest::blocking::Client::new()
+            .get(format!("http://127.0.0.1:{mport}/metrics"))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .and_then(|r| r.text())
+            .unwrap_or_default()
+    };
+    let inbound_before = counter(&metrics(), "tapio_inbound_resets_total");
+    let ns = Netns::new("tprst");
+    let mut ports = Vec::new();
+    while ports.len() < 5 {
+        let p = closed_port("127.0.0.1");
+        if !ports.contains(&p) {
+            ports.push(p);
+        }
+    }
+    let [p_mid, p_unacked, p_cw, p_fin, p_abort] = ports[..] else {
+        unreachable!()
+    };
+    // The peer never receives the 1000-byte write: only segments that
+    // carry data are dropped (the handshake is ~60 bytes).
+    ns.exec(&format!(
+        "{NFT_TABLE} && nft add rule inet tapiotest in tcp dport {p_unacked} meta length gt 500 drop"
+    ));
+    let args: Vec<String> = ports.iter().map(u16::to_string).collect();
+    let mut server_args = vec!["-c", RESET_SERVER];
+    server_args.extend(args.iter().map(String::as_str));
+    let mut server = KillOnDrop(ns.spawn("python3", &server_args));
+    let server_pid = server.0.id();
+    let lines = line_channel(server.0.stdout.take().unwrap());
+    assert_eq!(
+        lines.recv_timeout(Duration::from_secs(10)).unwrap(),
+        "ready"
+    );
+    let mut client_args = vec!["-c", RESET_CLIENT];
+    client_args.extend(args.iter().map(String::as_str));
+    let mut client = KillOnDrop(ns.spawn("python3", &client_args));
+    let client_pid = client.0.id();
+    let out = line_channel(client.0.stdout.take().unwrap());
+    let errnos: Vec<String> = (0..3)
+        .map(|_| out.recv_timeout(Duration::from_secs(10)).unwrap())
+        .collect();
+    // What the application saw: ECONNRESET twice, EPIPE from CLOSE_WAIT.
+    assert_eq!(errnos, ["104", "104", "32"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while client.0.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let reset = |port: u16| {
+        agent.wait_for(
+            &format!("connection_reset to {port}"),
+            Duration::from_secs(10),
+            of_type_port("kernel.network.connection_reset", port),
+        )
+    };
+    let v = reset(p_mid);
+    let d = &v["data"];
+    assert_eq!(v["severity"], "warning");
+    assert_eq!(v["outcome"], "failure");
+    assert_eq!(v["error"]["code"], "CONNECTION_RESET");
+    assert_eq!(
+        d["pid"], client_pid,
+        "the connector, not the server's close()"
+    );
+    assert_ne!(d["pid"], server_pid);
+    assert_eq!(d["comm"], "tapio-client");
+    assert_eq!(d["state"], "ESTABLISHED");
+    assert_eq!(d["errno"], "ECONNRESET");
+    assert_eq!(d["unacked_bytes"], 0, "the peer acknowledged the request");
+    assert_eq!(d["count"], 1);
+    assert_eq!(d["daddr"], "127.0.0.1");
+    assert_eq!(d["saddr"], "127.0.0.1");
+    assert!(d["sport"].as_u64().unwrap() > 0);
+    assert_eq!(d["netns"], netns_inode(&format!("/run/netns/{}", ns.name)));
+
+    let d = reset(p_unacked)["data"].clone();
+    assert_eq!(d["unacked_bytes"], 1000, "the dropped write");
+    assert_eq!(d["state"], "ESTABLISHED");
+    assert_eq!(d["pid"], client_pid);
+
+    let d = reset(p_cw)["data"].clone();
+    assert_eq!(d["state"], "CLOSE_WAIT");
+    assert_eq!(d["errno"], "EPIPE");
+    assert_eq!(d["unacked_bytes"], 0);
+
+    // Quiet: the orphan (the client closed first) and the client's own
+    // abort (its peer is an accepted socket; counted as inbound).
+    std::thread::sleep(Duration::from_millis(1500));
+    for p in [p_fin, p_abort] {
+        let any = agent.matching(|v| dport(v) == u64::from(p));
+        assert!(any.is_empty(), "port {p}: {any:#?}");
+    }
+    for p in [p_mid, p_unacked, p_cw] {
+        let n: u64 = agent
+            .matching(of_type_port("kernel.network.connection_reset", p))
+            .iter()
+            .map(|v| v["data"]["count"].as_u64().unwrap())
+            .sum();
+        assert_eq!(n, 1, "one reset to {p}");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let inbound = counter(&metrics(), "tapio_inbound_resets_total");
+        if inbound > inbound_before {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the client's abort reset the accepted socket: inbound {inbound_before} -> {inbound}\n{}",
+            metrics()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Packets an nft rule with a counter matched in `ns` (the first such rule).
+fn nft_counter_packets(ns: &Netns) -> u64 {
+    let text = ns.exec("nft list table inet tapiotest");
+    text.split_whitespace()
+        .skip_while(|w| *w != "packets")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no counter in:\n{text}"))
+}
+
+/// A connect from `ns` to `addr:port` that ends in ETIMEDOUT (the caller
+/// arranged it); returns the connecting process's pid.
+fn timed_out_connect(ns: &Netns, addr: &str, port: u16) -> u32 {
+    let (_, out, err, pid) = python_in(
+        Some(ns),
+        &format!(
+            "import socket\ns=socket.socket()\ns.settimeout(30)\ntry:\n  s.connect(('{addr}',{port}))\nexcept OSError as e:\n  print(e.errno)"
+        ),
+        Duration::from_secs(40),
+    );
+    assert_eq!(out.trim(), "110", "python saw ETIMEDOUT ({err})");
+    pid
+}
+
+#[test]
+fn syns_dropped_by_the_clients_own_firewall_name_the_drop() {
+    if !require_ebpf("syns_dropped_by_the_clients_own_firewall_name_the_drop") {
+        return;
+    }
+    let agent = Agent::start("", &[]);
+    let ns = Netns::new("tpdo");
+    let port = closed_port("127.0.0.1");
+    ns.exec("sysctl -qw net.ipv4.tcp_syn_retries=1");
+    ns.exec(&format!(
+        "nft add table inet tapiotest && nft add chain inet tapiotest out '{{ type filter hook output priority 0; policy accept; }}' && nft add rule inet tapiotest out tcp dport {port} counter drop"
+    ));
+    let pid = timed_out_connect(&ns, "127.0.0.1", port);
+    let v = agent.wait_for(
+        "timeout",
+        Duration::from_secs(10),
+        of_type_port("kernel.network.connection_timeout", port),
+    );
+    let d = &v["data"];
+    assert_eq!(d["pid"], pid);
+    let dropped = nft_counter_packets(&ns);
+    assert!(dropped >= 2, "the SYN and its retries: {dropped}");
+    assert_eq!(d["drops"], dropped, "every SYN the rule dropped: {v}");
+    assert_eq!(d["drop_reason"], "NETFILTER_DROP", "{v}");
+    assert!(d["drop_reason_code"].as_u64().is_some());
+}
+
+/// Two namespaces joined by a veth pair: `client` 10.77.0.1, `server`
+/// 10.77.0.2 (addresses are per namespace, so every test may use them).
+fn veth_pair(prefix: &str) -> (Netns, Netns) {
+    let client = Netns::new(&format!("{prefix}c"));
+    let server = Netns::new(&format!("{prefix}s"));
+    let (a, b) = (unique("tva"), unique("tvb"));
+    sh(&format!(
+        "ip link add {a} netns {} type veth peer name {b} netns {}",
+        client.name, server.name
+    ));
+    client.exec(&format!(
+        "ip addr add 10.77.0.1/24 dev {a} && ip link set {a} up"
+    ));
+    server.exec(&format!(
+        "ip addr add 10.77.0.2/24 dev {b} && ip link set {b} up"
+    ));
+    (client, server)
+}
+
+#[test]
+fn syns_dropped_in_the_peers_namespace_name_the_drop() {
+    if !require_ebpf("syns_dropped_in_the_peers_namespace_name_the_drop") {
+        return;
+    }
+    let agent = Agent::start("", &[]);
+    let (client, server) = veth_pair("tpdp");
+    let port = closed_port("127.0.0.1");
+    client.exec("sysctl -qw net.ipv4.tcp_syn_retries=1");
+    server.exec(&format!(
+        "{NFT_TABLE} && nft add rule inet tapiotest in tcp dport {port} counter drop"
+    ));
+    let pid = timed_out_connect(&client, "10.77.0.2", port);
+    let v = agent.wait_for(
+        "timeout",
+        Duration::from_secs(10),
+        of_type_port("kernel.network.connection_timeout", port),
+    );
+    let d = &v["data"];
+    assert_eq!(d["pid"], pid);
+    assert_eq!(d["daddr"], "10.77.0.2");
+    let dropped = nft_counter_packets(&server);
+    assert!(dropped >= 2, "the SYN and its retries: {dropped}");
+    assert_eq!(d["drops"], dropped, "tied by the 4-tuple: {v}");
+    assert_eq!(d["drop_reason"], "NETFILTER_DROP", "{v}");
+}
+
+#[test]
+fn a_timeout_nobody_dropped_has_no_drop_reason() {
+    if !require_ebpf("a_timeout_nobody_dropped_has_no_drop_reason") {
+        return;
+    }
+    let agent = Agent::start("", &[]);
+    let ns = Netns::new("tpaq");
+    let port = closed_port("127.0.0.1");
+    ns.exec("sysctl -qw net.ipv4.tcp_syn_retries=1");
+    // A full accept queue: the listener never accepts and its backlog of 0
+    // holds the first connection; the kernel consumes later SYNs (counted
+    // in ListenOverflows, not freed as drops).
+    let (_, out, err, pid) = python_in(
+        Some(&ns),
+        &format!(
+            "import socket\nl=socket.socket()\nl.bind(('127.0.0.1',{port}))\nl.listen(0)\nfirst=socket.create_connection(('127.0.0.1',{port}))\ns=socket.socket()\ns.settimeout(30)\ntry:\n  s.connect(('127.0.0.1',{port}))\n  print('connected')\nexcept OSError as e:\n  print(e.errno)"
+        ),
+        Duration::from_secs(40),
+    );
+    assert_eq!(out.trim(), "110", "python saw ETIMEDOUT ({err})");
+    let v = agent.wait_for(
+        "timeout",
+        Duration::from_secs(10),
+        of_type_port("kernel.network.connection_timeout", port),
+    );
+    let d = &v["data"];
+    assert_eq!(d["pid"], pid);
+    for k in ["drops", "drop_reason", "drop_reason_code"] {
+        assert!(d.get(k).is_none(), "{k} without a drop: {v}");
+    }
+}
+
+#[test]
+fn a_lossy_bulk_transfers_spike_occurrences_sum_to_the_kernels_retransmits() {
+    if !require_ebpf("a_lossy_bulk_transfers_spike_occurrences_sum_to_the_kernels_retransmits") {
+        return;
+    }
+    // min_count 1: every retransmit opens or joins a spike window, so the
+    // occurrences must account for every segment the kernel retransmitted.
+    let agent = Agent::start(
+        "[observers.network]\nretransmit_min_count = 1\nretransmit_window_ms = 2000\n",
+        &[],
+    );
+    let ns = Netns::new("tplossy");
+    let port = closed_port("127.0.0.1");
+    // Drop about 1 in 20 of the client's segments to the server: fast
+    // retransmits of multi-segment (GSO) skbs, SACK repairs and RTOs.
+    ns.exec(&format!(
+        "{NFT_TABLE} && nft add rule inet tapiotest in tcp dport {port} numgen random mod 20 == 0 drop"
+    ));
+    let prog = format!(
+        r#"import socket,struct,sys,threading
+l=socket.socket()
+l.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
+l.bind(('127.0.0.1',{port}))
+l.listen(1)
+got=[0]
+def serve():
+    a,_=l.accept()
+    while True:
+        b=a.recv(1<<20)
+        if not b: break
+        got[0]+=len(b)
+    a.sendall(b'k')
+t=threading.Thread(target=serve)
+t.start()
+c=socket.create_connection(('127.0.0.1',{port}))
+c.sendall(b'z'*(8<<20))
+c.shutdown(socket.SHUT_WR)
+c.recv(1)
+t.join()
+info=c.getsockopt(socket.IPPROTO_TCP,socket.TCP_INFO,232)
+print(c.getsockname()[1],struct.unpack_from('I',info,{TCPI_TOTAL_RETRANS})[0],got[0],flush=True)
+sys.stdin.readline()
+"#
+    );
+    let mut child = KillOnDrop(ns.spawn("python3", &["-c", &prog]));
+    let lines = line_channel(child.0.stdout.take().unwrap());
+    let line = lines
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the transfer finishes");
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    let (sport, total, got) = (v[0], v[1], v[2]);
+    assert_eq!(got, 8 << 20, "everything arrived");
+    assert!(total > 0, "the drop rule made retransmits");
+    // The socket stays open: the last window closes by time (2 s), then
+    // the sum is final.
+    let of_conn = |v: &Value| {
+        of_type_port("kernel.network.retransmit_spike", port)(v) && v["data"]["sport"] == sport
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let sum = loop {
+        let sum: u64 = agent
+            .matching(of_conn)
+            .iter()
+            .map(|v| v["data"]["retransmits"].as_u64().unwrap())
+            .sum();
+        if sum >= total || std::time::Instant::now() > deadline {
+            break sum;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    std::thread::sleep(Duration::from_millis(2500));
+    let again: u64 = agent
+        .matching(of_conn)
+        .iter()
+        .map(|v| v["data"]["retransmits"].as_u64().unwrap())
+        .sum();
+    assert_eq!(again, sum, "no more after the windows closed");
+    assert_eq!(
+        sum,
+        total,
+        "spike occurrences {:#?}",
+        agent.matching(of_conn)
+    );
+    write_stdin(&mut child.0, "done\n");
 }

@@ -10,7 +10,7 @@
 #ifndef __TAPIO_ABI_H
 #define __TAPIO_ABI_H
 
-#define TAPIO_ABI_VERSION 2
+#define TAPIO_ABI_VERSION 3
 
 /* tapio_config.flags: one bit per observer. No bit ever means "disable". */
 #define TAPIO_FLAG_NETWORK   (1U << 0)
@@ -76,12 +76,21 @@ _Static_assert(sizeof(struct tapio_config) == 200, "tapio_config size");
 /* storage: a completion with no recorded issue (issued before the observer
  * was live, or its entry was evicted from the full inflight map) */
 #define TAPIO_STAT_CORR_MISSING   5
+/* net: a peer's RST reached a socket with no connect record: an accepted
+ * (inbound) socket, or one connected before the observer was live;
+ * exported as tapio_inbound_resets_total, never an occurrence */
+#define TAPIO_STAT_RESET_INBOUND  6
+/* net: a peer's RST reached an actively opened socket its application had
+ * already closed (an orphan): the application sees nothing (reason
+ * reset_after_close) */
+#define TAPIO_STAT_RESET_ORPHAN   7
 #define TAPIO_STAT_MAX            8
 
 /* Event kinds (tapio_event_hdr.kind). */
 #define TAPIO_EV_NET_CONNECT_FAIL 1
 #define TAPIO_EV_NET_RETRANSMIT   2
 #define TAPIO_EV_NET_RTT          3
+#define TAPIO_EV_NET_RESET        4
 #define TAPIO_EV_CTR_OOM          16
 #define TAPIO_EV_CTR_EXIT         17
 #define TAPIO_EV_STO_IO           32
@@ -120,13 +129,18 @@ struct tapio_net_event {
 	__u64 cgroup_id;            /* 96: cgroup2 id of the owner, 0 if unknown */
 	__u32 rtt_baseline_us;      /* 104: the destination's baseline srtt before this sample */
 	__u32 rtt_samples;          /* 108: samples in that baseline */
+	__u32 unacked;              /* 112: reset: data bytes sent and not acknowledged */
+	__u32 segs;                 /* 116: retransmit: segments it carried (tcp_skb_pcount) */
+	__u32 drops;                /* 120: connect fail: its packets this kernel dropped */
+	__u32 drop_reason;          /* 124: skb_drop_reason of the first of them (kernel's numbering) */
 };
-_Static_assert(sizeof(struct tapio_net_event) == 112, "tapio_net_event size");
+_Static_assert(sizeof(struct tapio_net_event) == 128, "tapio_net_event size");
 
 /* tapio_ctr_event.flags */
 #define TAPIO_CTR_F_PIDNS_INIT (1U << 0) /* the thread-group leader is pid 1 of its PID namespace */
 #define TAPIO_CTR_F_MEMCG      (1U << 1) /* memcg_* fields were read from the victim's memcg */
 #define TAPIO_CTR_F_MM         (1U << 2) /* rss fields were read from the victim's mm */
+#define TAPIO_CTR_F_SENDER     (1U << 3) /* sender_* name the process that sent the fatal signal */
 
 /*
  * Container facts: an OOM victim chosen (TAPIO_EV_CTR_OOM, at oom/mark_victim)
@@ -149,8 +163,12 @@ struct tapio_ctr_event {
 	__u64 shmem_rss_pages;      /* 88 */
 	__u64 memcg_usage_pages;    /* 96: page_counter usage of the victim's memcg */
 	__u64 memcg_max_pages;      /* 104: smallest max over the memcg and its ancestors */
+	__u64 sender_cgroup_id;     /* 112: exit: cgroup2 id of the signal's sender */
+	__u32 sender_pid;           /* 120: exit: tgid of the process that sent the signal */
+	__u32 _pad;                 /* 124 */
+	char sender_comm[16];       /* 128 */
 };
-_Static_assert(sizeof(struct tapio_ctr_event) == 112, "tapio_ctr_event size");
+_Static_assert(sizeof(struct tapio_ctr_event) == 144, "tapio_ctr_event size");
 
 /* tapio_sto_event.flags */
 #define TAPIO_STO_F_LATENCY (1U << 0) /* latency_ns is an exact issue->completion time */

@@ -8,7 +8,7 @@
 use crate::wire::config::{CompiledConfig, KnobValue, KNOBS, MAX_IGNORE_EXIT_CODES};
 use crate::wire::Observer;
 
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 pub const STAT_CFG_ZERO: usize = 0;
 pub const STAT_CFG_ABI: usize = 1;
@@ -16,11 +16,14 @@ pub const STAT_RB_FULL: usize = 2;
 pub const STAT_OWNER_MISSING: usize = 3;
 pub const STAT_CORR_DUP: usize = 4;
 pub const STAT_CORR_MISSING: usize = 5;
+pub const STAT_RESET_INBOUND: usize = 6;
+pub const STAT_RESET_ORPHAN: usize = 7;
 pub const STAT_MAX: usize = 8;
 
 pub const EV_NET_CONNECT_FAIL: u16 = 1;
 pub const EV_NET_RETRANSMIT: u16 = 2;
 pub const EV_NET_RTT: u16 = 3;
+pub const EV_NET_RESET: u16 = 4;
 pub const EV_CTR_OOM: u16 = 16;
 pub const EV_CTR_EXIT: u16 = 17;
 pub const EV_STO_IO: u16 = 32;
@@ -28,6 +31,7 @@ pub const EV_STO_IO: u16 = 32;
 pub const CTR_F_PIDNS_INIT: u32 = 1 << 0;
 pub const CTR_F_MEMCG: u32 = 1 << 1;
 pub const CTR_F_MM: u32 = 1 << 2;
+pub const CTR_F_SENDER: u32 = 1 << 3;
 
 pub const STO_F_LATENCY: u16 = 1 << 0;
 pub const STO_F_PARTIAL: u16 = 1 << 1;
@@ -43,6 +47,7 @@ pub fn stat_reason(observer: Observer, idx: usize) -> Option<&'static str> {
     match (observer, idx) {
         (Observer::Storage, STAT_CORR_DUP) => Some("ambiguous_inflight_io"),
         (Observer::Storage, STAT_CORR_MISSING) => Some("completion_without_issue"),
+        (Observer::Network, STAT_RESET_ORPHAN) => Some("reset_after_close"),
         _ => None,
     }
 }
@@ -171,7 +176,7 @@ impl TapioConfig {
 /// Size of `struct tapio_event_hdr`.
 pub const EVENT_HDR_SIZE: usize = 16;
 /// Size of `struct tapio_net_event`.
-pub const NET_EVENT_SIZE: usize = 112;
+pub const NET_EVENT_SIZE: usize = 128;
 
 /// Field offsets of `struct tapio_net_event` (see the C header).
 pub mod net {
@@ -191,10 +196,14 @@ pub mod net {
     pub const CGROUP_ID: usize = 96;
     pub const RTT_BASELINE_US: usize = 104;
     pub const RTT_SAMPLES: usize = 108;
+    pub const UNACKED: usize = 112;
+    pub const SEGS: usize = 116;
+    pub const DROPS: usize = 120;
+    pub const DROP_REASON: usize = 124;
 }
 
 /// Size of `struct tapio_ctr_event`.
-pub const CTR_EVENT_SIZE: usize = 112;
+pub const CTR_EVENT_SIZE: usize = 144;
 /// Size of `struct tapio_sto_event`.
 pub const STO_EVENT_SIZE: usize = 56;
 
@@ -214,6 +223,10 @@ pub mod ctr {
     pub const SHMEM_RSS_PAGES: usize = 88;
     pub const MEMCG_USAGE_PAGES: usize = 96;
     pub const MEMCG_MAX_PAGES: usize = 104;
+    pub const SENDER_CGROUP_ID: usize = 112;
+    pub const SENDER_PID: usize = 120;
+    pub const PAD: usize = 124;
+    pub const SENDER_COMM: usize = 128;
 }
 
 /// Field offsets of `struct tapio_sto_event` (see the C header).
@@ -230,7 +243,8 @@ pub mod sto {
 }
 
 // The last field of each record ends exactly at its size.
-const _: () = assert!(ctr::MEMCG_MAX_PAGES + 8 == CTR_EVENT_SIZE);
+const _: () = assert!(ctr::SENDER_COMM + 16 == CTR_EVENT_SIZE);
+const _: () = assert!(net::DROP_REASON + 4 == NET_EVENT_SIZE);
 const _: () = assert!(sto::FLAGS + 2 == STO_EVENT_SIZE);
 
 #[cfg(test)]
@@ -305,6 +319,10 @@ mod tests {
             ("shmem_rss_pages", ctr::SHMEM_RSS_PAGES),
             ("memcg_usage_pages", ctr::MEMCG_USAGE_PAGES),
             ("memcg_max_pages", ctr::MEMCG_MAX_PAGES),
+            ("sender_cgroup_id", ctr::SENDER_CGROUP_ID),
+            ("sender_pid", ctr::SENDER_PID),
+            ("_pad", ctr::PAD),
+            ("sender_comm", ctr::SENDER_COMM),
         ];
         let sto_fields = [
             ("latency_ns", sto::LATENCY_NS),
@@ -353,7 +371,7 @@ mod tests {
     }
 
     #[test]
-    fn stat_reasons_name_storage_drops_only() {
+    fn stat_reasons_name_drops_only() {
         assert_eq!(
             stat_reason(Observer::Storage, STAT_CORR_DUP),
             Some("ambiguous_inflight_io")
@@ -365,6 +383,12 @@ mod tests {
         assert_eq!(stat_reason(Observer::Storage, STAT_RB_FULL), None);
         assert_eq!(stat_reason(Observer::Container, STAT_CORR_DUP), None);
         assert_eq!(stat_reason(Observer::Storage, STAT_MAX), None);
+        assert_eq!(
+            stat_reason(Observer::Network, STAT_RESET_ORPHAN),
+            Some("reset_after_close")
+        );
+        // Inbound resets are their own metric, not a drop.
+        assert_eq!(stat_reason(Observer::Network, STAT_RESET_INBOUND), None);
     }
 
     /// Every member gets its own knob's value, in the knob's unit: a config

@@ -36,6 +36,16 @@
 //! `pod_uid` comes from a `pod<uid>` segment (cgroupfs driver) or a
 //! `kubepods[-<qos>]-pod<uid_with_underscores>.slice` segment (systemd
 //! driver) above the container, only under a `kubepods` ancestor.
+//!
+//! `pod_name` and `namespace` come from the kubelet's pod log directories,
+//! `/var/log/pods/<namespace>_<pod>_<uid>/` (the root is configurable for
+//! tests): the kubelet creates one per pod before any of its containers
+//! starts. Namespace and pod names are DNS-1123 names, which never contain
+//! `_`, so a directory name splits into exactly three parts; anything else
+//! (or a uid that is not a pod UID) is ignored. The uid → names index is
+//! bounded and rebuilt by one bounded `readdir` on a miss; a uid still
+//! unknown after it is remembered (bounded) and never re-read. No
+//! directory for the uid: no `pod_name`/`namespace` (never a guess).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -53,6 +63,12 @@ pub const MAX_WALK_DEPTH: usize = 32;
 pub const MAX_INDEX: usize = 16_384;
 /// Most ids remembered as absent per hierarchy.
 pub const MAX_ABSENT: usize = 4_096;
+/// Where the kubelet keeps one directory per pod.
+pub const POD_LOG_ROOT: &str = "/var/log/pods";
+/// Most pod directories one listing reads.
+pub const MAX_POD_DIRS: usize = 16_384;
+/// Most pods indexed (a node runs at most a few hundred).
+pub const MAX_PODS: usize = 4_096;
 
 /// What a cgroup path says about its container.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +137,32 @@ fn pod_segment(seg: &str) -> Option<String> {
     is_uuid(&uid).then_some(uid)
 }
 
+/// A DNS-1123 label (a Kubernetes namespace name).
+fn is_dns_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    (1..=63).contains(&b.len())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+/// A DNS-1123 subdomain (a pod name): labels joined by dots, ≤ 253 bytes.
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+/// The pod a kubelet log directory name `<namespace>_<pod>_<uid>` names:
+/// `(uid, namespace, pod_name)`.
+pub fn parse_pod_log_dir(name: &str) -> Option<(String, String, String)> {
+    let mut parts = name.split('_');
+    let (ns, pod, uid) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || !is_dns_label(ns) || !is_dns_subdomain(pod) || !is_uuid(uid) {
+        return None;
+    }
+    Some((uid.to_string(), ns.to_string(), pod.to_string()))
+}
+
 /// Parses a cgroup path (as in `/proc/<pid>/cgroup`, v1 or v2). `None`
 /// when it names no container, or is not a plausible path at all (longer
 /// than [`MAX_PATH_LEN`], a NUL, a `.` or `..` segment).
@@ -179,6 +221,62 @@ pub struct AttributorStats {
     pub walks: u64,
     pub absent_hits: u64,
     pub truncated_walks: u64,
+    /// Listings of the pod log root.
+    pub pod_walks: u64,
+    pub pod_hits: u64,
+}
+
+/// uid → (namespace, pod name) from the kubelet's pod log directories.
+struct PodIndex {
+    root: PathBuf,
+    by_uid: HashMap<String, (Arc<str>, Arc<str>)>,
+    absent: HashSet<String>,
+}
+
+impl PodIndex {
+    fn lookup(&mut self, uid: &str, stats: &mut AttributorStats) -> Option<(Arc<str>, Arc<str>)> {
+        if let Some(names) = self.by_uid.get(uid) {
+            stats.pod_hits += 1;
+            return Some(names.clone());
+        }
+        if self.absent.contains(uid) {
+            return None;
+        }
+        stats.pod_walks += 1;
+        self.rebuild();
+        let found = self.by_uid.get(uid).cloned();
+        if found.is_none() {
+            if self.absent.len() >= MAX_ABSENT {
+                self.absent.clear();
+            }
+            self.absent.insert(uid.to_string());
+        }
+        found
+    }
+
+    /// Re-reads the root: one bounded `readdir`, names only (a removed
+    /// pod leaves the index, a new one enters).
+    fn rebuild(&mut self) {
+        self.by_uid.clear();
+        let Ok(rd) = std::fs::read_dir(&self.root) else {
+            return; // no kubelet here
+        };
+        for entry in rd.flatten().take(MAX_POD_DIRS) {
+            if self.by_uid.len() >= MAX_PODS {
+                break;
+            }
+            // d_type from readdir: no stat per entry.
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            if let Some((uid, ns, pod)) = parse_pod_log_dir(&name) {
+                self.by_uid.insert(uid, (Arc::from(ns), Arc::from(pod)));
+            }
+        }
+    }
 }
 
 /// Resolves cgroup ids in occurrence data to containers. Owns bounded
@@ -188,20 +286,33 @@ pub struct Attributor {
     discovered: bool,
     v2: Index,
     v1_memory: Index,
+    pods: PodIndex,
     stats: AttributorStats,
 }
 
 impl Attributor {
     /// `cgroup_root` is where cgroup filesystems are mounted, normally
-    /// `/sys/fs/cgroup`. Nothing is read until the first lookup.
+    /// `/sys/fs/cgroup`; pod names come from [`POD_LOG_ROOT`]. Nothing is
+    /// read until the first lookup.
     pub fn new(cgroup_root: PathBuf) -> Self {
         Attributor {
             root: cgroup_root,
             discovered: false,
             v2: Index::default(),
             v1_memory: Index::default(),
+            pods: PodIndex {
+                root: PathBuf::from(POD_LOG_ROOT),
+                by_uid: HashMap::new(),
+                absent: HashSet::new(),
+            },
             stats: AttributorStats::default(),
         }
+    }
+
+    /// Reads pod directories under `root` instead of [`POD_LOG_ROOT`].
+    pub fn with_pod_log_root(mut self, root: PathBuf) -> Self {
+        self.pods.root = root;
+        self
     }
 
     pub fn stats(&self) -> AttributorStats {
@@ -228,11 +339,20 @@ impl Attributor {
             .then_some(memory);
     }
 
-    /// Adds `container_id`, `pod_uid` (when named), `container_runtime`
-    /// (when named) and `cgroup_path` to `data` when its `cgroup_id` or
-    /// `memcg_id` resolves to a container's cgroup. Leaves `data` alone
-    /// otherwise.
+    /// Adds `container_id`, `pod_uid` (when named), `pod_name` and
+    /// `namespace` (when the pod's log directory names them),
+    /// `container_runtime` (when named) and `cgroup_path` to `data` when
+    /// its `cgroup_id` or `memcg_id` resolves to a container's cgroup, and
+    /// `sender_container_id` when its `sender_cgroup_id` does. Leaves
+    /// `data` alone otherwise.
     pub fn enrich(&mut self, data: &mut Map<String, Value>) {
+        // The process that sent a fatal signal, when it runs in a container.
+        if let Some(id) = data.get("sender_cgroup_id").and_then(Value::as_u64) {
+            self.discover();
+            if let Some((_, a)) = self.resolve(Hier::V2, id) {
+                data.insert("sender_container_id".into(), a.container_id.into());
+            }
+        }
         let cgroup_id = data.get("cgroup_id").and_then(Value::as_u64);
         let memcg_id = data.get("memcg_id").and_then(Value::as_u64);
         if cgroup_id.is_none() && memcg_id.is_none() {
@@ -253,6 +373,10 @@ impl Attributor {
         };
         data.insert("container_id".into(), a.container_id.into());
         if let Some(uid) = a.pod_uid {
+            if let Some((ns, pod)) = self.pods.lookup(&uid, &mut self.stats) {
+                data.insert("pod_name".into(), pod.as_ref().into());
+                data.insert("namespace".into(), ns.as_ref().into());
+            }
             data.insert("pod_uid".into(), uid.into());
         }
         if let Some(rt) = a.runtime {
@@ -619,6 +743,169 @@ mod tests {
         at.enrich(&mut data);
         assert_eq!(data["container_id"], other);
         assert_eq!(data["container_runtime"], "podman");
+    }
+
+    #[test]
+    fn pod_log_dir_names() {
+        let ok = [
+            (
+                format!("default_web-7d4b9c8f6-x2k4p_{UID}"),
+                ("default", "web-7d4b9c8f6-x2k4p"),
+            ),
+            (
+                format!("kube-system_coredns.v1-0_{UID}"),
+                ("kube-system", "coredns.v1-0"),
+            ),
+            (format!("a_b_{UID}"), ("a", "b")),
+        ];
+        for (name, (ns, pod)) in ok {
+            assert_eq!(
+                parse_pod_log_dir(&name),
+                Some((UID.into(), ns.into(), pod.into())),
+                "{name}"
+            );
+        }
+        let long_label = "a".repeat(64);
+        let bad = [
+            String::new(),
+            UID.to_string(),
+            format!("default_{UID}"),
+            format!("default_web_extra_{UID}"),
+            format!("Default_web_{UID}"),
+            format!("default_Web_{UID}"),
+            format!("-ns_web_{UID}"),
+            format!("ns_web-_{UID}"),
+            format!("ns_web..x_{UID}"),
+            format!("{long_label}_web_{UID}"),
+            format!("ns_{}_{UID}", "a.".repeat(127) + "a"),
+            "default_web_not-a-uid".into(),
+            // A static pod's uid is a config hash, not a pod UID.
+            "kube-system_etcd-n1_0123456789abcdef0123456789abcdef".into(),
+            format!("default_wéb_{UID}"),
+        ];
+        for name in bad {
+            assert_eq!(parse_pod_log_dir(&name), None, "{name}");
+        }
+    }
+
+    /// A fake cgroup tree with one pod container (systemd driver) and a
+    /// fake kubelet pod log root.
+    fn pod_tree() -> (tempfile::TempDir, u64, PathBuf) {
+        let t = tempfile::tempdir().unwrap();
+        let v2 = t.path().join("cg");
+        std::fs::create_dir_all(&v2).unwrap();
+        std::fs::write(v2.join("cgroup.controllers"), "").unwrap();
+        let uid_us = UID.replace('-', "_");
+        let c = v2.join(format!(
+            "kubepods.slice/kubepods-pod{uid_us}.slice/cri-containerd-{ID}.scope"
+        ));
+        std::fs::create_dir_all(&c).unwrap();
+        let logs = t.path().join("pods");
+        std::fs::create_dir_all(logs.join(format!("shop_cart-5f9c_{UID}/cart"))).unwrap();
+        // Neighbours that must not be mistaken for it.
+        std::fs::create_dir_all(logs.join("shop_other_8d7f4e3a-1b2c-4d5e-9f01-000000000000"))
+            .unwrap();
+        std::fs::write(logs.join(format!("x_y_{UID}.log")), "").unwrap();
+        std::fs::write(logs.join(format!("not_adir_{UID}")), "").unwrap();
+        let id = ino(&c);
+        (t, id, logs)
+    }
+
+    fn with_ids(cgroup_id: u64) -> Map<String, Value> {
+        let mut data = Map::new();
+        data.insert("cgroup_id".into(), cgroup_id.into());
+        data
+    }
+
+    #[test]
+    fn pod_name_and_namespace_come_from_the_pod_log_directory() {
+        let (t, id, logs) = pod_tree();
+        let mut at = Attributor::new(t.path().join("cg")).with_pod_log_root(logs);
+        let mut data = with_ids(id);
+        at.enrich(&mut data);
+        assert_eq!(data["pod_uid"], UID);
+        assert_eq!(data["pod_name"], "cart-5f9c");
+        assert_eq!(data["namespace"], "shop");
+        assert_eq!(data["container_id"], ID);
+        assert_eq!(at.stats().pod_walks, 1);
+        // Cached: no second listing.
+        for _ in 0..3 {
+            let mut data = with_ids(id);
+            at.enrich(&mut data);
+            assert_eq!(data["pod_name"], "cart-5f9c");
+        }
+        assert_eq!(at.stats().pod_walks, 1);
+        assert_eq!(at.stats().pod_hits, 3);
+    }
+
+    #[test]
+    fn no_pod_directory_means_no_names_and_one_listing() {
+        let (t, id, logs) = pod_tree();
+        std::fs::remove_dir_all(logs.join(format!("shop_cart-5f9c_{UID}"))).unwrap();
+        let mut at = Attributor::new(t.path().join("cg")).with_pod_log_root(logs);
+        for _ in 0..3 {
+            let mut data = with_ids(id);
+            at.enrich(&mut data);
+            assert_eq!(data["pod_uid"], UID, "the cgroup still names the pod");
+            assert!(!data.contains_key("pod_name"), "{data:?}");
+            assert!(!data.contains_key("namespace"));
+        }
+        assert_eq!(at.stats().pod_walks, 1, "an absent uid is listed once");
+        // No kubelet at all: harmless.
+        let mut at = Attributor::new(t.path().join("cg"))
+            .with_pod_log_root(PathBuf::from("/nonexistent/tapio-pods"));
+        let mut data = with_ids(id);
+        at.enrich(&mut data);
+        assert_eq!(data["pod_uid"], UID);
+        assert!(!data.contains_key("pod_name"));
+        // A container outside Kubernetes never lists the pod root.
+        let (t2, _) = tree();
+        let c = t2
+            .path()
+            .join(format!("unified/system.slice/docker-{ID}.scope"));
+        let mut at =
+            Attributor::new(t2.path().to_path_buf()).with_pod_log_root(t.path().join("pods"));
+        let mut data = with_ids(ino(&c));
+        at.enrich(&mut data);
+        assert!(!data.contains_key("pod_name"));
+        assert_eq!(at.stats().pod_walks, 0);
+    }
+
+    #[test]
+    fn the_pod_index_is_bounded() {
+        let t = tempfile::tempdir().unwrap();
+        for i in 0..MAX_PODS + 50 {
+            let uid = format!("8d7f4e3a-1b2c-4d5e-9f01-{i:012x}");
+            std::fs::create_dir(t.path().join(format!("ns_p{i}_{uid}"))).unwrap();
+        }
+        let mut idx = PodIndex {
+            root: t.path().to_path_buf(),
+            by_uid: HashMap::new(),
+            absent: HashSet::new(),
+        };
+        idx.rebuild();
+        assert_eq!(idx.by_uid.len(), MAX_PODS);
+    }
+
+    #[test]
+    fn a_signal_sender_in_a_container_is_named() {
+        let (t, c) = tree();
+        let mut at = Attributor::new(t.path().to_path_buf());
+        let host = ino(&t.path().join("unified/system.slice/cron.service"));
+        let mut data = Map::new();
+        data.insert("cgroup_id".into(), host.into());
+        data.insert("sender_cgroup_id".into(), ino(&c).into());
+        at.enrich(&mut data);
+        assert_eq!(data["sender_container_id"], ID);
+        assert!(
+            !data.contains_key("container_id"),
+            "the victim is a host process"
+        );
+        // A host sender: nothing added.
+        let mut data = Map::new();
+        data.insert("sender_cgroup_id".into(), host.into());
+        at.enrich(&mut data);
+        assert_eq!(data.len(), 1);
     }
 
     #[test]

@@ -40,6 +40,9 @@ pub enum NetKind {
     /// an RTT degradation against its destination's baseline (healthy
     /// connections send nothing: the baseline lives in the kernel).
     Rtt,
+    /// A peer's RST reached an actively opened connection its application
+    /// still holds (`tcp_receive_reset`).
+    Reset,
 }
 
 /// One network fact as the kernel saw it.
@@ -74,6 +77,14 @@ pub struct NetFact {
     pub cgroup_id: u64,
     /// Inode number of the socket's network namespace.
     pub netns: u32,
+    /// Reset: data bytes sent and not acknowledged when it came.
+    pub unacked: u32,
+    /// Retransmit: segments it carried (at least 1).
+    pub segs: u32,
+    /// Connect failure: its packets this kernel dropped (0: none seen).
+    pub drops: u32,
+    /// `skb_drop_reason` of the first of them (the kernel's numbering).
+    pub drop_reason: u32,
 }
 
 impl NetFact {
@@ -130,6 +141,25 @@ pub struct CtrFact {
     pub shmem_rss_pages: u64,
     pub memcg_usage_pages: u64,
     pub memcg_max_pages: u64,
+    /// Exit: the process that sent the fatal signal, when another process
+    /// did (none for a signal the kernel raised, or one sent to itself).
+    pub sender: Option<SignalSender>,
+}
+
+/// Who sent a fatal signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignalSender {
+    /// tgid (init PID namespace).
+    pub pid: u32,
+    pub comm: [u8; 16],
+    /// cgroup2 id of the sender (0 when unknown).
+    pub cgroup_id: u64,
+}
+
+impl SignalSender {
+    pub fn comm_str(&self) -> String {
+        comm_to_string(&self.comm)
+    }
 }
 
 impl CtrFact {
@@ -268,6 +298,7 @@ pub fn decode(observer: Observer, b: &[u8]) -> Result<Fact, DecodeError> {
                 abi::EV_NET_CONNECT_FAIL => NetKind::ConnectFail,
                 abi::EV_NET_RETRANSMIT => NetKind::Retransmit,
                 abi::EV_NET_RTT => NetKind::Rtt,
+                abi::EV_NET_RESET => NetKind::Reset,
                 other => return Err(DecodeError::UnknownKind(other)),
             };
             check_len(b, NET_EVENT_SIZE, declared)?;
@@ -298,6 +329,15 @@ fn decode_ctr(b: &[u8], kind: CtrKind, mono_ns: u64, generation: u32) -> CtrFact
     let mut comm = [0u8; 16];
     comm.copy_from_slice(&b[ctr::COMM..ctr::COMM + 16]);
     let flags = u32_at(b, ctr::FLAGS);
+    let sender = (flags & abi::CTR_F_SENDER != 0).then(|| {
+        let mut comm = [0u8; 16];
+        comm.copy_from_slice(&b[ctr::SENDER_COMM..ctr::SENDER_COMM + 16]);
+        SignalSender {
+            pid: u32_at(b, ctr::SENDER_PID),
+            comm,
+            cgroup_id: u64_at(b, ctr::SENDER_CGROUP_ID),
+        }
+    });
     CtrFact {
         kind,
         mono_ns,
@@ -318,6 +358,7 @@ fn decode_ctr(b: &[u8], kind: CtrKind, mono_ns: u64, generation: u32) -> CtrFact
         shmem_rss_pages: u64_at(b, ctr::SHMEM_RSS_PAGES),
         memcg_usage_pages: u64_at(b, ctr::MEMCG_USAGE_PAGES),
         memcg_max_pages: u64_at(b, ctr::MEMCG_MAX_PAGES),
+        sender,
     }
 }
 
@@ -404,6 +445,10 @@ fn decode_net(
         state: u32_at(b, net::STATE),
         cgroup_id: u64_at(b, net::CGROUP_ID),
         netns: u32_at(b, net::NETNS),
+        unacked: u32_at(b, net::UNACKED),
+        segs: u32_at(b, net::SEGS),
+        drops: u32_at(b, net::DROPS),
+        drop_reason: u32_at(b, net::DROP_REASON),
     })
 }
 
@@ -451,6 +496,28 @@ pub(crate) mod tests {
         assert!(f.rst && f.owner_known);
         assert_eq!(f.sk_err, 111);
         assert_eq!(f.family_str(), "ipv4");
+    }
+
+    #[test]
+    fn decodes_reset_and_the_evidence_fields() {
+        let mut rec = net_record(abi::EV_NET_RESET, AF_INET, &[10, 0, 0, 2], 8080, 0);
+        for (off, v) in [
+            (net::UNACKED, 1000u32),
+            (net::SEGS, 3),
+            (net::DROPS, 4),
+            (net::DROP_REASON, 12),
+            (net::STATE, 8),
+        ] {
+            rec[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+        }
+        let Ok(Fact::Net(f)) = decode(Observer::Network, &rec) else {
+            panic!("not a network fact");
+        };
+        assert_eq!(f.kind, NetKind::Reset);
+        assert_eq!(
+            (f.unacked, f.segs, f.drops, f.drop_reason, f.state),
+            (1000, 3, 4, 12, 8)
+        );
     }
 
     #[test]
@@ -530,6 +597,28 @@ pub(crate) mod tests {
         b
     }
 
+    #[test]
+    fn decodes_the_signal_sender_only_with_its_flag() {
+        let mut rec = ctr_record(abi::EV_CTR_EXIT, 10, 9, abi::CTR_F_SENDER);
+        rec[ctr::SENDER_PID..ctr::SENDER_PID + 4].copy_from_slice(&77u32.to_ne_bytes());
+        rec[ctr::SENDER_COMM..ctr::SENDER_COMM + 7].copy_from_slice(b"kubelet");
+        rec[ctr::SENDER_CGROUP_ID..ctr::SENDER_CGROUP_ID + 8].copy_from_slice(&99u64.to_ne_bytes());
+        let Ok(Fact::Ctr(f)) = decode(Observer::Container, &rec) else {
+            panic!("not a container fact");
+        };
+        let s = f.sender.expect("sender");
+        assert_eq!(
+            (s.pid, s.comm_str(), s.cgroup_id),
+            (77, "kubelet".into(), 99)
+        );
+        // The same bytes without the flag: nothing trusted.
+        rec[ctr::FLAGS..ctr::FLAGS + 4].copy_from_slice(&0u32.to_ne_bytes());
+        let Ok(Fact::Ctr(f)) = decode(Observer::Container, &rec) else {
+            panic!("not a container fact");
+        };
+        assert_eq!(f.sender, None);
+    }
+
     /// Builds a well-formed storage record.
     pub(crate) fn sto_record(status: u32, latency_ns: Option<u64>) -> Vec<u8> {
         let mut b = vec![0u8; STO_EVENT_SIZE];
@@ -568,6 +657,7 @@ pub(crate) mod tests {
             panic!("not a container fact");
         };
         assert_eq!(f.kind, CtrKind::Oom);
+        assert_eq!(f.sender, None, "no sender without its flag");
         assert_eq!((f.mono_ns, f.generation), (77, 2));
         assert_eq!((f.pid, f.tid, f.comm_str()), (1234, 1235, "java".into()));
         assert_eq!((f.cgroup_id, f.memcg_id), (8429, 51));

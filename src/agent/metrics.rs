@@ -342,6 +342,8 @@ pub struct Metrics {
     pub lost_events: Family<ObserverLabel, Counter>,
     pub malformed_events: Family<ObserverLabel, Counter>,
     pub correlation_drops: Family<ObserverReason, Counter>,
+    /// Peer resets of accepted (inbound) sockets: counted, never occurrences.
+    pub inbound_resets: Counter,
     pub drain_cap: Counter,
     pub sink_writes: Family<SinkResult, Counter>,
     pub sink_drops: Family<SinkReason, Counter>,
@@ -376,6 +378,7 @@ impl Metrics {
             lost_events: Family::default(),
             malformed_events: Family::default(),
             correlation_drops: Family::default(),
+            inbound_resets: Counter::default(),
             drain_cap: Counter::default(),
             sink_writes: Family::default(),
             sink_drops: Family::default(),
@@ -419,6 +422,11 @@ impl Metrics {
             "tapio_correlation_drops",
             "Facts deliberately not emitted because the evidence was incomplete or ambiguous",
             m.correlation_drops.clone(),
+        );
+        registry.register(
+            "tapio_inbound_resets",
+            "Peer resets of sockets this host accepted (or connected before the agent started); never occurrences",
+            m.inbound_resets.clone(),
         );
         registry.register(
             "tapio_drain_cap",

@@ -21,6 +21,7 @@ pub mod config;
 pub mod controller_client;
 pub mod decode;
 pub mod health;
+pub mod kernel_enums;
 pub mod metrics;
 pub mod pipeline;
 pub mod signals;

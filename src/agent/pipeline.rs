@@ -15,6 +15,7 @@
 //! `reason="shutdown_timeout"`.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -29,6 +30,7 @@ use super::classify::network::NetworkClassifier;
 use super::classify::storage::StorageClassifier;
 use super::classify::{Classifier, Finding};
 use super::decode::Fact;
+use super::kernel_enums::{DropReasonNames, VMLINUX_BTF};
 use super::metrics::{AnomalyLabels, Metrics, TypeLabel};
 use super::sinks::SinkHandle;
 use crate::wire::{CompiledConfig, ConfigHash, Observer, Occurrence};
@@ -400,6 +402,8 @@ pub fn spawn_emitter(
             // Container attribution reads /sys/fs/cgroup on a cache miss:
             // here, never on the drain thread.
             let mut attributor = Attributor::new("/sys/fs/cgroup".into());
+            // The running kernel's drop reason names (its BTF, read once).
+            let drop_reasons = DropReasonNames::load(Path::new(VMLINUX_BTF));
             // Batches taken after the deadline: bounded, so a producer that
             // keeps producing past the budget cannot keep the emitter alive.
             let mut late = 0usize;
@@ -427,6 +431,7 @@ pub fn spawn_emitter(
                 // `shutdown_timeout`, when the sinks close).
                 for mut f in batch {
                     attributor.enrich(&mut f.data);
+                    drop_reasons.enrich(&mut f.data);
                     let wall = clock.wall_ns(f.mono_ns);
                     let when = SystemTime::UNIX_EPOCH + Duration::from_nanos(wall);
                     let id = ids

@@ -1,4 +1,32 @@
 //! The stable anomaly names and what each one means on the wire.
+//!
+//! # `data` per type
+//!
+//! Every occurrence's `data` carries `config_generation` and
+//! `timestamp_ns`; a process in a container adds `container_id`,
+//! `container_runtime`, `cgroup_path` and, under Kubernetes, `pod_uid`,
+//! `pod_name` and `namespace` (the last two from the kubelet's
+//! `/var/log/pods/<namespace>_<pod>_<uid>/`, absent when not found).
+//! Fields are facts the kernel stated; a fact it did not state is absent,
+//! never zero-filled.
+//!
+//! Network types share `pid`, `tid`, `comm` (the connecting process, taken
+//! at connect time), `family` (`ipv4`/`ipv6`), `saddr`, `sport`, `daddr`,
+//! `dport`, `netns` (network namespace inode) and `cgroup_id`.
+//!
+//! | type | further fields |
+//! |---|---|
+//! | `connection_refused` | `count` (refusals folded into this occurrence; their sum over a destination = the refusals seen), `cause` (`rst`/`icmp`), `errno` `ECONNREFUSED` |
+//! | `connection_timeout` | `errno` `ETIMEDOUT`; when this kernel dropped packets of that connect (its SYNs or their answers, any netns of the node): `drops` (how many) and `drop_reason` (the kernel's `skb_drop_reason` name of the first, e.g. `NETFILTER_DROP`) with `drop_reason_code` (its number on this kernel) |
+//! | `connection_unreachable` | `errno` `EHOSTUNREACH`/`ENETUNREACH`; `drops`, `drop_reason`, `drop_reason_code` as for timeouts |
+//! | `connection_reset` | `count` (resets folded per destination, like refusals), `state` at the reset (`ESTABLISHED`, `CLOSE_WAIT`, `FIN_WAIT1`, …), `errno` the application sees (`ECONNRESET`, or `EPIPE` from `CLOSE_WAIT`), `unacked_bytes` (data sent and never acknowledged) |
+//! | `retransmit_spike` | `retransmits` (segments in this occurrence; the first occurrence at the threshold, the rest of the spike window in one follow-up), `count` (the same number), `window_ms`, `srtt_us` |
+//! | `rtt_degradation` | `srtt_us`, `baseline_srtt_us`, `baseline_samples` |
+//! | `oom_kill` | `pid`, `tid`, `comm`, `signal` 9, `exit_code` 137, `memory_usage_bytes` (+ `anon_rss_bytes`, `file_rss_bytes`, `shmem_rss_bytes`), `memory_limit_bytes`, `memory_limit_source`, `memory_limit_depth`, `memcg_usage_bytes`, `ns_pid`, `cgroup_id`, `memcg_id` |
+//! | `abnormal_exit` | `pid`, `tid`, `comm`, `signal`, `signal_name`, `exit_code`, `core_dumped`, `pidns_init`, `ns_pid`; when another process sent the fatal signal: `sender_pid`, `sender_comm`, `sender_cgroup_id` and `sender_container_id` (sender in a container); none for a signal the kernel raised or the process sent itself |
+//! | `io_error` | `dev` (`major:minor`), `sector`, `nr_sectors`, `bytes`, `op` (`read`, `write`, `flush`, `discard`, …; a cache flush and the empty PREFLUSH write completing it are `flush`), `flags` (of `sync`, `meta`, `fua`, `preflush`), `errno`, `errno_value`, `blk_status`, `latency_ns` when matched to its issue, `requeues`, `partial` |
+//! | `latency_spike` | as `io_error` without the error fields, plus `latency_ns`, `slow_io_threshold_ns`, `io_latency_critical_ns` |
+//! | `cpu_stall`, `ipc_degradation`, `memory_pressure` | `cpu`, the counter values, the ratio and the baseline that judged it, `source` (`pmc`/`psi`) |
 
 use serde::{Deserialize, Serialize};
 
@@ -45,6 +73,7 @@ pub enum AnomalyType {
     ConnectionRefused,
     ConnectionTimeout,
     ConnectionUnreachable,
+    ConnectionReset,
     RetransmitSpike,
     RttDegradation,
     OomKill,
@@ -57,10 +86,11 @@ pub enum AnomalyType {
 }
 
 impl AnomalyType {
-    pub const ALL: [AnomalyType; 12] = [
+    pub const ALL: [AnomalyType; 13] = [
         AnomalyType::ConnectionRefused,
         AnomalyType::ConnectionTimeout,
         AnomalyType::ConnectionUnreachable,
+        AnomalyType::ConnectionReset,
         AnomalyType::RetransmitSpike,
         AnomalyType::RttDegradation,
         AnomalyType::OomKill,
@@ -78,6 +108,7 @@ impl AnomalyType {
             AnomalyType::ConnectionRefused => "kernel.network.connection_refused",
             AnomalyType::ConnectionTimeout => "kernel.network.connection_timeout",
             AnomalyType::ConnectionUnreachable => "kernel.network.connection_unreachable",
+            AnomalyType::ConnectionReset => "kernel.network.connection_reset",
             AnomalyType::RetransmitSpike => "kernel.network.retransmit_spike",
             AnomalyType::RttDegradation => "kernel.network.rtt_degradation",
             AnomalyType::OomKill => "kernel.container.oom_kill",
@@ -96,6 +127,7 @@ impl AnomalyType {
             AnomalyType::ConnectionRefused => "CONNECTION_REFUSED",
             AnomalyType::ConnectionTimeout => "CONNECTION_TIMEOUT",
             AnomalyType::ConnectionUnreachable => "CONNECTION_UNREACHABLE",
+            AnomalyType::ConnectionReset => "CONNECTION_RESET",
             AnomalyType::RetransmitSpike => "RETRANSMIT_SPIKE",
             AnomalyType::RttDegradation => "RTT_DEGRADATION",
             AnomalyType::OomKill => "OOM_KILL",
@@ -113,6 +145,7 @@ impl AnomalyType {
             AnomalyType::ConnectionRefused
             | AnomalyType::ConnectionTimeout
             | AnomalyType::ConnectionUnreachable
+            | AnomalyType::ConnectionReset
             | AnomalyType::RetransmitSpike
             | AnomalyType::RttDegradation => Observer::Network,
             AnomalyType::OomKill | AnomalyType::AbnormalExit => Observer::Container,

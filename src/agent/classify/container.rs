@@ -17,7 +17,13 @@
 //!   (`memory_limit_depth` levels up), `unlimited` (no limit anywhere on
 //!   the path: 0) or `unknown` (no memory cgroup could be read: 0).
 //! * Exit → `abnormal_exit`: error when a signal ended the process (with
-//!   `exit_code` = 128 + signal), warning for a non-zero exit code.
+//!   `exit_code` = 128 + signal), warning for a non-zero exit code. When
+//!   another process sent that signal (kill, tgkill, pidfd_send_signal:
+//!   `signal_generate` with a user code, from a process other than the
+//!   target), `sender_pid`, `sender_comm` and `sender_cgroup_id` name it
+//!   (attribution adds `sender_container_id`). A signal the kernel raised
+//!   (a fault, an OOM kill) or the process sent itself (`abort()`) has no
+//!   sender fields.
 //!
 //! No I/O and no clock: the page size is an input of the constructor.
 
@@ -143,10 +149,21 @@ impl ContainerClassifier {
             } else {
                 ""
             };
+            let from = match &f.sender {
+                Some(s) => {
+                    data.insert("sender_pid".into(), s.pid.into());
+                    data.insert("sender_comm".into(), s.comm_str().into());
+                    if s.cgroup_id != 0 {
+                        data.insert("sender_cgroup_id".into(), s.cgroup_id.into());
+                    }
+                    format!(" sent by pid={} ({})", s.pid, s.comm_str())
+                }
+                None => String::new(),
+            };
             (
                 Severity::Error,
                 format!(
-                    "pid={} ({}) killed by {}{core}",
+                    "pid={} ({}) killed by {}{from}{core}",
                     f.pid,
                     f.comm_str(),
                     signal_name(sig)
@@ -271,6 +288,7 @@ mod tests {
             shmem_rss_pages: 84,
             memcg_usage_pages: 16384,
             memcg_max_pages: 16384,
+            sender: None,
         }
     }
 
@@ -430,6 +448,38 @@ mod tests {
             assert_eq!(o.message, msg);
             assert!(!o.data.contains_key("memory_limit_bytes"));
         }
+    }
+
+    #[test]
+    fn a_signal_another_process_sent_names_the_sender() {
+        let mut f = fact(CtrKind::Exit);
+        f.exit_status = 9;
+        f.sender = Some(crate::agent::decode::SignalSender {
+            pid: 777,
+            comm: *b"kubelet\0\0\0\0\0\0\0\0\0",
+            cgroup_id: 55,
+        });
+        let out = classify(f);
+        let d = &out[0].data;
+        assert_eq!(d["sender_pid"], 777);
+        assert_eq!(d["sender_comm"], "kubelet");
+        assert_eq!(d["sender_cgroup_id"], 55);
+        assert_eq!(
+            out[0].message,
+            "pid=4242 (stress) killed by SIGKILL sent by pid=777 (kubelet)"
+        );
+        // A kernel-raised signal: no sender fields at all.
+        let mut f = fact(CtrKind::Exit);
+        f.exit_status = 11 | 0x80;
+        let out = classify(f);
+        let d = &out[0].data;
+        for k in ["sender_pid", "sender_comm", "sender_cgroup_id"] {
+            assert!(!d.contains_key(k), "{k}");
+        }
+        assert_eq!(
+            out[0].message,
+            "pid=4242 (stress) killed by SIGSEGV (core dumped)"
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Network rules (SPEC §1): refused, timed-out and unreachable connects,
-//! retransmit spikes and RTT degradation.
+//! peer resets, retransmit spikes and RTT degradation.
 //!
 //! Destinations and connections are keyed within their network namespace
 //! (`data.netns`, the namespace inode): 127.0.0.1:8080 in one pod is not
@@ -16,10 +16,36 @@
 //!   those of the first refusal it counts.
 //! * Timeouts (ETIMEDOUT) and unreachable closes (EHOSTUNREACH,
 //!   ENETUNREACH) emit one occurrence each. Other socket errors at a
-//!   SYN_SENT close are counted as `unclassified_socket_error`.
-//! * Retransmits: a sliding window per connection; when it holds
-//!   `retransmit_min_count` retransmits, one occurrence, then none for that
-//!   connection until a full window has passed.
+//!   SYN_SENT close are counted as `unclassified_socket_error`. When this
+//!   kernel dropped packets of that connect (its SYNs or their answers, in
+//!   any network namespace of the node), the occurrence carries `drops`
+//!   and `drop_reason_code` (the kernel's `skb_drop_reason` number of the
+//!   first); the emitter names it `drop_reason` from the running kernel's
+//!   BTF (`kernel_enums`). No drop seen: neither field.
+//! * Resets: a peer's RST on an actively opened connection its application
+//!   still holds (BPF filters out orphans, accepted sockets and the local
+//!   side's own aborts) folds per destination exactly like refusals, in
+//!   the same `refused_window_ms`, but every reset is evidence: the first
+//!   emits at once (`count` sums to the resets). Data: the connector's
+//!   pid/comm, addresses, `state` at the reset (the kernel's name),
+//!   `errno` the application will see (`EPIPE` from CLOSE_WAIT, else
+//!   `ECONNRESET`, as `tcp_reset()` sets it) and `unacked_bytes` (data sent
+//!   and never acknowledged; a sent FIN is not counted).
+//! * Retransmits: a sliding window per connection. When it holds
+//!   `retransmit_min_count` retransmits, a spike starts: one occurrence at
+//!   once with `retransmits` = the retransmits in the sliding window, and a
+//!   spike window of `retransmit_window_ms` from that moment. Every later
+//!   retransmit of the connection inside the spike window is counted and
+//!   emitted as one follow-up occurrence when the window ends (or a
+//!   record of the connection's end arrives, or on shutdown, or when the
+//!   bounded table must make room), so the sum of `retransmits` over a connection's spike
+//!   occurrences equals the retransmits the kernel made in its spike
+//!   windows. Retransmits are counted in segments, as the kernel counts
+//!   them (`tcpi_total_retrans`): one `tcp_retransmit_skb` may carry
+//!   several. `count` repeats `retransmits` (the folding count, as for
+//!   refusals). pid/comm/saddr/sport of a follow-up are those of the first
+//!   retransmit it counts; `srtt_us` is that of the last one. After a spike
+//!   window the sliding window starts empty.
 //! * RTT: per destination, an EWMA (α = 1/8) of srtt samples from actively
 //!   opened connections (their end, and each retransmit). A sample judges
 //!   against the baseline *before* it is folded in; it qualifies when the
@@ -60,6 +86,16 @@ type Dest = (u32, IpAddr, u16);
 /// A connection within one network namespace.
 type Conn = (u32, IpAddr, u16, IpAddr, u16);
 
+/// What folds per destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Fold {
+    Refused,
+    Reset,
+}
+
+/// A fold window's key: what and where.
+type FoldKey = (Fold, Dest);
+
 struct RefusedWindow {
     start_ns: u64,
     seen: u32,
@@ -70,9 +106,24 @@ struct RefusedWindow {
 }
 
 struct RetransHistory {
-    times: VecDeque<u64>,
-    quiet_until: u64,
+    /// (time, segments) of the retransmits in the sliding window before a
+    /// spike (fewer than min_count segments, so bounded by it).
+    times: VecDeque<(u64, u32)>,
+    spike: Option<Spike>,
     last_ns: u64,
+}
+
+/// An open spike window of one connection.
+struct Spike {
+    end_ns: u64,
+    /// The window it was opened with (a config change does not move it).
+    window_ms: u32,
+    /// Retransmits since the first occurrence, not yet emitted, and the
+    /// first of them.
+    pending: u32,
+    first: Option<NetFact>,
+    /// srtt of the latest retransmit counted.
+    last_srtt_us: u32,
 }
 
 /// When a destination may next report an RTT degradation.
@@ -82,7 +133,8 @@ struct RttCooldown {
 
 pub struct NetworkClassifier {
     cfg: NetworkConfig,
-    refused: HashMap<Dest, RefusedWindow>,
+    /// Refusal and reset windows per destination.
+    refused: HashMap<FoldKey, RefusedWindow>,
     retrans: HashMap<Conn, RetransHistory>,
     rtt: HashMap<Dest, RttCooldown>,
     drops: DropCounts,
@@ -104,12 +156,23 @@ impl NetworkClassifier {
     }
 
     fn on_refused(&mut self, f: &NetFact, out: &mut Vec<Finding>) {
+        let min = self.cfg.refused_min_count.max(1);
+        self.on_folded(Fold::Refused, min, f, out);
+    }
+
+    /// Resets fold like refusals, in the same window, but every reset is
+    /// evidence: the first one emits at once.
+    fn on_reset(&mut self, f: &NetFact, out: &mut Vec<Finding>) {
+        self.on_folded(Fold::Reset, 1, f, out);
+    }
+
+    fn on_folded(&mut self, fold: Fold, min: u32, f: &NetFact, out: &mut Vec<Finding>) {
         let window = Self::window_ns(self.cfg.refused_window_ms);
-        let key = (f.netns, f.daddr, f.dport);
+        let key = (fold, (f.netns, f.daddr, f.dport));
         if let Some(w) = self.refused.get(&key) {
             if f.mono_ns.saturating_sub(w.start_ns) >= window {
                 let w = self.refused.remove(&key).expect("present");
-                self.close_refused(w, out);
+                self.close_refused(fold, w, out);
             }
         }
         if !self.refused.contains_key(&key) && self.refused.len() >= MAX_REFUSED_DESTS {
@@ -122,10 +185,9 @@ impl NetworkClassifier {
                 .map(|(k, _)| *k)
             {
                 let w = self.refused.remove(&oldest).expect("present");
-                self.close_refused(w, out);
+                self.close_refused(oldest.0, w, out);
             }
         }
-        let min = self.cfg.refused_min_count.max(1);
         let w = self.refused.entry(key).or_insert(RefusedWindow {
             start_ns: f.mono_ns,
             seen: 0,
@@ -143,23 +205,23 @@ impl NetworkClassifier {
             let count = w.pending;
             let first = w.first.take().expect("set above");
             w.pending = 0;
-            out.push(refused_finding(&first, count));
+            out.push(fold_finding(fold, &first, count));
         }
     }
 
-    fn close_refused(&mut self, w: RefusedWindow, out: &mut Vec<Finding>) {
+    fn close_refused(&mut self, fold: Fold, w: RefusedWindow, out: &mut Vec<Finding>) {
         if w.pending == 0 {
             return;
         }
         match (w.reached, w.first) {
-            (true, Some(first)) => out.push(refused_finding(&first, w.pending)),
+            (true, Some(first)) => out.push(fold_finding(fold, &first, w.pending)),
             _ => self.drops.add("below_threshold", u64::from(w.pending)),
         }
     }
 
     fn on_retransmit(&mut self, f: &NetFact, out: &mut Vec<Finding>) {
         let window = Self::window_ns(self.cfg.retransmit_window_ms);
-        let min = self.cfg.retransmit_min_count.max(1) as usize;
+        let min = self.cfg.retransmit_min_count.max(1);
         let key = (f.netns, f.saddr, f.sport, f.daddr, f.dport);
         if !self.retrans.contains_key(&key) && self.retrans.len() >= MAX_RETRANS_CONNS {
             if let Some(oldest) = self
@@ -168,50 +230,53 @@ impl NetworkClassifier {
                 .min_by_key(|(_, h)| h.last_ns)
                 .map(|(k, _)| *k)
             {
-                self.retrans.remove(&oldest);
+                // Its open spike, if any, is emitted now rather than lost.
+                let h = self.retrans.remove(&oldest).expect("present");
+                out.extend(spike_followup(h.spike));
                 self.drops.add("retransmit_table_full", 1);
             }
         }
         let h = self.retrans.entry(key).or_insert(RetransHistory {
             times: VecDeque::new(),
-            quiet_until: 0,
+            spike: None,
             last_ns: f.mono_ns,
         });
         h.last_ns = f.mono_ns;
-        while let Some(front) = h.times.front() {
-            if f.mono_ns.saturating_sub(*front) >= window {
+        let window_ms = self.cfg.retransmit_window_ms;
+        if h.spike.as_ref().is_some_and(|s| f.mono_ns >= s.end_ns) {
+            h.times.clear();
+            out.extend(spike_followup(h.spike.take()));
+        }
+        // A retransmit may carry several segments; the kernel counts
+        // segments (tcpi_total_retrans), and so does this.
+        let segs = f.segs.max(1);
+        if let Some(s) = h.spike.as_mut() {
+            s.pending = s.pending.saturating_add(segs);
+            s.last_srtt_us = f.srtt_us;
+            if s.first.is_none() {
+                s.first = Some(*f);
+            }
+            return;
+        }
+        while let Some((t, _)) = h.times.front() {
+            if f.mono_ns.saturating_sub(*t) >= window {
                 h.times.pop_front();
             } else {
                 break;
             }
         }
-        h.times.push_back(f.mono_ns);
-        // The window never needs more than `min` timestamps.
-        while h.times.len() > min {
-            h.times.pop_front();
-        }
-        if h.times.len() >= min && f.mono_ns >= h.quiet_until {
-            h.quiet_until = f.mono_ns + window;
-            let n = h.times.len() as u32;
-            let mut data = conn_data(f);
-            data.insert("retransmits".into(), n.into());
-            data.insert("window_ms".into(), self.cfg.retransmit_window_ms.into());
-            data.insert("srtt_us".into(), f.srtt_us.into());
-            out.push(Finding {
-                anomaly: AnomalyType::RetransmitSpike,
-                severity: Severity::Warning,
-                outcome: Outcome::Degraded,
-                message: format!(
-                    "{} retransmits within {}ms on {} -> {}",
-                    n,
-                    self.cfg.retransmit_window_ms,
-                    endpoint(f.saddr, f.sport),
-                    endpoint(f.daddr, f.dport)
-                ),
-                data,
-                generation: f.generation,
-                mono_ns: f.mono_ns,
+        h.times.push_back((f.mono_ns, segs));
+        let n: u32 = h.times.iter().map(|(_, n)| *n).sum();
+        if n >= min {
+            h.times.clear();
+            h.spike = Some(Spike {
+                end_ns: f.mono_ns + window,
+                window_ms,
+                pending: 0,
+                first: None,
+                last_srtt_us: f.srtt_us,
             });
+            out.push(spike_finding(f, n, f.srtt_us, window_ms));
         }
     }
 
@@ -285,6 +350,94 @@ fn conn_data(f: &NetFact) -> Map<String, Value> {
     m
 }
 
+fn spike_finding(f: &NetFact, n: u32, srtt_us: u32, window_ms: u32) -> Finding {
+    let mut data = conn_data(f);
+    data.insert("retransmits".into(), n.into());
+    data.insert("count".into(), n.into());
+    data.insert("window_ms".into(), window_ms.into());
+    data.insert("srtt_us".into(), srtt_us.into());
+    Finding {
+        anomaly: AnomalyType::RetransmitSpike,
+        severity: Severity::Warning,
+        outcome: Outcome::Degraded,
+        message: format!(
+            "{n} retransmits within {window_ms}ms on {} -> {}",
+            endpoint(f.saddr, f.sport),
+            endpoint(f.daddr, f.dport)
+        ),
+        data,
+        generation: f.generation,
+        mono_ns: f.mono_ns,
+    }
+}
+
+/// The follow-up of an ended spike window, if it counted anything.
+fn spike_followup(spike: Option<Spike>) -> Option<Finding> {
+    let s = spike?;
+    let first = s.first?;
+    (s.pending > 0).then(|| spike_finding(&first, s.pending, s.last_srtt_us, s.window_ms))
+}
+
+fn fold_finding(fold: Fold, first: &NetFact, count: u32) -> Finding {
+    match fold {
+        Fold::Refused => refused_finding(first, count),
+        Fold::Reset => reset_finding(first, count),
+    }
+}
+
+/// The kernel's name of a TCP state (`include/net/tcp_states.h`).
+pub fn tcp_state_name(state: u32) -> &'static str {
+    match state {
+        1 => "ESTABLISHED",
+        2 => "SYN_SENT",
+        3 => "SYN_RECV",
+        4 => "FIN_WAIT1",
+        5 => "FIN_WAIT2",
+        6 => "TIME_WAIT",
+        7 => "CLOSE",
+        8 => "CLOSE_WAIT",
+        9 => "LAST_ACK",
+        10 => "LISTEN",
+        11 => "CLOSING",
+        12 => "NEW_SYN_RECV",
+        _ => "UNKNOWN",
+    }
+}
+
+/// What the application sees after a peer's RST in `state`
+/// (`tcp_reset()`: EPIPE from CLOSE_WAIT, ECONNRESET otherwise).
+fn reset_errno(state: u32) -> &'static str {
+    if state == 8 {
+        "EPIPE"
+    } else {
+        "ECONNRESET"
+    }
+}
+
+fn reset_finding(first: &NetFact, count: u32) -> Finding {
+    let mut data = conn_data(first);
+    let state = tcp_state_name(first.state);
+    let errno = reset_errno(first.state);
+    data.insert("count".into(), count.into());
+    data.insert("state".into(), state.into());
+    data.insert("errno".into(), errno.into());
+    data.insert("unacked_bytes".into(), first.unacked.into());
+    Finding {
+        anomaly: AnomalyType::ConnectionReset,
+        severity: Severity::Warning,
+        outcome: Outcome::Failure,
+        message: format!(
+            "connection {} -> {} reset by peer in {state} ({errno}), {} bytes unacknowledged, count={count}",
+            endpoint(first.saddr, first.sport),
+            endpoint(first.daddr, first.dport),
+            first.unacked
+        ),
+        data,
+        generation: first.generation,
+        mono_ns: first.mono_ns,
+    }
+}
+
 fn refused_finding(first: &NetFact, count: u32) -> Finding {
     let cause = if first.rst { "rst" } else { "icmp" };
     let mut data = conn_data(first);
@@ -308,6 +461,11 @@ fn refused_finding(first: &NetFact, count: u32) -> Finding {
 fn close_finding(f: &NetFact, anomaly: AnomalyType, errno: &str) -> Finding {
     let mut data = conn_data(f);
     data.insert("errno".into(), errno.into());
+    if f.drops > 0 {
+        // The name is added where the kernel's BTF is read (the emitter).
+        data.insert("drops".into(), f.drops.into());
+        data.insert("drop_reason_code".into(), f.drop_reason.into());
+    }
     let what = if anomaly == AnomalyType::ConnectionTimeout {
         "timed out"
     } else {
@@ -357,18 +515,24 @@ impl Classifier for NetworkClassifier {
                 self.on_retransmit(f, out);
                 self.on_rtt_spike(f, out);
             }
+            NetKind::Reset => self.on_reset(f, out),
             NetKind::Rtt => {
                 self.on_rtt_spike(f, out);
-                // The connection is gone; so is its retransmit history.
-                self.retrans
-                    .remove(&(f.netns, f.saddr, f.sport, f.daddr, f.dport));
+                // The connection is gone; so is its retransmit history,
+                // and its spike window ends here.
+                if let Some(h) = self
+                    .retrans
+                    .remove(&(f.netns, f.saddr, f.sport, f.daddr, f.dport))
+                {
+                    out.extend(spike_followup(h.spike));
+                }
             }
         }
     }
 
     fn on_tick(&mut self, now: u64, out: &mut Vec<Finding>) {
         let window = Self::window_ns(self.cfg.refused_window_ms);
-        let ended: Vec<Dest> = self
+        let ended: Vec<FoldKey> = self
             .refused
             .iter()
             .filter(|(_, w)| now.saturating_sub(w.start_ns) >= window)
@@ -376,18 +540,31 @@ impl Classifier for NetworkClassifier {
             .collect();
         for k in ended {
             let w = self.refused.remove(&k).expect("present");
-            self.close_refused(w, out);
+            self.close_refused(k.0, w, out);
         }
         let rwin = Self::window_ns(self.cfg.retransmit_window_ms);
+        let mut ended = Vec::new();
+        for h in self.retrans.values_mut() {
+            if h.spike.as_ref().is_some_and(|s| now >= s.end_ns) {
+                ended.push(h.spike.take());
+                h.times.clear();
+            }
+        }
+        out.extend(ended.into_iter().filter_map(spike_followup));
         self.retrans
-            .retain(|_, h| now.saturating_sub(h.last_ns) < rwin || now < h.quiet_until);
+            .retain(|_, h| h.spike.is_some() || now.saturating_sub(h.last_ns) < rwin);
     }
 
     fn flush(&mut self, out: &mut Vec<Finding>) {
-        let all: Vec<RefusedWindow> = self.refused.drain().map(|(_, w)| w).collect();
-        for w in all {
-            self.close_refused(w, out);
+        let all: Vec<(FoldKey, RefusedWindow)> = self.refused.drain().collect();
+        for (k, w) in all {
+            self.close_refused(k.0, w, out);
         }
+        out.extend(
+            self.retrans
+                .drain()
+                .filter_map(|(_, h)| spike_followup(h.spike)),
+        );
     }
 
     fn drops(&self) -> &DropCounts {
@@ -424,6 +601,10 @@ mod tests {
             state: 2,
             cgroup_id: 0,
             netns: 4026531840,
+            unacked: 0,
+            segs: 1,
+            drops: 0,
+            drop_reason: 0,
         })
     }
 
@@ -572,28 +753,279 @@ mod tests {
         assert_eq!(out[0].data["cause"], "icmp");
     }
 
+    fn retrans(t_ms: u64) -> Fact {
+        fact(NetKind::Retransmit, t_ms, 443, 0)
+    }
+
+    fn retransmits(out: &[Finding]) -> Vec<u64> {
+        out.iter()
+            .map(|f| {
+                assert_eq!(f.anomaly, AnomalyType::RetransmitSpike);
+                assert_eq!(f.data["count"], f.data["retransmits"]);
+                f.data["retransmits"].as_u64().unwrap()
+            })
+            .collect()
+    }
+
     #[test]
     fn retransmit_spike_at_min_count_within_window() {
         let mut c = NetworkClassifier::new(&CompiledConfig::default());
         let mut out = Vec::new();
         // 4 in the window: nothing; one old one slides out.
         for t in [0, 300, 600, 900] {
-            c.on_fact(&fact(NetKind::Retransmit, t, 443, 0), &mut out);
+            c.on_fact(&retrans(t), &mut out);
         }
         assert!(out.is_empty());
-        c.on_fact(&fact(NetKind::Retransmit, 1000, 443, 0), &mut out); // 0 slid out
+        c.on_fact(&retrans(1000), &mut out); // 0 slid out
         assert!(out.is_empty());
-        c.on_fact(&fact(NetKind::Retransmit, 1050, 443, 0), &mut out);
-        assert_eq!(out.len(), 1);
-        assert_eq!(out[0].anomaly, AnomalyType::RetransmitSpike);
-        assert_eq!(out[0].data["retransmits"], 5);
-        // Quiet for a window, then it may fire again.
-        for t in [1100, 1200, 1300, 1400, 1500] {
-            c.on_fact(&fact(NetKind::Retransmit, t, 443, 0), &mut out);
+        c.on_fact(&retrans(1050), &mut out);
+        assert_eq!(retransmits(&out), vec![5]);
+        assert_eq!(out[0].data["window_ms"], 1000);
+        assert_eq!(out[0].mono_ns, 1050 * MS);
+        // The rest of the spike window is counted, not emitted yet.
+        for t in [1100, 1200, 1300, 1400, 1500, 2049] {
+            c.on_fact(&retrans(t), &mut out);
         }
         assert_eq!(out.len(), 1);
-        c.on_fact(&fact(NetKind::Retransmit, 2050, 443, 0), &mut out);
+        c.on_tick(2049 * MS, &mut out);
+        assert_eq!(out.len(), 1, "window [1050, 2050) still open");
+        c.on_tick(2050 * MS, &mut out);
+        assert_eq!(retransmits(&out), vec![5, 6]);
+        assert_eq!(out[1].mono_ns, 1100 * MS, "first retransmit it counts");
+        // After the window the sliding window starts empty: 4 more are
+        // not a spike, the 5th is.
+        for t in [2100, 2200, 2300, 2400] {
+            c.on_fact(&retrans(t), &mut out);
+        }
         assert_eq!(out.len(), 2);
+        c.on_fact(&retrans(2500), &mut out);
+        assert_eq!(retransmits(&out), vec![5, 6, 5]);
+    }
+
+    #[test]
+    fn a_burst_sums_to_the_kernels_count() {
+        // The lab's lossy connection: 34 retransmits within 0.42 s.
+        let mut c = NetworkClassifier::new(&CompiledConfig::default());
+        let mut out = Vec::new();
+        for i in 0..34u64 {
+            c.on_fact(&retrans(10_000 + i * 12), &mut out);
+        }
+        assert_eq!(retransmits(&out), vec![5], "first at the threshold");
+        c.on_tick(12_000 * MS, &mut out);
+        assert_eq!(retransmits(&out), vec![5, 29]);
+        assert_eq!(retransmits(&out).iter().sum::<u64>(), 34);
+        // Nothing left behind.
+        c.flush(&mut out);
+        assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn a_retransmit_after_the_window_closes_it_without_a_tick() {
+        let mut c = NetworkClassifier::new(&CompiledConfig::default());
+        let mut out = Vec::new();
+        for t in 0..7 {
+            c.on_fact(&retrans(t), &mut out);
+        }
+        // 5 at once, 2 pending; the next retransmit comes after the window
+        // [4, 1004) and opens a new sliding window instead.
+        c.on_fact(&retrans(1004), &mut out);
+        assert_eq!(retransmits(&out), vec![5, 2]);
+        c.flush(&mut out);
+        assert_eq!(retransmits(&out), vec![5, 2], "1004 was below threshold");
+    }
+
+    #[test]
+    fn connection_end_and_shutdown_emit_the_pending_rest() {
+        let mut c = NetworkClassifier::new(&CompiledConfig::default());
+        let mut out = Vec::new();
+        for t in 0..8 {
+            c.on_fact(&retrans(t), &mut out);
+        }
+        // The connection's end (a degraded RTT sample at its close).
+        c.on_fact(&fact(NetKind::Rtt, 20, 443, 0), &mut out);
+        let spikes: Vec<Finding> = out
+            .iter()
+            .filter(|f| f.anomaly == AnomalyType::RetransmitSpike)
+            .cloned()
+            .collect();
+        assert_eq!(retransmits(&spikes), vec![5, 3]);
+        assert!(c.retrans.is_empty());
+
+        // Another connection, still in its window at shutdown.
+        let mut c = NetworkClassifier::new(&CompiledConfig::default());
+        let mut out = Vec::new();
+        for t in 0..9 {
+            c.on_fact(&retrans(t), &mut out);
+        }
+        c.flush(&mut out);
+        assert_eq!(retransmits(&out), vec![5, 4]);
+    }
+
+    #[test]
+    fn retransmit_sums_are_exact_per_connection_under_churn() {
+        let mut cfg = CompiledConfig::default();
+        cfg.network.retransmit_min_count = 3;
+        cfg.network.retransmit_window_ms = 200;
+        let mut c = NetworkClassifier::new(&cfg);
+        let mut out = Vec::new();
+        // Three connections in bursts of 10 every 500 ms: each burst is one
+        // spike window, so every retransmit is in one.
+        let mut made = 0u64;
+        for burst in 0..20u64 {
+            for i in 0..10u64 {
+                for port in [1u16, 2, 3] {
+                    let Fact::Net(mut f) = retrans(burst * 500 + i * 5) else {
+                        unreachable!()
+                    };
+                    f.sport = port;
+                    c.on_fact(&Fact::Net(f), &mut out);
+                    made += 1;
+                }
+            }
+            c.on_tick((burst * 500 + 300) * MS, &mut out);
+            assert_eq!(out.len() as u64, 6 * (burst + 1), "closed by the tick");
+        }
+        c.flush(&mut out);
+        assert_eq!(retransmits(&out).iter().sum::<u64>(), made);
+        for port in [1u64, 2, 3] {
+            let sum: u64 = out
+                .iter()
+                .filter(|f| f.data["sport"] == port)
+                .map(|f| f.data["retransmits"].as_u64().unwrap())
+                .sum();
+            assert_eq!(sum, 200, "sport {port}");
+        }
+    }
+
+    #[test]
+    fn a_full_retransmit_table_emits_the_evicted_connections_rest() {
+        let mut c = NetworkClassifier::new(&CompiledConfig::default());
+        let mut out = Vec::new();
+        // The first connection spikes and has 2 pending...
+        for t in 0..7 {
+            c.on_fact(&retrans(t), &mut out);
+        }
+        // ...then MAX_RETRANS_CONNS others push it out.
+        for i in 0..MAX_RETRANS_CONNS as u64 {
+            let Fact::Net(mut f) = retrans(10 + i) else {
+                unreachable!()
+            };
+            f.sport = (i % 60000) as u16 + 1;
+            f.dport = 444 + (i / 60000) as u16;
+            c.on_fact(&Fact::Net(f), &mut out);
+        }
+        assert!(c.retrans.len() <= MAX_RETRANS_CONNS);
+        assert_eq!(retransmits(&out), vec![5, 2]);
+        assert_eq!(c.drops().get("retransmit_table_full"), 1);
+    }
+
+    fn reset(t_ms: u64, dport: u16, state: u32, unacked: u32) -> Fact {
+        let Fact::Net(mut f) = fact(NetKind::Reset, t_ms, dport, 0) else {
+            unreachable!()
+        };
+        f.state = state;
+        f.unacked = unacked;
+        Fact::Net(f)
+    }
+
+    #[test]
+    fn a_reset_emits_at_once_and_the_rest_fold_per_destination() {
+        let mut c = NetworkClassifier::new(&CompiledConfig::default());
+        let mut out = Vec::new();
+        c.on_fact(&reset(0, 8080, 1, 1000), &mut out);
+        assert_eq!(out.len(), 1);
+        let o = &out[0];
+        assert_eq!(o.anomaly, AnomalyType::ConnectionReset);
+        assert_eq!(o.severity, Severity::Warning);
+        assert_eq!(o.outcome, Outcome::Failure);
+        let d = &o.data;
+        assert_eq!(d["count"], 1);
+        assert_eq!(d["state"], "ESTABLISHED");
+        assert_eq!(d["errno"], "ECONNRESET");
+        assert_eq!(d["unacked_bytes"], 1000);
+        assert_eq!(d["pid"], 100);
+        assert_eq!(d["comm"], "client");
+        assert_eq!(d["dport"], 8080);
+        assert_eq!(
+            o.message,
+            "connection 127.0.0.1:40000 -> 127.0.0.1:8080 reset by peer in ESTABLISHED (ECONNRESET), 1000 bytes unacknowledged, count=1"
+        );
+        // Three more to it in the window, one elsewhere.
+        for t in [10, 20, 30] {
+            c.on_fact(&reset(t, 8080, 8, 0), &mut out);
+        }
+        c.on_fact(&reset(40, 9090, 8, 0), &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].data["dport"], 9090);
+        assert_eq!(out[1].data["errno"], "EPIPE", "from CLOSE_WAIT");
+        assert_eq!(out[1].data["state"], "CLOSE_WAIT");
+        c.on_tick(1000 * MS, &mut out);
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[2].data["count"], 3);
+        assert_eq!(out[2].data["state"], "CLOSE_WAIT", "the first it counts");
+        let total: u64 = out.iter().map(|o| o.data["count"].as_u64().unwrap()).sum();
+        assert_eq!(total, 5);
+    }
+
+    #[test]
+    fn resets_and_refusals_to_one_destination_fold_apart() {
+        let mut cfg = CompiledConfig::default();
+        cfg.network.refused_min_count = 3;
+        let mut c = NetworkClassifier::new(&cfg);
+        let mut out = Vec::new();
+        c.on_fact(&refused(0, 80), &mut out);
+        c.on_fact(&reset(1, 80, 1, 0), &mut out);
+        c.on_fact(&refused(2, 80), &mut out);
+        // The reset emitted at once (min 1); refusals wait for 3.
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].anomaly, AnomalyType::ConnectionReset);
+        c.flush(&mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(c.drops().get("below_threshold"), 2);
+    }
+
+    #[test]
+    fn local_drops_ride_on_timeouts_and_unreachables_only_when_seen() {
+        let mut c = NetworkClassifier::new(&CompiledConfig::default());
+        let mut out = Vec::new();
+        for (dport, err) in [(80, ETIMEDOUT), (81, EHOSTUNREACH)] {
+            let Fact::Net(mut f) = fact(NetKind::ConnectFail, 0, dport, err) else {
+                unreachable!()
+            };
+            f.drops = 3;
+            f.drop_reason = 12;
+            c.on_fact(&Fact::Net(f), &mut out);
+        }
+        c.on_fact(&fact(NetKind::ConnectFail, 0, 82, ETIMEDOUT), &mut out);
+        assert_eq!(out.len(), 3);
+        for o in &out[..2] {
+            assert_eq!(o.data["drops"], 3);
+            assert_eq!(o.data["drop_reason_code"], 12);
+        }
+        assert!(!out[2].data.contains_key("drops"));
+        assert!(!out[2].data.contains_key("drop_reason_code"));
+    }
+
+    #[test]
+    fn retransmits_count_segments() {
+        let mut c = NetworkClassifier::new(&CompiledConfig::default());
+        let mut out = Vec::new();
+        let with_segs = |t: u64, segs: u32| {
+            let Fact::Net(mut f) = retrans(t) else {
+                unreachable!()
+            };
+            f.segs = segs;
+            Fact::Net(f)
+        };
+        c.on_fact(&with_segs(0, 2), &mut out);
+        c.on_fact(&with_segs(1, 2), &mut out);
+        assert!(out.is_empty(), "4 segments < 5");
+        c.on_fact(&with_segs(2, 3), &mut out);
+        assert_eq!(retransmits(&out), vec![7]);
+        c.on_fact(&with_segs(3, 4), &mut out);
+        c.on_fact(&with_segs(4, 0), &mut out); // never less than one
+        c.flush(&mut out);
+        assert_eq!(retransmits(&out), vec![7, 5]);
     }
 
     /// An RTT record as the kernel sends it: judged a spike against

@@ -15,6 +15,19 @@
 //!   without a correlated latency is never a latency spike: it is counted
 //!   as `uncorrelated_latency`).
 //!
+//! `op` is the request's real kind, named from `REQ_OP_*` (the low 8 bits
+//! of `cmd_flags`): a cache flush (REQ_OP_FLUSH, rwbs "FF") is `flush`, and
+//! so is the completion of an empty write (REQ_OP_WRITE of 0 bytes): the
+//! block layer completes the PREFLUSH write that asked for a flush without
+//! ever issuing it (KERNEL-FACTS, Block I/O), so it is the flush's tail,
+//! never a 0-byte `write`. Such a tail has no issue of its own: a latency
+//! attached to it can only come from a stale correlation, so it is never a
+//! `latency_spike` (counted as `ambiguous_inflight_io`) and an error on it
+//! carries no `latency_ns`. `flags` lists the modifiers the kernel set, by
+//! their `enum req_flag_bits` bit numbers: `sync`, `meta`, `fua`,
+//! `preflush` (a unit test checks both tables against the vendored
+//! `vmlinux.h`).
+//!
 //! Status → errno follows `blk_errors[]` in `block/blk-core.c` (Linux
 //! ≥ 6.10, where `BLK_STS_ZONE_RESOURCE` was removed and the zone,
 //! offline and duration-limit codes moved down by one). `BLK_STS_INVAL`
@@ -61,25 +74,62 @@ pub fn blk_status_errno(status: u32) -> (i32, &'static str, &'static str) {
     }
 }
 
-/// Name of a `REQ_OP_*` value (`include/linux/blk_types.h`).
+/// `REQ_OP_WRITE`.
+const REQ_OP_WRITE: u32 = 1;
+
+/// `(REQ_OP_* value, name)` as `enum req_op` in the kernel's
+/// `blk_types.h` (the zone operations are odd numbers since Linux 6.10).
+pub const REQ_OPS: [(u32, &str); 14] = [
+    (0, "read"),
+    (1, "write"),
+    (2, "flush"),
+    (3, "discard"),
+    (5, "secure_erase"),
+    (7, "zone_append"),
+    (9, "write_zeroes"),
+    (11, "zone_open"),
+    (13, "zone_close"),
+    (15, "zone_finish"),
+    (17, "zone_reset"),
+    (19, "zone_reset_all"),
+    (34, "drv_in"),
+    (35, "drv_out"),
+];
+
+/// `(bit number in enum req_flag_bits, name)` of the modifiers reported
+/// in `flags`, in that order.
+pub const REQ_FLAGS: [(u32, &str); 4] = [(11, "sync"), (12, "meta"), (17, "fua"), (18, "preflush")];
+
+/// Name of a `REQ_OP_*` value.
 pub fn op_name(op: u32) -> &'static str {
-    match op {
-        0 => "read",
-        1 => "write",
-        2 => "flush",
-        3 => "discard",
-        5 => "secure_erase",
-        7 => "zone_append",
-        9 => "write_zeroes",
-        10 => "zone_open",
-        11 => "zone_close",
-        12 => "zone_finish",
-        13 => "zone_reset",
-        15 => "zone_reset_all",
-        34 => "drv_in",
-        35 => "drv_out",
-        _ => "unknown",
+    REQ_OPS
+        .iter()
+        .find(|(v, _)| *v == op)
+        .map_or("unknown", |(_, n)| n)
+}
+
+/// The completion of an empty write: the tail of a cache flush, which the
+/// block layer completes without issuing it.
+fn is_flush_tail(f: &StoFact) -> bool {
+    f.op() == REQ_OP_WRITE && f.bytes == 0 && f.nr_sectors == 0
+}
+
+/// The request's real kind (see the module docs).
+pub fn op_of(f: &StoFact) -> &'static str {
+    if is_flush_tail(f) {
+        "flush"
+    } else {
+        op_name(f.op())
     }
+}
+
+/// The modifiers set in `cmd_flags`, named.
+pub fn flag_names(cmd_flags: u32) -> Vec<&'static str> {
+    REQ_FLAGS
+        .iter()
+        .filter(|(bit, _)| cmd_flags & (1 << bit) != 0)
+        .map(|(_, n)| *n)
+        .collect()
 }
 
 impl StorageClassifier {
@@ -96,8 +146,9 @@ impl StorageClassifier {
         m.insert("sector".into(), f.sector.into());
         m.insert("nr_sectors".into(), f.nr_sectors.into());
         m.insert("bytes".into(), f.bytes.into());
-        m.insert("op".into(), op_name(f.op()).into());
-        if let Some(l) = f.latency_ns {
+        m.insert("op".into(), op_of(f).into());
+        m.insert("flags".into(), flag_names(f.cmd_flags).into());
+        if let Some(l) = Self::latency(f) {
             m.insert("latency_ns".into(), l.into());
         }
         if f.requeues > 0 {
@@ -107,6 +158,11 @@ impl StorageClassifier {
             m.insert("partial".into(), true.into());
         }
         m
+    }
+
+    /// The latency the fact may carry: none for a flush's tail.
+    fn latency(f: &StoFact) -> Option<u64> {
+        f.latency_ns.filter(|_| !is_flush_tail(f))
     }
 
     fn classify(&mut self, f: &StoFact) -> Option<Finding> {
@@ -123,7 +179,7 @@ impl StorageClassifier {
                 outcome: Outcome::Failure,
                 message: format!(
                     "{} of {} bytes at sector {} on {dev} failed: {name} ({sts})",
-                    op_name(f.op()),
+                    op_of(f),
                     f.bytes,
                     f.sector
                 ),
@@ -131,6 +187,14 @@ impl StorageClassifier {
                 generation: f.generation,
                 mono_ns: f.mono_ns,
             });
+        }
+        if is_flush_tail(f) {
+            // It was never issued: whatever latency came with it belongs
+            // to another request.
+            if f.latency_ns.is_some() {
+                self.drops.add("ambiguous_inflight_io", 1);
+            }
+            return None;
         }
         let Some(latency) = f.latency_ns else {
             self.drops.add("uncorrelated_latency", 1);
@@ -154,7 +218,7 @@ impl StorageClassifier {
             outcome: Outcome::Degraded,
             message: format!(
                 "{} of {} bytes at sector {} on {dev} took {:.1}ms",
-                op_name(f.op()),
+                op_of(f),
                 f.bytes,
                 f.sector,
                 latency as f64 / 1e6
@@ -321,6 +385,49 @@ mod tests {
         assert_eq!(drops.get("uncorrelated_latency"), 1);
     }
 
+    /// `NAME = value` pairs of one enum in the vendored vmlinux.h.
+    fn header_enum(name: &str) -> Vec<(String, u32)> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/bpf/include/x86/vmlinux.h");
+        let text = std::fs::read_to_string(path).expect("read vmlinux.h");
+        let start = text
+            .find(&format!("\nenum {name} {{\n"))
+            .unwrap_or_else(|| panic!("enum {name} in {path}"));
+        let body = &text[start..];
+        let body = &body[..body.find("\n};").unwrap()];
+        body.lines()
+            .filter_map(|l| {
+                let (k, v) = l.trim().trim_end_matches(',').split_once(" = ")?;
+                Some((k.to_string(), v.parse().ok()?))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn op_and_flag_tables_match_the_kernel_header() {
+        let ops = header_enum("req_op");
+        for (v, name) in REQ_OPS {
+            let kernel = format!("REQ_OP_{}", name.to_uppercase());
+            assert!(
+                ops.contains(&(kernel.clone(), v)),
+                "{kernel} = {v} not in vmlinux.h: {ops:?}"
+            );
+        }
+        // Every op the kernel has (but the sentinel) is named.
+        for (k, v) in &ops {
+            if k != "REQ_OP_LAST" {
+                assert_ne!(op_name(*v), "unknown", "{k}");
+            }
+        }
+        let bits = header_enum("req_flag_bits");
+        for (bit, name) in REQ_FLAGS {
+            let kernel = format!("__REQ_{}", name.to_uppercase());
+            assert!(
+                bits.contains(&(kernel.clone(), bit)),
+                "{kernel} = {bit} not in vmlinux.h: {bits:?}"
+            );
+        }
+    }
+
     #[test]
     fn op_names_and_extras() {
         for (op, name) in [
@@ -328,7 +435,10 @@ mod tests {
             (2, "flush"),
             (3, "discard"),
             (9, "write_zeroes"),
+            (11, "zone_open"),
+            (19, "zone_reset_all"),
             (34, "drv_in"),
+            (10, "unknown"),
             (99, "unknown"),
         ] {
             assert_eq!(op_name(op), name);
@@ -341,5 +451,96 @@ mod tests {
         assert_eq!(out[0].data["requeues"], 2);
         assert_eq!(out[0].data["partial"], true);
         assert_eq!(out[0].data["dev"], "259:1048575");
+    }
+
+    const SYNC: u32 = 1 << 11;
+    const META: u32 = 1 << 12;
+    const FUA: u32 = 1 << 17;
+    const PREFLUSH: u32 = 1 << 18;
+
+    #[test]
+    fn flags_name_the_modifiers_the_kernel_set() {
+        assert!(flag_names(1).is_empty());
+        assert_eq!(flag_names(1 | SYNC), vec!["sync"]);
+        assert_eq!(
+            flag_names(1 | SYNC | META | FUA | PREFLUSH | (1 << 14)),
+            vec!["sync", "meta", "fua", "preflush"],
+            "others (NOMERGE) are not listed"
+        );
+        let (out, _) = classify(fact(0, Some(200 * MS)));
+        assert_eq!(out[0].data["flags"], serde_json::json!(["sync"]));
+    }
+
+    /// A flush as the block layer makes it: REQ_OP_FLUSH|REQ_PREFLUSH,
+    /// no sectors, nothing transferred.
+    fn flush(latency_ns: Option<u64>, status: u32) -> StoFact {
+        StoFact {
+            sector: 0,
+            nr_sectors: 0,
+            bytes: 0,
+            cmd_flags: 2 | PREFLUSH,
+            ..fact(status, latency_ns)
+        }
+    }
+
+    /// The empty PREFLUSH write that asked for it, completed unissued
+    /// (PREFLUSH already cleared): REQ_OP_WRITE|REQ_SYNC, 0 bytes.
+    fn flush_tail(latency_ns: Option<u64>, status: u32) -> StoFact {
+        StoFact {
+            cmd_flags: 1 | SYNC,
+            ..flush(latency_ns, status)
+        }
+    }
+
+    #[test]
+    fn a_slow_flush_is_a_flush_with_its_flags() {
+        let (out, _) = classify(flush(Some(150 * MS), 0));
+        let o = &out[0];
+        assert_eq!(o.anomaly, AnomalyType::LatencySpike);
+        assert_eq!(o.data["op"], "flush");
+        assert_eq!(o.data["flags"], serde_json::json!(["preflush"]));
+        assert_eq!(o.data["bytes"], 0);
+        assert_eq!(
+            o.message,
+            "flush of 0 bytes at sector 0 on 7:3 took 150.0ms"
+        );
+    }
+
+    #[test]
+    fn a_flush_tail_is_a_flush_and_never_a_latency_spike() {
+        // The 124 ms "0-byte write at sector 0": a stale entry's age.
+        let (out, drops) = classify(flush_tail(Some(124 * MS), 0));
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(drops.get("ambiguous_inflight_io"), 1);
+        assert_eq!(drops.get("uncorrelated_latency"), 0);
+        // Uncorrelated, as it should be: nothing, nothing counted.
+        let (out, drops) = classify(flush_tail(None, 0));
+        assert!(out.is_empty());
+        assert_eq!(drops, DropCounts::default());
+        // A failed flush is still an error, named a flush, without latency.
+        let (out, _) = classify(flush_tail(Some(124 * MS), 10));
+        let o = &out[0];
+        assert_eq!(o.anomaly, AnomalyType::IoError);
+        assert_eq!(o.data["op"], "flush");
+        assert_eq!(o.data["flags"], serde_json::json!(["sync"]));
+        assert!(!o.data.contains_key("latency_ns"));
+        assert_eq!(
+            o.message,
+            "flush of 0 bytes at sector 0 on 7:3 failed: EIO (BLK_STS_IOERR)"
+        );
+    }
+
+    #[test]
+    fn a_write_with_data_stays_a_write() {
+        let mut f = fact(0, Some(120 * MS));
+        f.cmd_flags = 1 | SYNC | FUA;
+        let (out, _) = classify(f);
+        assert_eq!(out[0].data["op"], "write");
+        assert_eq!(out[0].data["flags"], serde_json::json!(["sync", "fua"]));
+        // A discard of 0 bytes is not a flush.
+        let mut d = flush_tail(Some(120 * MS), 0);
+        d.cmd_flags = 3;
+        let (out, _) = classify(d);
+        assert_eq!(out[0].data["op"], "discard");
     }
 }

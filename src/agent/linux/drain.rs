@@ -315,6 +315,9 @@ fn export_stats(objects: &[LoadedObject], prev: &mut [[u64; STAT_MAX]], metrics:
                         .inc_by(delta);
                 }
                 abi::STAT_RB_FULL => Metrics::observer_counter(&metrics.lost_events, obs, delta),
+                abi::STAT_RESET_INBOUND if lo.observer == Observer::Network => {
+                    metrics.inbound_resets.inc_by(delta);
+                }
                 _ => {
                     if let Some(reason) = abi::stat_reason(lo.observer, i) {
                         metrics.correlation_drop(obs, reason, delta);

@@ -1,0 +1,296 @@
+//! Names of the running kernel's enum values, read from its BTF.
+//!
+//! BPF records carry the kernel's raw numbers where the numbering changes
+//! between kernel versions (`enum skb_drop_reason` grows and is renumbered
+//! often). Naming them from a table compiled into the agent would name
+//! them wrongly on another kernel, so the names come from the running
+//! kernel's own type information, `/sys/kernel/btf/vmlinux`, read once at
+//! start by the emitter thread. When it cannot be read or lacks the enum,
+//! no name is given (the raw number still is): never a guess.
+//!
+//! Owns: a small, bounds-checked reader of the BTF type section (only enum
+//! names are kept). Must not: read anything else, or run on the drain
+//! thread.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde_json::{Map, Value};
+
+/// Where the running kernel exposes its BTF.
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+/// Larger than any vmlinux BTF seen (≈ 6 MiB): a bound on what is read.
+pub const MAX_BTF_BYTES: u64 = 64 << 20;
+
+const BTF_MAGIC: u16 = 0xeb9f;
+const KIND_ENUM: u32 = 6;
+const KIND_ENUM64: u32 = 19;
+
+fn u32_at(b: &[u8], off: usize) -> Option<u32> {
+    let s = b.get(off..off.checked_add(4)?)?;
+    Some(u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+fn str_at(strings: &[u8], off: u32) -> Option<&str> {
+    let s = strings.get(off as usize..)?;
+    let end = s.iter().position(|c| *c == 0)?;
+    std::str::from_utf8(&s[..end]).ok()
+}
+
+/// Bytes that follow a `struct btf_type` of `kind` with `vlen` members
+/// (`include/uapi/linux/btf.h`), or `None` for a kind this reader does
+/// not know (then the rest of the section cannot be walked).
+fn extra_len(kind: u32, vlen: usize) -> Option<usize> {
+    Some(match kind {
+        1 => 4,                    // INT
+        2 | 7..=12 | 16 | 18 => 0, // PTR, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC, FLOAT, TYPE_TAG
+        3 => 12,                   // ARRAY
+        4 | 5 => 12 * vlen,        // STRUCT, UNION
+        6 => 8 * vlen,             // ENUM
+        13 => 8 * vlen,            // FUNC_PROTO
+        14 => 4,                   // VAR
+        15 => 12 * vlen,           // DATASEC
+        17 => 4,                   // DECL_TAG
+        19 => 12 * vlen,           // ENUM64
+        _ => return None,
+    })
+}
+
+/// `(value, name)` of every member of the enum called `name` in a BTF
+/// blob, or `None` when the blob is malformed or has no such enum.
+pub fn enum_members(btf: &[u8], name: &str) -> Option<Vec<(u64, String)>> {
+    if btf.len() < 24 || u16::from_ne_bytes([btf[0], btf[1]]) != BTF_MAGIC {
+        return None;
+    }
+    let hdr_len = u32_at(btf, 4)? as usize;
+    let (type_off, type_len) = (u32_at(btf, 8)? as usize, u32_at(btf, 12)? as usize);
+    let (str_off, str_len) = (u32_at(btf, 16)? as usize, u32_at(btf, 20)? as usize);
+    let types = btf.get(hdr_len + type_off..hdr_len + type_off + type_len)?;
+    let strings = btf.get(hdr_len + str_off..hdr_len + str_off + str_len)?;
+    let mut off = 0usize;
+    while off + 12 <= types.len() {
+        let name_off = u32_at(types, off)?;
+        let info = u32_at(types, off + 4)?;
+        let kind = (info >> 24) & 0x1f;
+        let vlen = (info & 0xffff) as usize;
+        let body = off + 12;
+        let next = body.checked_add(extra_len(kind, vlen)?)?;
+        if next > types.len() {
+            return None;
+        }
+        if (kind == KIND_ENUM || kind == KIND_ENUM64) && str_at(strings, name_off) == Some(name) {
+            let step = if kind == KIND_ENUM { 8 } else { 12 };
+            let mut out = Vec::with_capacity(vlen);
+            for i in 0..vlen {
+                let m = body + i * step;
+                let member = str_at(strings, u32_at(types, m)?)?;
+                let lo = u64::from(u32_at(types, m + 4)?);
+                let value = if kind == KIND_ENUM {
+                    lo
+                } else {
+                    lo | u64::from(u32_at(types, m + 8)?) << 32
+                };
+                out.push((value, member.to_string()));
+            }
+            return Some(out);
+        }
+        off = next;
+    }
+    None
+}
+
+/// The kernel's `enum skb_drop_reason`, without its `SKB_DROP_REASON_`
+/// prefix (`NETFILTER_DROP`, as the kernel's own tracepoint prints it).
+#[derive(Debug, Default, Clone)]
+pub struct DropReasonNames {
+    by_value: HashMap<u32, String>,
+}
+
+impl DropReasonNames {
+    /// Reads the names from `btf_path` (normally [`VMLINUX_BTF`]); empty
+    /// (names nothing) when it cannot.
+    pub fn load(btf_path: &Path) -> Self {
+        let Ok(meta) = std::fs::metadata(btf_path) else {
+            return Self::default();
+        };
+        if meta.len() > MAX_BTF_BYTES {
+            return Self::default();
+        }
+        match std::fs::read(btf_path) {
+            Ok(b) => Self::from_btf(&b),
+            Err(_) => Self::default(),
+        }
+    }
+
+    pub fn from_btf(btf: &[u8]) -> Self {
+        let by_value = enum_members(btf, "skb_drop_reason")
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(v, n)| {
+                let v = u32::try_from(v).ok()?;
+                Some((v, n.strip_prefix("SKB_DROP_REASON_")?.to_string()))
+            })
+            .collect();
+        DropReasonNames { by_value }
+    }
+
+    pub fn name(&self, code: u32) -> Option<&str> {
+        self.by_value.get(&code).map(String::as_str)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_value.is_empty()
+    }
+
+    /// Adds `drop_reason` (the name) next to a `drop_reason_code` in
+    /// occurrence data, when the kernel names that code.
+    pub fn enrich(&self, data: &mut Map<String, Value>) {
+        let Some(code) = data.get("drop_reason_code").and_then(Value::as_u64) else {
+            return;
+        };
+        if let Some(name) = u32::try_from(code).ok().and_then(|c| self.name(c)) {
+            data.insert("drop_reason".into(), name.into());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A minimal BTF blob: an INT, a STRUCT with one member, then `enum
+    /// <e> { SKB_DROP_REASON_A = 1, SKB_DROP_REASON_B = 7 }` and an ENUM64
+    /// `big { C = 1 << 40 }`.
+    fn blob_named(e: &str) -> Vec<u8> {
+        let strings = format!("\0int\0s\0m\0{e}\0SKB_DROP_REASON_A\0SKB_DROP_REASON_B\0big\0C\0");
+        let strings = strings.as_bytes();
+        let off = |s: &str| {
+            let pat = format!("\0{s}\0");
+            strings
+                .windows(pat.len())
+                .position(|w| w == pat.as_bytes())
+                .unwrap() as u32
+                + 1
+        };
+        let mut t = Vec::new();
+        let mut put = |words: &[u32]| {
+            for w in words {
+                t.extend_from_slice(&w.to_ne_bytes());
+            }
+        };
+        put(&[off("int"), 1 << 24, 4, 0x20]); // INT + 4
+        put(&[off("s"), 4 << 24 | 1, 4, off("m"), 1, 0]); // STRUCT, 1 member
+        put(&[off(e), 6 << 24 | 2, 4]);
+        put(&[off("SKB_DROP_REASON_A"), 1, off("SKB_DROP_REASON_B"), 7]);
+        put(&[off("big"), 19 << 24 | 1, 8, off("C"), 0, 1 << 8]);
+        let mut b = Vec::new();
+        b.extend_from_slice(&BTF_MAGIC.to_ne_bytes());
+        b.extend_from_slice(&[1, 0]);
+        for w in [
+            24u32,
+            0,
+            t.len() as u32,
+            t.len() as u32,
+            strings.len() as u32,
+        ] {
+            b.extend_from_slice(&w.to_ne_bytes());
+        }
+        b.extend_from_slice(&t);
+        b.extend_from_slice(strings);
+        b
+    }
+
+    fn blob() -> Vec<u8> {
+        blob_named("e")
+    }
+
+    #[test]
+    fn reads_enum_and_enum64_members() {
+        let b = blob();
+        assert_eq!(
+            enum_members(&b, "e"),
+            Some(vec![
+                (1, "SKB_DROP_REASON_A".to_string()),
+                (7, "SKB_DROP_REASON_B".to_string())
+            ])
+        );
+        assert_eq!(enum_members(&b, "big"), Some(vec![(1 << 40, "C".into())]));
+        assert_eq!(enum_members(&b, "nope"), None);
+        assert_eq!(enum_members(&b, "s"), None, "a struct is not an enum");
+    }
+
+    #[test]
+    fn malformed_blobs_are_refused_without_panic() {
+        let b = blob();
+        for len in 0..b.len() {
+            // A cut blob either still holds the enum or yields nothing.
+            let got = enum_members(&b[..len], "e");
+            assert!(got.is_none() || got.unwrap().len() == 2, "len {len}");
+        }
+        let mut bad = b.clone();
+        bad[0] ^= 0xff;
+        assert_eq!(enum_members(&bad, "e"), None, "wrong magic");
+        let mut unknown_kind = b.clone();
+        // The INT's info word becomes kind 31.
+        unknown_kind[24 + 4..24 + 8].copy_from_slice(&(31u32 << 24).to_ne_bytes());
+        assert_eq!(enum_members(&unknown_kind, "e"), None);
+        // Deterministic garbage of every length.
+        let mut x: u64 = 0x2545f4914f6cdd1d;
+        for len in 0..512 {
+            let mut g: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            if g.len() >= 2 {
+                g[..2].copy_from_slice(&BTF_MAGIC.to_ne_bytes());
+            }
+            let _ = enum_members(&g, "skb_drop_reason");
+        }
+    }
+
+    #[test]
+    fn drop_reason_names_strip_the_prefix_and_enrich() {
+        let mut b = blob_named("skb_drop_reason");
+        let names = DropReasonNames::from_btf(&b);
+        assert_eq!(names.name(1), Some("A"));
+        assert_eq!(names.name(7), Some("B"));
+        assert_eq!(names.name(2), None);
+        let mut data = Map::new();
+        data.insert("drop_reason_code".into(), 7.into());
+        names.enrich(&mut data);
+        assert_eq!(data["drop_reason"], "B");
+        let mut unknown = Map::new();
+        unknown.insert("drop_reason_code".into(), 99.into());
+        names.enrich(&mut unknown);
+        assert!(!unknown.contains_key("drop_reason"));
+        b.truncate(10);
+        assert!(DropReasonNames::from_btf(&b).is_empty());
+    }
+
+    /// The running kernel's own table (KERNEL-FACTS: NETFILTER_DROP is 12,
+    /// NO_SOCKET 3 on the 6.18 test machine); skipped without BTF.
+    #[test]
+    fn the_running_kernels_drop_reasons() {
+        let names = DropReasonNames::load(Path::new(VMLINUX_BTF));
+        if names.is_empty() {
+            assert!(
+                !Path::new(VMLINUX_BTF).exists(),
+                "BTF exists but skb_drop_reason was not read"
+            );
+            eprintln!("skipping: no {VMLINUX_BTF}");
+            return;
+        }
+        assert_eq!(names.name(2), Some("NOT_SPECIFIED"));
+        let netfilter = names
+            .by_value
+            .iter()
+            .find(|(_, n)| n.as_str() == "NETFILTER_DROP")
+            .map(|(v, _)| *v);
+        assert!(netfilter.is_some(), "NETFILTER_DROP named");
+        assert!(names.by_value.len() > 50, "{}", names.by_value.len());
+    }
+}
