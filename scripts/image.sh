@@ -246,12 +246,15 @@ EOF
   # an /etc/hosts entry: the scratch image has no nsswitch.conf, and glibc
   # must still resolve names the way it will through the cluster's DNS.
   local t0 t1 ready_ms
+  # The manifest's /var/log/pods hostPath is DirectoryOrCreate: the same here.
+  mkdir -p /var/log/pods
   t0=$(date +%s%N)
   podman run -d --name "$AGENT" "${ULIMITS[@]}" --pid host --network host \
     --user 0:0 --cap-drop ALL --cap-add BPF,PERFMON,NET_ADMIN \
     --read-only --security-opt no-new-privileges --security-opt seccomp=unconfined \
     -v /sys/fs/cgroup:/sys/fs/cgroup:ro -v /sys/kernel/btf:/sys/kernel/btf:ro \
     -v "$work/data:/var/lib/tapio" -v "$work/token:/etc/tapio/token:ro" \
+    -v /var/log/pods:/var/log/pods:ro \
     -e TAPIO_DATA_DIR=/var/lib/tapio/occurrences -e NODE_NAME=smoke-node \
     --add-host tapio-controller:127.0.0.1 \
     "$IMAGE" agent --controller-endpoint="http://tapio-controller:$cport" \
