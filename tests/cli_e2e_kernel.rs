@@ -80,7 +80,7 @@ fn an_agent_occurrence_is_visible_through_recent_and_mcp() {
     );
     assert_eq!(init["result"]["protocolVersion"], "2025-06-18");
     let res = call(
-        r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"recent_anomalies","arguments":{"since":"1m","limit":1000}}}"#,
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"recent_anomalies","arguments":{"since":"1m","type":"kernel.network.connection_refused","limit":50}}}"#,
     );
     let occs = res["result"]["structuredContent"]["occurrences"]
         .as_array()

@@ -86,8 +86,9 @@ pub fn run(args: config::AgentArgs) -> Result<(), CliError> {
         shared.request_config(c.clone(), 1);
     }
     let initial = standalone.clone().unwrap_or_default();
-    let producers = platform_start(&cfg, shared.clone(), metrics.clone(), findings_tx, initial)
-        .map_err(CliError::runtime)?;
+    // The listener is bound before the observers start: a bad address
+    // fails start-up before any BPF is loaded, and once "config applied" is
+    // logged /metrics and the probes already answer.
     let metrics_server = if cfg.metrics_enabled {
         let s = shared.clone();
         let (addr, h) = metrics::serve(
@@ -102,6 +103,8 @@ pub fn run(args: config::AgentArgs) -> Result<(), CliError> {
     } else {
         None
     };
+    let producers = platform_start(&cfg, shared.clone(), metrics.clone(), findings_tx, initial)
+        .map_err(CliError::runtime)?;
     let client = match &cfg.controller_endpoint {
         Some(url) => Some(
             start_controller_client(&cfg, url, token, &agent_id, &shared, &metrics)
