@@ -211,30 +211,36 @@ pub fn parse_since(s: &str, now_ns: u64) -> Result<u64, String> {
         Err(InstantError::Invalid(why)) => return Err(format!("invalid --since {s:?}: {why}")),
         Err(InstantError::Format) => {}
     }
-    let unit_at = s.len().checked_sub(1).ok_or_else(err)?;
+    let back = parse_duration_secs(s)
+        .and_then(|secs| secs.checked_mul(1_000_000_000))
+        .ok_or_else(err)?;
+    Ok(now_ns.saturating_sub(back))
+}
+
+/// Parses a positive whole duration of one unit, `30s`, `5m`, `2h`, `1d`,
+/// into seconds: the grammar of `--since` and of the agent's
+/// `--retain-age`. `None` for anything else, zero, or an overflow.
+pub fn parse_duration_secs(s: &str) -> Option<u64> {
+    let unit_at = s.len().checked_sub(1)?;
     if !s.is_char_boundary(unit_at) {
-        return Err(err());
+        return None;
     }
     let (digits, unit) = s.split_at(unit_at);
     if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) {
-        return Err(err());
+        return None;
     }
-    let n: u64 = digits.parse().map_err(|_| err())?;
+    let n: u64 = digits.parse().ok()?;
     let unit_s: u64 = match unit {
         "s" => 1,
         "m" => 60,
         "h" => 3_600,
         "d" => 86_400,
-        _ => return Err(err()),
+        _ => return None,
     };
     if n == 0 {
-        return Err(err());
+        return None;
     }
-    let back = n
-        .checked_mul(unit_s)
-        .and_then(|v| v.checked_mul(1_000_000_000))
-        .ok_or_else(err)?;
-    Ok(now_ns.saturating_sub(back))
+    n.checked_mul(unit_s)
 }
 
 /// Formats a duration in ns the way `--since` reads it back, in the largest
