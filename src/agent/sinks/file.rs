@@ -609,4 +609,85 @@ mod tests {
             .encode()
             .contains("tapio_data_dir_recreated_total 1"));
     }
+
+    /// Fills `dir` with `n` files of 300 bytes, an hour old.
+    fn fill(dir: &Path, n: u64) {
+        let base = now_ms() - HOUR_MS;
+        for i in 0..n {
+            existing(dir, base + i / 16, u128::from(i), 300);
+        }
+    }
+
+    /// CPU time this thread has used (user + system), which other
+    /// processes' load on the machine hardly changes.
+    fn thread_cpu() -> Duration {
+        // SAFETY: getrusage writes one `rusage` into the zeroed struct we own.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: as above; RUSAGE_THREAD is valid on Linux.
+        let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+        assert_eq!(rc, 0);
+        let tv = |t: libc::timeval| {
+            Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+        };
+        tv(ru.ru_utime) + tv(ru.ru_stime)
+    }
+
+    /// Writes `n` occurrences in runner-sized batches; returns (writes/s of
+    /// wall time, CPU µs per write).
+    fn write_rate(s: &mut FileSink, n: u32) -> (f64, f64) {
+        let now = now_ms();
+        let all: Vec<_> = (0..n)
+            .map(|i| occ_at(now + u64::from(i / 8), i % 40))
+            .collect();
+        let (start, cpu) = (std::time::Instant::now(), thread_cpu());
+        for batch in all.chunks(super::super::MAX_BATCH) {
+            s.accept(batch);
+        }
+        let (wall, cpu) = (start.elapsed(), thread_cpu() - cpu);
+        (
+            f64::from(n) / wall.as_secs_f64(),
+            cpu.as_secs_f64() * 1e6 / f64::from(n),
+        )
+    }
+
+    /// A measurement, not a check (run by hand; timing is not asserted):
+    /// `TMPDIR=/dev/shm cargo test --lib measure_write_rate -- --ignored
+    /// --nocapture`. Two directories of 100,000 files; writes 10,000
+    /// occurrences into each in turn, three times: one without a bound
+    /// (it grows), one with `--retain-files 100000` (every write prunes
+    /// one).
+    #[test]
+    #[ignore = "measurement: prints writes/s and CPU per write"]
+    fn measure_write_rate_at_100k_files() {
+        const EXISTING: u64 = 100_000;
+        const WRITES: u32 = 10_000;
+        let open = tempfile::tempdir().unwrap();
+        let bounded = tempfile::tempdir().unwrap();
+        fill(open.path(), EXISTING);
+        fill(bounded.path(), EXISTING);
+        let metrics = Metrics::new();
+        let limits = bounds(EXISTING, u64::MAX, 7 * DAY_MS);
+        let mut a = FileSink::new(open.path(), KEEP_ALL, Metrics::new()).unwrap();
+        let mut b = FileSink::new(bounded.path(), limits, metrics.clone()).unwrap();
+        for (name, s) in [("no bound", &mut a), ("--retain-files 100000", &mut b)] {
+            let (t, cpu) = (std::time::Instant::now(), thread_cpu());
+            s.tick();
+            println!(
+                "{name}: listing {EXISTING} files took {:?} ({:?} CPU)",
+                t.elapsed(),
+                thread_cpu() - cpu
+            );
+        }
+        for round in 0..3 {
+            let (a_rate, a_cpu) = write_rate(&mut a, WRITES);
+            let (b_rate, b_cpu) = write_rate(&mut b, WRITES);
+            println!(
+                "round {round}: no bound {a_rate:.0} writes/s, {a_cpu:.1} µs CPU/write; \
+                 --retain-files {EXISTING}: {b_rate:.0} writes/s, {b_cpu:.1} µs CPU/write"
+            );
+        }
+        assert_eq!(a.index.files(), EXISTING + 3 * u64::from(WRITES));
+        assert_eq!(pruned(&metrics), [3 * u64::from(WRITES), 0, 0]);
+        assert_eq!(listing(bounded.path()).len() as u64, EXISTING);
+    }
 }
