@@ -152,7 +152,7 @@ int handle_ctr__mark_victim(__u64 *ctx)
 {
 	struct task_struct *task = NULL;
 	struct tapio_ctr_event *e;
-	struct tapio_config cfg;
+	const struct tapio_config *cfg;
 	__u64 now = bpf_ktime_get_ns();
 	struct mm_struct *mm;
 	bool dying;
@@ -165,14 +165,14 @@ int handle_ctr__mark_victim(__u64 *ctx)
 	} else {
 		tgid = (__u32)ctx[0];
 	}
-	live = tapio_config_load(&cfg, TAPIO_FLAG_CONTAINER);
+	live = (cfg = tapio_config_get(TAPIO_FLAG_CONTAINER)) != NULL;
 	/* Remember the victim whatever the config, so its SIGKILL exit is never
 	 * reported as abnormal; NOEXIST: one report per victim. */
 	if (bpf_map_update_elem(&oom_victims, &tgid, &now, BPF_NOEXIST))
 		return 0;
 	if (!live)
 		return 0;
-	e = reserve(&cfg, TAPIO_EV_CTR_OOM);
+	e = reserve(cfg, TAPIO_EV_CTR_OOM);
 	if (!e)
 		return 0;
 	e->pid = tgid;
@@ -239,12 +239,14 @@ int handle_ctr__sched_process_exit(__u64 *ctx)
 {
 	struct task_struct *p = (struct task_struct *)ctx[0];
 	struct tapio_ctr_event *e;
-	struct tapio_config cfg;
+	const struct tapio_config *cfg;
 	__u32 status, sig, tgid, ns_pid;
 	bool group_dead, ns_dying;
 
-	/* Cheapest filters first: a clean exit and all but the last thread. */
-	status = BPF_CORE_READ(p, exit_code);
+	/* Cheapest filters first: a clean exit and all but the last thread.
+	 * A direct load (tp_btf hands a trusted task pointer), not a probe
+	 * read: this line is the whole cost of every healthy exit. */
+	status = p->exit_code;
 	if (!status)
 		return 0;
 	if (bpf_core_field_exists(struct trace_event_raw_sched_process_exit, group_dead))
@@ -263,7 +265,7 @@ int handle_ctr__sched_process_exit(__u64 *ctx)
 		bpf_map_delete_elem(&oom_victims, &tgid);
 		return 0;
 	}
-	if (!tapio_config_load(&cfg, TAPIO_FLAG_CONTAINER))
+	if (!(cfg = tapio_config_get(TAPIO_FLAG_CONTAINER)))
 		return 0;
 
 	ns_pid = leader_ns_pid(p, &ns_dying);
@@ -277,13 +279,13 @@ int handle_ctr__sched_process_exit(__u64 *ctx)
 		if (sig == SIGKILL && ns_dying)
 			return 0;
 	} else {
-		if (cfg.ctr_exit_scope != TAPIO_EXIT_SCOPE_ALL && ns_pid != 1)
+		if (cfg->ctr_exit_scope != TAPIO_EXIT_SCOPE_ALL && ns_pid != 1)
 			return 0;
-		if (ignored_code(&cfg, (status >> 8) & 0xff))
+		if (ignored_code(cfg, (status >> 8) & 0xff))
 			return 0;
 	}
 
-	e = reserve(&cfg, TAPIO_EV_CTR_EXIT);
+	e = reserve(cfg, TAPIO_EV_CTR_EXIT);
 	if (!e)
 		return 0;
 	e->pid = tgid;

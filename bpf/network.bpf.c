@@ -12,8 +12,12 @@
  *    application gave up itself (not an anomaly);
  *  - skc_num is 0 at both transitions of a failed connect; inet_sport still
  *    holds the source port at SYN_SENT->CLOSE.
- * Classification (windows, baselines) happens in the agent; this program
- * only decides what is a fact worth a record.
+ * Classification (windows, folding) happens in the agent; this program
+ * decides what is a fact worth a record. The one rule judged here is RTT
+ * degradation: every healthy connection's end is a baseline sample, and
+ * sending each across the ring buffer cost more than the baseline itself,
+ * so the per-destination baseline lives in rtt_baselines and only a
+ * sample that qualifies becomes a record.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -52,6 +56,30 @@ struct {
 	__type(value, struct conn_owner);
 } conn_owners SEC(".maps");
 
+/* A destination within its network namespace (the agent's Dest). */
+struct rtt_dest {
+	__u32 netns;
+	__u16 family;
+	__u16 dport;
+	__u8 daddr[16];
+};
+
+/* EWMA (alpha 1/8) of srtt samples, kept <<3 like tcp_sock.srtt_us so the
+ * integer update loses no precision. Updated in place without a lock: two
+ * CPUs closing connections to one destination at once may lose one
+ * sample's update, which a baseline of many samples does not notice. */
+struct rtt_base {
+	__u32 ewma_us_x8;
+	__u32 samples;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct rtt_dest);
+	__type(value, struct rtt_base);
+} rtt_baselines SEC(".maps");
+
 /*
  * tp_btf hands us trusted BTF pointers: plain field loads (CO-RE relocated
  * through vmlinux.h's preserve_access_index) instead of bpf_probe_read
@@ -88,8 +116,15 @@ static __always_inline __u32 read_srtt_us(struct tcp_sock *tp)
 	return tp ? tp->srtt_us >> 3 : 0;
 }
 
+struct rtt_verdict {
+	__u32 baseline_us;
+	__u32 samples;
+	bool spike;
+};
+
 static __always_inline void emit(struct sock *sk, const struct tapio_config *cfg, __u16 kind,
-				 struct conn_owner *owner, __s32 sk_err, __u32 state)
+				 struct conn_owner *owner, __s32 sk_err, __u32 state,
+				 const struct rtt_verdict *rtt)
 {
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
 	struct tapio_net_event *e;
@@ -120,6 +155,15 @@ static __always_inline void emit(struct sock *sk, const struct tapio_config *cfg
 	}
 	e->sk_err = sk_err;
 	e->srtt_us = read_srtt_us(tp);
+	if (rtt) {
+		e->rtt_baseline_us = rtt->baseline_us;
+		e->rtt_samples = rtt->samples;
+		if (rtt->spike)
+			e->flags |= TAPIO_NET_F_RTT_SPIKE;
+	} else {
+		e->rtt_baseline_us = 0;
+		e->rtt_samples = 0;
+	}
 	e->state = state;
 	/* Destinations are per network namespace: 127.0.0.1:8080 in one pod
 	 * is not 127.0.0.1:8080 in another. */
@@ -127,13 +171,59 @@ static __always_inline void emit(struct sock *sk, const struct tapio_config *cfg
 	bpf_ringbuf_submit(e, tapio_rb_flags(&events));
 }
 
+/*
+ * Judges one srtt sample of an actively opened connection against its
+ * destination's baseline *before* folding it in (SPEC §1, RTT rule):
+ * enough samples, srtt >= multiplier x baseline and srtt >= the absolute
+ * floor. A new destination starts its baseline with this sample.
+ */
+static __always_inline void rtt_judge(struct sock *sk, const struct tapio_config *cfg,
+				      __u32 srtt, struct rtt_verdict *v)
+{
+	struct rtt_dest d = {};
+	struct rtt_base *b, n;
+	__u32 ewma, samples, min_samples, x8;
+
+	d.netns = sk->__sk_common.skc_net.net->ns.inum;
+	d.family = sk->__sk_common.skc_family;
+	d.dport = sk->__sk_common.skc_dport;
+	if (d.family == AF_INET) {
+		__u32 a = sk->__sk_common.skc_daddr;
+
+		__builtin_memcpy(d.daddr, &a, 4);
+	} else {
+		__builtin_memcpy(d.daddr, &sk->__sk_common.skc_v6_daddr, 16);
+	}
+	b = bpf_map_lookup_elem(&rtt_baselines, &d);
+	if (!b) {
+		n.ewma_us_x8 = srtt << 3;
+		n.samples = 1;
+		bpf_map_update_elem(&rtt_baselines, &d, &n, BPF_NOEXIST);
+		return;
+	}
+	ewma = b->ewma_us_x8;
+	samples = b->samples;
+	min_samples = cfg->net_rtt_min_baseline_samples;
+	if (!min_samples)
+		min_samples = 1;
+	v->baseline_us = (ewma + 4) >> 3;
+	v->samples = samples;
+	v->spike = samples >= min_samples && ewma &&
+		   (__u64)srtt * 8000 >= (__u64)cfg->net_rtt_multiplier_permille * ewma &&
+		   srtt >= cfg->net_rtt_abs_us;
+	/* Unsigned halves: BPF has no signed division before cpu v4. */
+	x8 = srtt << 3;
+	b->ewma_us_x8 = x8 >= ewma ? ewma + ((x8 - ewma) >> 3) : ewma - ((ewma - x8) >> 3);
+	if (samples != (__u32)-1)
+		b->samples = samples + 1;
+}
+
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(handle_net__inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 {
-	struct tapio_config cfg;
+	const struct tapio_config *cfg;
 	struct conn_owner *owner;
 	__u64 key = (__u64)sk;
-	int live;
 
 	/* Cheapest filter first: only a connect's start and any close matter. */
 	if (newstate != TCP_SYN_SENT && newstate != TCP_CLOSE)
@@ -145,7 +235,7 @@ int BPF_PROG(handle_net__inet_sock_set_state, struct sock *sk, int oldstate, int
 		struct conn_owner o = {};
 		__u64 id;
 
-		if (!tapio_config_load(&cfg, TAPIO_FLAG_NETWORK))
+		if (!(cfg = tapio_config_get(TAPIO_FLAG_NETWORK)))
 			return 0;
 		id = bpf_get_current_pid_tgid();
 		o.pid = id >> 32;
@@ -166,16 +256,23 @@ int BPF_PROG(handle_net__inet_sock_set_state, struct sock *sk, int oldstate, int
 		if (!err && owner)
 			err = owner->err;
 		/* err == 0: the application abandoned its own connect. */
-		if (err && tapio_config_load(&cfg, TAPIO_FLAG_NETWORK)) {
+		if (err && (cfg = tapio_config_get(TAPIO_FLAG_NETWORK))) {
 			if (!owner)
 				tapio_stat_inc(TAPIO_STAT_OWNER_MISSING);
-			emit(sk, &cfg, TAPIO_EV_NET_CONNECT_FAIL, owner, err, oldstate);
+			emit(sk, cfg, TAPIO_EV_NET_CONNECT_FAIL, owner, err, oldstate, NULL);
 		}
-	} else if (owner && oldstate != TCP_LISTEN) {
-		/* End of an actively opened connection: one RTT sample. */
-		live = tapio_config_load(&cfg, TAPIO_FLAG_NETWORK);
-		if (live && read_srtt_us(bpf_skc_to_tcp_sock(sk)))
-			emit(sk, &cfg, TAPIO_EV_NET_RTT, owner, 0, oldstate);
+	} else if (owner && oldstate != TCP_LISTEN &&
+		   (cfg = tapio_config_get(TAPIO_FLAG_NETWORK))) {
+		/* End of an actively opened connection: one RTT sample, a
+		 * record only if it qualifies. */
+		__u32 srtt = read_srtt_us(bpf_skc_to_tcp_sock(sk));
+		struct rtt_verdict v = {};
+
+		if (srtt) {
+			rtt_judge(sk, cfg, srtt, &v);
+			if (v.spike)
+				emit(sk, cfg, TAPIO_EV_NET_RTT, owner, 0, oldstate, &v);
+		}
 	}
 	if (owner)
 		bpf_map_delete_elem(&conn_owners, &key);
@@ -245,17 +342,26 @@ int BPF_PROG(handle_net__inet_sk_error_report, struct sock *sk)
 SEC("tp_btf/tcp_retransmit_skb")
 int BPF_PROG(handle_net__tcp_retransmit_skb, struct sock *sk, struct sk_buff *skb)
 {
-	struct tapio_config cfg;
+	const struct tapio_config *cfg;
+	struct conn_owner *owner;
+	struct rtt_verdict v = {};
 	__u64 key = (__u64)sk;
 	__u8 state = sk->__sk_common.skc_state;
+	__u32 srtt;
 
 	/* SYN retransmits belong to the connect's own outcome (timeout), not
 	 * to a retransmit spike of an established connection. */
 	if (state == TCP_SYN_SENT || state == TCP_SYN_RECV)
 		return 0;
-	if (!tapio_config_load(&cfg, TAPIO_FLAG_NETWORK))
+	if (!(cfg = tapio_config_get(TAPIO_FLAG_NETWORK)))
 		return 0;
 	/* Timer context: the owner map, not the current task, names the process. */
-	emit(sk, &cfg, TAPIO_EV_NET_RETRANSMIT, bpf_map_lookup_elem(&conn_owners, &key), 0, state);
+	owner = bpf_map_lookup_elem(&conn_owners, &key);
+	/* A retransmit's srtt is an RTT sample too, of actively opened
+	 * connections only (the baseline is the connector's view). */
+	srtt = read_srtt_us(bpf_skc_to_tcp_sock(sk));
+	if (owner && srtt)
+		rtt_judge(sk, cfg, srtt, &v);
+	emit(sk, cfg, TAPIO_EV_NET_RETRANSMIT, owner, 0, state, &v);
 	return 0;
 }

@@ -12,16 +12,33 @@
  *    still those of the part being completed; a partial completion
  *    (nr_bytes < __data_len) leaves the request in flight.
  *
+ * Fields are read with BPF_CORE_READ (probe reads), not direct loads, so
+ * tests/storage_correlation.rs can drive these programs as raw tracepoints
+ * with made-up request pointers.
+ *
  * Correlation (issue -> completion) is exact or the latency is not judged:
- *  - issue records the time, keyed by the request;
- *  - requeue marks the entry; the next issue of it restarts the clock (the
- *    latency is that of the final dispatch) and counts a requeue;
- *  - an issue of a request already in flight with no requeue between means
- *    a completion or requeue was missed: the entry is marked ambiguous and
- *    its completion's latency is dropped (TAPIO_STAT_CORR_DUP);
- *  - a completion with no entry has no latency (TAPIO_STAT_CORR_MISSING),
- *    except a zero-byte success (the end of a flush sequence re-completes a
- *    request already completed, with nothing left), which carries nothing;
+ *  - where the queue collects I/O statistics (q->stats->accounting > 0:
+ *    writeback throttling, iolatency or kyber turned it on; wbt is on by
+ *    default for every blk-mq disk here), blk_mq_start_request stamps
+ *    rq->io_start_time_ns right after the issue tracepoint, and
+ *    blk_mq_rq_ctx_init / blk_rq_init zero it whenever a struct request is
+ *    (re)allocated. The request then carries its own issue time: no map,
+ *    no state, and a recycled request or one completed without ever being
+ *    issued (a flush's empty PREFLUSH write) can never inherit another's
+ *    clock (KERNEL-FACTS: Block I/O). A requeued request is stamped again
+ *    at its next issue, so the latency is that of the final dispatch;
+ *  - elsewhere (no statistics on the queue, passthrough requests) issue
+ *    records the time, op and sector, keyed by the request; a completion
+ *    only uses an entry whose op and sector are the request's own, so a
+ *    stale entry of a recycled request gives no latency;
+ *  - requeue marks the entry; the next issue of it restarts the clock and
+ *    counts a requeue; an issue of a request already in flight with no
+ *    requeue between means a completion or requeue was missed: the entry is
+ *    marked ambiguous and its completion's latency is dropped
+ *    (TAPIO_STAT_CORR_DUP);
+ *  - a completion with no issue time has no latency (TAPIO_STAT_CORR_MISSING),
+ *    except a zero-byte success (the tail of a flush sequence), which carries
+ *    nothing;
  *  - an error is reported with or without a latency;
  *  - merge deletes a request that was merged into another.
  * Entries are deleted at their final completion whatever the config, so a
@@ -48,14 +65,16 @@ struct {
 
 struct inflight {
 	__u64 issue_ns;
+	__u64 sector;    /* rq->__sector at issue (advanced by partial completions) */
 	__u16 requeues;
 	__u16 flags;
-	__u32 _pad;
+	__u32 op;        /* REQ_OP at issue */
 };
 
-/* One entry per request in flight: bounded by the devices' queue depths in
- * practice; LRU so an entry whose completion never comes cannot leak. An
- * evicted entry costs a counted missing-issue drop, never a wrong latency. */
+/* One entry per request in flight on a queue without statistics: bounded
+ * by the devices' queue depths in practice; LRU so an entry whose
+ * completion never comes cannot leak. An evicted entry costs a counted
+ * missing-issue drop, never a wrong latency. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 8192);
@@ -63,16 +82,38 @@ struct {
 	__type(value, struct inflight);
 } inflight SEC(".maps");
 
+static __always_inline bool passthrough_op(__u32 op)
+{
+	return op == REQ_OP_DRV_IN || op == REQ_OP_DRV_OUT;
+}
+
+/*
+ * True when blk_mq_start_request will stamp rq->io_start_time_ns (it does
+ * so under QUEUE_FLAG_STATS, which is set exactly while q->stats->accounting
+ * is positive, for every request but passthrough ones). Read through the
+ * stats struct rather than the flag: the flag's bit number changed when
+ * the queue flags became an enum, the field did not.
+ */
+static __always_inline bool own_clock(struct request *rq, __u32 op)
+{
+	struct blk_queue_stats *st = BPF_CORE_READ(rq, q, stats);
+
+	return !passthrough_op(op) && st && BPF_CORE_READ(st, accounting) > 0;
+}
+
 SEC("tp_btf/block_rq_issue")
 int BPF_PROG(handle_sto__block_rq_issue, struct request *rq)
 {
-	struct tapio_config cfg;
 	struct inflight *f, n = {};
 	__u64 key = (__u64)rq;
+	__u32 op;
 	__u64 now;
 
 	/* Only a live observer creates state; completion cleans it up always. */
-	if (!tapio_config_load(&cfg, TAPIO_FLAG_STORAGE))
+	if (!tapio_config_get(TAPIO_FLAG_STORAGE))
+		return 0;
+	op = BPF_CORE_READ(rq, cmd_flags) & REQ_OP_MASK;
+	if (own_clock(rq, op))
 		return 0;
 	now = bpf_ktime_get_ns();
 	f = bpf_map_lookup_elem(&inflight, &key);
@@ -85,9 +126,13 @@ int BPF_PROG(handle_sto__block_rq_issue, struct request *rq)
 			f->flags |= INFLIGHT_AMBIGUOUS;
 		}
 		f->issue_ns = now;
+		f->sector = BPF_CORE_READ(rq, __sector);
+		f->op = op;
 		return 0;
 	}
 	n.issue_ns = now;
+	n.sector = BPF_CORE_READ(rq, __sector);
+	n.op = op;
 	bpf_map_update_elem(&inflight, &key, &n, BPF_ANY);
 	return 0;
 }
@@ -119,38 +164,54 @@ SEC("tp_btf/block_rq_complete")
 int BPF_PROG(handle_sto__block_rq_complete, struct request *rq, blk_status_t error,
 	     unsigned int nr_bytes)
 {
+	const struct tapio_config *cfg;
 	struct tapio_sto_event *e;
-	struct tapio_config cfg;
 	struct inflight *f;
 	__u64 key = (__u64)rq;
-	__u64 now = bpf_ktime_get_ns();
-	__u64 latency = 0;
+	__u64 now, start, sector, latency = 0, slow_ns;
 	__u16 flags = 0, requeues = 0;
-	__u32 data_len, status = error;
-	bool partial, known = false, ambiguous = false, passthrough;
+	__u32 data_len, cmd_flags, op, status = error;
+	bool partial, known = false, ambiguous = false;
 
 	data_len = BPF_CORE_READ(rq, __data_len);
+	cmd_flags = BPF_CORE_READ(rq, cmd_flags);
+	op = cmd_flags & REQ_OP_MASK;
+	sector = BPF_CORE_READ(rq, __sector);
 	partial = nr_bytes < data_len;
-	f = bpf_map_lookup_elem(&inflight, &key);
-	if (f) {
-		ambiguous = f->flags & INFLIGHT_AMBIGUOUS;
-		if (!ambiguous) {
-			latency = now - f->issue_ns;
-			known = true;
+	now = bpf_ktime_get_ns();
+	start = BPF_CORE_READ(rq, io_start_time_ns);
+	if (start && start <= now) {
+		latency = now - start;
+		known = true;
+	} else if (!own_clock(rq, op)) {
+		f = bpf_map_lookup_elem(&inflight, &key);
+		if (f) {
+			/* Only the entry of this very request: a recycled request's
+			 * stale entry has another op or sector. */
+			if (f->op == op && f->sector == sector) {
+				ambiguous = f->flags & INFLIGHT_AMBIGUOUS;
+				if (!ambiguous) {
+					latency = now - f->issue_ns;
+					known = true;
+				}
+				requeues = f->requeues;
+			}
+			/* Values are copied out first: the delete frees the element. */
+			if (partial && f->op == op && f->sector == sector)
+				f->sector = sector + (nr_bytes >> 9);
+			else
+				bpf_map_delete_elem(&inflight, &key);
 		}
-		requeues = f->requeues;
-		/* Values are copied out first: the delete frees the element. */
-		if (!partial)
-			bpf_map_delete_elem(&inflight, &key);
 	}
 
-	if (!tapio_config_load(&cfg, TAPIO_FLAG_STORAGE))
+	if (!(cfg = tapio_config_get(TAPIO_FLAG_STORAGE)))
 		return 0;
 	if (ambiguous)
 		tapio_stat_inc(TAPIO_STAT_CORR_DUP);
 	else if (!known && (status || nr_bytes))
 		tapio_stat_inc(TAPIO_STAT_CORR_MISSING);
-	if (!status && !(known && cfg.sto_slow_io_ns && latency >= cfg.sto_slow_io_ns))
+	slow_ns = cfg->sto_slow_io_ns;
+	if (!status && !(known && slow_ns && latency >= slow_ns))
 		return 0;
 
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
@@ -158,20 +219,16 @@ int BPF_PROG(handle_sto__block_rq_complete, struct request *rq, blk_status_t err
 		tapio_stat_inc(TAPIO_STAT_RB_FULL);
 		return 0;
 	}
-	tapio_hdr(&e->hdr, &cfg, TAPIO_EV_STO_IO, sizeof(*e));
+	tapio_hdr(&e->hdr, cfg, TAPIO_EV_STO_IO, sizeof(*e));
 	if (known)
 		flags |= TAPIO_STO_F_LATENCY;
 	if (partial)
 		flags |= TAPIO_STO_F_PARTIAL;
 	e->latency_ns = known ? latency : 0;
-	e->cmd_flags = BPF_CORE_READ(rq, cmd_flags);
+	e->cmd_flags = cmd_flags;
 	/* As the tracepoint reports them (blk_rq_trace_sector/_nr_sectors):
 	 * driver-private requests and sector -1 (a flush) have none. */
-	passthrough = (e->cmd_flags & REQ_OP_MASK) == REQ_OP_DRV_IN ||
-		      (e->cmd_flags & REQ_OP_MASK) == REQ_OP_DRV_OUT;
-	e->sector = BPF_CORE_READ(rq, __sector);
-	if (passthrough || e->sector == (__u64)-1)
-		e->sector = 0;
+	e->sector = (passthrough_op(op) || sector == (__u64)-1) ? 0 : sector;
 	{
 		struct gendisk *disk = BPF_CORE_READ(rq, q, disk);
 		__u32 major = 0, minor = 0;
@@ -182,7 +239,7 @@ int BPF_PROG(handle_sto__block_rq_complete, struct request *rq, blk_status_t err
 		}
 		e->dev = (major << MINORBITS) | minor;
 	}
-	e->nr_sectors = passthrough ? 0 : data_len >> 9;
+	e->nr_sectors = passthrough_op(op) ? 0 : data_len >> 9;
 	e->bytes = nr_bytes;
 	e->status = status;
 	e->requeues = requeues;

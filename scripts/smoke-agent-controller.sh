@@ -29,7 +29,7 @@ wait_until() {
   for _ in $(seq "$tries"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.5; done
   fail "timed out after ${limit}s waiting for: $what"
 }
-status() { curl -sf "http://127.0.0.1:$PORT/v1/status"; }
+status() { curl -sf -H "Authorization: Bearer $(cat "$WORK/token")" "http://127.0.0.1:$PORT/v1/status"; }
 # py EXPR: evaluates EXPR with `s` = /v1/status JSON; exits 0 when truthy.
 st() { status | python3 -c "import json,sys; s=json.load(sys.stdin); sys.exit(0 if ($1) else 1)"; }
 refuse() { python3 -c "import socket,sys; s=socket.socket()

@@ -200,6 +200,8 @@ fn network_event_offsets_match_decode() {
         ("state", STATE),
         ("netns", NETNS),
         ("cgroup_id", CGROUP_ID),
+        ("rtt_baseline_us", RTT_BASELINE_US),
+        ("rtt_samples", RTT_SAMPLES),
     ] {
         assert_eq!(at(name), off, "tapio_net_event.{name}");
     }

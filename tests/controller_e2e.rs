@@ -162,8 +162,9 @@ fn get_config(addr: SocketAddr, headers: &[(&str, &str)]) -> Reply {
     )
 }
 
+/// `GET /v1/status` with the token (a controller without one ignores it).
 fn status(addr: SocketAddr) -> Value {
-    let r = http(addr, "GET", "/v1/status", &[], b"");
+    let r = http(addr, "GET", "/v1/status", &[AUTH], b"");
     assert_eq!(r.status, 200);
     r.json()
 }
@@ -210,6 +211,14 @@ fn controller_serves_reloads_on_sighup_and_stops_on_sigterm() {
     ]);
     let addr = c.addr;
 
+    // Status needs the token, too; /healthz (for probes) does not.
+    let r = http(addr, "GET", "/v1/status", &[], b"");
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].clone()),
+        (401, json!("UNAUTHORIZED"))
+    );
+    let r = http(addr, "GET", "/healthz", &[], b"");
+    assert_eq!((r.status, r.body.as_slice()), (200, b"ok".as_slice()));
     let s = status(addr);
     assert_eq!(s["config"]["config_version"], "1");
     let hash1 = s["config"]["config_hash"].as_str().unwrap().to_string();
@@ -336,6 +345,24 @@ fn unauthenticated_controller_warns_and_invalid_profile_refuses_to_start() {
         http(c.addr, "POST", "/v1/agents/hello", &[], &hello).status,
         200
     );
+    // A forged log line in an agent string is refused, never logged.
+    let forged = json!({"wire_version": "tapio-wire/v1", "agent_id": "a\n2026-01-01 INFO forged\u{1b}[2J",
+                        "node_name": "n\u{1b}[31mred"});
+    let r = http(
+        c.addr,
+        "POST",
+        "/v1/agents/hello",
+        &[],
+        &serde_json::to_vec(&forged).unwrap(),
+    );
+    assert_eq!(
+        (r.status, r.json()["error"]["message"].clone()),
+        (400, json!("agent_id must not contain control characters"))
+    );
+    let s = status(c.addr);
+    assert_eq!(s["agent_counts"]["registered"], 1);
+    let log = c.log.lock().unwrap().clone();
+    assert!(!log.contains("forged") && !log.contains('\u{1b}'), "{log}");
     drop(c);
 
     let out = Command::new(env!("CARGO_BIN_EXE_tapio"))
@@ -352,4 +379,130 @@ fn unauthenticated_controller_warns_and_invalid_profile_refuses_to_start() {
         "{err}"
     );
     assert!(!err.contains("listening"), "{err}");
+}
+
+fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo reads one NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+}
+
+/// Waits (bounded) for the child to exit; kills it if it does not.
+fn exit_code(c: &mut Controller) -> Option<i32> {
+    for _ in 0..MAX_POLLS {
+        if let Some(st) = c.child.try_wait().unwrap() {
+            return st.code();
+        }
+        std::thread::sleep(POLL);
+    }
+    panic!("controller did not exit; log:\n{}", c.log.lock().unwrap());
+}
+
+#[test]
+fn sighup_with_the_profile_swapped_for_a_fifo_does_not_wedge_the_controller() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("profile.yaml");
+    write(&profile, &read_manifest("examples/profiles/default.yaml"));
+    let mut c = start(&["--profile", profile.to_str().unwrap()]);
+    // The profile becomes a FIFO nobody writes: a blocking open would
+    // never return.
+    std::fs::remove_file(&profile).unwrap();
+    mkfifo(&profile);
+    for n in 1..=3 {
+        signal(&c, libc::SIGHUP);
+        let s = wait_for(&c, "the FIFO reload to be rejected", |s| {
+            s["counters"]["reloads_rejected"] == n
+        });
+        assert_eq!(s["config"]["config_version"], "1");
+    }
+    assert!(
+        c.log
+            .lock()
+            .unwrap()
+            .contains("is not a regular file (a FIFO)"),
+        "{}",
+        c.log.lock().unwrap()
+    );
+    // Still answering agents.
+    let hello =
+        serde_json::to_vec(&tapio::wire::v1::Hello::new("a", "n", "v", "k", vec![])).unwrap();
+    assert_eq!(
+        http(c.addr, "POST", "/v1/agents/hello", &[], &hello).status,
+        200
+    );
+    // A valid profile again: the next SIGHUP applies it.
+    std::fs::remove_file(&profile).unwrap();
+    write(&profile, &read_manifest("examples/profiles/strict.yaml"));
+    signal(&c, libc::SIGHUP);
+    wait_for(&c, "generation 2", |s| s["config"]["config_version"] == "2");
+    signal(&c, libc::SIGTERM);
+    assert_eq!(exit_code(&mut c), Some(0), "{}", c.log.lock().unwrap());
+}
+
+/// Runs `tapio controller` expecting it to refuse to start; returns stderr.
+fn refused_start(args: &[&str]) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tapio"))
+        .args(["controller", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut status = None;
+    for _ in 0..MAX_POLLS {
+        if let Some(st) = child.try_wait().unwrap() {
+            status = Some(st);
+            break;
+        }
+        std::thread::sleep(POLL);
+    }
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("controller {args:?} did not exit");
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(!err.contains("listening"), "{err}");
+    err
+}
+
+#[test]
+fn token_files_and_profiles_that_are_not_regular_files_fail_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = manifest("examples/profiles/default.yaml");
+    let err = refused_start(&["--profile", &profile, "--token-file", "/dev/zero"]);
+    assert!(
+        err.contains(
+            "failed to read token file /dev/zero: is not a regular file (a character device)"
+        ),
+        "{err}"
+    );
+    let fifo = dir.path().join("token");
+    mkfifo(&fifo);
+    let err = refused_start(&[
+        "--profile",
+        &profile,
+        "--token-file",
+        fifo.to_str().unwrap(),
+    ]);
+    assert!(err.contains("is not a regular file (a FIFO)"), "{err}");
+    let big = dir.path().join("big-token");
+    write(&big, &"x".repeat(5000));
+    let err = refused_start(&["--profile", &profile, "--token-file", big.to_str().unwrap()]);
+    assert!(err.contains("is larger than 4096 bytes"), "{err}");
+    let err = refused_start(&["--profile", fifo.to_str().unwrap()]);
+    assert!(
+        err.contains(&format!(
+            "failed to read profile {}: is not a regular file (a FIFO)",
+            fifo.display()
+        )),
+        "{err}"
+    );
 }

@@ -485,7 +485,7 @@ async fn unknown_fields_are_ignored() {
 }
 
 #[tokio::test]
-async fn token_is_required_on_agent_and_event_endpoints() {
+async fn token_is_required_everywhere_but_healthz() {
     let state = state_with(Settings::default(), Some(TOKEN));
     let app = router(state.clone());
     let hb = serde_json::to_value(v1::Heartbeat::unconfigured(
@@ -500,6 +500,8 @@ async fn token_is_required_on_agent_and_event_endpoints() {
             get("/v1/agents/config?agent_id=a1"),
             post_json("/v1/agents/heartbeat", &hb),
             post_json("/v1/events", &batch("a1", 1, 1)),
+            get("/v1/status"),
+            get("/v1/status?agents=page&limit=10"),
         ]
     };
     for req in requests() {
@@ -529,10 +531,18 @@ async fn token_is_required_on_agent_and_event_endpoints() {
     send(&app, post("/v1/events", "{garbage"))
         .await
         .assert_error(401, "UNAUTHORIZED");
-    // Status is open, and says the controller is authenticated.
-    let s = status(&app).await;
+    // Only /healthz is open (for probes).
+    let r = send(&app, get("/healthz")).await;
+    assert_eq!(
+        (r.status, r.body.as_slice()),
+        (StatusCode::OK, b"ok".as_slice())
+    );
+    // Status says the controller is authenticated.
+    let r = send(&app, with_token(get("/v1/status"), TOKEN)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let s = r.json();
     assert_eq!(s["controller"]["authenticated"], true);
-    assert_eq!(s["counters"]["rejected"]["UNAUTHORIZED"], 13);
+    assert_eq!(s["counters"]["rejected"]["UNAUTHORIZED"], 19);
     // The token never shows in Debug output or in responses.
     assert!(!format!("{state:?}").contains(TOKEN));
     assert!(!s.to_string().contains(TOKEN));
@@ -643,4 +653,411 @@ async fn status_reports_facts_about_the_controller() {
     );
     assert_eq!(s["agents"], json!([]));
     assert_eq!(s["events"]["recent"], json!([]));
+}
+
+/// `body` with `field` (a JSON pointer) replaced by `value`.
+fn with_field(body: &Value, pointer: &str, value: Value) -> Value {
+    let mut b = body.clone();
+    *b.pointer_mut(pointer).unwrap() = value;
+    b
+}
+
+fn maximal_heartbeat(agent: &str) -> Value {
+    let observers: serde_json::Map<String, Value> = (0..v1::MAX_OBSERVERS)
+        .map(|i| {
+            (
+                format!("{i:0>width$}", width = v1::MAX_OBSERVER_NAME_LEN),
+                json!({"state": "unavailable", "reason": "r".repeat(v1::MAX_REASON_LEN)}),
+            )
+        })
+        .collect();
+    let loss: serde_json::Map<String, Value> = (0..v1::MAX_LOSS_COUNTERS)
+        .map(|i| {
+            (
+                format!("{i:0>width$}", width = v1::MAX_LOSS_NAME_LEN),
+                json!(u64::MAX),
+            )
+        })
+        .collect();
+    json!({"wire_version": WIRE_VERSION, "agent_id": agent, "config_hash": "",
+           "config_version": "0", "state": "degraded", "reason": "u".repeat(v1::MAX_REASON_LEN),
+           "observers": observers, "loss": loss})
+}
+
+fn maximal_hello(agent: &str) -> Value {
+    json!({"wire_version": WIRE_VERSION, "agent_id": agent,
+           "node_name": "n".repeat(v1::MAX_NODE_NAME_LEN),
+           "version": "v".repeat(v1::MAX_TEXT_LEN), "kernel": "k".repeat(v1::MAX_TEXT_LEN),
+           "observers": (0..v1::MAX_OBSERVERS)
+               .map(|i| format!("{i:0>width$}", width = v1::MAX_OBSERVER_NAME_LEN))
+               .collect::<Vec<_>>()})
+}
+
+#[tokio::test]
+async fn fields_at_their_limit_pass_and_one_byte_more_is_refused_by_name() {
+    let (app, _) = app();
+    let id = "i".repeat(v1::MAX_ID_LEN);
+    let hello = maximal_hello(&id);
+    let hb = maximal_heartbeat(&id);
+    assert_eq!(
+        send(&app, post_json("/v1/agents/hello", &hello))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&app, post_json("/v1/agents/heartbeat", &hb))
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    let long = |n: usize| json!("x".repeat(n + 1));
+    let mut too_many_observers = hello.clone();
+    too_many_observers["observers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!("extra"));
+    let hello_cases = [
+        (
+            with_field(&hello, "/agent_id", long(v1::MAX_ID_LEN)),
+            "agent_id must be at most 64 bytes",
+        ),
+        (
+            with_field(&hello, "/node_name", long(v1::MAX_NODE_NAME_LEN)),
+            "node_name must be at most 253 bytes",
+        ),
+        (
+            with_field(&hello, "/version", long(v1::MAX_TEXT_LEN)),
+            "version must be at most 64 bytes",
+        ),
+        (
+            with_field(&hello, "/kernel", long(v1::MAX_TEXT_LEN)),
+            "kernel must be at most 64 bytes",
+        ),
+        (
+            with_field(&hello, "/observers/0", long(v1::MAX_OBSERVER_NAME_LEN)),
+            "observers[] must be at most 32 bytes",
+        ),
+        (too_many_observers, "observers must have at most 8 entries"),
+        (
+            with_field(&hello, "/node_name", json!("")),
+            "node_name must not be empty",
+        ),
+    ];
+    for (body, want) in hello_cases {
+        let msg = send(&app, post_json("/v1/agents/hello", &body))
+            .await
+            .assert_error(400, "INVALID_FIELD");
+        assert_eq!(msg, want);
+    }
+    let mut extra_observer = hb.clone();
+    extra_observer["observers"]["extra"] = json!({"state": "running"});
+    let mut extra_loss = hb.clone();
+    extra_loss["loss"]["extra"] = json!(1);
+    let mut long_loss_name = hb.clone();
+    long_loss_name["loss"] = json!({"l".repeat(v1::MAX_LOSS_NAME_LEN + 1): 1});
+    let mut long_observer_name = hb.clone();
+    long_observer_name["observers"] =
+        json!({"o".repeat(v1::MAX_OBSERVER_NAME_LEN + 1): {"state": "running"}});
+    let first_observer = format!("/observers/{:0>32}/reason", 0);
+    let hb_cases = [
+        (
+            with_field(&hb, "/reason", long(v1::MAX_REASON_LEN)),
+            "reason must be at most 256 bytes",
+        ),
+        (
+            with_field(&hb, &first_observer, long(v1::MAX_REASON_LEN)),
+            "observers.reason must be at most 256 bytes",
+        ),
+        (extra_observer, "observers must have at most 8 entries"),
+        (extra_loss, "loss must have at most 24 entries"),
+        (long_loss_name, "loss key must be at most 48 bytes"),
+        (long_observer_name, "observers key must be at most 32 bytes"),
+    ];
+    for (body, want) in hb_cases {
+        let msg = send(&app, post_json("/v1/agents/heartbeat", &body))
+            .await
+            .assert_error(400, "INVALID_FIELD");
+        assert_eq!(msg, want);
+    }
+    let s = status(&app).await;
+    assert_eq!(s["agent_counts"]["registered"], 1);
+    assert_eq!(
+        s["agents"][0]["loss"].as_object().unwrap().len(),
+        v1::MAX_LOSS_COUNTERS
+    );
+}
+
+#[tokio::test]
+async fn control_characters_in_agent_strings_are_refused_before_anything_is_stored() {
+    let (app, _) = app();
+    let forged = "a1\nINFO forged\u{1b}[2J";
+    let hello = hello_body("a1");
+    for (pointer, field) in [
+        ("/agent_id", "agent_id"),
+        ("/node_name", "node_name"),
+        ("/version", "version"),
+        ("/kernel", "kernel"),
+        ("/observers/0", "observers[]"),
+    ] {
+        let msg = send(
+            &app,
+            post_json(
+                "/v1/agents/hello",
+                &with_field(&hello, pointer, json!(forged)),
+            ),
+        )
+        .await
+        .assert_error(400, "INVALID_FIELD");
+        assert_eq!(msg, format!("{field} must not contain control characters"));
+    }
+    let hb = serde_json::to_value(v1::Heartbeat::unconfigured(
+        "a1",
+        Default::default(),
+        Default::default(),
+    ))
+    .unwrap();
+    let mut bad_observer_key = hb.clone();
+    bad_observer_key["observers"] = json!({"net\u{1b}[31m": {"state": "running"}});
+    let mut bad_observer_reason = hb.clone();
+    bad_observer_reason["observers"] =
+        json!({"network": {"state": "degraded", "reason": "x\r\ny"}});
+    let mut bad_loss_key = hb.clone();
+    bad_loss_key["loss"] = json!({"drops\n": 1});
+    for (body, field) in [
+        (with_field(&hb, "/agent_id", json!(forged)), "agent_id"),
+        (with_field(&hb, "/reason", json!("a\u{7}bell")), "reason"),
+        (bad_observer_key, "observers key"),
+        (bad_observer_reason, "observers.reason"),
+        (bad_loss_key, "loss key"),
+    ] {
+        let msg = send(&app, post_json("/v1/agents/heartbeat", &body))
+            .await
+            .assert_error(400, "INVALID_FIELD");
+        assert_eq!(msg, format!("{field} must not contain control characters"));
+    }
+    let msg = send(&app, post_json("/v1/events", &batch(forged, 1, 1)))
+        .await
+        .assert_error(400, "INVALID_FIELD");
+    assert_eq!(msg, "agent_id must not contain control characters");
+    let msg = send(&app, get("/v1/agents/config?agent_id=a%0Ab"))
+        .await
+        .assert_error(400, "INVALID_FIELD");
+    assert_eq!(msg, "agent_id must not contain control characters");
+    // An agent_id is visible ASCII: no look-alikes or direction overrides.
+    for id in ["agent a", "agent\u{202e}a", "agént"] {
+        let msg = send(&app, post_json("/v1/agents/hello", &hello_body(id)))
+            .await
+            .assert_error(400, "INVALID_FIELD");
+        assert_eq!(msg, "agent_id must be visible ASCII (no spaces)");
+    }
+    let s = status(&app).await;
+    assert_eq!(s["agent_counts"]["registered"], 0);
+    assert_eq!(s["counters"]["rejected"]["INVALID_FIELD"], 15);
+    assert_eq!(s["events"]["buffered"], 0);
+}
+
+async fn post_batch(app: &Router, agent: &str, seq: u64) -> v1::EventAck {
+    let r = send(app, post_json("/v1/events", &batch(agent, seq, 1))).await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    serde_json::from_slice(&r.body).unwrap()
+}
+
+#[tokio::test]
+async fn a_maximal_sequence_number_does_not_poison_later_batches() {
+    let (app, _) = app();
+    send(&app, post_json("/v1/agents/hello", &hello_body("a1"))).await;
+    assert!(!post_batch(&app, "a1", 1).await.duplicate);
+    // u64::MAX: a reset, stored, no gap of 2^64 counted.
+    let ack = post_batch(&app, "a1", u64::MAX).await;
+    assert_eq!((ack.accepted, ack.duplicate), (1, false));
+    // The real numbering goes on: accepted (a reset back), not a duplicate.
+    let ack = post_batch(&app, "a1", 2).await;
+    assert_eq!((ack.accepted, ack.duplicate), (1, false));
+    let ack = post_batch(&app, "a1", 3).await;
+    assert_eq!((ack.accepted, ack.duplicate), (1, false));
+    // Retries are still duplicates.
+    assert!(post_batch(&app, "a1", 3).await.duplicate);
+    assert!(post_batch(&app, "a1", 2).await.duplicate);
+    // A hello (restarted instance, same id) starts the numbering over.
+    send(&app, post_json("/v1/agents/hello", &hello_body("a1"))).await;
+    let ack = post_batch(&app, "a1", 1).await;
+    assert_eq!((ack.accepted, ack.duplicate), (1, false));
+    assert!(post_batch(&app, "a1", 1).await.duplicate);
+    // Another agent is judged on its own numbers.
+    assert!(!post_batch(&app, "a2", 3).await.duplicate);
+
+    let s = status(&app).await;
+    let b = &s["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["agent_id"] == "a1")
+        .unwrap()["batches"];
+    assert_eq!(b["last_sequence"], 1);
+    assert_eq!(b["received"], 5);
+    assert_eq!(b["occurrences"], 5);
+    assert_eq!(b["gaps"], 0);
+    assert_eq!(b["resets"], 2);
+    assert_eq!(b["duplicates"], 3);
+    assert_eq!(s["counters"]["sequence_gaps"], 0);
+    assert_eq!(s["counters"]["sequence_resets"], 2);
+    assert_eq!(s["counters"]["duplicate_batches"], 3);
+    assert_eq!(s["counters"]["occurrences_received"], 6);
+}
+
+#[tokio::test]
+async fn status_summary_is_bounded_and_lists_the_agents_most_in_need_first() {
+    let (app, state) = app();
+    let hash = CompiledConfig::default().hash();
+    for i in 0..120 {
+        let r = send(
+            &app,
+            post_json("/v1/agents/hello", &hello_body(&format!("a{i:03}"))),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    let observers = || {
+        std::collections::BTreeMap::from([(
+            "node".to_string(),
+            v1::ObserverStatus {
+                state: v1::ObserverState::Unavailable,
+                reason: "no PMU".into(),
+            },
+        )])
+    };
+    heartbeat(
+        &app,
+        &v1::Heartbeat::configured("a005", &hash, 1, observers(), Default::default()),
+    )
+    .await;
+    heartbeat(
+        &app,
+        &v1::Heartbeat::configured("a050", &hash, 1, observers(), Default::default()),
+    )
+    .await;
+    heartbeat(
+        &app,
+        &v1::Heartbeat::configured("a010", &hash, 1, Default::default(), Default::default()),
+    )
+    .await;
+    assert!(state.age_agent_for_tests("a010", std::time::Duration::from_secs(100)));
+    assert!(state.age_agent_for_tests("a005", std::time::Duration::from_secs(40)));
+    // 30 occurrences buffered; the summary shows the newest 20.
+    let r = send(&app, post_json("/v1/events", &batch("a001", 1, 30))).await;
+    assert_eq!(r.status, StatusCode::OK);
+
+    let s = status(&app).await;
+    let ids: Vec<&str> = s["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["agent_id"].as_str().unwrap())
+        .collect();
+    // Stale first: a005 (degraded, silent 40 s) before a010 (fine, silent
+    // 100 s); then the rest in trouble (unconfigured, degraded) by id.
+    let mut want = vec!["a005".to_string(), "a010".to_string()];
+    want.extend(
+        (0..120)
+            .map(|i| format!("a{i:03}"))
+            .filter(|id| id != "a010" && id != "a005")
+            .take(48),
+    );
+    assert_eq!(ids, want);
+    assert_eq!(s["agents_omitted"], 70);
+    assert_eq!(
+        s["agent_counts"],
+        json!({"registered": 120, "unconfigured": 117, "degraded": 2, "stale": 2,
+               "config_mismatch": 0, "heartbeat_age_max_secs": 100})
+    );
+    assert_eq!(s["events"]["buffered"], 30);
+    assert_eq!(s["events"]["recent"].as_array().unwrap().len(), 20);
+}
+
+#[tokio::test]
+async fn status_pages_walk_every_agent_once_in_id_order() {
+    let (app, _) = app();
+    for i in (0..120).rev() {
+        send(
+            &app,
+            post_json("/v1/agents/hello", &hello_body(&format!("a{i:03}"))),
+        )
+        .await;
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut sizes = Vec::new();
+    for _ in 0..10 {
+        let q = match &cursor {
+            Some(c) => format!("/v1/status?agents=page&limit=50&cursor={c}"),
+            None => "/v1/status?agents=page&limit=50".to_string(),
+        };
+        let p = status_at(&app, &q).await;
+        assert_eq!(p["registered"], 120);
+        let agents = p["agents"].as_array().unwrap();
+        sizes.push(agents.len());
+        seen.extend(
+            agents
+                .iter()
+                .map(|a| a["agent_id"].as_str().unwrap().to_string()),
+        );
+        match p["next_cursor"].as_str() {
+            Some(c) => {
+                assert_eq!(c, seen.last().unwrap());
+                cursor = Some(c.to_string());
+            }
+            None => break,
+        }
+    }
+    assert_eq!(sizes, [50, 50, 20]);
+    let want: Vec<String> = (0..120).map(|i| format!("a{i:03}")).collect();
+    assert_eq!(seen, want);
+    // Default page size 100.
+    let p = status_at(&app, "/v1/status?agents=page").await;
+    assert_eq!(p["agents"].as_array().unwrap().len(), 100);
+    assert_eq!(p["next_cursor"], "a099");
+    for (q, want) in [
+        (
+            "/v1/status?agents=page&limit=501",
+            "limit must be an integer in 1..=500",
+        ),
+        (
+            "/v1/status?agents=page&limit=0",
+            "limit must be an integer in 1..=500",
+        ),
+        (
+            "/v1/status?agents=page&limit=-1",
+            "limit must be an integer in 1..=500",
+        ),
+        (
+            "/v1/status?agents=everything",
+            "agents must be summary or page",
+        ),
+        ("/v1/status?limit=10", "cursor and limit need agents=page"),
+        (
+            "/v1/status?agents=page&cursor=a%1B",
+            "cursor must not contain control characters",
+        ),
+    ] {
+        let msg = send(&app, get(q)).await.assert_error(400, "INVALID_FIELD");
+        assert_eq!(msg, want, "{q}");
+    }
+}
+
+async fn status_at(app: &Router, uri: &str) -> Value {
+    let r = send(app, get(uri)).await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    r.json()
 }

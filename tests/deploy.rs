@@ -343,7 +343,8 @@ fn the_rendered_base_has_every_property_a_fleet_needs() {
     assert!(csc["capabilities"]["add"].is_null());
     assert_eq!(csc["runAsUser"], Value::Null, "the pod's 65532 applies");
     for probe in ["livenessProbe", "readinessProbe"] {
-        assert_eq!(ctl[probe]["tcpSocket"]["port"], "http", "{probe}");
+        assert_eq!(ctl[probe]["httpGet"]["path"], "/healthz", "{probe}");
+        assert_eq!(ctl[probe]["httpGet"]["port"], "http", "{probe}");
     }
     let cargs = strs(&ctl["args"]);
     let http = port_named(&ctl, "http");

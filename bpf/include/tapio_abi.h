@@ -10,7 +10,7 @@
 #ifndef __TAPIO_ABI_H
 #define __TAPIO_ABI_H
 
-#define TAPIO_ABI_VERSION 1
+#define TAPIO_ABI_VERSION 2
 
 /* tapio_config.flags: one bit per observer. No bit ever means "disable". */
 #define TAPIO_FLAG_NETWORK   (1U << 0)
@@ -98,6 +98,9 @@ _Static_assert(sizeof(struct tapio_event_hdr) == 16, "tapio_event_hdr size");
 /* tapio_net_event.flags */
 #define TAPIO_NET_F_RST   (1U << 0) /* tcp_receive_reset seen during SYN_SENT */
 #define TAPIO_NET_F_OWNER (1U << 1) /* pid/comm are the connecting process */
+/* srtt_us qualified as an RTT degradation against rtt_baseline_us, judged in
+ * the kernel before the sample was folded into the baseline */
+#define TAPIO_NET_F_RTT_SPIKE (1U << 2)
 
 struct tapio_net_event {
 	struct tapio_event_hdr hdr; /* 0 */
@@ -115,8 +118,10 @@ struct tapio_net_event {
 	__u32 state;                /* 88: TCP state when it happened */
 	__u32 netns;                /* 92: network namespace inode of the socket */
 	__u64 cgroup_id;            /* 96: cgroup2 id of the owner, 0 if unknown */
+	__u32 rtt_baseline_us;      /* 104: the destination's baseline srtt before this sample */
+	__u32 rtt_samples;          /* 108: samples in that baseline */
 };
-_Static_assert(sizeof(struct tapio_net_event) == 104, "tapio_net_event size");
+_Static_assert(sizeof(struct tapio_net_event) == 112, "tapio_net_event size");
 
 /* tapio_ctr_event.flags */
 #define TAPIO_CTR_F_PIDNS_INIT (1U << 0) /* the thread-group leader is pid 1 of its PID namespace */

@@ -38,24 +38,30 @@ static __always_inline void tapio_stat_inc(__u32 idx)
 }
 
 /*
- * Copies the carrier to @cfg once for this invocation. Returns 1 when the
- * config is live for @flag, 0 when the program must not emit (all-zero,
- * wrong ABI version, or observer flag clear). Per-event state cleanup must
- * not depend on this.
+ * The carrier, when the config is live for @flag; NULL when the program
+ * must not emit (all-zero, wrong ABI version, or observer flag clear).
+ * Per-event state cleanup must not depend on this.
+ *
+ * A pointer into the map value, not a copy: copying all 200 bytes to the
+ * stack on every run cost more than the handful of fields a program reads,
+ * and a copy is no more consistent than direct loads (the agent's update
+ * is a plain memcpy into the same value either way). Programs read each
+ * field they need once; list entries are written before their count.
  */
-static __always_inline int tapio_config_load(struct tapio_config *cfg, __u32 flag)
+static __always_inline const struct tapio_config *tapio_config_get(__u32 flag)
 {
 	__u32 zero = 0;
-	struct tapio_config *c = bpf_map_lookup_elem(&tapio_config, &zero);
+	const struct tapio_config *c = bpf_map_lookup_elem(&tapio_config, &zero);
+	__u32 abi;
 
 	if (!c)
-		return 0;
-	__builtin_memcpy(cfg, c, sizeof(*cfg));
-	if (cfg->abi_version != TAPIO_ABI_VERSION) {
-		tapio_stat_inc(cfg->abi_version ? TAPIO_STAT_CFG_ABI : TAPIO_STAT_CFG_ZERO);
-		return 0;
+		return NULL;
+	abi = c->abi_version;
+	if (abi != TAPIO_ABI_VERSION) {
+		tapio_stat_inc(abi ? TAPIO_STAT_CFG_ABI : TAPIO_STAT_CFG_ZERO);
+		return NULL;
 	}
-	return (cfg->flags & flag) != 0;
+	return (c->flags & flag) ? c : NULL;
 }
 
 static __always_inline __u64 tapio_rb_flags(void *rb)

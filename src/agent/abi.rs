@@ -8,7 +8,7 @@
 use crate::wire::config::{CompiledConfig, MAX_IGNORE_EXIT_CODES};
 use crate::wire::Observer;
 
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 pub const STAT_CFG_ZERO: usize = 0;
 pub const STAT_CFG_ABI: usize = 1;
@@ -34,6 +34,7 @@ pub const STO_F_PARTIAL: u16 = 1 << 1;
 
 pub const NET_F_RST: u16 = 1 << 0;
 pub const NET_F_OWNER: u16 = 1 << 1;
+pub const NET_F_RTT_SPIKE: u16 = 1 << 2;
 
 /// The `tapio_correlation_drops_total` reason for an object counter beyond
 /// the shared ones (config, ring full), or `None` for counters that are not
@@ -156,7 +157,7 @@ impl TapioConfig {
 /// Size of `struct tapio_event_hdr`.
 pub const EVENT_HDR_SIZE: usize = 16;
 /// Size of `struct tapio_net_event`.
-pub const NET_EVENT_SIZE: usize = 104;
+pub const NET_EVENT_SIZE: usize = 112;
 
 /// Field offsets of `struct tapio_net_event` (see the C header).
 pub mod net {
@@ -174,6 +175,8 @@ pub mod net {
     pub const STATE: usize = 88;
     pub const NETNS: usize = 92;
     pub const CGROUP_ID: usize = 96;
+    pub const RTT_BASELINE_US: usize = 104;
+    pub const RTT_SAMPLES: usize = 108;
 }
 
 /// Size of `struct tapio_ctr_event`.

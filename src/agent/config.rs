@@ -13,6 +13,8 @@
 //! controller_token_file = "/etc/tapio/token"
 //! otlp_endpoint = "http://otel-collector:4318"
 //! otlp_encoding = "protobuf"             # or "json"
+//! otlp_compression = "gzip"              # or "none" (the default)
+//! otlp_headers = { "x-api-key" = "…" }   # never logged; flags replace the set
 //! shutdown_timeout = 10                 # seconds SIGTERM may take, 1..=300
 //! retain_files = 100000                 # file sink keeps at most this many files,
 //! retain_bytes = "256MiB"               # this many bytes of them (or an integer),
@@ -104,6 +106,14 @@ pub struct AgentArgs {
     /// OTLP/HTTP body encoding (default protobuf).
     #[arg(long, value_enum, value_name = "ENCODING")]
     pub otlp_encoding: Option<crate::agent::sinks::otlp::OtlpEncoding>,
+    /// OTLP request body compression (default none).
+    #[arg(long, value_enum, value_name = "COMPRESSION")]
+    pub otlp_compression: Option<crate::agent::sinks::otlp::OtlpCompression>,
+    /// Extra OTLP request header, e.g. a collector's API key; repeatable.
+    /// Values are never logged; prefer `otlp_headers` in the TOML file for
+    /// secrets, since a command line is visible to every local user.
+    #[arg(long = "otlp-header", value_name = "NAME=VALUE")]
+    pub otlp_headers: Vec<crate::agent::sinks::otlp::Secret>,
     /// Seconds between controller heartbeats (>= 5).
     #[arg(long, value_name = "SECONDS")]
     pub heartbeat_interval: Option<u64>,
@@ -149,6 +159,8 @@ pub struct FileConfig {
     pub controller_token_file: Option<PathBuf>,
     pub otlp_endpoint: Option<String>,
     pub otlp_encoding: Option<crate::agent::sinks::otlp::OtlpEncoding>,
+    pub otlp_compression: Option<crate::agent::sinks::otlp::OtlpCompression>,
+    pub otlp_headers: Option<std::collections::BTreeMap<String, crate::agent::sinks::otlp::Secret>>,
     pub heartbeat_interval: Option<u64>,
     pub profile: Option<PathBuf>,
     pub node_name: Option<String>,
@@ -281,6 +293,9 @@ pub struct AgentConfig {
     pub controller_token_file: Option<PathBuf>,
     pub otlp_endpoint: Option<String>,
     pub otlp_encoding: crate::agent::sinks::otlp::OtlpEncoding,
+    pub otlp_compression: crate::agent::sinks::otlp::OtlpCompression,
+    /// Validated; `Debug` shows the names only.
+    pub otlp_headers: crate::agent::sinks::otlp::OtlpHeaders,
     pub heartbeat_interval_secs: u64,
     pub profile: Option<PathBuf>,
     pub node_name: String,
@@ -383,6 +398,11 @@ impl AgentConfig {
                 .otlp_encoding
                 .or(file.otlp_encoding)
                 .unwrap_or(crate::agent::sinks::otlp::OtlpEncoding::Protobuf),
+            otlp_compression: args
+                .otlp_compression
+                .or(file.otlp_compression)
+                .unwrap_or_default(),
+            otlp_headers: otlp_headers(&args.otlp_headers, file.otlp_headers)?,
             heartbeat_interval_secs: heartbeat,
             profile: args.profile.clone().or(file.profile),
             node_name,
@@ -422,6 +442,19 @@ impl AgentConfig {
         }
         Ok(cfg)
     }
+}
+
+/// The OTLP headers: the flags when any is given (they replace the file's
+/// set, as every list flag does), else the file's `otlp_headers`.
+fn otlp_headers(
+    flags: &[crate::agent::sinks::otlp::Secret],
+    file: Option<std::collections::BTreeMap<String, crate::agent::sinks::otlp::Secret>>,
+) -> anyhow::Result<crate::agent::sinks::otlp::OtlpHeaders> {
+    use crate::agent::sinks::otlp::OtlpHeaders;
+    if !flags.is_empty() {
+        return OtlpHeaders::from_flags(flags);
+    }
+    OtlpHeaders::new(file.unwrap_or_default(), "otlp_headers")
 }
 
 /// True for `/dev/null` itself or a link to it.
@@ -669,6 +702,57 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("--http-endpoint"), "{e}");
+    }
+
+    #[test]
+    fn otlp_headers_and_compression_from_flags_or_file_never_show_values() {
+        use crate::agent::sinks::otlp::OtlpCompression;
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            agent: AgentArgs,
+        }
+        let file = || {
+            parse_file(
+                "otlp_compression = \"gzip\"\notlp_headers = { \"X-Api-Key\" = \"file-s3cr3t\", \"x-tenant\" = \"t1\" }\n",
+            )
+            .unwrap()
+        };
+        // The file alone.
+        let cfg = AgentConfig::merge(&AgentArgs::default(), file()).unwrap();
+        assert_eq!(cfg.otlp_compression, OtlpCompression::Gzip);
+        assert_eq!(cfg.otlp_headers.names(), vec!["x-api-key", "x-tenant"]);
+        // Flags replace the file's set and its compression.
+        let cli = Cli::try_parse_from([
+            "t",
+            "--otlp-header",
+            "authorization=Bearer flag-s3cr3t",
+            "--otlp-compression",
+            "none",
+        ])
+        .unwrap();
+        let cfg = AgentConfig::merge(&cli.agent, file()).unwrap();
+        assert_eq!(cfg.otlp_compression, OtlpCompression::None);
+        assert_eq!(cfg.otlp_headers.names(), vec!["authorization"]);
+        // Neither a config dump nor the parsed flags show a value.
+        let shown = format!("{cfg:?} {:?} {:?}", cli.agent, file());
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(shown.contains("authorization"), "{shown}");
+        // Bad input is refused by name, without the value; clap never
+        // sees (so never echoes) a malformed argument.
+        let cli = Cli::try_parse_from(["t", "--otlp-header", "flag-s3cr3t"]).unwrap();
+        let e = AgentConfig::merge(&cli.agent, FileConfig::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("NAME=VALUE") && !e.contains("s3cr3t"), "{e}");
+        let bad = parse_file("otlp_headers = { \"x-key\" = \"file-s3cr3t\\n\" }").unwrap();
+        let e = AgentConfig::merge(&AgentArgs::default(), bad)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("otlp_headers: the value of x-key"), "{e}");
+        assert!(!e.contains("s3cr3t"), "{e}");
+        assert!(parse_file("otlp_compression = \"zstd\"").is_err());
     }
 
     #[test]

@@ -36,7 +36,9 @@ pub enum NetKind {
     /// SYN_SENT→CLOSE with a socket error.
     ConnectFail,
     Retransmit,
-    /// An actively opened connection ended; its final srtt.
+    /// An actively opened connection ended with an srtt the kernel judged
+    /// an RTT degradation against its destination's baseline (healthy
+    /// connections send nothing: the baseline lives in the kernel).
     Rtt,
 }
 
@@ -60,6 +62,13 @@ pub struct NetFact {
     pub owner_known: bool,
     pub sk_err: i32,
     pub srtt_us: u32,
+    /// The kernel judged `srtt_us` an RTT degradation (an `Rtt` record
+    /// always; a retransmit's sample sometimes).
+    pub rtt_spike: bool,
+    /// The destination's baseline srtt before this sample, and how many
+    /// samples it holds (0 when the kernel had none).
+    pub rtt_baseline_us: u32,
+    pub rtt_samples: u32,
     pub state: u32,
     /// cgroup2 id of the connecting process (0 when unknown).
     pub cgroup_id: u64,
@@ -389,6 +398,9 @@ fn decode_net(
         owner_known: flags & abi::NET_F_OWNER != 0,
         sk_err: u32_at(b, net::SK_ERR) as i32,
         srtt_us: u32_at(b, net::SRTT_US),
+        rtt_spike: flags & abi::NET_F_RTT_SPIKE != 0,
+        rtt_baseline_us: u32_at(b, net::RTT_BASELINE_US),
+        rtt_samples: u32_at(b, net::RTT_SAMPLES),
         state: u32_at(b, net::STATE),
         cgroup_id: u64_at(b, net::CGROUP_ID),
         netns: u32_at(b, net::NETNS),

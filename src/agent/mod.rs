@@ -240,8 +240,15 @@ fn build_sinks(
             )?),
             SinkKind::Otlp => Box::new(sinks::otlp::otlp_sink(
                 cfg.otlp_endpoint.as_deref().unwrap_or_default(),
-                cfg.otlp_encoding,
-                &cfg.node_name,
+                sinks::otlp::OtlpOptions {
+                    encoding: cfg.otlp_encoding,
+                    compression: cfg.otlp_compression,
+                    headers: cfg.otlp_headers.clone(),
+                    identity: sinks::otlp::Identity {
+                        node_name: cfg.node_name.clone(),
+                        agent_id: agent_id.to_string(),
+                    },
+                },
                 sinks::http::PostPolicy::default(),
                 metrics.clone(),
             )?),

@@ -1,11 +1,20 @@
 //! Bearer-token authentication. The token never appears in logs or
 //! `Debug` output; comparison takes time independent of where the
-//! presented token differs.
+//! presented token differs. The token file is read with
+//! [`read_capped`]: a device (`/dev/zero`), a FIFO or a file over
+//! [`MAX_TOKEN_FILE_BYTES`] fails at once instead of hanging or filling
+//! memory.
 
 use std::fmt;
 use std::path::Path;
 
 use axum::http::{header, HeaderMap};
+
+use crate::fsutil::{read_capped, ReadError};
+
+/// Largest token file (a token is tens of bytes; whitespace around it is
+/// tolerated).
+pub const MAX_TOKEN_FILE_BYTES: u64 = 4096;
 
 /// The shared secret agents must present.
 #[derive(Clone)]
@@ -21,12 +30,10 @@ impl fmt::Debug for Token {
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
     /// The file could not be read.
-    #[error("failed to read token file {path}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// (`cause` is in the message, not a `source`, so a chain printer
+    /// does not say it twice.)
+    #[error("failed to read token file {path}: {cause}")]
+    Read { path: String, cause: ReadError },
     /// The file holds no token, or one that cannot go in an HTTP header.
     #[error("token file {path} must hold one token of visible ASCII characters (no spaces)")]
     Invalid { path: String },
@@ -43,9 +50,12 @@ impl Token {
     /// Reads a token file: the whole file, surrounding whitespace trimmed.
     pub fn from_file(path: &Path) -> Result<Token, TokenError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| TokenError::Read {
+        let bytes = read_capped(path, MAX_TOKEN_FILE_BYTES).map_err(|cause| TokenError::Read {
             path: shown.clone(),
-            source,
+            cause,
+        })?;
+        let text = std::str::from_utf8(&bytes).map_err(|_| TokenError::Invalid {
+            path: shown.clone(),
         })?;
         Token::new(text.trim()).ok_or(TokenError::Invalid { path: shown })
     }
@@ -100,6 +110,36 @@ mod tests {
         assert_eq!(format!("{t:?}"), "Token(<redacted>)");
         assert!(Token::new("").is_none());
         assert!(Token::new("has space").is_none());
+    }
+
+    #[test]
+    fn token_files_are_read_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = dir.path().join("token");
+        std::fs::write(&ok, "  s3cret\n").unwrap();
+        assert!(Token::from_file(&ok)
+            .unwrap()
+            .admits(&headers("Bearer s3cret")));
+        let e = Token::from_file(Path::new("/dev/zero")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "failed to read token file /dev/zero: is not a regular file (a character device)"
+        );
+        let big = dir.path().join("big");
+        std::fs::write(&big, "x".repeat(MAX_TOKEN_FILE_BYTES as usize + 1)).unwrap();
+        assert_eq!(
+            Token::from_file(&big).unwrap_err().to_string(),
+            format!(
+                "failed to read token file {}: is larger than {MAX_TOKEN_FILE_BYTES} bytes",
+                big.display()
+            )
+        );
+        let binary = dir.path().join("binary");
+        std::fs::write(&binary, [0xff, 0xfe]).unwrap();
+        assert!(matches!(
+            Token::from_file(&binary).unwrap_err(),
+            TokenError::Invalid { .. }
+        ));
     }
 
     #[test]

@@ -26,10 +26,17 @@
 //!   deadlines, at most `--max-connections` at once (more are closed at
 //!   once, counted in [`HTTP_STATS`] and logged rate-limited), and a
 //!   declared body above `--max-body-bytes` gets 413 before it is read.
+//! * The profile and the token file are read with
+//!   [`crate::fsutil::read_capped`]: a FIFO, a device or an oversized file
+//!   is refused at once. A reload reads on its own thread and gives up
+//!   after [`RELOAD_TIMEOUT`] (a hung mount), so the runtime never blocks on
+//!   file I/O; a SIGHUP that arrives while a reload is still running is
+//!   logged and ignored.
 //! * Without `--token-file` a warning says the controller is
-//!   unauthenticated; with it, `/v1/agents/*` and `/v1/events` need
-//!   `Authorization: Bearer <token>`. `/v1/status` is open.
-//! * `/metrics` (Prometheus text, [`metrics`]) is open: counts only.
+//!   unauthenticated; with it, `/v1/agents/*`, `/v1/events` and
+//!   `/v1/status` need `Authorization: Bearer <token>`. `/healthz` (for
+//!   probes) and `/metrics` (Prometheus text, [`metrics`]: counts only)
+//!   are open.
 //! * The bound address is logged as `controller listening on <addr>`
 //!   (useful with port 0).
 
@@ -110,7 +117,7 @@ fn wall_ns() -> u64 {
 
 /// Runs the controller until SIGTERM/SIGINT.
 pub fn run(args: ControllerArgs) -> Result<(), CliError> {
-    let config = profile::load(&args.profile).map_err(CliError::usage)?;
+    let config = load_profile(&args.profile).map_err(CliError::usage)?;
     let token = match &args.token_file {
         Some(path) => Some(Token::from_file(path).map_err(CliError::usage)?),
         None => None,
@@ -241,27 +248,163 @@ async fn serve(
     Ok(())
 }
 
-/// Re-reads the profile; keeps the old config on any error.
+/// Longest wait for a reload's read of the profile.
+pub const RELOAD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Reads (bounded, regular files only) and compiles a profile.
+pub fn load_profile(path: &Path) -> anyhow::Result<crate::wire::config::CompiledConfig> {
+    // One byte over the cap still reaches validation, which names the limit.
+    let cap = profile::MAX_PROFILE_BYTES as u64 + 1;
+    // Flattened into one message: ReadError::Io also names its io::Error
+    // as the source, so a chain printer would say it twice.
+    let bytes = crate::fsutil::read_capped(path, cap)
+        .map_err(|e| anyhow!("failed to read profile {}: {e}", path.display()))?;
+    profile::compile_bytes(&bytes).map_err(|issues| {
+        anyhow::Error::from(profile::LoadError::Invalid {
+            path: path.to_owned(),
+            issues,
+        })
+    })
+}
+
+/// Re-reads the profile (SIGHUP) without blocking the caller; keeps the
+/// old config on any error. Must be called on the runtime.
 pub fn reload(state: &AppState, path: &Path) {
-    let current = state.active().map(|a| a.generation).unwrap_or(0);
-    match profile::load(path) {
-        Err(e) => {
-            state.reload_rejected();
-            let e = anyhow::Error::from(e);
-            tracing::error!("profile reload rejected, generation {current} stays active: {e:#}");
+    let path = path.to_owned();
+    reload_with(state, RELOAD_TIMEOUT, move || load_profile(&path));
+}
+
+/// [`reload`] with the read and the timeout given: `read` runs on its own
+/// thread (not the runtime's blocking pool, whose shutdown would wait for a
+/// read that never returns); the outcome is applied on the runtime.
+pub fn reload_with<F>(state: &AppState, timeout: Duration, read: F)
+where
+    F: FnOnce() -> anyhow::Result<crate::wire::config::CompiledConfig> + Send + 'static,
+{
+    let Some(busy) = state.begin_reload() else {
+        tracing::warn!("SIGHUP ignored: the previous profile reload is still running");
+        return;
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let reader_busy = std::sync::Arc::clone(&busy);
+    let spawned = std::thread::Builder::new()
+        .name("profile-reload".into())
+        .spawn(move || {
+            let _busy = reader_busy;
+            let _ = tx.send(read());
+        });
+    if let Err(e) = spawned {
+        state.reload_rejected();
+        tracing::error!("profile reload rejected: cannot start its thread: {e}");
+        return;
+    }
+    let state = state.clone();
+    tokio::spawn(async move {
+        // Held until applied: a SIGHUP meanwhile is ignored, not queued.
+        let _busy = busy;
+        let current = state.active().map(|a| a.generation).unwrap_or(0);
+        let outcome = match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(anyhow!("the reading thread ended without an answer")),
+            Err(_) => Err(anyhow!(
+                "reading the profile did not finish within {timeout:?} (a FIFO or a hung mount?); later SIGHUPs are ignored until that read returns"
+            )),
+        };
+        match outcome {
+            Err(e) => {
+                state.reload_rejected();
+                tracing::error!(
+                    "profile reload rejected, generation {current} stays active: {e:#}"
+                );
+            }
+            Ok(config) => match state.apply(config, wall_ns()) {
+                Applied::Unchanged { generation } => {
+                    tracing::info!(
+                        "profile reloaded: content unchanged, generation {generation} stays active"
+                    )
+                }
+                Applied::Updated { generation, hash } => {
+                    tracing::info!(config_version = generation, config_hash = %hash, "profile reloaded: generation {generation} active")
+                }
+                Applied::Exhausted => {
+                    tracing::error!("profile reload rejected: generation counter exhausted, generation {current} stays active")
+                }
+            },
         }
-        Ok(config) => match state.apply(config, wall_ns()) {
-            Applied::Unchanged { generation } => {
-                tracing::info!(
-                    "profile reloaded: content unchanged, generation {generation} stays active"
-                )
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::config::CompiledConfig;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    fn counters(state: &AppState) -> (u64, u64) {
+        let inner = state.lock().unwrap();
+        (
+            inner.counters.reloads_applied,
+            inner.counters.reloads_rejected,
+        )
+    }
+
+    /// Polls `done` every 10 ms, at most 5 s.
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        for _ in 0..500 {
+            if done() {
+                return;
             }
-            Applied::Updated { generation, hash } => {
-                tracing::info!(config_version = generation, config_hash = %hash, "profile reloaded: generation {generation} active")
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    #[tokio::test]
+    async fn a_hung_read_times_out_and_later_sighups_are_ignored_until_it_returns() {
+        let state = AppState::new(Settings::default(), None, CompiledConfig::default(), 0);
+        let (unblock, blocked) = std::sync::mpsc::channel::<()>();
+        let mut next = CompiledConfig::default();
+        next.network.refused_min_count = 7;
+        let hung = next.clone();
+        reload_with(&state, Duration::from_millis(100), move || {
+            // Like a read from a FIFO nobody writes: returns only when told.
+            let _ = blocked.recv();
+            Ok(hung)
+        });
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counted = |runs: &Arc<AtomicUsize>| {
+            let runs = Arc::clone(runs);
+            move || {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Ok(CompiledConfig::default())
             }
-            Applied::Exhausted => {
-                tracing::error!("profile reload rejected: generation counter exhausted, generation {current} stays active")
-            }
-        },
+        };
+        // While the first read hangs, a second SIGHUP does nothing.
+        reload_with(&state, Duration::from_millis(100), counted(&runs));
+        until("the timeout to reject the hung reload", || {
+            counters(&state) == (0, 1)
+        })
+        .await;
+        // Timed out, but its read is still running: still ignored.
+        reload_with(&state, Duration::from_millis(100), counted(&runs));
+        assert_eq!(runs.load(Ordering::SeqCst), 0);
+        assert_eq!(state.active().unwrap().generation, 1);
+        // The read returns (too late to count): reloads work again.
+        unblock.send(()).unwrap();
+        until("the hung read to end", || state.begin_reload().is_some()).await;
+        reload_with(&state, Duration::from_secs(5), move || Ok(next));
+        until("the next reload to apply", || counters(&state) == (1, 1)).await;
+        assert_eq!(state.active().unwrap().generation, 2);
+        assert_eq!(runs.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn profiles_that_are_not_regular_files_are_refused_at_once() {
+        let e = load_profile(Path::new("/dev/zero")).unwrap_err();
+        assert_eq!(
+            format!("{e:#}"),
+            "failed to read profile /dev/zero: is not a regular file (a character device)"
+        );
     }
 }

@@ -1,5 +1,11 @@
 //! The HTTP surface: [`router`] and its handlers. Every refusal goes
 //! through [`ApiError`] and is counted by code.
+//!
+//! Owns the wire boundary: every string an agent sends is checked here
+//! (length, no control characters) before it reaches state or a log line,
+//! and every request but `/healthz` passes the token check. Must not keep
+//! anything itself (state lives in [`super::state`]) or log an agent
+//! string without escaping it (`?` formatting).
 
 use std::time::Instant;
 
@@ -9,11 +15,11 @@ use axum::extract::{DefaultBodyLimit, FromRequest, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use serde_json::Value;
 
 use super::error::ApiError;
-use super::state::AppState;
+use super::state::{assign, assign_json, bump, AppState, Sequenced};
 use super::status;
 use crate::wire::find_reasoning_field;
 use crate::wire::v1::{self, ErrorCode, Message, WIRE_VERSION};
@@ -29,6 +35,7 @@ pub fn router(state: AppState) -> Router {
         .route(v1::PATH_EVENTS, post(events))
         .route(v1::PATH_STATUS, get(status_handler))
         .route("/metrics", get(super::metrics::handler))
+        .route(v1::PATH_HEALTHZ, get(healthz))
         .fallback(unknown_endpoint)
         .method_not_allowed_fallback(unknown_endpoint)
         .layer(DefaultBodyLimit::max(limit))
@@ -113,13 +120,25 @@ fn decode<T: Message>(value: Value) -> Result<T, ApiError> {
     serde_json::from_value(value).map_err(|e| ApiError::invalid(format!("invalid field: {e}")))
 }
 
-fn check_len(field: &str, value: &str, max: usize, required: bool) -> Result<(), ApiError> {
-    if required && value.is_empty() {
-        return Err(ApiError::invalid(format!("{field} must not be empty")));
-    }
-    if value.len() > max {
+/// An identifier (`agent_id`, `node_name`, observer and loss names):
+/// non-empty, at most `max` bytes, no control characters.
+fn check_id(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    v1::check_identifier(value, max).map_err(|why| ApiError::invalid(format!("{field} {why}")))
+}
+
+fn check_agent_id(value: &str) -> Result<(), ApiError> {
+    v1::check_agent_id(value).map_err(|why| ApiError::invalid(format!("agent_id {why}")))
+}
+
+/// Free text (`version`, `kernel`, reasons): may be empty.
+fn check_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    v1::check_text(value, max).map_err(|why| ApiError::invalid(format!("{field} {why}")))
+}
+
+fn check_entries(field: &str, len: usize, max: usize) -> Result<(), ApiError> {
+    if len > max {
         return Err(ApiError::invalid(format!(
-            "{field} must be at most {max} bytes"
+            "{field} must have at most {max} entries"
         )));
     }
     Ok(())
@@ -135,32 +154,32 @@ async fn hello(State(state): State<AppState>, req: Request) -> Response {
     let result = async {
         let value = read_message::<v1::Hello>(&state, req).await?;
         let h: v1::Hello = decode(value)?;
-        check_len("agent_id", &h.agent_id, v1::MAX_ID_LEN, true)?;
-        check_len("node_name", &h.node_name, v1::MAX_TEXT_LEN, true)?;
-        check_len("version", &h.version, v1::MAX_TEXT_LEN, false)?;
-        check_len("kernel", &h.kernel, v1::MAX_TEXT_LEN, false)?;
-        if h.observers.len() > v1::MAX_OBSERVERS {
-            return Err(ApiError::invalid(format!(
-                "observers must have at most {} entries",
-                v1::MAX_OBSERVERS
-            )));
-        }
+        check_agent_id(&h.agent_id)?;
+        check_id("node_name", &h.node_name, v1::MAX_NODE_NAME_LEN)?;
+        check_text("version", &h.version, v1::MAX_TEXT_LEN)?;
+        check_text("kernel", &h.kernel, v1::MAX_TEXT_LEN)?;
+        check_entries("observers", h.observers.len(), v1::MAX_OBSERVERS)?;
         for o in &h.observers {
-            check_len("observers[]", o, v1::MAX_TEXT_LEN, true)?;
+            check_id("observers[]", o, v1::MAX_OBSERVER_NAME_LEN)?;
         }
         let active = state.active()?;
         {
             let max = state.settings().max_agents;
             let mut inner = state.lock()?;
-            inner.counters.hellos += 1;
+            bump(&mut inner.counters.hellos, 1);
             let (rec, new) = inner.agent(&h.agent_id, max, Instant::now());
-            rec.node_name = h.node_name.clone();
-            rec.version = h.version;
-            rec.kernel = h.kernel;
-            rec.observers = h.observers;
-            rec.hellos += 1;
+            assign(&mut rec.node_name, &h.node_name);
+            assign(&mut rec.version, &h.version);
+            assign(&mut rec.kernel, &h.kernel);
+            assign_json(&mut rec.observers, &h.observers)?;
+            bump(&mut rec.hellos, 1);
+            // A hello starts a new batch numbering (wire rule): a restarted
+            // instance is never judged against its predecessor's numbers.
+            rec.sequence.restart();
             if new {
-                tracing::info!(agent_id = %h.agent_id, node = %h.node_name, "agent registered");
+                // Checked above to hold no control characters; `?` escapes
+                // anything else a terminal could take for markup.
+                tracing::info!(agent_id = ?h.agent_id, node = ?h.node_name, "agent registered");
             }
         }
         json(&v1::HelloAck {
@@ -184,16 +203,16 @@ async fn config(
         let Query(q) =
             query.map_err(|e| ApiError::invalid(format!("invalid query: {}", e.body_text())))?;
         let agent_id = q.agent_id.ok_or_else(|| ApiError::missing(&["agent_id"]))?;
-        check_len("agent_id", &agent_id, v1::MAX_ID_LEN, true)?;
+        check_agent_id(&agent_id)?;
         let active = state.active()?;
         let not_modified = headers
             .get(header::IF_NONE_MATCH)
             .is_some_and(|v| v.as_bytes() == active.etag.as_bytes());
         {
             let mut inner = state.lock()?;
-            inner.counters.config_fetches += 1;
+            bump(&mut inner.counters.config_fetches, 1);
             if not_modified {
-                inner.counters.config_not_modified += 1;
+                bump(&mut inner.counters.config_not_modified, 1);
             }
             if let Some(rec) = inner.agents.get_mut(agent_id.as_str()) {
                 rec.last_seen = Instant::now();
@@ -226,8 +245,8 @@ async fn heartbeat(State(state): State<AppState>, req: Request) -> Response {
     let result = async {
         let value = read_message::<v1::Heartbeat>(&state, req).await?;
         let hb: v1::Heartbeat = decode(value)?;
-        check_len("agent_id", &hb.agent_id, v1::MAX_ID_LEN, true)?;
-        check_len("reason", &hb.reason, v1::MAX_TEXT_LEN, false)?;
+        check_agent_id(&hb.agent_id)?;
+        check_text("reason", &hb.reason, v1::MAX_REASON_LEN)?;
         let Some(version) = v1::parse_generation(&hb.config_version) else {
             return Err(ApiError::invalid("config_version must be a u32 in decimal"));
         };
@@ -241,40 +260,30 @@ async fn heartbeat(State(state): State<AppState>, req: Request) -> Response {
                 "config_hash must be \"sha256:<64 hex digits>\" or empty",
             ));
         }
-        if hb.observers.len() > v1::MAX_OBSERVERS {
-            return Err(ApiError::invalid(format!(
-                "observers must have at most {} entries",
-                v1::MAX_OBSERVERS
-            )));
-        }
+        check_entries("observers", hb.observers.len(), v1::MAX_OBSERVERS)?;
         for (name, s) in &hb.observers {
-            check_len("observers key", name, v1::MAX_TEXT_LEN, true)?;
-            check_len("observers.reason", &s.reason, v1::MAX_TEXT_LEN, false)?;
+            check_id("observers key", name, v1::MAX_OBSERVER_NAME_LEN)?;
+            check_text("observers.reason", &s.reason, v1::MAX_REASON_LEN)?;
         }
-        if hb.loss.len() > v1::MAX_LOSS_COUNTERS {
-            return Err(ApiError::invalid(format!(
-                "loss must have at most {} entries",
-                v1::MAX_LOSS_COUNTERS
-            )));
-        }
+        check_entries("loss", hb.loss.len(), v1::MAX_LOSS_COUNTERS)?;
         for name in hb.loss.keys() {
-            check_len("loss key", name, v1::MAX_TEXT_LEN, true)?;
+            check_id("loss key", name, v1::MAX_LOSS_NAME_LEN)?;
         }
         let active = state.active()?;
         let hello_required = {
             let max = state.settings().max_agents;
             let mut inner = state.lock()?;
-            inner.counters.heartbeats += 1;
+            bump(&mut inner.counters.heartbeats, 1);
             let now = Instant::now();
             let (rec, _) = inner.agent(&hb.agent_id, max, now);
             rec.last_heartbeat = Some(now);
-            rec.heartbeats += 1;
-            rec.applied_hash = hb.config_hash;
-            rec.applied_version = hb.config_version;
+            bump(&mut rec.heartbeats, 1);
+            assign(&mut rec.applied_hash, &hb.config_hash);
+            assign(&mut rec.applied_version, &hb.config_version);
             rec.state = hb.state;
-            rec.reason = hb.reason;
-            rec.observer_status = hb.observers;
-            rec.loss = hb.loss;
+            assign(&mut rec.reason, &hb.reason);
+            assign_json(&mut rec.observer_status, &hb.observers)?;
+            assign_json(&mut rec.loss, &hb.loss)?;
             rec.hellos == 0
         };
         json(&v1::HeartbeatAck {
@@ -326,26 +335,30 @@ async fn events(State(state): State<AppState>, req: Request) -> Response {
         map.insert("occurrences".into(), Value::Array(Vec::new()));
         let mut batch: v1::EventBatch = decode(Value::Object(map))?;
         batch.occurrences = occurrences;
-        check_len("agent_id", &batch.agent_id, v1::MAX_ID_LEN, true)?;
+        check_agent_id(&batch.agent_id)?;
 
         let n = batch.occurrences.len() as u64;
         let duplicate = {
             let settings = state.settings().clone();
             let mut inner = state.lock()?;
-            inner.counters.event_batches += 1;
+            bump(&mut inner.counters.event_batches, 1);
             let (rec, _) = inner.agent(&batch.agent_id, settings.max_agents, Instant::now());
-            let before = rec.sequence.gaps;
-            let fresh = rec.sequence.observe(batch.sequence);
+            let gaps_before = rec.sequence.gaps;
+            let verdict = rec.sequence.observe(batch.sequence);
+            let fresh = verdict != Sequenced::Duplicate;
             if fresh {
-                rec.sequence.occurrences += n;
+                bump(&mut rec.sequence.occurrences, n);
             }
-            let new_gaps = rec.sequence.gaps - before;
-            inner.counters.sequence_gaps += new_gaps;
+            let new_gaps = rec.sequence.gaps.saturating_sub(gaps_before);
+            bump(&mut inner.counters.sequence_gaps, new_gaps);
+            if verdict == Sequenced::Reset {
+                bump(&mut inner.counters.sequence_resets, 1);
+            }
             if fresh {
-                inner.counters.occurrences_received += n;
+                bump(&mut inner.counters.occurrences_received, n);
                 inner.store_events(&batch.agent_id, std::mem::take(&mut batch.occurrences), &settings);
             } else {
-                inner.counters.duplicate_batches += 1;
+                bump(&mut inner.counters.duplicate_batches, 1);
             }
             !fresh
         };
@@ -364,11 +377,26 @@ async fn events(State(state): State<AppState>, req: Request) -> Response {
     respond(&state, result)
 }
 
-async fn status_handler(State(state): State<AppState>) -> Response {
-    let result = status::build(&state)
-        .map(Json)
-        .map(IntoResponse::into_response);
+async fn status_handler(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<status::StatusQuery>, QueryRejection>,
+) -> Response {
+    let result = (|| {
+        authorize(&state, &headers)?;
+        let Query(q) =
+            query.map_err(|e| ApiError::invalid(format!("invalid query: {}", e.body_text())))?;
+        let view = q.view()?;
+        let bytes = status::render(&state, &view)?;
+        Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
+    })();
     respond(&state, result)
+}
+
+/// For probes: answers while the runtime serves requests, without a token
+/// and without touching the state lock.
+async fn healthz() -> &'static str {
+    "ok"
 }
 
 async fn unknown_endpoint(State(state): State<AppState>, req: Request) -> Response {

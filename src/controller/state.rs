@@ -2,17 +2,19 @@
 //! agent registry, the bounded event buffer and the counters. No I/O; the
 //! wall clock enters once, as the start time, and ages use `Instant`.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
 use axum::body::Bytes;
 use serde::Serialize;
+use serde_json::value::RawValue;
 
 use super::auth::Token;
 use super::error::ApiError;
 use crate::wire::config::{CompiledConfig, ConfigHash};
-use crate::wire::v1::{self, AgentState, ErrorCode, ObserverStatus};
+use crate::wire::v1::{self, AgentState, ErrorCode};
 use crate::wire::Occurrence;
 
 /// Limits of one controller. All memory the controller holds is bounded
@@ -82,10 +84,30 @@ pub enum Applied {
     Exhausted,
 }
 
-/// Per-agent event batch sequence state.
+/// Adds without wrapping: a counter fed by machine payloads (an agent's
+/// sequence numbers, batch sizes) stops at `u64::MAX` instead.
+pub fn bump(counter: &mut u64, n: u64) {
+    *counter = counter.saturating_add(n);
+}
+
+/// What [`SequenceState::observe`] made of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sequenced {
+    /// Next in line (or after a gap): store it.
+    Fresh,
+    /// Already seen (a retry): acknowledge, do not store.
+    Duplicate,
+    /// Far outside the window around the last number: the numbering
+    /// started over. Store it and judge later batches against it.
+    Reset,
+}
+
+/// Per-agent event batch sequence state (rule in [`crate::wire::v1`],
+/// `POST /v1/events`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SequenceState {
-    /// Highest sequence number seen.
+    /// Last sequence number accepted; `None` before the first batch and
+    /// after a hello.
     pub last: Option<u64>,
     pub batches: u64,
     pub occurrences: u64,
@@ -93,38 +115,58 @@ pub struct SequenceState {
     pub gaps: u64,
     /// Batches whose number was already seen (not stored again).
     pub duplicates: u64,
+    /// Times the numbering started over (a far jump either way).
+    pub resets: u64,
 }
 
 impl SequenceState {
-    /// Records batch `seq`; returns false for a duplicate.
-    pub fn observe(&mut self, seq: u64) -> bool {
-        match self.last {
-            Some(last) if seq <= last => {
-                self.duplicates += 1;
-                false
+    /// Judges batch `seq` and records it.
+    pub fn observe(&mut self, seq: u64) -> Sequenced {
+        let verdict = match self.last {
+            None => Sequenced::Fresh,
+            Some(last) if seq > last && seq - last <= v1::SEQUENCE_WINDOW => {
+                bump(&mut self.gaps, seq - last - 1);
+                Sequenced::Fresh
             }
-            Some(last) => {
-                self.gaps += seq - last - 1;
-                self.last = Some(seq);
-                self.batches += 1;
-                true
+            Some(last) if seq <= last && last - seq <= v1::SEQUENCE_WINDOW => {
+                bump(&mut self.duplicates, 1);
+                return Sequenced::Duplicate;
             }
-            None => {
-                self.last = Some(seq);
-                self.batches += 1;
-                true
+            Some(_) => {
+                bump(&mut self.resets, 1);
+                Sequenced::Reset
             }
-        }
+        };
+        self.last = Some(seq);
+        bump(&mut self.batches, 1);
+        verdict
+    }
+
+    /// A hello: the next batch starts a new numbering (totals stay).
+    pub fn restart(&mut self) {
+        self.last = None;
     }
 }
 
+/// What the controller remembers of one agent. Kept compact, because
+/// 10,000 of these with every field at its limit must fit the controller's
+/// memory limit: the maps and lists that are only ever shown (observer
+/// statuses, loss counters, the observer list) are kept as their compact
+/// JSON text, one allocation each instead of one per entry and tree node;
+/// and every string is overwritten in place ([`assign`], [`assign_json`]),
+/// so the heartbeats of a steady fleet reuse the same allocations instead
+/// of fragmenting the heap with new ones.
 #[derive(Debug)]
 pub struct AgentRecord {
     pub node_name: String,
     pub version: String,
     pub kernel: String,
-    pub observers: Vec<String>,
+    /// JSON array of observer names, from the last hello.
+    pub observers: String,
     pub hellos: u64,
+    /// When the record was created (an agent without heartbeats is silent
+    /// since then).
+    pub first_seen: Instant,
     pub last_seen: Instant,
     pub last_heartbeat: Option<Instant>,
     pub heartbeats: u64,
@@ -132,9 +174,33 @@ pub struct AgentRecord {
     pub applied_version: String,
     pub state: AgentState,
     pub reason: String,
-    pub observer_status: BTreeMap<String, ObserverStatus>,
-    pub loss: BTreeMap<String, u64>,
+    /// JSON object observer → `{"state":…,"reason":…}`, from the last
+    /// heartbeat.
+    pub observer_status: String,
+    /// JSON object counter name → total, from the last heartbeat.
+    pub loss: String,
     pub sequence: SequenceState,
+}
+
+/// Overwrites `dst` with `src`, in its own allocation when it fits, else
+/// in one of exactly the size needed (no amortised doubling: 10,000
+/// records would carry the slack for good).
+pub fn assign(dst: &mut String, src: &str) {
+    if dst != src {
+        dst.clear();
+        dst.reserve_exact(src.len());
+        dst.push_str(src);
+    }
+}
+
+/// Overwrites `dst` with the compact JSON of `value`, like [`assign`].
+pub fn assign_json<T: Serialize + ?Sized>(dst: &mut String, value: &T) -> Result<(), ApiError> {
+    // Serialised aside (a short-lived buffer, freed at once) so that the
+    // kept string gets its exact size.
+    let text = serde_json::to_string(value)
+        .map_err(|_| ApiError::internal("failed to serialise agent facts"))?;
+    assign(dst, &text);
+    Ok(())
 }
 
 impl AgentRecord {
@@ -143,8 +209,9 @@ impl AgentRecord {
             node_name: String::new(),
             version: String::new(),
             kernel: String::new(),
-            observers: Vec::new(),
+            observers: "[]".into(),
             hellos: 0,
+            first_seen: now,
             last_seen: now,
             last_heartbeat: None,
             heartbeats: 0,
@@ -152,8 +219,8 @@ impl AgentRecord {
             applied_version: "0".into(),
             state: AgentState::Unknown,
             reason: String::new(),
-            observer_status: BTreeMap::new(),
-            loss: BTreeMap::new(),
+            observer_status: "{}".into(),
+            loss: "{}".into(),
             sequence: SequenceState::default(),
         }
     }
@@ -171,6 +238,7 @@ pub struct Counters {
     pub occurrences_evicted: u64,
     pub duplicate_batches: u64,
     pub sequence_gaps: u64,
+    pub sequence_resets: u64,
     pub agents_evicted: u64,
     pub reloads_applied: u64,
     pub reloads_unchanged: u64,
@@ -185,16 +253,21 @@ pub struct Counters {
     pub event_batch_rejects: u64,
 }
 
+/// One buffered occurrence, kept as its compact JSON: a parsed `data` map
+/// can cost many times its serialised size (every array element a
+/// `Value`), so only the JSON text counts against the byte budget and
+/// that is what memory holds.
 #[derive(Debug)]
 pub struct StoredEvent {
     pub agent_id: Arc<str>,
-    pub occurrence: Occurrence,
+    pub occurrence: Box<RawValue>,
     pub size: usize,
 }
 
 #[derive(Debug, Default)]
 pub struct Inner {
-    pub agents: HashMap<Arc<str>, AgentRecord>,
+    /// Ordered by `agent_id`, so `/v1/status` pages walk it with a cursor.
+    pub agents: BTreeMap<Arc<str>, AgentRecord>,
     pub events: VecDeque<StoredEvent>,
     pub event_bytes: usize,
     pub counters: Counters,
@@ -218,7 +291,7 @@ impl Inner {
                 .map(|(id, _)| Arc::clone(id));
             if let Some(id) = oldest {
                 self.agents.remove(&id);
-                self.counters.agents_evicted += 1;
+                bump(&mut self.counters.agents_evicted, 1);
             }
         }
         let record = self
@@ -238,10 +311,12 @@ impl Inner {
     ) {
         let id: Arc<str> = Arc::from(agent_id);
         for occurrence in occurrences {
-            let size = serde_json::to_vec(&occurrence)
-                .map(|b| b.len())
-                .unwrap_or(0);
-            self.event_bytes += size;
+            // An Occurrence is plain data; serialising it cannot fail.
+            let Ok(occurrence) = serde_json::value::to_raw_value(&occurrence) else {
+                continue;
+            };
+            let size = occurrence.get().len();
+            self.event_bytes = self.event_bytes.saturating_add(size);
             self.events.push_back(StoredEvent {
                 agent_id: Arc::clone(&id),
                 occurrence,
@@ -252,8 +327,8 @@ impl Inner {
             {
                 match self.events.pop_front() {
                     Some(old) => {
-                        self.event_bytes -= old.size;
-                        self.counters.occurrences_evicted += 1;
+                        self.event_bytes = self.event_bytes.saturating_sub(old.size);
+                        bump(&mut self.counters.occurrences_evicted, 1);
                     }
                     None => break,
                 }
@@ -273,6 +348,19 @@ pub(crate) struct Shared {
     pub started: Instant,
     pub config: RwLock<Arc<ActiveConfig>>,
     pub inner: Mutex<Inner>,
+    /// A profile reload is running (see [`AppState::begin_reload`]).
+    pub reloading: Arc<AtomicBool>,
+}
+
+/// Marks a reload as running until every holder of it is dropped (the
+/// reading thread and the task applying its outcome).
+#[derive(Debug)]
+pub struct ReloadGuard(Arc<AtomicBool>);
+
+impl Drop for ReloadGuard {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 impl std::fmt::Debug for AppState {
@@ -300,6 +388,7 @@ impl AppState {
             started: Instant::now(),
             config: RwLock::new(Arc::new(ActiveConfig::new(1, config, now_ns))),
             inner: Mutex::new(Inner::default()),
+            reloading: Arc::new(AtomicBool::new(false)),
         }))
     }
 
@@ -345,31 +434,67 @@ impl AppState {
         drop(guard);
         if let Ok(mut inner) = self.0.inner.lock() {
             match outcome {
-                Applied::Updated { .. } => inner.counters.reloads_applied += 1,
-                Applied::Unchanged { .. } => inner.counters.reloads_unchanged += 1,
-                Applied::Exhausted => inner.counters.reloads_rejected += 1,
+                Applied::Updated { .. } => bump(&mut inner.counters.reloads_applied, 1),
+                Applied::Unchanged { .. } => bump(&mut inner.counters.reloads_unchanged, 1),
+                Applied::Exhausted => bump(&mut inner.counters.reloads_rejected, 1),
             }
         }
         outcome
     }
 
+    /// Claims the right to reload: `None` while another reload still runs.
+    pub fn begin_reload(&self) -> Option<Arc<ReloadGuard>> {
+        let free = self
+            .0
+            .reloading
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        free.then(|| Arc::new(ReloadGuard(Arc::clone(&self.0.reloading))))
+    }
+
     /// Counts a reload that failed validation (the old config stays).
     pub fn reload_rejected(&self) {
         if let Ok(mut inner) = self.0.inner.lock() {
-            inner.counters.reloads_rejected += 1;
+            bump(&mut inner.counters.reloads_rejected, 1);
         }
     }
 
     /// Counts an error response.
     pub(crate) fn count_rejection(&self, code: ErrorCode) {
         if let Ok(mut inner) = self.0.inner.lock() {
-            *inner.counters.rejected.entry(code_name(code)).or_default() += 1;
+            bump(
+                inner.counters.rejected.entry(code_name(code)).or_default(),
+                1,
+            );
         }
     }
 
     /// Number of agents in the registry.
     pub fn agent_count(&self) -> usize {
         self.0.inner.lock().map(|i| i.agents.len()).unwrap_or(0)
+    }
+
+    /// Test hook: makes agent `agent_id` look `by` older (its first and last
+    /// sighting and its last heartbeat), to exercise staleness without
+    /// waiting. False if the agent is unknown or the clock cannot go back.
+    #[doc(hidden)]
+    pub fn age_agent_for_tests(&self, agent_id: &str, by: std::time::Duration) -> bool {
+        let Ok(mut inner) = self.0.inner.lock() else {
+            return false;
+        };
+        let Some(a) = inner.agents.get_mut(agent_id) else {
+            return false;
+        };
+        let back = |t: Instant| t.checked_sub(by);
+        match (back(a.first_seen), back(a.last_seen)) {
+            (Some(first), Some(last)) => {
+                a.first_seen = first;
+                a.last_seen = last;
+                a.last_heartbeat = a.last_heartbeat.and_then(back);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Test hook: poisons the state lock, to exercise `500 INTERNAL_ERROR`.
@@ -406,11 +531,11 @@ mod tests {
     #[test]
     fn sequence_counts_gaps_and_duplicates() {
         let mut s = SequenceState::default();
-        assert!(s.observe(5));
-        assert!(s.observe(6));
-        assert!(s.observe(9)); // 7 and 8 missing
-        assert!(!s.observe(9));
-        assert!(!s.observe(2));
+        assert_eq!(s.observe(5), Sequenced::Fresh);
+        assert_eq!(s.observe(6), Sequenced::Fresh);
+        assert_eq!(s.observe(9), Sequenced::Fresh); // 7 and 8 missing
+        assert_eq!(s.observe(9), Sequenced::Duplicate);
+        assert_eq!(s.observe(2), Sequenced::Duplicate);
         assert_eq!(
             s,
             SequenceState {
@@ -418,9 +543,68 @@ mod tests {
                 batches: 3,
                 occurrences: 0,
                 gaps: 2,
-                duplicates: 2
+                duplicates: 2,
+                resets: 0,
             }
         );
+    }
+
+    #[test]
+    fn far_jumps_reset_the_numbering_instead_of_poisoning_it() {
+        let mut s = SequenceState::default();
+        assert_eq!(s.observe(1), Sequenced::Fresh);
+        // A bogus maximal number: accepted as a reset, no gap of 2^64.
+        assert_eq!(s.observe(u64::MAX), Sequenced::Reset);
+        assert_eq!(s.gaps, 0);
+        // The real numbering continues: far below, so a reset, not a duplicate.
+        assert_eq!(s.observe(2), Sequenced::Reset);
+        assert_eq!(s.observe(3), Sequenced::Fresh);
+        assert_eq!(s.observe(3), Sequenced::Duplicate);
+        // The window edges: last + WINDOW is a gap, last - WINDOW a retry.
+        let w = v1::SEQUENCE_WINDOW;
+        assert_eq!(s.observe(3 + w), Sequenced::Fresh);
+        assert_eq!(s.gaps, w - 1);
+        assert_eq!(s.observe(3), Sequenced::Duplicate);
+        assert_eq!(s.observe(2), Sequenced::Reset);
+        assert_eq!((s.resets, s.duplicates, s.batches), (3, 2, 6));
+        // A hello forgets the last number: 1 is fresh again.
+        s.restart();
+        assert_eq!(s.observe(1), Sequenced::Fresh);
+        assert_eq!(s.last, Some(1));
+    }
+
+    #[test]
+    fn counters_saturate() {
+        let mut c = u64::MAX - 1;
+        bump(&mut c, 5);
+        assert_eq!(c, u64::MAX);
+        let mut s = SequenceState {
+            last: Some(0),
+            gaps: u64::MAX - 3,
+            batches: u64::MAX,
+            ..SequenceState::default()
+        };
+        assert_eq!(s.observe(v1::SEQUENCE_WINDOW), Sequenced::Fresh);
+        assert_eq!((s.gaps, s.batches), (u64::MAX, u64::MAX));
+    }
+
+    #[test]
+    fn records_are_overwritten_in_their_own_allocations() {
+        let mut loss = String::new();
+        let big = BTreeMap::from([("sink_drops.http".to_string(), 123_456_u64)]);
+        assign_json(&mut loss, &big).unwrap();
+        assert_eq!(loss, r#"{"sink_drops.http":123456}"#);
+        assert_eq!(loss.capacity(), loss.len(), "exact size, no slack");
+        let at = loss.as_ptr();
+        // A later heartbeat with a value of the same size or smaller.
+        let small = BTreeMap::from([("sink_drops.http".to_string(), 7_u64)]);
+        assign_json(&mut loss, &small).unwrap();
+        assert_eq!(loss, r#"{"sink_drops.http":7}"#);
+        assert_eq!(loss.as_ptr(), at, "reallocated");
+        let mut node = String::from("node-a");
+        let at = node.as_ptr();
+        assign(&mut node, "node-b");
+        assert_eq!((node.as_str(), node.as_ptr()), ("node-b", at));
     }
 
     #[test]

@@ -15,8 +15,15 @@
 //! * Required fields are listed per message ([`Message::REQUIRED`]); a
 //!   missing one is `400 MISSING_FIELD`, a wrong type or a value outside the
 //!   limits below is `400 INVALID_FIELD`.
-//! * With a controller token, every `/v1/agents/*` and `/v1/events` request
-//!   carries `Authorization: Bearer <token>`, else `401 UNAUTHORIZED`.
+//! * Strings sent by an agent have a length limit each (the `MAX_*`
+//!   constants below) and never contain control characters (newline, ESC,
+//!   …): `400 INVALID_FIELD`, the message naming the field. Identifiers
+//!   (`agent_id`, `node_name`, observer and loss counter names) must also
+//!   be non-empty, and `agent_id` visible ASCII. Maps and lists have an
+//!   entry limit, too.
+//! * With a controller token, every `/v1/agents/*`, `/v1/events` and
+//!   `/v1/status` request carries `Authorization: Bearer <token>`, else
+//!   `401 UNAUTHORIZED`.
 //! * Bodies over the controller's limit (default 1 MiB) are refused with
 //!   `413 PAYLOAD_TOO_LARGE`.
 //!
@@ -88,9 +95,21 @@
 //!
 //! Occurrences (SPEC §2) in batches of at most [`MAX_BATCH_OCCURRENCES`],
 //! numbered per agent instance by `sequence` (start at 1, +1 per batch, a
-//! retried batch keeps its number). The controller counts gaps and
-//! duplicates; a duplicate is acknowledged (`duplicate: true`) and not stored
-//! twice. Batches from an `agent_id` without a hello (e.g. after a
+//! retried batch keeps its number). The controller keeps, per `agent_id`,
+//! the last sequence number it accepted, `last`, and judges a batch `seq`:
+//!
+//! * no `last` yet (first batch, or first after a hello): accepted;
+//! * `last < seq ≤ last + SEQUENCE_WINDOW`: accepted, `seq - last - 1`
+//!   batches counted as gaps;
+//! * `last - SEQUENCE_WINDOW ≤ seq ≤ last`: a duplicate (a retry),
+//!   acknowledged with `duplicate: true` and not stored twice;
+//! * anything further away, either way: a **reset** (the agent's numbering
+//!   started over, or a bogus number such as `u64::MAX` came before):
+//!   accepted, counted in `resets`, and `last` becomes `seq`.
+//!
+//! A hello also clears `last`, so a restarted instance that reuses its
+//! `agent_id` is never judged against its predecessor's numbers. Counters
+//! saturate at `u64::MAX`; they never wrap. Batches from an `agent_id` without a hello (e.g. after a
 //! controller restart) are accepted; the heartbeat ack asks for the hello. A batch containing any of the reasoning field names
 //! ([`super::REASONING_FIELDS`]) at any depth is refused whole with `422
 //! REASONING_FIELD`.
@@ -107,8 +126,16 @@
 //!
 //! # `GET /v1/status`
 //!
-//! Facts about the controller for humans and scripts (see
-//! `crate::controller::status`). Not authenticated.
+//! Facts about the controller for humans and scripts, bounded in size (see
+//! `crate::controller::status`): by default a summary (counts, the active
+//! config, counters, the agents most in need of attention, recent events);
+//! `?agents=page&cursor=<agent_id>&limit=<1..=500>` pages through every
+//! agent in `agent_id` order. Needs the token when one is configured.
+//!
+//! # `GET /healthz`
+//!
+//! `200 ok` while the controller serves requests; never needs a token (for
+//! probes).
 //!
 //! # Errors — [`ErrorBody`]
 //!
@@ -139,19 +166,83 @@ pub const PATH_CONFIG: &str = "/v1/agents/config";
 pub const PATH_HEARTBEAT: &str = "/v1/agents/heartbeat";
 pub const PATH_EVENTS: &str = "/v1/events";
 pub const PATH_STATUS: &str = "/v1/status";
+pub const PATH_HEALTHZ: &str = "/healthz";
 
-/// Limits the controller enforces (`400 INVALID_FIELD` beyond them); they
-/// keep its per-agent memory bounded.
-pub const MAX_ID_LEN: usize = 128;
-/// Longest `node_name`, `version`, `kernel`, observer name, reason or loss
-/// counter name.
-pub const MAX_TEXT_LEN: usize = 256;
+/// Limits the controller enforces (`400 INVALID_FIELD` naming the field
+/// beyond them). They exist to keep the controller's memory bounded: with
+/// every field at its maximum one agent costs a few KiB, so the default
+/// registry of 10,000 agents fits well inside the shipped 256 Mi limit.
+///
+/// Longest `agent_id` (a ULID is 26).
+pub const MAX_ID_LEN: usize = 64;
+/// Longest `node_name` (a Kubernetes node name is a DNS subdomain, ≤ 253).
+pub const MAX_NODE_NAME_LEN: usize = 253;
+/// Longest `version` and `kernel` (`uname -r` is at most 64 bytes).
+pub const MAX_TEXT_LEN: usize = 64;
+/// Longest observer name (hello `observers[]`, heartbeat `observers` keys).
+pub const MAX_OBSERVER_NAME_LEN: usize = 32;
+/// Longest loss counter name (heartbeat `loss` keys).
+pub const MAX_LOSS_NAME_LEN: usize = 48;
+/// Longest `reason` (heartbeat and per observer). The constructors here
+/// shorten longer reasons, so an agent built on them never exceeds it.
+pub const MAX_REASON_LEN: usize = 256;
 /// Most entries in `observers` (hello and heartbeat).
-pub const MAX_OBSERVERS: usize = 16;
-/// Most entries in a heartbeat's `loss`.
-pub const MAX_LOSS_COUNTERS: usize = 64;
+pub const MAX_OBSERVERS: usize = 8;
+/// Most entries in a heartbeat's `loss` (an agent sends about 18: lost and
+/// malformed events per observer, drops per sink, failures per request
+/// kind, drain cap).
+pub const MAX_LOSS_COUNTERS: usize = 24;
 /// Most occurrences in one event batch.
 pub const MAX_BATCH_OCCURRENCES: usize = 1000;
+/// How far below the last sequence number a batch may be and still be a
+/// duplicate (a retry); further below, or further above, is a reset.
+pub const SEQUENCE_WINDOW: u64 = 65_536;
+
+/// Why a string is refused as an identifier: the message names no value.
+pub fn check_identifier(value: &str, max: usize) -> Result<(), String> {
+    if value.is_empty() {
+        return Err("must not be empty".into());
+    }
+    check_text(value, max)
+}
+
+/// Why an `agent_id` is refused: an identifier ([`check_identifier`]) of
+/// visible ASCII only (a ULID in practice), so no look-alike or
+/// direction-changing character can disguise one agent as another.
+pub fn check_agent_id(value: &str) -> Result<(), String> {
+    check_identifier(value, MAX_ID_LEN)?;
+    if !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("must be visible ASCII (no spaces)".into());
+    }
+    Ok(())
+}
+
+/// Why a free-text string is refused: too long, or carrying a control
+/// character (newlines and ANSI escapes would forge log lines and terminal
+/// output wherever the value is shown).
+pub fn check_text(value: &str, max: usize) -> Result<(), String> {
+    if value.len() > max {
+        return Err(format!("must be at most {max} bytes"));
+    }
+    if value.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    Ok(())
+}
+
+/// `reason` made acceptable: control characters become spaces and it is
+/// cut to [`MAX_REASON_LEN`] bytes on a character boundary.
+pub fn clamp_reason(reason: &str) -> String {
+    let mut out = String::with_capacity(reason.len().min(MAX_REASON_LEN));
+    for c in reason.chars() {
+        let c = if c.is_control() { ' ' } else { c };
+        if out.len() + c.len_utf8() > MAX_REASON_LEN {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
 
 /// A request body type and the fields it cannot do without.
 pub trait Message: serde::de::DeserializeOwned {
@@ -338,6 +429,8 @@ impl Heartbeat {
         observers: BTreeMap<String, ObserverStatus>,
         loss: BTreeMap<String, u64>,
     ) -> Heartbeat {
+        let observers = clamp_reasons(observers);
+        let loss = clamp_loss(loss);
         let degraded = observers
             .values()
             .any(|o| !matches!(o.state, ObserverState::Running | ObserverState::Disabled));
@@ -374,14 +467,42 @@ impl Heartbeat {
             config_version: "0".into(),
             state: AgentState::Degraded,
             reason: REASON_UNCONFIGURED.into(),
-            observers,
-            loss,
+            observers: clamp_reasons(observers),
+            loss: clamp_loss(loss),
         }
     }
 
     pub fn is_unconfigured(&self) -> bool {
         self.config_hash.is_empty()
     }
+}
+
+/// Observer statuses made acceptable to the controller: reasons clamped
+/// ([`clamp_reason`]), at most [`MAX_OBSERVERS`] entries with valid names.
+/// A kernel error text or a new observer must not cost the agent its
+/// heartbeat (the controller refuses a heartbeat over any limit whole).
+fn clamp_reasons(observers: BTreeMap<String, ObserverStatus>) -> BTreeMap<String, ObserverStatus> {
+    observers
+        .into_iter()
+        .filter(|(name, _)| check_identifier(name, MAX_OBSERVER_NAME_LEN).is_ok())
+        .take(MAX_OBSERVERS)
+        .map(|(name, mut s)| {
+            if s.reason.len() > MAX_REASON_LEN || s.reason.chars().any(char::is_control) {
+                s.reason = clamp_reason(&s.reason);
+            }
+            (name, s)
+        })
+        .collect()
+}
+
+/// Loss counters made acceptable to the controller: names within
+/// [`MAX_LOSS_NAME_LEN`], at most [`MAX_LOSS_COUNTERS`] (the first by
+/// name), for the same reason.
+fn clamp_loss(loss: BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    loss.into_iter()
+        .filter(|(name, _)| check_identifier(name, MAX_LOSS_NAME_LEN).is_ok())
+        .take(MAX_LOSS_COUNTERS)
+        .collect()
 }
 
 /// `POST /v1/agents/heartbeat` response.
@@ -542,6 +663,98 @@ mod tests {
         assert_eq!(v["error"]["code"], "PAYLOAD_TOO_LARGE");
         assert_eq!(v["wire_version"], WIRE_VERSION);
         assert_eq!(etag(&cfg.hash()), format!("\"{}\"", cfg.hash()));
+    }
+
+    #[test]
+    fn strings_with_control_characters_or_over_the_limit_are_refused() {
+        assert_eq!(check_identifier("node-a", 8), Ok(()));
+        assert_eq!(check_identifier("", 8), Err("must not be empty".into()));
+        assert_eq!(
+            check_identifier("123456789", 8),
+            Err("must be at most 8 bytes".into())
+        );
+        for bad in [
+            "a\nb",
+            "\u{1b}[31mred",
+            "tab\t",
+            "nul\0",
+            "del\u{7f}",
+            "c1\u{85}",
+        ] {
+            assert_eq!(
+                check_text(bad, 64),
+                Err("must not contain control characters".into()),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(check_text("", 8), Ok(()));
+        assert_eq!(check_agent_id("01JA1B2C3D4E5F6G7H8J9K0L1M"), Ok(()));
+        for bad in ["a b", "a\u{202e}b", "ägent"] {
+            assert_eq!(
+                check_agent_id(bad),
+                Err("must be visible ASCII (no spaces)".into()),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(check_text("ünïcödé ok", 64), Ok(()));
+    }
+
+    #[test]
+    fn constructors_clamp_reasons_to_what_the_controller_accepts() {
+        let long = format!("{}é and more", "x".repeat(MAX_REASON_LEN - 1));
+        let observers = BTreeMap::from([
+            (
+                "node".to_string(),
+                ObserverStatus {
+                    state: ObserverState::Unavailable,
+                    reason: "line1\nline2\u{1b}[0m".into(),
+                },
+            ),
+            (
+                "storage".to_string(),
+                ObserverStatus {
+                    state: ObserverState::Degraded,
+                    reason: long,
+                },
+            ),
+        ]);
+        let mut many = observers.clone();
+        for i in 0..MAX_OBSERVERS {
+            many.insert(format!("x{i}"), ObserverStatus::default());
+        }
+        many.insert("bad\nname".into(), ObserverStatus::default());
+        let loss: BTreeMap<String, u64> = (0..MAX_LOSS_COUNTERS + 5)
+            .map(|i| (format!("loss.{i:03}"), i as u64))
+            .chain([("l".repeat(MAX_LOSS_NAME_LEN + 1), 1)])
+            .collect();
+        let hb = Heartbeat::unconfigured("a", many, loss);
+        assert_eq!(hb.observers.len(), MAX_OBSERVERS);
+        assert!(hb
+            .observers
+            .keys()
+            .all(|k| check_identifier(k, MAX_OBSERVER_NAME_LEN).is_ok()));
+        assert_eq!(hb.loss.len(), MAX_LOSS_COUNTERS);
+        assert_eq!(hb.loss.keys().next().unwrap(), "loss.000");
+        assert!(hb.loss.keys().all(|k| k.len() <= MAX_LOSS_NAME_LEN));
+        let hb = Heartbeat::unconfigured("a", observers.clone(), BTreeMap::new());
+        assert_eq!(hb.observers["node"].reason, "line1 line2 [0m");
+        let cut = &hb.observers["storage"].reason;
+        assert_eq!(
+            cut.len(),
+            MAX_REASON_LEN - 1,
+            "é is 2 bytes: cut on a char boundary"
+        );
+        assert!(cut.bytes().all(|b| b == b'x'));
+        let hb = Heartbeat::configured(
+            "a",
+            &CompiledConfig::default().hash(),
+            1,
+            observers,
+            BTreeMap::new(),
+        );
+        for s in hb.observers.values() {
+            assert_eq!(check_text(&s.reason, MAX_REASON_LEN), Ok(()));
+        }
     }
 
     #[test]

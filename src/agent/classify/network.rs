@@ -24,8 +24,12 @@
 //!   opened connections (their end, and each retransmit). A sample judges
 //!   against the baseline *before* it is folded in; it qualifies when the
 //!   baseline has `rtt_min_baseline_samples` samples and
-//!   srtt ≥ multiplier × baseline and srtt ≥ `rtt_spike_abs_us`. At most one
-//!   occurrence per destination per second.
+//!   srtt ≥ multiplier × baseline and srtt ≥ `rtt_spike_abs_us`. The
+//!   baseline and that judgement live in the kernel (`rtt_baselines` in
+//!   bpf/network.bpf.c), so a healthy connection's end crosses no ring
+//!   buffer; a qualifying sample arrives flagged with the baseline it was
+//!   judged against. Here: at most one occurrence per destination per
+//!   second.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -71,18 +75,16 @@ struct RetransHistory {
     last_ns: u64,
 }
 
-struct RttBaseline {
-    ewma_us: f64,
-    samples: u32,
+/// When a destination may next report an RTT degradation.
+struct RttCooldown {
     quiet_until: u64,
-    last_ns: u64,
 }
 
 pub struct NetworkClassifier {
     cfg: NetworkConfig,
     refused: HashMap<Dest, RefusedWindow>,
     retrans: HashMap<Conn, RetransHistory>,
-    rtt: HashMap<Dest, RttBaseline>,
+    rtt: HashMap<Dest, RttCooldown>,
     drops: DropCounts,
 }
 
@@ -213,71 +215,50 @@ impl NetworkClassifier {
         }
     }
 
-    fn on_rtt_sample(&mut self, f: &NetFact, out: &mut Vec<Finding>) {
-        if !f.owner_known || f.srtt_us == 0 {
+    /// A sample the kernel judged an RTT degradation (see the module docs).
+    fn on_rtt_spike(&mut self, f: &NetFact, out: &mut Vec<Finding>) {
+        if !f.rtt_spike || !f.owner_known || f.srtt_us == 0 || f.rtt_baseline_us == 0 {
             return;
         }
         let key = (f.netns, f.daddr, f.dport);
-        if !self.rtt.contains_key(&key) && self.rtt.len() >= MAX_RTT_DESTS {
-            if let Some(oldest) = self
-                .rtt
-                .iter()
-                .min_by_key(|(_, b)| b.last_ns)
-                .map(|(k, _)| *k)
-            {
-                // The least recently seen destination loses its baseline.
-                self.rtt.remove(&oldest);
-                self.drops.add("rtt_baseline_evicted", 1);
+        if let Some(c) = self.rtt.get(&key) {
+            if f.mono_ns < c.quiet_until {
+                self.drops.add("rtt_cooldown", 1);
+                return;
             }
         }
-        let b = self.rtt.entry(key).or_insert(RttBaseline {
-            ewma_us: 0.0,
-            samples: 0,
-            quiet_until: 0,
-            last_ns: f.mono_ns,
-        });
-        b.last_ns = f.mono_ns;
-        let srtt = f64::from(f.srtt_us);
-        if rtt_qualifies(&self.cfg, f.srtt_us, b.ewma_us, b.samples) && f.mono_ns >= b.quiet_until {
-            b.quiet_until = f.mono_ns + RTT_COOLDOWN_NS;
-            let baseline = b.ewma_us.round() as u64;
-            let mut data = conn_data(f);
-            data.insert("srtt_us".into(), f.srtt_us.into());
-            data.insert("baseline_srtt_us".into(), baseline.into());
-            data.insert("baseline_samples".into(), b.samples.into());
-            out.push(Finding {
-                anomaly: AnomalyType::RttDegradation,
-                severity: Severity::Warning,
-                outcome: Outcome::Degraded,
-                message: format!(
-                    "srtt {}us to {} is {:.1}x its baseline {}us",
-                    f.srtt_us,
-                    endpoint(f.daddr, f.dport),
-                    srtt / b.ewma_us.max(1.0),
-                    baseline
-                ),
-                data,
-                generation: f.generation,
-                mono_ns: f.mono_ns,
-            });
+        if !self.rtt.contains_key(&key) && self.rtt.len() >= MAX_RTT_DESTS {
+            // Cooldowns that ended hold nothing: forget them first.
+            self.rtt.retain(|_, c| c.quiet_until > f.mono_ns);
         }
-        b.ewma_us = if b.samples == 0 {
-            srtt
-        } else {
-            b.ewma_us + (srtt - b.ewma_us) / 8.0
-        };
-        b.samples = b.samples.saturating_add(1);
+        if self.rtt.len() < MAX_RTT_DESTS || self.rtt.contains_key(&key) {
+            self.rtt.insert(
+                key,
+                RttCooldown {
+                    quiet_until: f.mono_ns + RTT_COOLDOWN_NS,
+                },
+            );
+        }
+        let mut data = conn_data(f);
+        data.insert("srtt_us".into(), f.srtt_us.into());
+        data.insert("baseline_srtt_us".into(), f.rtt_baseline_us.into());
+        data.insert("baseline_samples".into(), f.rtt_samples.into());
+        out.push(Finding {
+            anomaly: AnomalyType::RttDegradation,
+            severity: Severity::Warning,
+            outcome: Outcome::Degraded,
+            message: format!(
+                "srtt {}us to {} is {:.1}x its baseline {}us",
+                f.srtt_us,
+                endpoint(f.daddr, f.dport),
+                f64::from(f.srtt_us) / f64::from(f.rtt_baseline_us.max(1)),
+                f.rtt_baseline_us
+            ),
+            data,
+            generation: f.generation,
+            mono_ns: f.mono_ns,
+        });
     }
-}
-
-/// The RTT rule alone: enough baseline, relative and absolute thresholds.
-pub fn rtt_qualifies(cfg: &NetworkConfig, srtt_us: u32, baseline_us: f64, samples: u32) -> bool {
-    if samples < cfg.rtt_min_baseline_samples.max(1) || baseline_us <= 0.0 {
-        return false;
-    }
-    let srtt = f64::from(srtt_us);
-    srtt * 1000.0 >= f64::from(cfg.rtt_spike_multiplier_permille) * baseline_us
-        && srtt_us >= cfg.rtt_spike_abs_us
 }
 
 fn endpoint(addr: IpAddr, port: u16) -> String {
@@ -374,10 +355,10 @@ impl Classifier for NetworkClassifier {
             },
             NetKind::Retransmit => {
                 self.on_retransmit(f, out);
-                self.on_rtt_sample(f, out);
+                self.on_rtt_spike(f, out);
             }
             NetKind::Rtt => {
-                self.on_rtt_sample(f, out);
+                self.on_rtt_spike(f, out);
                 // The connection is gone; so is its retransmit history.
                 self.retrans
                     .remove(&(f.netns, f.saddr, f.sport, f.daddr, f.dport));
@@ -437,6 +418,9 @@ mod tests {
             owner_known: true,
             sk_err,
             srtt_us: 0,
+            rtt_spike: false,
+            rtt_baseline_us: 0,
+            rtt_samples: 0,
             state: 2,
             cgroup_id: 0,
             netns: 4026531840,
@@ -612,56 +596,88 @@ mod tests {
         assert_eq!(out.len(), 2);
     }
 
-    fn rtt(t_ms: u64, srtt_us: u32) -> Fact {
-        let Fact::Net(mut f) = fact(NetKind::Rtt, t_ms, 8080, 0) else {
+    /// An RTT record as the kernel sends it: judged a spike against
+    /// `baseline_us` over 8 samples.
+    fn spike(t_ms: u64, dport: u16, srtt_us: u32, baseline_us: u32) -> Fact {
+        let Fact::Net(mut f) = fact(NetKind::Rtt, t_ms, dport, 0) else {
             unreachable!("fact() builds network facts")
         };
         f.srtt_us = srtt_us;
+        f.rtt_spike = true;
+        f.rtt_baseline_us = baseline_us;
+        f.rtt_samples = 8;
         Fact::Net(f)
     }
 
     #[test]
-    fn rtt_rule_boundaries() {
-        let cfg = CompiledConfig::default().network; // 3x, 8 samples, 10ms
-                                                     // Not enough samples.
-        assert!(!rtt_qualifies(&cfg, 100_000, 1000.0, 7));
-        assert!(rtt_qualifies(&cfg, 100_000, 1000.0, 8));
-        // Exactly 3x and exactly the absolute floor qualify; just under does not.
-        assert!(rtt_qualifies(&cfg, 30_000, 10_000.0, 8));
-        assert!(!rtt_qualifies(&cfg, 29_999, 10_000.0, 8));
-        assert!(rtt_qualifies(&cfg, 10_000, 3_000.0, 8));
-        assert!(!rtt_qualifies(&cfg, 9_999, 3_000.0, 8));
-        // No baseline at all.
-        assert!(!rtt_qualifies(&cfg, 50_000, 0.0, 8));
-    }
-
-    #[test]
-    fn rtt_degradation_judges_against_prior_baseline() {
+    fn a_kernel_judged_spike_is_reported_with_its_baseline_then_cools_down() {
         let mut c = NetworkClassifier::new(&CompiledConfig::default());
         let mut out = Vec::new();
-        for i in 0..8 {
-            c.on_fact(&rtt(i * 10, 100), &mut out);
-        }
-        assert!(out.is_empty());
-        c.on_fact(&rtt(100, 9_000), &mut out); // 90x but under 10ms
-        assert!(out.is_empty());
-        c.on_fact(&rtt(2000, 50_000), &mut out);
+        c.on_fact(&spike(2000, 8080, 50_000, 1_000), &mut out);
         assert_eq!(out.len(), 1);
         let f = &out[0];
         assert_eq!(f.anomaly, AnomalyType::RttDegradation);
         assert_eq!(f.data["srtt_us"], 50_000);
-        assert!(f.data["baseline_srtt_us"].as_u64().unwrap() < 16_000);
-        // Cool-down: another spike within a second is not repeated.
-        c.on_fact(&rtt(2500, 900_000), &mut out);
+        assert_eq!(f.data["baseline_srtt_us"], 1_000);
+        assert_eq!(f.data["baseline_samples"], 8);
+        assert_eq!(f.data["pid"], 100);
+        assert_eq!(
+            f.message,
+            "srtt 50000us to 127.0.0.1:8080 is 50.0x its baseline 1000us"
+        );
+        // Within a second of it: not repeated, counted.
+        c.on_fact(&spike(2999, 8080, 90_000, 1_000), &mut out);
         assert_eq!(out.len(), 1);
+        assert_eq!(c.drops().get("rtt_cooldown"), 1);
+        // Another destination is judged on its own.
+        c.on_fact(&spike(2500, 8081, 40_000, 1_000), &mut out);
+        assert_eq!(out.len(), 2);
+        // A second later the first destination may report again.
+        c.on_fact(&spike(3000, 8080, 60_000, 1_000), &mut out);
+        assert_eq!(out.len(), 3);
     }
 
     #[test]
-    fn a_full_baseline_table_evicts_the_stalest_and_counts_it() {
+    fn unjudged_samples_and_unowned_sockets_report_nothing() {
         let mut c = NetworkClassifier::new(&CompiledConfig::default());
         let mut out = Vec::new();
-        for i in 0..=MAX_RTT_DESTS as u64 {
-            let Fact::Net(mut f) = rtt(i, 100) else {
+        // A retransmit whose sample did not qualify.
+        let Fact::Net(mut f) = fact(NetKind::Retransmit, 10, 8080, 0) else {
+            unreachable!()
+        };
+        f.srtt_us = 90_000;
+        f.rtt_baseline_us = 100;
+        f.rtt_samples = 20;
+        c.on_fact(&Fact::Net(f), &mut out);
+        // A spike on a socket whose owner the kernel did not know.
+        let Fact::Net(mut f) = spike(20, 8080, 90_000, 100) else {
+            unreachable!()
+        };
+        f.owner_known = false;
+        c.on_fact(&Fact::Net(f), &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        assert!(c.rtt.is_empty());
+    }
+
+    #[test]
+    fn a_retransmit_carrying_a_spike_reports_it() {
+        let mut c = NetworkClassifier::new(&CompiledConfig::default());
+        let mut out = Vec::new();
+        let Fact::Net(mut f) = spike(10, 8080, 90_000, 100) else {
+            unreachable!()
+        };
+        f.kind = NetKind::Retransmit;
+        c.on_fact(&Fact::Net(f), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].anomaly, AnomalyType::RttDegradation);
+    }
+
+    #[test]
+    fn a_full_cooldown_table_forgets_ended_cooldowns_first() {
+        let mut c = NetworkClassifier::new(&CompiledConfig::default());
+        let mut out = Vec::new();
+        for i in 0..MAX_RTT_DESTS as u64 {
+            let Fact::Net(mut f) = spike(0, 1, 50_000, 1_000) else {
                 unreachable!()
             };
             f.dport = (i % 60000) as u16 + 1;
@@ -669,21 +685,13 @@ mod tests {
             c.on_fact(&Fact::Net(f), &mut out);
         }
         assert_eq!(c.rtt.len(), MAX_RTT_DESTS);
-        assert_eq!(c.drops().get("rtt_baseline_evicted"), 1);
-    }
-
-    #[test]
-    fn rtt_ignores_unowned_sockets() {
-        let mut c = NetworkClassifier::new(&CompiledConfig::default());
-        let mut out = Vec::new();
-        for i in 0..20 {
-            let Fact::Net(mut f) = rtt(i, if i < 10 { 100 } else { 90_000 }) else {
-                unreachable!("rtt() builds network facts")
-            };
-            f.owner_known = false;
-            c.on_fact(&Fact::Net(f), &mut out);
-        }
-        assert!(out.is_empty());
-        assert!(c.rtt.is_empty());
+        // Two seconds on, every cooldown has ended: the table makes room.
+        let Fact::Net(mut f) = spike(2000, 1, 50_000, 1_000) else {
+            unreachable!()
+        };
+        f.netns = 999;
+        c.on_fact(&Fact::Net(f), &mut out);
+        assert_eq!(out.len(), MAX_RTT_DESTS + 1);
+        assert_eq!(c.rtt.len(), 1);
     }
 }

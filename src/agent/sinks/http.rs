@@ -1,10 +1,15 @@
 //! `http` sink, and the batching poster it shares with `otlp`.
 //!
 //! Occurrences are buffered and sent as one POST when `max_batch` are
-//! waiting or the oldest has waited `max_wait`. A failed request (connection
-//! error, timeout, 408, 429, 5xx) is retried with exponential backoff and
-//! full jitter, up to `attempts` tries; then the batch is dropped and counted
-//! (`reason="send_failed"`). Any other 4xx is final (`reason="rejected"`).
+//! waiting or the oldest has waited `max_wait`. A transient failure
+//! (connection error, timeout, or status 429, 502, 503, 504 — the statuses
+//! OTLP/HTTP names retryable) is retried with exponential backoff and full
+//! jitter, up to `attempts` tries; then the batch is dropped and counted
+//! (`reason="send_failed"`). A `Retry-After` on a retryable response
+//! (seconds or an HTTP date) replaces the backoff before the next try,
+//! capped at `retry_after_cap` so a receiver cannot park the sink. Every
+//! other status (400, 401, 408, 413, 500, ...) is final: resending the same
+//! bytes would fail the same way (`reason="rejected"`).
 //! `tapio_sink_writes_total{sink,result}` counts occurrences: a delivered
 //! batch of n adds n to `ok`, each failed attempt n to `error`.
 //! While a batch is retried the sink's queue absorbs new occurrences and
@@ -53,6 +58,8 @@ pub struct PostPolicy {
     pub backoff_base: Duration,
     pub backoff_cap: Duration,
     pub request_timeout: Duration,
+    /// Longest wait a `Retry-After` may ask for.
+    pub retry_after_cap: Duration,
 }
 
 impl Default for PostPolicy {
@@ -64,6 +71,7 @@ impl Default for PostPolicy {
             backoff_base: Duration::from_millis(200),
             backoff_cap: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
+            retry_after_cap: Duration::from_secs(30),
         }
     }
 }
@@ -87,13 +95,33 @@ pub struct BatchPoster {
     bearer: Option<String>,
     /// Also count failed requests in `tapio_controller_send_failures_total{kind}`.
     failure_kind: Option<&'static str>,
+    /// Extra headers on every request (the otlp sink's `--otlp-header`s
+    /// and `Content-Encoding`); values are never logged.
+    headers: reqwest::header::HeaderMap,
     shutdown: Shutdown,
 }
 
 enum Outcome {
     Sent,
-    Retry(String),
+    /// Transient; the receiver's `Retry-After`, when it gave one.
+    Retry(String, Option<Duration>),
     Rejected(String),
+}
+
+/// Whether a status is worth resending the same batch for.
+fn retryable(status: reqwest::StatusCode) -> bool {
+    matches!(status.as_u16(), 429 | 502 | 503 | 504)
+}
+
+/// The wait a `Retry-After` value asks for at `now`: delay-seconds or an
+/// HTTP date (a date in the past means now). `None` when unparseable.
+pub fn retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 impl BatchPoster {
@@ -128,6 +156,7 @@ impl BatchPoster {
             warned: false,
             bearer: None,
             failure_kind: None,
+            headers: reqwest::header::HeaderMap::new(),
             shutdown: Shutdown::new(),
         })
     }
@@ -135,6 +164,12 @@ impl BatchPoster {
     /// Sends `Authorization: Bearer <token>` with every request.
     pub fn with_bearer(mut self, token: Option<String>) -> Self {
         self.bearer = token;
+        self
+    }
+
+    /// Sends `headers` with every request.
+    pub fn with_headers(mut self, headers: reqwest::header::HeaderMap) -> Self {
+        self.headers = headers;
         self
     }
 
@@ -166,6 +201,7 @@ impl BatchPoster {
         let mut rb = self
             .client
             .post(self.url.clone())
+            .headers(self.headers.clone())
             .timeout(timeout)
             .header(reqwest::header::CONTENT_TYPE, self.content_type)
             .body(body.to_vec());
@@ -175,15 +211,16 @@ impl BatchPoster {
         let res = rb.send();
         match res {
             Ok(r) if r.status().is_success() => Outcome::Sent,
-            Ok(r) => {
-                let s = r.status();
-                if s.is_server_error() || s.as_u16() == 408 || s.as_u16() == 429 {
-                    Outcome::Retry(format!("status {s}"))
-                } else {
-                    Outcome::Rejected(format!("status {s}"))
-                }
+            Ok(r) if retryable(r.status()) => {
+                let after = r
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| retry_after(v, std::time::SystemTime::now()));
+                Outcome::Retry(format!("status {}", r.status()), after)
             }
-            Err(e) => Outcome::Retry(e.to_string()),
+            Ok(r) => Outcome::Rejected(format!("status {}", r.status())),
+            Err(e) => Outcome::Retry(e.to_string(), None),
         }
     }
 
@@ -198,6 +235,7 @@ impl BatchPoster {
         let body = (self.encode)(&batch);
         let n = batch.len() as u64;
         let mut last = String::new();
+        let mut asked: Option<Duration> = None;
         for attempt in 0..attempts.max(1) {
             if attempt > 0 {
                 let exp = self
@@ -205,7 +243,10 @@ impl BatchPoster {
                     .backoff_base
                     .saturating_mul(1u32 << (attempt - 1).min(16))
                     .min(self.policy.backoff_cap);
-                let wait = self.jitter(exp);
+                let wait = match asked.take() {
+                    Some(d) => d.min(self.policy.retry_after_cap),
+                    None => self.jitter(exp),
+                };
                 self.shutdown.sleep(wait);
             }
             let timeout = match self.shutdown.remaining() {
@@ -229,9 +270,10 @@ impl BatchPoster {
                     tracing::warn!(sink = self.name, url = %self.url, "batch of {n} rejected: {why}");
                     return;
                 }
-                Outcome::Retry(why) => {
+                Outcome::Retry(why, after) => {
                     self.count_failure(n);
                     last = why;
+                    asked = after;
                 }
             }
         }
@@ -330,5 +372,41 @@ mod tests {
         assert!(e.to_string().contains("https is not supported"), "{e}");
         assert!(check_plain_http("ftp://x", "--http-endpoint").is_err());
         assert!(check_plain_http("not a url", "--http-endpoint").is_err());
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        use std::time::UNIX_EPOCH;
+        // 1994-11-06T08:49:37Z, the RFC 9110 example date.
+        let now = UNIX_EPOCH + Duration::from_secs(784_111_777);
+        assert_eq!(retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(retry_after(" 0 ", now), Some(Duration::ZERO));
+        for later in [
+            "Sun, 06 Nov 1994 08:50:07 GMT",
+            "Sunday, 06-Nov-94 08:50:07 GMT",
+            "Sun Nov  6 08:50:07 1994",
+        ] {
+            assert_eq!(
+                retry_after(later, now),
+                Some(Duration::from_secs(30)),
+                "{later}"
+            );
+        }
+        // A date already past means "now", not an error.
+        assert_eq!(
+            retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        for bad in ["", "-1", "1.5", "soon", "Sun, 06 Nov 1994"] {
+            assert_eq!(retry_after(bad, now), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn only_the_otlp_transient_statuses_are_retried() {
+        let retried: Vec<u16> = (400..600)
+            .filter(|c| retryable(reqwest::StatusCode::from_u16(*c).unwrap()))
+            .collect();
+        assert_eq!(retried, vec![429, 502, 503, 504]);
     }
 }

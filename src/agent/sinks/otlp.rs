@@ -1,31 +1,55 @@
-//! `otlp` sink: OTLP/HTTP logs export to `<endpoint>/v1/logs`.
+//! `otlp` sink: OTLP/HTTP logs export to `<endpoint>/v1/logs`, shaped so a
+//! stock OpenTelemetry Collector can enrich it (the `k8sattributes`
+//! processor associates a resource by `k8s.pod.uid` or `container.id`).
 //!
-//! One log record per occurrence, in one `ResourceLogs` per batch:
-//! * resource attributes `service.name = "tapio"`, `service.version`,
-//!   `host.name` and `k8s.node.name` (both the agent's node name);
+//! One log record per occurrence, grouped into one `ResourceLogs` per
+//! place the occurrence happened:
+//! * every resource carries `service.name = "tapio"`, `service.version`,
+//!   `service.instance.id` (the agent id), `host.name` and `k8s.node.name`
+//!   (both the agent's node name);
+//! * an occurrence attributed to a container or pod adds, on the
+//!   **resource**, whichever of `container.id`, `k8s.pod.uid`,
+//!   `k8s.pod.name` and `k8s.namespace.name` it knows (from the data fields
+//!   `container_id`, `pod_uid`, `pod_name`, `namespace`); occurrences
+//!   without any of them share the node's resource. Resources appear in the
+//!   order their first occurrence had in the batch, records keep their order;
 //! * scope `tapio` with the build version;
 //! * `time_unix_nano` = the kernel fact's time, `observed_time_unix_nano` =
 //!   when the agent encoded it; `severity_number`/`severity_text` from the
 //!   occurrence severity (info 9 INFO, warning 13 WARN, error 17 ERROR,
 //!   critical 21 FATAL; the text is the occurrence's own word);
-//! * `event_name` and the attribute `event.name` = the anomaly type; body =
-//!   `error.message`;
-//! * attributes: `tapio.occurrence.id`, `error.type` (the error code), and
-//!   every `data` field. Fields with an OpenTelemetry semantic convention use
-//!   it (`process.pid`, `thread.id`, `process.executable.name` for comm,
-//!   `network.type`, `network.local.address/port` for saddr/sport,
-//!   `network.peer.address/port` for daddr/dport, `container.id`,
-//!   `k8s.pod.uid`); the rest are `tapio.<field>`.
+//! * `event_name` = the anomaly type (no `event.name` attribute: that
+//!   attribute is deprecated in favour of the field); body = `error.message`;
+//! * attributes: `tapio.occurrence.id`, `error.type` (the error code),
+//!   `tapio.outcome`, and every other `data` field. Fields with an
+//!   OpenTelemetry semantic convention use it: `pid` → `process.pid`, `tid`
+//!   → `thread.id`, `comm` → `thread.name` (and also
+//!   `process.executable.name`, only when `tid == pid`: a thread's comm is
+//!   not its process's executable), `exit_code` → `process.exit.code`,
+//!   `family` → `network.type`, `saddr/sport` → `network.local.address/port`,
+//!   `daddr/dport` → `network.peer.address/port`; the rest are
+//!   `tapio.<field>`. `timestamp_ns` is not repeated (it is the record's
+//!   time) and the resource fields are not repeated on the record.
 //!
 //! Encodings: `protobuf` (the OTLP/HTTP default, `application/x-protobuf`)
 //! and `json` (the OTLP JSON mapping, `application/json`), chosen with
-//! `--otlp-encoding`. The protobuf writer below encodes exactly the
-//! messages above; the tests decode both with the official
-//! opentelemetry-proto definitions. `https://` endpoints are refused at
-//! start-up (see `http::check_plain_http`).
+//! `--otlp-encoding`; `--otlp-compression gzip` compresses the body
+//! (`Content-Encoding: gzip`) once per batch, not per retry. `--otlp-header
+//! NAME=VALUE` (TOML `otlp_headers`) adds request headers, e.g. a collector's
+//! API key: values are marked sensitive and never appear in logs, errors or
+//! `Debug` output. Retries and `Retry-After` are the shared poster's
+//! (`http.rs`). `https://` endpoints are refused at start-up (see
+//! `http::check_plain_http`).
+//!
+//! This module only shapes and encodes requests; it does no I/O of its own
+//! and must not block: sending belongs to `BatchPoster` on the sink thread.
 
+use std::collections::HashMap;
+use std::io::Write;
 use std::sync::Arc;
 
+use anyhow::bail;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{json, Value};
 
 use super::http::{check_plain_http, BatchPoster, PostPolicy};
@@ -37,6 +61,120 @@ use crate::wire::{Occurrence, Severity};
 pub enum OtlpEncoding {
     Protobuf,
     Json,
+}
+
+/// Request body compression (`--otlp-compression`, TOML `otlp_compression`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OtlpCompression {
+    #[default]
+    None,
+    Gzip,
+}
+
+/// Text that may hold a secret (an `--otlp-header` argument, an
+/// `otlp_headers` value). Its `Debug` never shows it, so a config dump or
+/// an error built from a config struct cannot leak it.
+#[derive(Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    // Never fails: clap would echo a refused argument (and so the secret)
+    // in its error; `OtlpHeaders::from_flags` checks it instead.
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_string()))
+    }
+}
+
+/// Validated extra request headers. `Debug` lists the names only.
+#[derive(Clone, Default)]
+pub struct OtlpHeaders(Vec<(HeaderName, HeaderValue)>);
+
+impl std::fmt::Debug for OtlpHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.names()).finish()
+    }
+}
+
+/// Headers the poster itself sets; a user value would corrupt the request.
+const RESERVED_HEADERS: [&str; 6] = [
+    "content-type",
+    "content-encoding",
+    "content-length",
+    "transfer-encoding",
+    "host",
+    "connection",
+];
+
+impl OtlpHeaders {
+    /// From `--otlp-header NAME=VALUE` arguments.
+    pub fn from_flags(args: &[Secret]) -> anyhow::Result<OtlpHeaders> {
+        let mut pairs = Vec::with_capacity(args.len());
+        for a in args {
+            let Some((name, value)) = a.expose().split_once('=') else {
+                // Not echoed: a lone token may itself be the secret.
+                bail!("--otlp-header expects NAME=VALUE; an argument has no '=' (not shown)");
+            };
+            pairs.push((name.trim().to_string(), Secret(value.to_string())));
+        }
+        Self::new(pairs, "--otlp-header")
+    }
+
+    /// Checks names and values; errors name the header, never the value.
+    /// A later duplicate name replaces an earlier one.
+    pub fn new(
+        pairs: impl IntoIterator<Item = (String, Secret)>,
+        what: &str,
+    ) -> anyhow::Result<OtlpHeaders> {
+        let mut out: Vec<(HeaderName, HeaderValue)> = Vec::new();
+        for (name, value) in pairs {
+            let Ok(hn) = HeaderName::from_bytes(name.as_bytes()) else {
+                bail!("{what}: {name:?} is not a valid HTTP header name");
+            };
+            if RESERVED_HEADERS.contains(&hn.as_str()) {
+                bail!("{what}: {hn} is set by the otlp sink itself and cannot be overridden");
+            }
+            let Ok(mut hv) = HeaderValue::from_str(value.expose()) else {
+                bail!(
+                    "{what}: the value of {hn} is not a valid HTTP header value (value not shown)"
+                );
+            };
+            hv.set_sensitive(true);
+            out.retain(|(n, _)| n != hn);
+            out.push((hn, hv));
+        }
+        Ok(OtlpHeaders(out))
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.0.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn to_map(&self) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (n, v) in &self.0 {
+            m.insert(n.clone(), v.clone());
+        }
+        m
+    }
 }
 
 /// An attribute value, as OTLP's AnyValue.
@@ -60,24 +198,63 @@ pub struct Record {
     pub attributes: Vec<(String, Attr)>,
 }
 
-/// Resource identity shared by every record the agent sends.
+/// Who sends: the same on every resource of this agent.
 #[derive(Debug, Clone)]
-pub struct Resource {
+pub struct Identity {
     pub node_name: String,
+    pub agent_id: String,
 }
 
-impl Resource {
-    fn attributes(&self) -> Vec<(String, Attr)> {
-        vec![
-            ("service.name".into(), Attr::Str("tapio".into())),
-            (
-                "service.version".into(),
-                Attr::Str(env!("CARGO_PKG_VERSION").into()),
-            ),
-            ("host.name".into(), Attr::Str(self.node_name.clone())),
-            ("k8s.node.name".into(), Attr::Str(self.node_name.clone())),
-        ]
+/// Data fields that say where an occurrence happened, and the resource
+/// attribute each becomes.
+const PLACEMENT_FIELDS: [(&str, &str); 4] = [
+    ("container_id", "container.id"),
+    ("pod_uid", "k8s.pod.uid"),
+    ("pod_name", "k8s.pod.name"),
+    ("namespace", "k8s.namespace.name"),
+];
+
+/// Where an occurrence happened: the values of [`PLACEMENT_FIELDS`] it has
+/// (all `None`: the node itself).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Placement([Option<String>; 4]);
+
+impl Placement {
+    pub fn of(o: &Occurrence) -> Placement {
+        Placement(PLACEMENT_FIELDS.map(|(field, _)| {
+            o.data
+                .get(field)
+                .and_then(|v| v.as_str())
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+        }))
     }
+}
+
+/// The records of one resource.
+#[derive(Debug, Clone)]
+pub struct ResourceGroup {
+    pub placement: Placement,
+    pub records: Vec<Record>,
+}
+
+fn resource_attributes(id: &Identity, p: &Placement) -> Vec<(String, Attr)> {
+    let mut v = vec![
+        ("service.name".into(), Attr::Str("tapio".into())),
+        (
+            "service.version".into(),
+            Attr::Str(env!("CARGO_PKG_VERSION").into()),
+        ),
+        ("service.instance.id".into(), Attr::Str(id.agent_id.clone())),
+        ("host.name".into(), Attr::Str(id.node_name.clone())),
+        ("k8s.node.name".into(), Attr::Str(id.node_name.clone())),
+    ];
+    for ((_, attr), value) in PLACEMENT_FIELDS.iter().zip(&p.0) {
+        if let Some(s) = value {
+            v.push(((*attr).into(), Attr::Str(s.clone())));
+        }
+    }
+    v
 }
 
 pub fn severity_number(s: Severity) -> i32 {
@@ -90,21 +267,27 @@ pub fn severity_number(s: Severity) -> i32 {
     }
 }
 
-fn semconv_name(field: &str) -> String {
-    match field {
-        "pid" => "process.pid",
-        "tid" => "thread.id",
-        "comm" => "process.executable.name",
-        "family" => "network.type",
-        "saddr" => "network.local.address",
-        "sport" => "network.local.port",
-        "daddr" => "network.peer.address",
-        "dport" => "network.peer.port",
-        "container_id" => "container.id",
-        "pod_uid" => "k8s.pod.uid",
-        other => return format!("tapio.{other}"),
+/// The record attribute for a data field; `None` for fields that are not
+/// repeated on the record (the resource's, and the record's own time).
+fn semconv_name(field: &str) -> Option<String> {
+    if field == "timestamp_ns" || PLACEMENT_FIELDS.iter().any(|(f, _)| *f == field) {
+        return None;
     }
-    .to_string()
+    Some(
+        match field {
+            "pid" => "process.pid",
+            "tid" => "thread.id",
+            "comm" => "thread.name",
+            "exit_code" => "process.exit.code",
+            "family" => "network.type",
+            "saddr" => "network.local.address",
+            "sport" => "network.local.port",
+            "daddr" => "network.peer.address",
+            "dport" => "network.peer.port",
+            other => return Some(format!("tapio.{other}")),
+        }
+        .to_string(),
+    )
 }
 
 fn attr_of(v: &Value) -> Attr {
@@ -123,7 +306,6 @@ fn attr_of(v: &Value) -> Attr {
 /// The log record for one occurrence.
 pub fn record(o: &Occurrence, observed_ns: u64) -> Record {
     let mut attributes = vec![
-        ("event.name".to_string(), Attr::Str(o.kind.clone())),
         ("tapio.occurrence.id".to_string(), Attr::Str(o.id.clone())),
         ("error.type".to_string(), Attr::Str(o.error.code.clone())),
         (
@@ -137,7 +319,21 @@ pub fn record(o: &Occurrence, observed_ns: u64) -> Record {
         ),
     ];
     for (k, v) in &o.data {
-        attributes.push((semconv_name(k), attr_of(v)));
+        if let Some(name) = semconv_name(k) {
+            attributes.push((name, attr_of(v)));
+        }
+    }
+    // The main thread's comm is the process's executable name (as the
+    // kernel truncates it); another thread's comm is only the thread's.
+    let main_thread = matches!(
+        (o.data.get("pid").and_then(Value::as_u64), o.data.get("tid").and_then(Value::as_u64)),
+        (Some(p), Some(t)) if p == t
+    );
+    if let (true, Some(Value::String(comm))) = (main_thread, o.data.get("comm")) {
+        attributes.push((
+            "process.executable.name".to_string(),
+            Attr::Str(comm.clone()),
+        ));
     }
     Record {
         time_unix_nano: o.timestamp_ns().unwrap_or(0),
@@ -148,6 +344,25 @@ pub fn record(o: &Occurrence, observed_ns: u64) -> Record {
         body: o.error.message.clone(),
         attributes,
     }
+}
+
+/// Records grouped by resource: one group per placement, in the order each
+/// placement first appears; records keep their order within a group.
+pub fn group(batch: &[Arc<Occurrence>], observed_ns: u64) -> Vec<ResourceGroup> {
+    let mut groups: Vec<ResourceGroup> = Vec::new();
+    let mut index: HashMap<Placement, usize> = HashMap::new();
+    for o in batch {
+        let p = Placement::of(o);
+        let i = *index.entry(p.clone()).or_insert_with(|| {
+            groups.push(ResourceGroup {
+                placement: p,
+                records: Vec::new(),
+            });
+            groups.len() - 1
+        });
+        groups[i].records.push(record(o, observed_ns));
+    }
+    groups
 }
 
 // ---- JSON (OTLP JSON mapping: camelCase, 64-bit integers as strings) ----
@@ -170,29 +385,35 @@ fn json_attrs(attrs: &[(String, Attr)]) -> Value {
     )
 }
 
-pub fn encode_json(resource: &Resource, records: &[Record]) -> Vec<u8> {
-    let logs: Vec<Value> = records
+pub fn encode_json(id: &Identity, groups: &[ResourceGroup]) -> Vec<u8> {
+    let resource_logs: Vec<Value> = groups
         .iter()
-        .map(|r| {
+        .map(|g| {
+            let logs: Vec<Value> = g
+                .records
+                .iter()
+                .map(|r| {
+                    json!({
+                        "timeUnixNano": r.time_unix_nano.to_string(),
+                        "observedTimeUnixNano": r.observed_time_unix_nano.to_string(),
+                        "severityNumber": r.severity_number,
+                        "severityText": r.severity_text,
+                        "eventName": r.event_name,
+                        "body": {"stringValue": r.body},
+                        "attributes": json_attrs(&r.attributes),
+                    })
+                })
+                .collect();
             json!({
-                "timeUnixNano": r.time_unix_nano.to_string(),
-                "observedTimeUnixNano": r.observed_time_unix_nano.to_string(),
-                "severityNumber": r.severity_number,
-                "severityText": r.severity_text,
-                "eventName": r.event_name,
-                "body": {"stringValue": r.body},
-                "attributes": json_attrs(&r.attributes),
+                "resource": {"attributes": json_attrs(&resource_attributes(id, &g.placement))},
+                "scopeLogs": [{
+                    "scope": {"name": "tapio", "version": env!("CARGO_PKG_VERSION")},
+                    "logRecords": logs,
+                }],
             })
         })
         .collect();
-    let doc = json!({"resourceLogs": [{
-        "resource": {"attributes": json_attrs(&resource.attributes())},
-        "scopeLogs": [{
-            "scope": {"name": "tapio", "version": env!("CARGO_PKG_VERSION")},
-            "logRecords": logs,
-        }],
-    }]});
-    serde_json::to_vec(&doc).unwrap_or_default()
+    serde_json::to_vec(&json!({ "resourceLogs": resource_logs })).unwrap_or_default()
 }
 
 // ---- protobuf (proto3 wire format, only the messages used here) ----
@@ -262,25 +483,40 @@ fn log_record(r: &Record) -> Vec<u8> {
     b
 }
 
-pub fn encode_protobuf(resource: &Resource, records: &[Record]) -> Vec<u8> {
-    let mut res = Vec::new();
-    for (k, v) in resource.attributes() {
-        bytes_field(&mut res, 1, &key_value(&k, &v));
-    }
+pub fn encode_protobuf(id: &Identity, groups: &[ResourceGroup]) -> Vec<u8> {
     let mut scope = Vec::new();
     bytes_field(&mut scope, 1, b"tapio");
     bytes_field(&mut scope, 2, env!("CARGO_PKG_VERSION").as_bytes());
-    let mut scope_logs = Vec::new();
-    bytes_field(&mut scope_logs, 1, &scope);
-    for r in records {
-        bytes_field(&mut scope_logs, 2, &log_record(r));
-    }
-    let mut resource_logs = Vec::new();
-    bytes_field(&mut resource_logs, 1, &res);
-    bytes_field(&mut resource_logs, 2, &scope_logs);
     let mut req = Vec::new();
-    bytes_field(&mut req, 1, &resource_logs);
+    for g in groups {
+        let mut res = Vec::new();
+        for (k, v) in resource_attributes(id, &g.placement) {
+            bytes_field(&mut res, 1, &key_value(&k, &v));
+        }
+        let mut scope_logs = Vec::new();
+        bytes_field(&mut scope_logs, 1, &scope);
+        for r in &g.records {
+            bytes_field(&mut scope_logs, 2, &log_record(r));
+        }
+        let mut resource_logs = Vec::new();
+        bytes_field(&mut resource_logs, 1, &res);
+        bytes_field(&mut resource_logs, 2, &scope_logs);
+        bytes_field(&mut req, 1, &resource_logs);
+    }
     req
+}
+
+/// gzip of `raw`. Writing into a `Vec` cannot fail; should the encoder
+/// ever report an error anyway, the empty body it yields is refused by the
+/// collector and counted as a rejected batch rather than sent mislabelled.
+pub fn gzip(raw: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(raw.len() / 4 + 64),
+        flate2::Compression::default(),
+    );
+    enc.write_all(raw)
+        .and_then(|()| enc.finish())
+        .unwrap_or_default()
 }
 
 fn now_ns() -> u64 {
@@ -290,38 +526,53 @@ fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// Everything the `otlp` sink is configured with besides its endpoint.
+#[derive(Debug, Clone)]
+pub struct OtlpOptions {
+    pub encoding: OtlpEncoding,
+    pub compression: OtlpCompression,
+    pub headers: OtlpHeaders,
+    pub identity: Identity,
+}
+
 /// The `otlp` sink. Fails (before any connection) on a non-http endpoint.
 pub fn otlp_sink(
     endpoint: &str,
-    encoding: OtlpEncoding,
-    node_name: &str,
+    opts: OtlpOptions,
     policy: PostPolicy,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<BatchPoster> {
     let base = check_plain_http(endpoint, "--otlp-endpoint")?;
     let url = logs_url(&base)?;
-    let resource = Resource {
-        node_name: node_name.to_string(),
+    let OtlpOptions {
+        encoding,
+        compression,
+        headers,
+        identity,
+    } = opts;
+    let content_type = match encoding {
+        OtlpEncoding::Protobuf => "application/x-protobuf",
+        OtlpEncoding::Json => "application/json",
     };
-    let (content_type, encode): (&'static str, super::http::Encoder) = match encoding {
-        OtlpEncoding::Protobuf => (
-            "application/x-protobuf",
-            Box::new(move |batch| {
-                let now = now_ns();
-                let recs: Vec<Record> = batch.iter().map(|o| record(o, now)).collect();
-                encode_protobuf(&resource, &recs)
-            }),
-        ),
-        OtlpEncoding::Json => (
-            "application/json",
-            Box::new(move |batch| {
-                let now = now_ns();
-                let recs: Vec<Record> = batch.iter().map(|o| record(o, now)).collect();
-                encode_json(&resource, &recs)
-            }),
-        ),
-    };
-    BatchPoster::new("otlp", url, content_type, encode, policy, metrics)
+    let mut extra = headers.to_map();
+    if compression == OtlpCompression::Gzip {
+        extra.insert(
+            reqwest::header::CONTENT_ENCODING,
+            HeaderValue::from_static("gzip"),
+        );
+    }
+    let encode: super::http::Encoder = Box::new(move |batch| {
+        let groups = group(batch, now_ns());
+        let raw = match encoding {
+            OtlpEncoding::Protobuf => encode_protobuf(&identity, &groups),
+            OtlpEncoding::Json => encode_json(&identity, &groups),
+        };
+        match compression {
+            OtlpCompression::None => raw,
+            OtlpCompression::Gzip => gzip(&raw),
+        }
+    });
+    Ok(BatchPoster::new("otlp", url, content_type, encode, policy, metrics)?.with_headers(extra))
 }
 
 /// `<endpoint>/v1/logs`, unless the endpoint already names that path.
@@ -338,17 +589,32 @@ pub fn logs_url(base: &reqwest::Url) -> anyhow::Result<reqwest::Url> {
 mod tests {
     use super::*;
 
-    fn occ() -> Occurrence {
-        Occurrence::new(
-            ulid::Ulid::from_parts(1, 2),
+    fn occ_with(n: u128, data: Value) -> Arc<Occurrence> {
+        Arc::new(Occurrence::new(
+            ulid::Ulid::from_parts(1, n),
             crate::wire::AnomalyType::ConnectionRefused,
             Severity::Warning,
             crate::wire::Outcome::Failure,
             "connect to 127.0.0.1:9 refused (rst), count=1".into(),
-            &json!({"pid": 42, "comm": "curl", "daddr": "127.0.0.1", "dport": 9, "count": 1, "cause": "rst"}),
+            &data,
             3,
             1_700_000_000_123_000_000,
+        ))
+    }
+
+    fn occ() -> Arc<Occurrence> {
+        occ_with(
+            2,
+            json!({"pid": 42, "tid": 42, "comm": "curl", "daddr": "127.0.0.1", "dport": 9,
+                   "count": 1, "cause": "rst", "exit_code": 137}),
         )
+    }
+
+    fn get(r: &Record, k: &str) -> Option<Attr> {
+        r.attributes
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
     }
 
     #[test]
@@ -358,28 +624,184 @@ mod tests {
         assert_eq!(r.severity_number, 13);
         assert_eq!(r.severity_text, "warning");
         assert_eq!(r.event_name, "kernel.network.connection_refused");
-        let get = |k: &str| {
-            r.attributes
-                .iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| v.clone())
-        };
-        assert_eq!(get("process.pid"), Some(Attr::Int(42)));
-        assert_eq!(get("network.peer.port"), Some(Attr::Int(9)));
+        assert_eq!(get(&r, "process.pid"), Some(Attr::Int(42)));
+        assert_eq!(get(&r, "thread.id"), Some(Attr::Int(42)));
+        assert_eq!(get(&r, "thread.name"), Some(Attr::Str("curl".into())));
         assert_eq!(
-            get("network.peer.address"),
+            get(&r, "process.executable.name"),
+            Some(Attr::Str("curl".into()))
+        );
+        assert_eq!(get(&r, "process.exit.code"), Some(Attr::Int(137)));
+        assert_eq!(get(&r, "network.peer.port"), Some(Attr::Int(9)));
+        assert_eq!(
+            get(&r, "network.peer.address"),
             Some(Attr::Str("127.0.0.1".into()))
         );
-        assert_eq!(get("tapio.count"), Some(Attr::Int(1)));
-        assert_eq!(get("tapio.config_generation"), Some(Attr::Int(3)));
+        assert_eq!(get(&r, "tapio.count"), Some(Attr::Int(1)));
+        assert_eq!(get(&r, "tapio.config_generation"), Some(Attr::Int(3)));
         assert_eq!(
-            get("event.name"),
-            Some(Attr::Str("kernel.network.connection_refused".into()))
-        );
-        assert_eq!(
-            get("error.type"),
+            get(&r, "error.type"),
             Some(Attr::Str("CONNECTION_REFUSED".into()))
         );
+        // Deprecated and duplicate attributes are gone.
+        assert_eq!(get(&r, "event.name"), None);
+        assert_eq!(get(&r, "tapio.timestamp_ns"), None);
+        assert_eq!(get(&r, "tapio.comm"), None);
+        let names: Vec<&str> = r.attributes.iter().map(|(k, _)| k.as_str()).collect();
+        let mut dedup = names.clone();
+        dedup.sort_unstable();
+        dedup.dedup();
+        assert_eq!(dedup.len(), names.len(), "{names:?}");
+    }
+
+    #[test]
+    fn comm_is_the_executable_name_only_on_the_main_thread() {
+        let worker = occ_with(3, json!({"pid": 42, "tid": 43, "comm": "worker-1"}));
+        let r = record(&worker, 0);
+        assert_eq!(get(&r, "thread.name"), Some(Attr::Str("worker-1".into())));
+        assert_eq!(get(&r, "process.executable.name"), None);
+        // Without a tid the thread is unknown: no executable name either.
+        let r = record(&occ_with(4, json!({"pid": 42, "comm": "x"})), 0);
+        assert_eq!(get(&r, "process.executable.name"), None);
+        assert_eq!(get(&r, "thread.name"), Some(Attr::Str("x".into())));
+    }
+
+    #[test]
+    fn occurrences_group_by_pod_and_container_in_first_seen_order() {
+        // `pid` numbers the occurrences in batch order.
+        let pod_a = |pid: u32| json!({"container_id": "c-a", "pod_uid": "u-a", "pod_name": "web", "namespace": "shop", "pid": pid});
+        let pod_b = |pid: u32| json!({"container_id": "c-b", "pod_uid": "u-b", "pid": pid});
+        let node = |pid: u32| json!({"pid": pid});
+        let batch = vec![
+            occ_with(1, pod_a(1)),
+            occ_with(2, node(2)),
+            occ_with(3, pod_b(3)),
+            occ_with(4, pod_a(4)),
+            occ_with(5, node(5)),
+            // Empty strings are not identities: this one is the node's.
+            occ_with(6, json!({"container_id": "", "pid": 6})),
+        ];
+        let groups = group(&batch, 0);
+        let pids: Vec<Vec<Attr>> = groups
+            .iter()
+            .map(|g| {
+                g.records
+                    .iter()
+                    .map(|r| get(r, "process.pid").unwrap())
+                    .collect()
+            })
+            .collect();
+        let i = Attr::Int;
+        // Order of first appearance: pod a, the node, pod b.
+        assert_eq!(
+            pids,
+            vec![vec![i(1), i(4)], vec![i(2), i(5), i(6)], vec![i(3)]]
+        );
+        let id = Identity {
+            node_name: "n1".into(),
+            agent_id: "01AGENT".into(),
+        };
+        let res: Vec<Vec<(String, Attr)>> = groups
+            .iter()
+            .map(|g| resource_attributes(&id, &g.placement))
+            .collect();
+        let s = |k: &str, v: &str| (k.to_string(), Attr::Str(v.into()));
+        let base = vec![
+            s("service.name", "tapio"),
+            s("service.version", env!("CARGO_PKG_VERSION")),
+            s("service.instance.id", "01AGENT"),
+            s("host.name", "n1"),
+            s("k8s.node.name", "n1"),
+        ];
+        let with = |extra: Vec<(String, Attr)>| [base.clone(), extra].concat();
+        assert_eq!(
+            res[0],
+            with(vec![
+                s("container.id", "c-a"),
+                s("k8s.pod.uid", "u-a"),
+                s("k8s.pod.name", "web"),
+                s("k8s.namespace.name", "shop"),
+            ])
+        );
+        assert_eq!(res[1], base);
+        assert_eq!(
+            res[2],
+            with(vec![s("container.id", "c-b"), s("k8s.pod.uid", "u-b")])
+        );
+        // Resource fields are on the resource only.
+        for g in &groups {
+            for r in &g.records {
+                for k in [
+                    "container.id",
+                    "k8s.pod.uid",
+                    "tapio.container_id",
+                    "tapio.pod_uid",
+                    "tapio.namespace",
+                ] {
+                    assert_eq!(get(r, k), None, "{k}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn headers_are_checked_by_name_and_never_show_their_values() {
+        let secret = |s: &str| s.parse::<Secret>().unwrap();
+        let h = OtlpHeaders::from_flags(&[
+            secret("X-Api-Key=s3cr3t-value"),
+            secret("x-scope=a=b"),
+            secret("x-api-key=replaced-s3cr3t"),
+        ])
+        .unwrap();
+        assert_eq!(h.names(), vec!["x-scope", "x-api-key"]);
+        let m = h.to_map();
+        assert_eq!(m["x-scope"], "a=b");
+        assert_eq!(m["x-api-key"], "replaced-s3cr3t");
+        assert!(m["x-api-key"].is_sensitive());
+        let shown = format!("{h:?} {:?} {m:?}", secret("x=s3cr3t"));
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+
+        for (arg, want) in [
+            ("no-equals-s3cr3t", "has no '='"),
+            (
+                "bad name=s3cr3t",
+                "\"bad name\" is not a valid HTTP header name",
+            ),
+            (
+                "x-key=s3cr3t\u{7}",
+                "the value of x-key is not a valid HTTP header value",
+            ),
+            (
+                "Content-Encoding=s3cr3t",
+                "content-encoding is set by the otlp sink itself",
+            ),
+        ] {
+            let e = OtlpHeaders::from_flags(&[secret(arg)])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{arg}: {e}");
+            assert!(!e.contains("s3cr3t"), "{arg}: {e}");
+        }
+    }
+
+    #[test]
+    fn gzip_round_trips() {
+        let raw = encode_json(
+            &Identity {
+                node_name: "n".into(),
+                agent_id: "a".into(),
+            },
+            &group(&[occ(), occ()], 1),
+        );
+        let gz = gzip(&raw);
+        assert_eq!(&gz[..2], &[0x1f, 0x8b], "gzip magic");
+        assert!(gz.len() < raw.len(), "{} >= {}", gz.len(), raw.len());
+        let mut back = Vec::new();
+        use std::io::Read;
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, raw);
     }
 
     #[test]
@@ -401,8 +823,15 @@ mod tests {
     fn https_is_refused_before_anything_connects() {
         let e = otlp_sink(
             "https://127.0.0.1:1",
-            OtlpEncoding::Protobuf,
-            "n",
+            OtlpOptions {
+                encoding: OtlpEncoding::Protobuf,
+                compression: OtlpCompression::None,
+                headers: OtlpHeaders::default(),
+                identity: Identity {
+                    node_name: "n".into(),
+                    agent_id: "a".into(),
+                },
+            },
             PostPolicy::default(),
             Metrics::new(),
         )
