@@ -121,7 +121,7 @@ impl Entry {
         Ulid::from_bytes(self.id)
     }
 
-    pub fn len(&self) -> u64 {
+    pub fn bytes(&self) -> u64 {
         u64::from(self.len)
     }
 }
@@ -138,7 +138,7 @@ impl Index {
     pub fn from_entries(mut entries: Vec<Entry>) -> Index {
         entries.sort_unstable();
         entries.dedup_by_key(|e| e.id);
-        let bytes = entries.iter().map(Entry::len).sum();
+        let bytes = entries.iter().map(Entry::bytes).sum();
         Index {
             entries: entries.into(),
             bytes,
@@ -161,7 +161,7 @@ impl Index {
             Some(last) if last.id >= e.id => {
                 match self.entries.binary_search_by(|x| x.id.cmp(&e.id)) {
                     Ok(i) => {
-                        self.bytes -= self.entries[i].len();
+                        self.bytes -= self.entries[i].bytes();
                         self.entries[i] = e;
                     }
                     Err(i) => self.entries.insert(i, e),
@@ -169,7 +169,7 @@ impl Index {
             }
             _ => self.entries.push_back(e),
         }
-        self.bytes += e.len();
+        self.bytes += e.bytes();
     }
 
     /// Removes and returns the oldest file if the limits say it must go.
@@ -183,7 +183,7 @@ impl Index {
             now_ms,
         )?;
         self.entries.pop_front();
-        self.bytes -= oldest.len();
+        self.bytes -= oldest.bytes();
         Some((oldest, reason))
     }
 
@@ -350,7 +350,7 @@ mod tests {
         assert_eq!((idx.files(), idx.bytes()), (3, 75));
         let (e, r) = idx.pop_prunable(&l, NOW_MS).unwrap();
         assert_eq!(
-            (e.id(), e.len(), r),
+            (e.id(), e.bytes(), r),
             (Ulid::from_parts(NOW_MS - 9, 0), 40, Reason::Files)
         );
         assert_eq!(idx.pop_prunable(&l, NOW_MS), None);
