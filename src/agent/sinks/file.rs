@@ -107,9 +107,14 @@ impl FileSink {
         let cap = usize::try_from(self.retention.max_files).unwrap_or(usize::MAX);
         let mut newest: BinaryHeap<std::cmp::Reverse<Entry>> =
             BinaryHeap::with_capacity(cap.min(1 << 16) + 1);
-        for entry in dir {
+        for (n, entry) in dir.enumerate() {
             // A listing error ends the listing (the iterator may repeat it).
             let Ok(entry) = entry else { break };
+            // A huge directory must not hold a stop past its budget; what
+            // was not listed waits for the next listing.
+            if n % 4096 == 4095 && self.shutdown.expired() {
+                break;
+            }
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
             if name.starts_with('.') {
@@ -626,6 +631,25 @@ mod tests {
         assert_eq!(listing(dir.path()), want);
         assert!(!want.contains(&dropped_in));
         assert_eq!(pruned(&metrics), [1, 0, 0]);
+    }
+
+    #[test]
+    fn a_listing_stops_when_the_shutdown_budget_is_spent() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in 0..5000 {
+            existing(dir.path(), now_ms() - HOUR_MS, n, 10);
+        }
+        let mut s = FileSink::new(dir.path(), Retention::default(), Metrics::new()).unwrap();
+        let shutdown = Shutdown::new();
+        s.attach_shutdown(shutdown.clone());
+        shutdown.begin(Duration::ZERO);
+        s.tick();
+        // Checked every 4096 entries: the first 4095 made it in.
+        assert_eq!(s.index.files(), 4095);
+        // Without a stop the whole directory is listed.
+        let mut s = FileSink::new(dir.path(), Retention::default(), Metrics::new()).unwrap();
+        s.tick();
+        assert_eq!(s.index.files(), 5000);
     }
 
     #[test]
