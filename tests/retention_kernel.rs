@@ -149,11 +149,10 @@ fn a_running_agent_prunes_old_files_by_age_and_its_burst_by_count() {
     let stderr = line_channel(child.stderr.take().unwrap());
     let mut child = KillOnDrop(child);
 
-    // The listing at start prunes the old files as aged out, before any
-    // occurrence arrives.
-    // (Nothing else is 7 days old, so this stays 3; the count bound may
-    // already be at work on occurrences from other processes.)
-    let text = wait_metrics(port, "the old files aged out", |t| {
+    // The listing at start prunes the old files as aged out. Nothing else
+    // is 7 days old, so this stays 3 (the count bound may already be at
+    // work on occurrences from other processes on the host).
+    wait_metrics(port, "the old files aged out", |t| {
         counter(t, PRUNED_AGE) == 3
     });
     // The host may produce occurrences of its own; these four are ours.
