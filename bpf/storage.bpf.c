@@ -17,9 +17,9 @@
  * with made-up request pointers.
  *
  * Correlation (issue -> completion) is exact or the latency is not judged:
- *  - where the queue collects I/O statistics (q->stats->accounting > 0:
- *    writeback throttling, iolatency or kyber turned it on; wbt is on by
- *    default for every blk-mq disk here), blk_mq_start_request stamps
+ *  - where the queue collects I/O statistics (a stats callback of
+ *    writeback throttling, iolatency or kyber, or accounting turned on;
+ *    wbt is on by default for every blk-mq disk here), blk_mq_start_request stamps
  *    rq->io_start_time_ns right after the issue tracepoint, and
  *    blk_mq_rq_ctx_init / blk_rq_init zero it whenever a struct request is
  *    (re)allocated. The request then carries its own issue time: no map,
@@ -88,17 +88,26 @@ static __always_inline bool passthrough_op(__u32 op)
 }
 
 /*
- * True when blk_mq_start_request will stamp rq->io_start_time_ns (it does
- * so under QUEUE_FLAG_STATS, which is set exactly while q->stats->accounting
- * is positive, for every request but passthrough ones). Read through the
- * stats struct rather than the flag: the flag's bit number changed when
- * the queue flags became an enum, the field did not.
+ * True when blk_mq_start_request will stamp rq->io_start_time_ns: it does
+ * so under QUEUE_FLAG_STATS, for every request but passthrough ones. The
+ * flag is set exactly while the queue's stats have a callback registered
+ * (writeback throttling, iolatency, kyber) or accounting enabled
+ * (blk_stat_add_callback / blk_stat_enable_accounting). Read through that
+ * struct rather than the flag: the flag's bit number changed when the
+ * queue flags became an enum, the fields did not.
  */
 static __always_inline bool own_clock(struct request *rq, __u32 op)
 {
-	struct blk_queue_stats *st = BPF_CORE_READ(rq, q, stats);
+	struct blk_queue_stats *st;
 
-	return !passthrough_op(op) && st && BPF_CORE_READ(st, accounting) > 0;
+	if (passthrough_op(op))
+		return false;
+	st = BPF_CORE_READ(rq, q, stats);
+	if (!st)
+		return false;
+	if ((void *)BPF_CORE_READ(st, callbacks.next) != (void *)&st->callbacks)
+		return true;
+	return BPF_CORE_READ(st, accounting) > 0;
 }
 
 SEC("tp_btf/block_rq_issue")
@@ -173,17 +182,27 @@ int BPF_PROG(handle_sto__block_rq_complete, struct request *rq, blk_status_t err
 	__u32 data_len, cmd_flags, op, status = error;
 	bool partial, known = false, ambiguous = false;
 
+	now = bpf_ktime_get_ns();
+	start = BPF_CORE_READ(rq, io_start_time_ns);
+	if (start && start <= now) {
+		/* The request's own clock (no map entry exists for it). A
+		 * healthy, fast completion ends here, after one read. */
+		latency = now - start;
+		known = true;
+		if (!status) {
+			if (!(cfg = tapio_config_get(TAPIO_FLAG_STORAGE)))
+				return 0;
+			slow_ns = cfg->sto_slow_io_ns;
+			if (!slow_ns || latency < slow_ns)
+				return 0;
+		}
+	}
 	data_len = BPF_CORE_READ(rq, __data_len);
 	cmd_flags = BPF_CORE_READ(rq, cmd_flags);
 	op = cmd_flags & REQ_OP_MASK;
 	sector = BPF_CORE_READ(rq, __sector);
 	partial = nr_bytes < data_len;
-	now = bpf_ktime_get_ns();
-	start = BPF_CORE_READ(rq, io_start_time_ns);
-	if (start && start <= now) {
-		latency = now - start;
-		known = true;
-	} else if (!own_clock(rq, op)) {
+	if (!known && !own_clock(rq, op)) {
 		f = bpf_map_lookup_elem(&inflight, &key);
 		if (f) {
 			/* Only the entry of this very request: a recycled request's

@@ -260,6 +260,7 @@ fn oom_kill_in_a_v1_memory_cgroup_reports_pid_and_limit_once() {
         return;
     }
     const LIMIT: u64 = 64 * 1024 * 1024;
+    let _serial = common::oom_serial();
     let agent = start("");
     let (_cg, dir) = CgroupGuard::create(memory, &unique("oom"));
     std::fs::write(dir.join("memory.limit_in_bytes"), LIMIT.to_string()).expect("set limit");

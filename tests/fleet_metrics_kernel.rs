@@ -51,6 +51,8 @@ fn a_real_agent_exports_the_fleet_metrics() {
     if !require_ebpf("a_real_agent_exports_the_fleet_metrics") {
         return;
     }
+    // It checks the OOM-kill series is still 0.
+    let _serial = oom_serial();
     let started = unix_now();
     let mport = free_port();
     let agent = Agent::start(

@@ -475,7 +475,10 @@ pub(crate) mod tests {
         long.extend_from_slice(&[0; 8]);
         assert_eq!(
             decode(Observer::Network, &long),
-            Err(DecodeError::Oversized { len: 112, max: 104 })
+            Err(DecodeError::Oversized {
+                len: abi::NET_EVENT_SIZE + 8,
+                max: abi::NET_EVENT_SIZE
+            })
         );
     }
 

@@ -294,8 +294,8 @@ where
             let _ = tx.send(read());
         });
     if let Err(e) = spawned {
-        state.reload_rejected();
         tracing::error!("profile reload rejected: cannot start its thread: {e}");
+        state.reload_rejected();
         return;
     }
     let state = state.clone();
@@ -312,10 +312,12 @@ where
         };
         match outcome {
             Err(e) => {
-                state.reload_rejected();
+                // Logged before it is counted: whoever sees the counter
+                // (a test, an operator's /v1/status) finds the reason logged.
                 tracing::error!(
                     "profile reload rejected, generation {current} stays active: {e:#}"
                 );
+                state.reload_rejected();
             }
             Ok(config) => match state.apply(config, wall_ns()) {
                 Applied::Unchanged { generation } => {

@@ -503,3 +503,24 @@ pub fn line_channel(out: impl Read + Send + 'static) -> mpsc::Receiver<String> {
     });
     lines
 }
+
+/// Serialises the tests that cause or count OOM kills, across test binaries
+/// and concurrent runs on one machine: the agent sees every OOM kill on the
+/// node and its counters cannot be matched to one test's cgroup, so a test
+/// that expects "no OOM kill yet" must not overlap another's kill. The lock
+/// is released when the guard drops (or the process dies).
+pub struct OomSerial(#[allow(dead_code, reason = "held for its lock")] std::fs::File);
+
+pub fn oom_serial() -> OomSerial {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/tmp/tapio-oom-tests.lock")
+        .expect("open the OOM test lock file");
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a valid, open descriptor; blocks until it is ours.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+    assert_eq!(rc, 0, "flock the OOM test lock");
+    OomSerial(f)
+}
