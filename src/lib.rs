@@ -4,6 +4,11 @@
 //! speaks; `agent` observes; `profile` turns Evidence Profiles into
 //! configs; `controller` serves them to a fleet; `store` reads what the
 //! agent's file sink wrote, for `cli` and `mcp`. Nothing depends on `agent`.
+//!
+//! Module docs cite two documents in this repository: `SPEC §N` is section
+//! N of `docs/SPEC.md` (the product contract: names, fields, flags, metrics),
+//! and `KERNEL-FACTS.md` is `docs/KERNEL-FACTS.md` (the kernel behaviour the
+//! BPF programs and observers are written against).
 
 pub mod agent;
 pub mod cli;

@@ -70,7 +70,7 @@ fn c_layout(
 fn tapio_config_matches_c_field_by_field() {
     let src = header();
     let (fields, size) = c_layout(&src, "tapio_config", &HashMap::new());
-    assert_eq!(size, std::mem::size_of::<TapioConfig>());
+    assert_eq!(size, size_of::<TapioConfig>());
     let rust: HashMap<&str, usize> = [
         (
             "abi_version",

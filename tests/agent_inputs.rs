@@ -78,6 +78,7 @@ fn a_data_dir_that_exists_but_cannot_be_written_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("occ");
     std::fs::create_dir(&data).unwrap();
+    // SAFETY: geteuid has no preconditions and cannot fail.
     let out = if unsafe { libc::geteuid() } == 0 {
         // Root ignores mode bits: make the directory a read-only mount, in a
         // private mount namespace that disappears with the process.

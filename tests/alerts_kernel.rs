@@ -121,7 +121,7 @@ fn prometheus_fires_the_oom_alert_for_a_real_oom_kill() {
         eprintln!("skipping {why}");
         return;
     }
-    let _serial = common::oom_serial();
+    let _serial = oom_serial();
 
     let mport = free_port();
     let agent = Agent::start(

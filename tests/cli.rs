@@ -60,12 +60,12 @@ fn recent_prints_an_aligned_table_newest_first() {
     assert_eq!(
         out.stdout,
         "\
-TIME                      SEVERITY  TYPE                               MESSAGE
-2025-04-03T14:23:01.042Z  critical  kernel.container.oom_kill          OOM kill pid=1234 (usage=512MB, limit=0MB)
-2025-04-03T14:21:00.000Z  error     kernel.network.connection_timeout  connect to 10.0.0.7:443 timed out
-2025-04-03T14:20:00.000Z  warning   kernel.network.connection_refused  connect to 127.0.0.1:9 refused (rst), count=3
-2025-04-03T14:10:00.000Z  warning   kernel.storage.latency_spike       read of 8 sectors on 8:0 took 250ms
-2025-04-03T13:00:00.000Z  warning   kernel.node.memory_pressure        memory pressure some avg10=42.00 over 10.00
+TIME                      SEVERITY  TYPE                               WHERE   PID  COMM  MESSAGE
+2025-04-03T14:23:01.042Z  critical  kernel.container.oom_kill          host   1234  -     OOM kill pid=1234 (usage=512MB, limit=0MB)
+2025-04-03T14:21:00.000Z  error     kernel.network.connection_timeout  host   4243  java  connect to 10.0.0.7:443 timed out
+2025-04-03T14:20:00.000Z  warning   kernel.network.connection_refused  host   4242  curl  connect to 127.0.0.1:9 refused (rst), count=3
+2025-04-03T14:10:00.000Z  warning   kernel.storage.latency_spike       host      -  -     read of 8 sectors on 8:0 took 250ms
+2025-04-03T13:00:00.000Z  warning   kernel.node.memory_pressure        host      -  -     memory pressure some avg10=42.00 over 10.00
 "
     );
     assert_eq!(out.stderr, SKIPPED_NOTE);
@@ -88,8 +88,9 @@ fn recent_filters_combine() {
     assert_eq!(
         out.stdout,
         "\
-TIME                      SEVERITY  TYPE                               MESSAGE
-2025-04-03T14:21:00.000Z  error     kernel.network.connection_timeout  connect to 10.0.0.7:443 timed out
+TIME                      SEVERITY  TYPE                               WHERE   PID  COMM  MESSAGE
+2025-04-03T14:21:00.000Z  error     kernel.network.connection_timeout  host   4243  java  connect to 10.0.0.7:443 timed out
+1 of 2 shown (newest first; --limit 0 shows all)
 "
     );
 
@@ -134,8 +135,13 @@ fn recent_json_is_one_stable_object() {
     let expected = serde_json::json!({
         "data_dir": BASIC,
         "data_dir_exists": true,
-        "query": {"since": null, "type": "kernel.container.oom_kill", "observer": null, "severity": null, "limit": 50},
+        "query": {"since": null, "type": "kernel.container.oom_kill", "observer": null, "severity": null, "limit": 50,
+                  "pod": null, "namespace": null, "container": null, "pid": null, "cursor": null},
         "count": 1,
+        "matched": 1,
+        "next_cursor": null,
+        "summary": {"by_type": {"kernel.container.oom_kill": 1}, "by_place": [{"key": "host", "count": 1}],
+                    "other_places": 0, "by_destination": [], "other_destinations": 0},
         "skipped": {"corrupt": 2, "unreadable": 0, "not_regular": 0, "too_large": 0, "foreign": 1},
         "occurrences": [json(golden)],
     });
@@ -532,7 +538,202 @@ fn watch_prints_files_written_after_it_starts() {
     write_like_the_sink(tmp.path(), "01JQY0HADQ0000000000000003.json");
     assert_eq!(
         watch.next_line(),
-        "2025-04-03T14:23:01.042Z  critical  kernel.container.oom_kill              OOM kill pid=1234 (usage=512MB, limit=0MB)"
+        "2025-04-03T14:23:01.042Z  critical  kernel.container.oom_kill              host                         1234  -                OOM kill pid=1234 (usage=512MB, limit=0MB)"
+    );
+    // It followed with inotify (a watch on the data dir, listed in the
+    // process's fdinfo), not by listing the dir.
+    assert_eq!(inotify_watches(watch.child.id()), 1);
+}
+
+/// How many inotify watches process `pid` holds (from /proc fdinfo).
+fn inotify_watches(pid: u32) -> usize {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap();
+    let mut n = 0;
+    for fd in fds.flatten() {
+        let target = std::fs::read_link(fd.path()).unwrap_or_default();
+        if target.to_string_lossy() == "anon_inode:inotify" {
+            let info = std::fs::read_to_string(format!(
+                "/proc/{pid}/fdinfo/{}",
+                fd.file_name().to_string_lossy()
+            ))
+            .unwrap();
+            n += info
+                .lines()
+                .filter(|l| l.starts_with("inotify wd:"))
+                .count();
+        }
+    }
+    n
+}
+
+#[test]
+fn watch_prints_every_file_of_a_burst_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let watch = Watch::start(tmp.path(), &["--json"]);
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(BASIC)
+            .join("01JQY0HADQ0000000000000003.json"),
+    )
+    .unwrap();
+    // Written as the sink does (temp file, rename), as fast as possible.
+    const N: u128 = 2000;
+    let mut want = std::collections::BTreeSet::new();
+    for i in 0..N {
+        let id = ulid::Ulid::from_parts(1_743_690_181_042, i).to_string();
+        let tmp_name = tmp.path().join(format!(".{id}.json.tmp"));
+        std::fs::write(&tmp_name, text.replace("01JQY0HADQ0000000000000003", &id)).unwrap();
+        std::fs::rename(&tmp_name, tmp.path().join(format!("{id}.json"))).unwrap();
+        want.insert(id);
+    }
+    let mut got = std::collections::BTreeSet::new();
+    for _ in 0..N {
+        let id = json(&watch.next_line())["id"].as_str().unwrap().to_string();
+        assert!(got.insert(id.clone()), "{id} printed twice");
+    }
+    assert_eq!(got, want);
+    // Nothing more comes.
+    assert!(watch
+        .lines
+        .recv_timeout(Duration::from_millis(500))
+        .is_err());
+}
+
+const WHO: &str = "tests/fixtures/occurrences/who";
+
+/// `tests/fixtures/occurrences/who`: two facts of a pod (namespace, name,
+/// container id, pid, comm), one of a container outside any pod, one of a
+/// host process, one node-wide fact with no process.
+#[test]
+fn recent_shows_who_and_where() {
+    let out = run(&["recent", "--data-dir", WHO]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stderr, "");
+    assert_eq!(
+        out.stdout,
+        "\
+TIME                      SEVERITY  TYPE                               WHERE            PID  COMM         MESSAGE
+2025-04-03T14:24:00.000Z  warning   kernel.node.memory_pressure        host               -  -            memory pressure some avg10=42.00 over 10.00
+2025-04-03T14:23:00.000Z  warning   kernel.network.connection_refused  host             777  curl         connect to ::1:9 refused (rst), count=1
+2025-04-03T14:22:00.000Z  error     kernel.network.connection_timeout  9b8c7d6e5f4a    5151  nginx        connect to 10.0.0.7:443 timed out
+2025-04-03T14:21:00.000Z  critical  kernel.container.oom_kill          shop/cart-7d9f  4300  cart-server  OOM kill pid=4300 (usage=256MB, limit=256MB)
+2025-04-03T14:20:00.000Z  warning   kernel.network.connection_refused  shop/cart-7d9f  4242  cart-server  connect to 10.96.0.12:8080 refused (rst), count=2
+"
+    );
+    // A limit that cuts the list says so; one that does not, does not.
+    let out = run(&["recent", "--data-dir", WHO, "--limit", "2"]);
+    assert_eq!(
+        out.stdout.lines().last(),
+        Some("2 of 5 shown (newest first; --limit 0 shows all)")
+    );
+    assert_eq!(out.stdout.lines().count(), 4);
+    let out = run(&["recent", "--data-dir", WHO, "--limit", "5"]);
+    assert_eq!(out.stdout.lines().count(), 6);
+    assert!(!out.stdout.contains("shown"));
+}
+
+#[test]
+fn recent_filters_by_pod_namespace_container_and_pid() {
+    let places = |extra: &[&str]| {
+        let mut args = vec!["recent", "--data-dir", WHO, "--json", "--limit", "0"];
+        args.extend_from_slice(extra);
+        let out = run(&args);
+        assert_eq!(out.code, 0, "{extra:?}: {}", out.stderr);
+        json(&out.stdout)["occurrences"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["id"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let pod = ["01JQY0DM700000000000000002", "01JQY0BSM00000000000000001"];
+    assert_eq!(places(&["--pod", "cart-7d9f"]), pod);
+    assert_eq!(places(&["--pod", "shop/cart-7d9f"]), pod);
+    assert_eq!(places(&["--pod", "dev/cart-7d9f"]), Vec::<String>::new());
+    assert_eq!(places(&["--namespace", "shop"]), pod);
+    assert_eq!(places(&["--namespace", "shop", "--pid", "4300"]), [pod[0]]);
+    assert_eq!(places(&["--container", "3F2A9C"]), pod);
+    assert_eq!(
+        places(&["--container", "9b8c7d6e5f4a"]),
+        ["01JQY0FET00000000000000003"]
+    );
+    assert_eq!(places(&["--pid", "777"]), ["01JQY0H9D00000000000000004"]);
+    // The human form of a filtered list.
+    let out = run(&["recent", "--data-dir", WHO, "--container", "9b8c"]);
+    assert_eq!(
+        out.stdout,
+        "\
+TIME                      SEVERITY  TYPE                               WHERE          PID  COMM   MESSAGE
+2025-04-03T14:22:00.000Z  error     kernel.network.connection_timeout  9b8c7d6e5f4a  5151  nginx  connect to 10.0.0.7:443 timed out
+"
+    );
+    for (args, err) in [
+        (
+            &["--container", "nginx"][..],
+            "tapio: invalid --container \"nginx\": expected a container id or its prefix (hex, e.g. 3f2a9c1b7d4e)\n",
+        ),
+        (
+            &["--pod", "a/b/c"],
+            "tapio: invalid --pod \"a/b/c\": expected a pod name or namespace/pod\n",
+        ),
+    ] {
+        let mut a = vec!["recent", "--data-dir", WHO];
+        a.extend_from_slice(args);
+        let out = run(&a);
+        assert_eq!((out.code, out.stdout.as_str()), (1, ""), "{args:?}");
+        assert_eq!(out.stderr, err);
+    }
+    let out = run(&["recent", "--data-dir", WHO, "--pid", "x"]);
+    assert_eq!(out.code, 1);
+}
+
+#[test]
+fn no_colour_when_stdout_is_not_a_terminal() {
+    // NO_COLOR unset: a pipe still gets no escapes.
+    let mut cmd = tapio(&["recent", "--data-dir", WHO]);
+    cmd.env_remove("NO_COLOR");
+    let out = run_cmd(cmd);
+    assert_eq!(out.code, 0);
+    assert!(out.stdout.contains("critical") && !out.stdout.contains('\x1b'));
+}
+
+/// Copies a `who` fixture into `dir` the way the file sink writes.
+fn write_who(dir: &Path, name: &str) {
+    let text = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join(WHO).join(name)).unwrap();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, dir.join(name)).unwrap();
+}
+
+#[test]
+fn watch_shows_who_and_where_and_filters_by_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let watch = Watch::start(tmp.path(), &["--namespace", "shop", "--pid", "4300"]);
+    // Filtered out (other pid, no pod), then the one that passes.
+    write_who(tmp.path(), "01JQY0BSM00000000000000001.json");
+    write_who(tmp.path(), "01JQY0FET00000000000000003.json");
+    write_who(tmp.path(), "01JQY0DM700000000000000002.json");
+    assert_eq!(
+        watch.next_line(),
+        "2025-04-03T14:21:00.000Z  critical  kernel.container.oom_kill              shop/cart-7d9f               4300  cart-server      OOM kill pid=4300 (usage=256MB, limit=256MB)"
+    );
+    drop(watch);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let watch = Watch::start(tmp.path(), &["--container-id", "9b8c"]);
+    write_who(tmp.path(), "01JQY0BSM00000000000000001.json");
+    write_who(tmp.path(), "01JQY0FET00000000000000003.json");
+    assert_eq!(
+        watch.next_line(),
+        "2025-04-03T14:22:00.000Z  error     kernel.network.connection_timeout      9b8c7d6e5f4a                 5151  nginx            connect to 10.0.0.7:443 timed out"
+    );
+    drop(watch);
+
+    let out = run(&["watch", "--data-dir", WHO, "--container-id", "zz"]);
+    assert_eq!(out.code, 1);
+    assert_eq!(
+        out.stderr,
+        "tapio: invalid --container-id \"zz\": expected a container id or its prefix (hex, e.g. 3f2a9c1b7d4e)\n"
     );
 }
 
@@ -590,7 +791,7 @@ fn run_bounded(args: &[&str]) -> Out {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn tapio");
-    let read = |r: Box<dyn std::io::Read + Send>| {
+    let read = |r: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut text = String::new();
             let _ = std::io::BufReader::new(r).read_to_string(&mut text);
@@ -711,10 +912,18 @@ fn watch_skips_a_fifo_that_appears_and_keeps_following() {
         tmp.path().join("01JQY0HADQ000000000000000A.json"),
     )
     .unwrap();
-    assert_eq!(
-        watch.next_err_line(),
-        "tapio: skipped 2 new unusable entries (2 not regular)"
-    );
+    // Both are counted, in one note or (when the change notifications
+    // arrive apart) two.
+    let mut counted = 0;
+    while counted < 2 {
+        let line = watch.next_err_line();
+        counted += match line.as_str() {
+            "tapio: skipped 2 new unusable entries (2 not regular)" => 2,
+            "tapio: skipped 1 new unusable entries (1 not regular)" => 1,
+            other => panic!("unexpected note: {other}"),
+        };
+    }
+    assert_eq!(counted, 2);
     write_like_the_sink(tmp.path(), "01JQY0HADQ0000000000000003.json");
     assert!(watch.next_line().contains("kernel.container.oom_kill"));
 }

@@ -117,10 +117,12 @@ fn per_program_run_counts_are_read_from_the_kernel() {
     }
     // BPF_ENABLE_STATS turns run-time accounting on only while this fd is
     // open (no sysctl is changed); closing it restores the previous state.
+    // SAFETY: BPF_ENABLE_STATS takes a plain enum and returns a new fd or -errno.
     let fd = unsafe {
         libbpf_rs::libbpf_sys::bpf_enable_stats(libbpf_rs::libbpf_sys::BPF_STATS_RUN_TIME)
     };
     assert!(fd >= 0, "BPF_ENABLE_STATS failed: {fd}");
+    // SAFETY: checked >= 0 above: a new fd that only this guard owns.
     let _guard = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     let lo = load_object(Observer::Network, network_bytes()).expect("load");
     lo.write_config(&TapioConfig::from_compiled(&CompiledConfig::default(), 1))

@@ -207,6 +207,24 @@ impl LoopGuard {
         }
     }
 
+    /// A loop device in direct-I/O mode: its requests reach the backing
+    /// file's disk as they are, not through the page cache.
+    fn attach_direct(file: &Path) -> LoopGuard {
+        let out = Command::new("losetup")
+            .args(["--find", "--show", "--direct-io=on"])
+            .arg(file)
+            .output()
+            .expect("losetup");
+        assert!(
+            out.status.success(),
+            "losetup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        LoopGuard {
+            dev: PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()),
+        }
+    }
+
     /// `"major:minor"` of the loop device.
     fn major_minor(&self) -> String {
         let m = std::fs::metadata(&self.dev).expect("stat loop device");
@@ -425,25 +443,101 @@ fn block_io_error_on_a_full_loop_device() {
 fn slow_threshold_reports_loop_device_latency() {
     if !can_run(
         "slow_threshold_reports_loop_device_latency",
-        &["losetup", "mount", "umount", "dd"],
+        &["losetup", "dd", "sh"],
     ) {
         return;
     }
-    // 1 µs: every request on a loop device is slower than that.
-    let agent = start("[observers.storage]\nslow_io_threshold_ns = 1000\n");
-    let (_dir, _mnt, lo) = loop_on_tmpfs("lat", "32m", 16);
+    // Real, chosen device latency: a direct-I/O loop device whose backing
+    // file sits on a real disk, written from a cgroup whose writes to that
+    // disk are throttled to 256 KiB/s. Each 256 KiB loop request is in
+    // flight (issued to the loop driver) until its throttled backing write
+    // is done: about a second.
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let Some(disk) = whole_disk_of(tmp) else {
+        let why = "latency test: the target dir is not on a block device";
+        assert!(!ci(), "{why}");
+        eprintln!("skipping {why}");
+        return;
+    };
+    let Some((throttle, _cg)) = write_throttle(&disk, 256 * 1024) else {
+        let why = "latency test: no blkio (v1) or io (v2) cgroup controller";
+        assert!(!ci(), "{why}");
+        eprintln!("skipping {why}");
+        return;
+    };
+    let dir = tempfile::Builder::new()
+        .prefix(&unique("lat"))
+        .tempdir_in(tmp)
+        .expect("tempdir");
+    let backing = dir.path().join("disk.img");
+    std::fs::File::create(&backing)
+        .and_then(|f| f.set_len(16 * 1024 * 1024))
+        .expect("backing file");
+    let lo = LoopGuard::attach_direct(&backing);
     let dev = lo.major_minor();
-    assert!(direct_write(&lo.dev, 16, 4), "write to the loop device");
+    // 50 ms: within the profile range, far below what the throttle makes.
+    let agent = start("[observers.storage]\nslow_io_threshold_ns = 50000000\n");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > '{}' && exec dd if=/dev/zero of='{}' bs=256k count=2 oflag=direct",
+            throttle.display(),
+            lo.dev.display()
+        ))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("dd");
+    assert!(status.success(), "throttled write to the loop device");
     let v = wait_for(&agent, "a latency_spike on the loop device", |v| {
         is_type(v, "kernel.storage.latency_spike") && v["data"]["dev"] == dev.as_str()
     });
     let lat = v["data"]["latency_ns"].as_u64().expect("latency_ns");
-    assert!((1000..60_000_000_000).contains(&lat), "{v}");
+    assert!((50_000_000..60_000_000_000).contains(&lat), "{v}");
     assert!(matches!(
         v["severity"].as_str(),
         Some("warning" | "critical")
     ));
     drop(lo);
+}
+
+/// The whole disk (`major:minor`) that holds `path`'s filesystem, if it is
+/// a block device (throttle rules name whole disks, not partitions).
+fn whole_disk_of(path: &Path) -> Option<String> {
+    let dev = std::fs::metadata(path).ok()?.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let sys = Path::new("/sys/dev/block").join(format!("{major}:{minor}"));
+    let sys = std::fs::canonicalize(sys).ok()?;
+    let disk = if sys.join("partition").exists() {
+        sys.parent()?.to_path_buf()
+    } else {
+        sys
+    };
+    let mm = std::fs::read_to_string(disk.join("dev")).ok()?;
+    Some(mm.trim().to_string())
+}
+
+/// A fresh cgroup whose writes to `disk` are limited to `bps`: the path of
+/// its `cgroup.procs`, and the guard that removes it.
+fn write_throttle(disk: &str, bps: u64) -> Option<(PathBuf, CgroupGuard)> {
+    let v1 = Path::new("/sys/fs/cgroup/blkio");
+    if v1.join("blkio.throttle.write_bps_device").exists() {
+        let (g, dir) = CgroupGuard::create(v1, &unique("lat"));
+        std::fs::write(
+            dir.join("blkio.throttle.write_bps_device"),
+            format!("{disk} {bps}"),
+        )
+        .ok()?;
+        return Some((dir.join("cgroup.procs"), g));
+    }
+    let v2 = Path::new("/sys/fs/cgroup");
+    let controllers = std::fs::read_to_string(v2.join("cgroup.subtree_control")).ok()?;
+    if !controllers.split_whitespace().any(|c| c == "io") {
+        return None;
+    }
+    let (g, dir) = CgroupGuard::create(v2, &unique("lat"));
+    std::fs::write(dir.join("io.max"), format!("{disk} wbps={bps}")).ok()?;
+    Some((dir.join("cgroup.procs"), g))
 }
 
 /// (hierarchy, layout, container_id, pod_uid, runtime)
@@ -477,7 +571,7 @@ fn crashes_in_runtime_shaped_cgroups_are_attributed() {
     };
     let uid = "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9";
     let uid_us = uid.replace('-', "_");
-    let mut cases: Vec<AttrCase> = vec![
+    let mut cases: Vec<AttrCase<'_>> = vec![
         (
             v2,
             format!(

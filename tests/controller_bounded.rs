@@ -221,6 +221,7 @@ fn sigterm_with_a_half_sent_request_open_exits() {
     // one is held by it, not still in the backlog).
     let mut probe = c.connect();
     assert!(status_keep_alive(&mut probe).starts_with("HTTP/1.1 200 "));
+    // SAFETY: kill takes plain integers; the child is ours and not yet reaped.
     unsafe { libc::kill(c.child.id() as i32, libc::SIGTERM) };
     assert_eq!(c.wait_exit(), Some(0), "log:\n{}", c.log());
     assert!(c.log().contains("controller stopped"), "{}", c.log());

@@ -238,7 +238,7 @@ fn negotiates_and_returns_structured_content() {
     let v = s.ask(
         r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2099-01-01","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#,
     );
-    assert_eq!(v["result"]["protocolVersion"], "2025-06-18");
+    assert_eq!(v["result"]["protocolVersion"], "2025-11-25");
     assert_eq!(
         v["result"]["capabilities"]["tools"],
         json!({"listChanged": false})
@@ -425,7 +425,7 @@ fn run_bounded(mut cmd: Command, limit: Duration) -> Result<Finished, String> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("{what}: {e}"))?;
-    let collect = |r: Box<dyn std::io::Read + Send>| {
+    let collect = |r: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut text = String::new();
             let _ = BufReader::new(r).read_to_string(&mut text);
@@ -518,10 +518,14 @@ fn official_python_sdk_client() {
         }
     };
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let empty = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(python);
     cmd.arg(root.join("tests/mcp_client.py"))
         .arg(env!("CARGO_BIN_EXE_tapio"))
         .arg(root.join(BASIC))
+        .arg(root.join("tests/fixtures/occurrences/who"))
+        .arg(empty.path())
+        .arg(empty.path().join("missing"))
         .current_dir(root);
     // Bounded: the client script is a fixed sequence of calls.
     let out = run_bounded(cmd, Duration::from_secs(120)).expect("run mcp_client.py");

@@ -53,10 +53,12 @@ fn prometheus_scrapes_the_agent_and_promtool_accepts_the_exposition() {
     }
     // Per-program BPF stats while this fd is open (BPF_ENABLE_STATS; no
     // sysctl changes), so those families are in the exposition promtool sees.
+    // SAFETY: BPF_ENABLE_STATS takes a plain enum and returns a new fd or -errno.
     let fd = unsafe {
         libbpf_rs::libbpf_sys::bpf_enable_stats(libbpf_rs::libbpf_sys::BPF_STATS_RUN_TIME)
     };
     assert!(fd >= 0, "BPF_ENABLE_STATS failed: {fd}");
+    // SAFETY: checked >= 0 above: a new fd that only this guard owns.
     let _stats = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     let mport = free_port();
     let agent = Agent::start(

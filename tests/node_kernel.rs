@@ -106,6 +106,7 @@ impl Drop for Memcg {
                 .filter_map(|l| l.trim().parse().ok())
                 .collect();
             for pid in &pids {
+                // SAFETY: kill takes plain integers; a pid gone meanwhile is ESRCH.
                 unsafe { libc::kill(*pid, libc::SIGKILL) };
             }
             if (pids.is_empty() && std::fs::remove_dir(&self.dir).is_ok())

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use tapio::agent::abi::TapioConfig;
 use tapio::profile::{self, Issue};
-use tapio::wire::config::{CompiledConfig, ExitScope};
+use tapio::wire::config::{CompiledConfig, ExitScope, KNOBS};
 
 fn fixture(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
@@ -304,17 +304,12 @@ const NON_DEFAULT: &[(&str, &str, &str)] = &[
 
 #[test]
 fn every_knob_reaches_the_kernel_struct() {
-    // The table covers every knob the schema knows…
+    // The list covers every row of the knob table…
     let mut listed: Vec<(&str, &str)> = NON_DEFAULT.iter().map(|(o, k, _)| (*o, *k)).collect();
-    let mut known: Vec<(&str, &str)> = Vec::new();
-    for (obs, knobs) in [
-        ("network", profile::NETWORK_KNOBS),
-        ("container", profile::CONTAINER_KNOBS),
-        ("storage", profile::STORAGE_KNOBS),
-        ("node", profile::NODE_KNOBS),
-    ] {
-        known.extend(knobs.iter().map(|k| (obs, *k)));
-    }
+    let mut known: Vec<(&str, &str)> = KNOBS
+        .iter()
+        .map(|k| (k.observer.as_str(), k.name))
+        .collect();
     listed.sort();
     known.sort();
     assert_eq!(listed, known);
@@ -330,6 +325,65 @@ fn every_knob_reaches_the_kernel_struct() {
             .unwrap_or_else(|e| panic!("{obs}.{knob}: {e:?}"));
         let bytes = TapioConfig::from_compiled(&cfg, 1).to_bytes();
         assert_ne!(bytes, base, "{obs}.{knob} does not reach tapio_config");
+    }
+}
+
+/// Whether `text` holds `word`, not followed by more of an identifier,
+/// right after one of `before` (`.` / `->` for a member access).
+fn accesses(text: &str, before: &[&str], word: &str) -> bool {
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    before.iter().any(|b| {
+        let needle = format!("{b}{word}");
+        text.match_indices(&needle)
+            .any(|(i, _)| !text[i + needle.len()..].starts_with(ident))
+    })
+}
+
+/// The table's `abi` and `bpf` columns tell the truth: each row's field is
+/// a member of `struct tapio_config`, and `bpf` is set exactly when a BPF
+/// source reads that member (`->member` or `.member`; the member names are
+/// unique to the struct).
+#[test]
+fn knob_table_abi_and_bpf_columns_match_the_sources() {
+    let header = std::fs::read_to_string(fixture("bpf/include/tapio_abi.h")).unwrap();
+    let members = header
+        .split("struct tapio_config {")
+        .nth(1)
+        .and_then(|rest| rest.split("};").next())
+        .expect("struct tapio_config in tapio_abi.h");
+    let mut sources = String::new();
+    for dir in ["bpf", "bpf/include"] {
+        for entry in std::fs::read_dir(fixture(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if name.ends_with(".bpf.c") || name.ends_with(".bpf.h") {
+                sources.push_str(&std::fs::read_to_string(&path).unwrap());
+            }
+        }
+    }
+    assert!(sources.contains("SEC("), "BPF sources not found");
+    for k in &KNOBS {
+        let row = format!("{}.{}", k.observer.as_str(), k.name);
+        assert!(
+            accesses(members, &[" "], k.abi),
+            "{row}: `{}` is not a member of struct tapio_config",
+            k.abi
+        );
+        if k.abi == "flags" {
+            // `flags` is a common member name, so a text search proves
+            // nothing; every program is gated on its observer's bit (the
+            // config lookup in tapio_common.bpf.h), so `enabled` is read.
+            assert!(k.bpf, "{row}: the observer bit is read by BPF");
+            continue;
+        }
+        assert_eq!(
+            accesses(&sources, &[".", "->"], k.abi),
+            k.bpf,
+            "{row}: the bpf column says {} but the BPF sources {} `{}`",
+            k.bpf,
+            if k.bpf { "never read" } else { "read" },
+            k.abi
+        );
     }
 }
 

@@ -80,7 +80,8 @@ fn sigterm_right_after_a_burst_delivers_every_occurrence_to_every_sink() {
     // second on a busy disk): this test is about losing nothing while the
     // budget lasts.
     let mut agent = Agent::start(
-        "[observers.network]\nrefused_window_ms = 600000\n",
+        // The longest window a profile or the TOML allows (60 s).
+        "[observers.network]\nrefused_window_ms = 60000\n",
         &[
             "--sink",
             "stdout",
@@ -262,6 +263,7 @@ impl Proc {
     /// SIGTERM, then waits at most `limit` for the process to end by
     /// itself; fails (after killing it) if it does not.
     fn sigterm_and_expect_exit(&mut self, limit: Duration) -> i32 {
+        // SAFETY: kill takes plain integers; the child is ours and not yet reaped.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let end = Instant::now() + limit;
         while Instant::now() < end {

@@ -5,7 +5,7 @@
 //! `tests/abi_layout.rs` checks the offsets against the C header text too.
 //! Raw records never leave `decode`; this module only knows bytes.
 
-use crate::wire::config::{CompiledConfig, MAX_IGNORE_EXIT_CODES};
+use crate::wire::config::{CompiledConfig, KnobValue, KNOBS, MAX_IGNORE_EXIT_CODES};
 use crate::wire::Observer;
 
 pub const ABI_VERSION: u32 = 2;
@@ -80,7 +80,7 @@ pub struct TapioConfig {
     pub _reserved: [u64; 4],
 }
 
-const _: () = assert!(std::mem::size_of::<TapioConfig>() == 200);
+const _: () = assert!(size_of::<TapioConfig>() == 200);
 const _: () = assert!(std::mem::offset_of!(TapioConfig, generation) == 4);
 const _: () = assert!(std::mem::offset_of!(TapioConfig, flags) == 8);
 const _: () = assert!(std::mem::offset_of!(TapioConfig, net_refused_min_count) == 16);
@@ -95,54 +95,68 @@ const _: () = assert!(std::mem::offset_of!(TapioConfig, node_min_baseline_sample
 const _: () = assert!(std::mem::offset_of!(TapioConfig, _reserved) == 168);
 
 impl TapioConfig {
-    /// The carrier bytes for `cfg` judged as `generation`. Observers whose
-    /// section is disabled get no flag bit, which makes them inert.
+    /// The carrier bytes for `cfg` judged as `generation`: every knob
+    /// table row's value lands in the member its `abi` column names.
+    /// Observers whose section is disabled get no flag bit, which makes them
+    /// inert.
     pub fn from_compiled(cfg: &CompiledConfig, generation: u32) -> TapioConfig {
-        let mut flags = 0;
-        for (obs, on) in [
-            (Observer::Network, cfg.network.enabled),
-            (Observer::Container, cfg.container.enabled),
-            (Observer::Storage, cfg.storage.enabled),
-            (Observer::Node, cfg.node.enabled),
-        ] {
-            if on {
-                flags |= obs.flag();
-            }
-        }
-        let mut codes = [0u32; MAX_IGNORE_EXIT_CODES];
-        let n = cfg
-            .container
-            .ignore_exit_codes
-            .len()
-            .min(MAX_IGNORE_EXIT_CODES);
-        for (slot, code) in codes.iter_mut().zip(&cfg.container.ignore_exit_codes) {
-            *slot = u32::from(*code);
-        }
-        TapioConfig {
+        let mut t = TapioConfig {
             abi_version: ABI_VERSION,
             generation,
-            flags,
-            net_refused_min_count: cfg.network.refused_min_count,
-            net_refused_window_ms: cfg.network.refused_window_ms,
-            net_retransmit_min_count: cfg.network.retransmit_min_count,
-            net_retransmit_window_ms: cfg.network.retransmit_window_ms,
-            net_rtt_multiplier_permille: cfg.network.rtt_spike_multiplier_permille,
-            net_rtt_min_baseline_samples: cfg.network.rtt_min_baseline_samples,
-            net_rtt_abs_us: cfg.network.rtt_spike_abs_us,
-            ctr_exit_scope: cfg.container.exit_scope.abi_value(),
-            ctr_ignore_exit_codes_count: n as u32,
-            ctr_ignore_exit_codes: codes,
-            sto_slow_io_ns: cfg.storage.slow_io_threshold_ns,
-            sto_critical_io_ns: cfg.storage.io_latency_critical_ns,
-            node_sample_period_ms: cfg.node.sample_period_ms,
-            node_cpu_stall_permille: cfg.node.cpu_stall_permille,
-            node_ipc_drop_permille: cfg.node.ipc_drop_permille,
-            node_mem_mpki_milli: cfg.node.memory_pressure_mpki_milli,
-            node_psi_mem_permille: cfg.node.psi_memory_permille,
-            node_psi_cpu_permille: cfg.node.psi_cpu_permille,
-            node_min_baseline_samples: cfg.node.min_baseline_samples,
             ..TapioConfig::default()
+        };
+        for k in &KNOBS {
+            match (k.abi, k.get(cfg)) {
+                ("flags", KnobValue::Bool(true)) => t.flags |= k.observer.flag(),
+                ("ctr_exit_scope", KnobValue::Scope(scope)) => t.ctr_exit_scope = scope.abi_value(),
+                ("ctr_ignore_exit_codes", KnobValue::Codes(codes)) => {
+                    let n = codes.len().min(MAX_IGNORE_EXIT_CODES);
+                    for (slot, code) in t.ctr_ignore_exit_codes.iter_mut().zip(&codes) {
+                        *slot = u32::from(*code);
+                    }
+                    t.ctr_ignore_exit_codes_count = n as u32;
+                }
+                (member, KnobValue::Int(v)) => t.put(member, v),
+                // A disabled observer sets no bit. A row whose value does
+                // not fit its member reaches nothing;
+                // tests/profile.rs (every knob changes the carrier bytes)
+                // makes that a test failure, not a silent gap.
+                _ => {}
+            }
         }
+        t
+    }
+
+    /// Stores `v` in the integer member named `member`. The knob ranges keep
+    /// u32 members far below u32::MAX; saturate, never wrap.
+    fn put(&mut self, member: &str, v: u64) {
+        let narrow = u32::try_from(v).unwrap_or(u32::MAX);
+        let slot = match member {
+            "net_refused_min_count" => &mut self.net_refused_min_count,
+            "net_refused_window_ms" => &mut self.net_refused_window_ms,
+            "net_retransmit_min_count" => &mut self.net_retransmit_min_count,
+            "net_retransmit_window_ms" => &mut self.net_retransmit_window_ms,
+            "net_rtt_multiplier_permille" => &mut self.net_rtt_multiplier_permille,
+            "net_rtt_min_baseline_samples" => &mut self.net_rtt_min_baseline_samples,
+            "net_rtt_abs_us" => &mut self.net_rtt_abs_us,
+            "node_sample_period_ms" => &mut self.node_sample_period_ms,
+            "node_cpu_stall_permille" => &mut self.node_cpu_stall_permille,
+            "node_ipc_drop_permille" => &mut self.node_ipc_drop_permille,
+            "node_mem_mpki_milli" => &mut self.node_mem_mpki_milli,
+            "node_psi_mem_permille" => &mut self.node_psi_mem_permille,
+            "node_psi_cpu_permille" => &mut self.node_psi_cpu_permille,
+            "node_min_baseline_samples" => &mut self.node_min_baseline_samples,
+            "sto_slow_io_ns" => {
+                self.sto_slow_io_ns = v;
+                return;
+            }
+            "sto_critical_io_ns" => {
+                self.sto_critical_io_ns = v;
+                return;
+            }
+            _ => return,
+        };
+        *slot = narrow;
     }
 
     /// The exact bytes written to a carrier map.
@@ -351,6 +365,68 @@ mod tests {
         assert_eq!(stat_reason(Observer::Storage, STAT_RB_FULL), None);
         assert_eq!(stat_reason(Observer::Container, STAT_CORR_DUP), None);
         assert_eq!(stat_reason(Observer::Storage, STAT_MAX), None);
+    }
+
+    /// Every member gets its own knob's value, in the knob's unit: a config
+    /// with no default left maps to exactly this struct.
+    #[test]
+    fn each_knob_lands_in_its_member() {
+        let mut cfg = CompiledConfig {
+            network: crate::wire::config::NetworkConfig {
+                enabled: true,
+                refused_min_count: 2,
+                refused_window_ms: 3,
+                retransmit_min_count: 4,
+                retransmit_window_ms: 5,
+                rtt_spike_multiplier_permille: 6,
+                rtt_min_baseline_samples: 7,
+                rtt_spike_abs_us: 8,
+            },
+            node: crate::wire::config::NodeConfig {
+                enabled: true,
+                sample_period_ms: 13,
+                cpu_stall_permille: 14,
+                ipc_drop_permille: 15,
+                memory_pressure_mpki_milli: 16,
+                psi_memory_permille: 17,
+                psi_cpu_permille: 18,
+                min_baseline_samples: 19,
+            },
+            ..CompiledConfig::default()
+        };
+        cfg.container.enabled = false;
+        cfg.container.exit_scope = crate::wire::config::ExitScope::All;
+        cfg.container.ignore_exit_codes = vec![9, 10];
+        cfg.storage.slow_io_threshold_ns = 5_000_000_011;
+        cfg.storage.io_latency_critical_ns = 5_000_000_012;
+        let mut codes = [0; MAX_IGNORE_EXIT_CODES];
+        codes[..2].copy_from_slice(&[9, 10]);
+        let want = TapioConfig {
+            abi_version: ABI_VERSION,
+            generation: 20,
+            flags: Observer::Network.flag() | Observer::Storage.flag() | Observer::Node.flag(),
+            net_refused_min_count: 2,
+            net_refused_window_ms: 3,
+            net_retransmit_min_count: 4,
+            net_retransmit_window_ms: 5,
+            net_rtt_multiplier_permille: 6,
+            net_rtt_min_baseline_samples: 7,
+            net_rtt_abs_us: 8,
+            ctr_exit_scope: 1,
+            ctr_ignore_exit_codes_count: 2,
+            ctr_ignore_exit_codes: codes,
+            sto_slow_io_ns: 5_000_000_011,
+            sto_critical_io_ns: 5_000_000_012,
+            node_sample_period_ms: 13,
+            node_cpu_stall_permille: 14,
+            node_ipc_drop_permille: 15,
+            node_mem_mpki_milli: 16,
+            node_psi_mem_permille: 17,
+            node_psi_cpu_permille: 18,
+            node_min_baseline_samples: 19,
+            ..TapioConfig::default()
+        };
+        assert_eq!(TapioConfig::from_compiled(&cfg, 20), want);
     }
 
     #[test]

@@ -24,7 +24,8 @@
 //! enabled = true                       # or --metrics; an addr alone also enables
 //! addr = "127.0.0.1:9464"              # or --metrics-addr (implies --metrics)
 //!
-//! # Standalone threshold overrides, named and scaled as in CompiledConfig.
+//! # Standalone threshold overrides, named and scaled as in CompiledConfig
+//! # and judged by the same knob table (ranges) as a profile.
 //! [observers.network]
 //! refused_window_ms = 2000
 //! [observers.storage]
@@ -37,7 +38,8 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
 
-use crate::wire::CompiledConfig;
+use crate::wire::config::{knob, knob_by_field, ExitScope, Knob, KnobKind, KnobValue, AT_LEAST};
+use crate::wire::{CompiledConfig, Observer};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/tapio/tapio.toml";
 pub const DEFAULT_DATA_DIR: &str = ".tapio/occurrences";
@@ -243,15 +245,20 @@ fn retention(
     let max_age_ms = match args.retain_age.as_ref().or(file.retain_age.as_ref()) {
         None => default.max_age_ms,
         Some(t) => {
-            let Some(secs) = crate::store::filter::parse_duration_secs(t) else {
+            // The one duration grammar (profiles, `--since`).
+            let Some(ns) = crate::wire::time::parse_duration(t) else {
                 bail!(
                     "invalid --retain-age (retain_age) {t:?}: expected a duration like 30m, 12h or 7d"
                 );
             };
-            if !RETAIN_AGE_SECS_RANGE.contains(&secs) {
+            let (start, end) = (
+                RETAIN_AGE_SECS_RANGE.start() * 1_000_000_000,
+                RETAIN_AGE_SECS_RANGE.end() * 1_000_000_000,
+            );
+            if !(start..=end).contains(&ns) {
                 bail!("--retain-age (retain_age) must be 1m to 365d, got {t}");
             }
-            secs * 1000
+            ns / 1_000_000
         }
     };
     Ok(Retention {
@@ -466,15 +473,17 @@ pub fn parse_file(text: &str) -> anyhow::Result<FileConfig> {
     Ok(toml::from_str(text)?)
 }
 
-/// Merges `[observers.<name>]` tables over `base`. Unknown observers and
-/// keys are rejected by name.
+/// Merges `[observers.<name>]` tables over `base`. Keys are
+/// [`CompiledConfig`] field names; each value is judged by its knob table
+/// row ([`KNOBS`](crate::wire::config::KNOBS)), so the agent accepts exactly
+/// what a profile would, in the field's unit. Unknown observers and keys are
+/// rejected by name.
 pub fn apply_overrides(
-    base: CompiledConfig,
+    mut cfg: CompiledConfig,
     overrides: &toml::Table,
 ) -> anyhow::Result<CompiledConfig> {
-    let mut doc = serde_json::to_value(&base)?;
     for (section, value) in overrides {
-        let Some(target) = doc.get_mut(section).filter(|_| section != "profile") else {
+        let Some(observer) = Observer::parse(section) else {
             bail!(
                 "unknown key `observers.{section}`: expected network, container, storage or node"
             );
@@ -483,45 +492,58 @@ pub fn apply_overrides(
             bail!("`observers.{section}` must be a table");
         };
         for (key, v) in table {
-            let Some(slot) = target.get_mut(key) else {
+            let Some(k) = knob_by_field(observer, key) else {
                 bail!("unknown key `observers.{section}.{key}`");
             };
-            *slot = serde_json::to_value(v)
-                .with_context(|| format!("invalid value for `observers.{section}.{key}`"))?;
+            let value = toml_value(k, v)
+                .and_then(|value| k.check(&value).map(|()| value))
+                .map_err(|why| anyhow::anyhow!("`observers.{section}.{key}` {why}"))?;
+            k.set(&mut cfg, value);
         }
     }
-    let cfg: CompiledConfig =
-        serde_json::from_value(doc).context("invalid value in [observers]")?;
-    check_standalone(&cfg)?;
+    for (observer, low, high) in &AT_LEAST {
+        let (Some(lk), Some(hk)) = (knob(*observer, low), knob(*observer, high)) else {
+            continue;
+        };
+        let (lo, hi) = (lk.get(&cfg), hk.get(&cfg));
+        if hk.nanos(&hi) < lk.nanos(&lo) {
+            let o = observer.as_str();
+            bail!(
+                "`observers.{o}.{}` ({hi}) must not be below `observers.{o}.{}` ({lo})",
+                hk.field,
+                lk.field
+            );
+        }
+    }
     Ok(cfg)
 }
 
-/// Guards against overrides that would make a rule meaningless.
-fn check_standalone(cfg: &CompiledConfig) -> anyhow::Result<()> {
-    let n = &cfg.network;
-    for (name, v) in [
-        ("network.refused_window_ms", n.refused_window_ms),
-        ("network.retransmit_window_ms", n.retransmit_window_ms),
-        ("network.refused_min_count", n.refused_min_count),
-        ("network.retransmit_min_count", n.retransmit_min_count),
+/// A TOML value as the row's kind, or what it must be.
+fn toml_value(k: &Knob, v: &toml::Value) -> Result<KnobValue, String> {
+    use toml::Value as T;
+    let wrong = || format!("must be {} (got {})", k.kind_text(), v.type_str());
+    match (k.kind, v) {
+        (KnobKind::Bool, T::Boolean(b)) => Ok(KnobValue::Bool(*b)),
         (
-            "network.rtt_min_baseline_samples",
-            n.rtt_min_baseline_samples,
-        ),
-        (
-            "network.rtt_spike_multiplier_permille",
-            n.rtt_spike_multiplier_permille,
-        ),
-        ("node.sample_period_ms", cfg.node.sample_period_ms),
-    ] {
-        if v == 0 {
-            bail!("`observers.{name}` must be greater than 0");
-        }
+            KnobKind::Count { .. } | KnobKind::Duration { .. } | KnobKind::Milli { .. },
+            T::Integer(i),
+        ) => u64::try_from(*i)
+            .map(KnobValue::Int)
+            .map_err(|_| format!("must be {} (got {i})", k.kind_text())),
+        (KnobKind::ExitScope, T::String(s)) => ExitScope::parse(s)
+            .map(KnobValue::Scope)
+            .ok_or_else(|| format!("must be {} (got {s:?})", k.kind_text())),
+        (KnobKind::ExitCodes { .. }, T::Array(items)) => items
+            .iter()
+            .map(|item| {
+                item.as_integer()
+                    .and_then(|c| u8::try_from(c).ok())
+                    .ok_or_else(wrong)
+            })
+            .collect::<Result<Vec<u8>, String>>()
+            .map(KnobValue::Codes),
+        _ => Err(wrong()),
     }
-    if cfg.container.ignore_exit_codes.len() > crate::wire::config::MAX_IGNORE_EXIT_CODES {
-        bail!("`observers.container.ignore_exit_codes` holds at most 16 codes");
-    }
-    Ok(())
 }
 
 pub fn hostname() -> String {
@@ -619,6 +641,100 @@ mod tests {
         assert!(AgentConfig::merge(&AgentArgs::default(), file).is_err());
         let file = parse_file("[observers.network]\nrefused_window_ms = \"x\"\n").unwrap();
         assert!(AgentConfig::merge(&AgentArgs::default(), file).is_err());
+    }
+
+    /// The overrides are judged by the same knob table as a profile: what a
+    /// profile refuses (a 1 ms window: the profile minimum is 10ms), the
+    /// agent's TOML refuses too, with the range in the field's unit.
+    #[test]
+    fn overrides_use_the_profile_ranges() {
+        let merge = |toml: &str| {
+            AgentConfig::merge(&AgentArgs::default(), parse_file(toml).unwrap())
+                .map(|c| c.standalone)
+                .map_err(|e| e.to_string())
+        };
+        let profile = |knob: &str| {
+            crate::profile::compile_bytes(
+                format!(
+                    "apiVersion: tapio.io/v1\nkind: EvidenceProfile\nmetadata:\n  name: t\n\
+                     spec:\n  observers:\n    network:\n      {knob}\n"
+                )
+                .as_bytes(),
+            )
+        };
+        assert!(profile("refused_window: 1ms").is_err());
+        assert_eq!(
+            merge("[observers.network]\nrefused_window_ms = 1\n"),
+            Err(
+                "`observers.network.refused_window_ms` must be between 10 and 60000 ms (got 1)"
+                    .into()
+            )
+        );
+        // The bounds themselves are accepted by both.
+        assert_eq!(
+            profile("refused_window: 10ms")
+                .unwrap()
+                .network
+                .refused_window_ms,
+            10
+        );
+        assert_eq!(
+            merge("[observers.network]\nrefused_window_ms = 10\n")
+                .unwrap()
+                .network
+                .refused_window_ms,
+            10
+        );
+        assert_eq!(
+            merge("[observers.network]\nrefused_window_ms = 60001\n").unwrap_err(),
+            "`observers.network.refused_window_ms` must be between 10 and 60000 ms (got 60001)"
+        );
+        for (toml, want) in [
+            (
+                "[observers.network]\nrtt_spike_multiplier_permille = 1000\n",
+                "`observers.network.rtt_spike_multiplier_permille` must be between 1100 and 100000 (got 1000)",
+            ),
+            (
+                "[observers.node]\npsi_cpu_ratio = 1\n",
+                "unknown key `observers.node.psi_cpu_ratio`",
+            ),
+            (
+                "[observers.node]\nsample_period_ms = -5\n",
+                "`observers.node.sample_period_ms` must be a non-negative integer (got -5)",
+            ),
+            (
+                "[observers.network]\nenabled = 1\n",
+                "`observers.network.enabled` must be true or false (got integer)",
+            ),
+            (
+                "[observers.container]\nexit_scope = \"some\"\n",
+                "`observers.container.exit_scope` must be \"init\" or \"all\" (got \"some\")",
+            ),
+            (
+                "[observers.container]\nignore_exit_codes = [0]\n",
+                "`observers.container.ignore_exit_codes` must be at most 16 unique exit codes between 1 and 255 (got 0)",
+            ),
+            (
+                "[observers.container]\nignore_exit_codes = [300]\n",
+                "`observers.container.ignore_exit_codes` must be a list of exit codes (got array)",
+            ),
+            (
+                "[observers.storage]\nslow_io_threshold_ns = 2000000000\n",
+                "`observers.storage.io_latency_critical_ns` (1000000000) must not be below `observers.storage.slow_io_threshold_ns` (2000000000)",
+            ),
+        ] {
+            assert_eq!(merge(toml).unwrap_err(), want, "{toml}");
+        }
+        // Accepted values land in their fields, exit codes sorted like a
+        // compiled profile's.
+        let cfg = merge(
+            "[observers.container]\nexit_scope = \"all\"\nignore_exit_codes = [143, 130]\n\
+             [observers.storage]\nslow_io_threshold_ns = 2000000000\nio_latency_critical_ns = 3000000000\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.container.exit_scope, ExitScope::All);
+        assert_eq!(cfg.container.ignore_exit_codes, vec![130, 143]);
+        assert_eq!(cfg.storage.slow_io_threshold_ns, 2_000_000_000);
     }
 
     #[test]
@@ -881,11 +997,14 @@ mod tests {
         };
         assert_eq!(
             merge(bad, "retain_age = \"7d\""),
-            Err(
-                "invalid --retain-age (retain_age) \"0d\": expected a duration like 30m, 12h or 7d"
-                    .into()
-            )
+            Err("--retain-age (retain_age) must be 1m to 365d, got 0d".into())
         );
+        // The shared grammar's fractions work where they make whole ms.
+        let args = AgentArgs {
+            retain_age: Some("1.5h".into()),
+            ..Default::default()
+        };
+        assert_eq!(merge(args, ""), Ok(r(100_000, 256 << 20, 5_400)));
         // A negative or fractional TOML value is a type error, named.
         let e = parse_file("retain_files = -1").unwrap_err().to_string();
         assert!(e.contains("retain_files"), "{e}");

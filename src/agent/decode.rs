@@ -476,8 +476,8 @@ pub(crate) mod tests {
         assert_eq!(
             decode(Observer::Network, &long),
             Err(DecodeError::Oversized {
-                len: abi::NET_EVENT_SIZE + 8,
-                max: abi::NET_EVENT_SIZE
+                len: NET_EVENT_SIZE + 8,
+                max: NET_EVENT_SIZE
             })
         );
     }

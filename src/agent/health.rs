@@ -221,7 +221,7 @@ mod tests {
             Option<ControllerLink>,
             Result<Vec<&'a str>, Vec<&'a str>>,
         );
-        let cases: Vec<Case> = vec![
+        let cases: Vec<Case<'_>> = vec![
             ("standalone, all active", Some(&on), all_active(), None, None, Ok(vec![])),
             (
                 "standalone, not applied yet",

@@ -78,7 +78,7 @@ pub struct TypeLabel(pub String);
 impl EncodeLabelSet for TypeLabel {
     fn encode(
         &self,
-        mut encoder: prometheus_client::encoding::LabelSetEncoder,
+        mut encoder: prometheus_client::encoding::LabelSetEncoder<'_>,
     ) -> Result<(), std::fmt::Error> {
         use prometheus_client::encoding::EncodeLabel;
         ("type", self.0.as_str()).encode(encoder.encode_label())
@@ -182,7 +182,7 @@ struct StateCollector {
 }
 
 impl Collector for StateCollector {
-    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let Some(view) = self.view.get() else {
             return Ok(());
         };
@@ -309,7 +309,7 @@ fn boot_time() -> Option<u64> {
 }
 
 impl Collector for ProcessCollector {
-    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let Some(p) = ProcessStats::read() else {
             return Ok(());
         };
@@ -358,7 +358,7 @@ pub struct Metrics {
     pub config_fetch: Family<ResultLabel, Counter>,
     pub config_errors: Family<ObserverReason, Counter>,
     pub bpf_runs: Family<ProgramLabel, Counter>,
-    pub bpf_run_time_seconds: Family<ProgramLabel, Counter<f64, std::sync::atomic::AtomicU64>>,
+    pub bpf_run_time_seconds: Family<ProgramLabel, Counter<f64, AtomicU64>>,
     pub http_connections_rejected: Family<ServerReason, Counter>,
     pub http_timeouts: Family<ServerKind, Counter>,
     /// Times the file sink found its data dir removed and re-created it.
@@ -790,7 +790,7 @@ impl crate::httpd::Counters for Metrics {
 /// `controller_endpoint` is `--controller-endpoint` in controller mode.
 pub fn router(
     metrics: Arc<Metrics>,
-    shared: Arc<super::pipeline::Shared>,
+    shared: Arc<Shared>,
     controller_endpoint: Option<String>,
 ) -> axum::Router {
     use axum::http::{header, StatusCode};
@@ -869,7 +869,7 @@ pub fn router(
 pub fn serve(
     addr: &str,
     metrics: Arc<Metrics>,
-    shared: Arc<super::pipeline::Shared>,
+    shared: Arc<Shared>,
     controller_endpoint: Option<String>,
 ) -> anyhow::Result<(std::net::SocketAddr, std::thread::JoinHandle<()>)> {
     use anyhow::Context;
@@ -1246,6 +1246,7 @@ mod tests {
     fn rusage_cpu_seconds() -> f64 {
         // SAFETY: getrusage fills the zeroed struct it is given.
         let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: `ru` is a valid, writable rusage for the call's duration.
         assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) }, 0);
         let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
         tv(ru.ru_utime) + tv(ru.ru_stime)

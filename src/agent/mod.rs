@@ -198,7 +198,7 @@ fn start_controller_client(
     agent_id: &str,
     shared: &Arc<Shared>,
     metrics: &Arc<Metrics>,
-) -> anyhow::Result<std::thread::JoinHandle<()>> {
+) -> anyhow::Result<JoinHandle<()>> {
     let base = sinks::http::check_plain_http(url, "--controller-endpoint")?;
     let client = controller_client::ControllerClient::new(
         controller_client::ClientConfig {
@@ -206,7 +206,7 @@ fn start_controller_client(
             token,
             agent_id: agent_id.to_string(),
             node_name: cfg.node_name.clone(),
-            interval: std::time::Duration::from_secs(cfg.heartbeat_interval_secs),
+            interval: Duration::from_secs(cfg.heartbeat_interval_secs),
             observers: shared.statuses().into_keys().collect(),
         },
         shared.clone(),
@@ -293,7 +293,7 @@ fn platform_start(
     metrics: Arc<Metrics>,
     findings: std::sync::mpsc::SyncSender<Vec<classify::Finding>>,
     initial: crate::wire::CompiledConfig,
-) -> anyhow::Result<Vec<std::thread::JoinHandle<()>>> {
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let drain = linux::drain::start(
         cfg.ebpf_dir.clone(),
         shared.clone(),

@@ -1,6 +1,6 @@
 //! The agent status file `<data-dir>/.agent-status.json`: what the agent
 //! is doing, for `tapio health` and anyone else on the node (schema in
-//! SPEC §8 and /work/coord.md; every field always present).
+//! SPEC §8, "The agent status file"; every field always present).
 //!
 //! Owns: the document ([`render`], pure), its atomic replacement
 //! ([`write_atomic`]: temp file + rename, so a reader never sees half a

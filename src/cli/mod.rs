@@ -22,9 +22,18 @@
 //!   read. A note on stderr in human mode, the `skipped` object in `--json`.
 //! * `--json` prints exactly one JSON object (see [`crate::store::report`]
 //!   for the shapes); `watch --json` prints one occurrence per line.
+//! * `recent` and `watch` name who and where per occurrence: the place
+//!   (`namespace/pod`, else the container id's 12-digit short form, else
+//!   `host`), pid and comm (`-` when the fact has no process), and filter
+//!   on them (`--pod`, `--namespace`, `--container` id prefix — `watch`
+//!   spells it `--container-id`, as its `--container` picks the observer —
+//!   and `--pid`). `recent` ends with `N of M shown` when its limit cut the
+//!   list.
 //! * Colour only when stdout is a terminal and `NO_COLOR` is unset.
 
 pub mod health;
+#[cfg(target_os = "linux")]
+pub mod inotify;
 pub mod output;
 pub mod recent;
 pub mod status;

@@ -7,8 +7,13 @@ use crate::store::report::{self, HealthParams, RecentParams, ReportError};
 use crate::store::summary::HEALTH_RULE;
 use crate::store::Store;
 
-/// The most occurrences one `recent_anomalies` call returns.
-pub const MAX_LIMIT: u64 = 1000;
+/// The occurrences one `recent_anomalies` call returns by default: with the
+/// summary, enough for a model to see what happened in a few kilobytes.
+pub const DEFAULT_LIMIT: u64 = 10;
+/// The most occurrences one `recent_anomalies` page returns: about 40 KB of
+/// JSON for pod-attributed network facts (sent twice, structured and as
+/// text, as the protocol asks); `next_cursor` pages further.
+pub const MAX_LIMIT: u64 = 50;
 
 /// A failed call and how it is reported.
 #[derive(Debug)]
@@ -88,6 +93,14 @@ fn skipped_schema() -> Value {
     })
 }
 
+fn count_schema() -> Value {
+    json!({
+        "type": "object",
+        "required": ["key", "count"],
+        "properties": {"key": {"type": "string"}, "count": {"type": "integer"}}
+    })
+}
+
 fn nullable_string() -> Value {
     json!({"type": ["string", "null"]})
 }
@@ -99,7 +112,7 @@ pub fn list(structured: bool) -> Vec<Value> {
         json!({
             "name": "recent_anomalies",
             "title": "Recent kernel anomalies",
-            "description": "Newest kernel failure facts (occurrences) recorded on this node by the Tapio agent, newest first: refused/timed-out/unreachable connections, retransmit spikes, RTT degradation, OOM kills, abnormal exits, I/O errors and latency spikes, CPU stalls, IPC degradation, memory pressure. Filters combine; severity is a minimum.",
+            "description": format!("Kernel failure facts (occurrences) recorded on this node by the Tapio agent: refused/timed-out/unreachable connections, retransmit spikes, RTT degradation, OOM kills, abnormal exits, I/O errors and latency spikes, CPU stalls, IPC degradation, memory pressure. Returns `matched` (how many match the filters), a `summary` of all of them (counts by type, by place — namespace/pod, short container id, or host — and by network destination) and the newest {DEFAULT_LIMIT} (up to `limit`, at most {MAX_LIMIT}) in full, newest first. When `next_cursor` is not null, call again with `cursor` set to it (and the same filters) for the next, older page. Filters combine; severity is a minimum."),
             "inputSchema": {
                 "type": "object",
                 "properties": {
@@ -110,28 +123,52 @@ pub fn list(structured: bool) -> Vec<Value> {
                     },
                     "observer": {"type": "string", "enum": OBSERVERS},
                     "severity": {"type": "string", "enum": SEVERITIES, "description": "Minimum severity."},
-                    "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": report::DEFAULT_LIMIT}
+                    "pod": {"type": "string", "description": "Only this pod: its name, or namespace/pod."},
+                    "namespace": {"type": "string", "description": "Only pods in this Kubernetes namespace."},
+                    "container": {"type": "string", "description": "Only this container: its id or a hex prefix of it (12 digits as shown in summary.by_place)."},
+                    "pid": {"type": "integer", "minimum": 0, "description": "Only this process id."},
+                    "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT, "description": "Occurrences on this page."},
+                    "cursor": {"type": "string", "description": "The next_cursor of the previous page, unchanged."}
                 },
                 "additionalProperties": false
             },
             "outputSchema": {
                 "type": "object",
-                "required": ["data_dir", "data_dir_exists", "query", "count", "skipped", "occurrences"],
+                "required": ["data_dir", "data_dir_exists", "query", "count", "matched", "next_cursor", "summary", "skipped", "occurrences"],
                 "properties": {
                     "data_dir": {"type": "string"},
                     "data_dir_exists": {"type": "boolean"},
                     "query": {
                         "type": "object",
-                        "required": ["since", "type", "observer", "severity", "limit"],
+                        "required": ["since", "type", "observer", "severity", "limit", "pod", "namespace", "container", "pid", "cursor"],
                         "properties": {
                             "since": nullable_string(),
                             "type": nullable_string(),
                             "observer": nullable_string(),
                             "severity": nullable_string(),
-                            "limit": {"type": "integer"}
+                            "limit": {"type": "integer"},
+                            "pod": nullable_string(),
+                            "namespace": nullable_string(),
+                            "container": nullable_string(),
+                            "pid": {"type": ["integer", "null"]},
+                            "cursor": nullable_string()
                         }
                     },
-                    "count": {"type": "integer"},
+                    "count": {"type": "integer", "description": "Occurrences on this page."},
+                    "matched": {"type": "integer", "description": "Occurrences matching the filters, all pages."},
+                    "next_cursor": {"type": ["string", "null"], "description": "Pass as cursor for the next, older page; null on the last page."},
+                    "summary": {
+                        "type": "object",
+                        "description": "Counts over all matched occurrences; lists show the 10 largest, the rest is counted in other_*.",
+                        "required": ["by_type", "by_place", "other_places", "by_destination", "other_destinations"],
+                        "properties": {
+                            "by_type": {"type": "object", "additionalProperties": {"type": "integer"}},
+                            "by_place": {"type": "array", "items": count_schema()},
+                            "other_places": {"type": "integer"},
+                            "by_destination": {"type": "array", "items": count_schema()},
+                            "other_destinations": {"type": "integer"}
+                        }
+                    },
                     "skipped": skipped_schema(),
                     "occurrences": {"type": "array", "items": occurrence_schema()}
                 }
@@ -268,13 +305,12 @@ fn to_value(v: &impl serde::Serialize) -> Result<Value, CallError> {
 pub fn call(store: &Store, name: &str, args: Value, now_ns: u64) -> Result<Value, CallError> {
     match name {
         "recent_anomalies" => {
-            let params: RecentParams = parse_args(name, args)?;
-            if let Some(limit) = params.limit {
-                if !(1..=MAX_LIMIT).contains(&limit) {
-                    return Err(CallError::InvalidArguments(format!(
-                        "invalid arguments for {name}: limit must be between 1 and {MAX_LIMIT}"
-                    )));
-                }
+            let mut params: RecentParams = parse_args(name, args)?;
+            let limit = *params.limit.get_or_insert(DEFAULT_LIMIT);
+            if !(1..=MAX_LIMIT).contains(&limit) {
+                return Err(CallError::InvalidArguments(format!(
+                    "invalid arguments for {name}: limit must be between 1 and {MAX_LIMIT}; use cursor (next_cursor of a page) for more"
+                )));
             }
             to_value(&report::recent(store, &params, now_ns).map_err(|e| report_error(name, e))?)
         }

@@ -17,44 +17,26 @@
 //!   name: strict                   # required, a DNS label: 1-63 of a-z 0-9 '-'
 //! spec:                            # required
 //!   observers:                     # optional; any observer may be left out
-//!     network:
+//!     network:                     # network | container | storage | node
 //!       enabled: true
-//!       refused_min_count: 1       # 1..=1000 refusals per destination
-//!       refused_window: 1s         # 10ms..=60s, whole ms
-//!       retransmit_min_count: 5    # 1..=10000 retransmits per connection
-//!       retransmit_window: 1s      # 10ms..=60s, whole ms
-//!       rtt_spike_multiplier: 3    # 1.1..=100, at most 3 decimals
-//!       rtt_min_baseline_samples: 8  # 1..=1000
-//!       rtt_spike_abs: 10ms        # 100us..=60s, whole us
-//!     container:
-//!       enabled: true
-//!       exit_scope: init           # init | all
-//!       ignore_exit_codes: []      # at most 16 unique codes, each 1..=255
-//!     storage:
-//!       enabled: true
-//!       slow_io_threshold: 100ms   # 1ms..=60s
-//!       io_latency_critical: 1s    # 1ms..=600s and >= slow_io_threshold
-//!     node:
-//!       enabled: true
-//!       sample_period: 1s          # 100ms..=60s, whole ms
-//!       cpu_stall_ratio: 0.5       # 0.001..=1 (share of cycles stalled)
-//!       ipc_drop_ratio: 0.5        # 0.001..=1 (share of the CPU's IPC baseline)
-//!       memory_pressure_mpki: 20   # 0.001..=1000 LLC misses per kilo-instruction
-//!       psi_memory_ratio: 0.1      # 0.001..=1 (PSI memory "some" share)
-//!       psi_cpu_ratio: 0.95        # 0.001..=1 (PSI cpu "some" share)
-//!       min_baseline_samples: 8    # 1..=1000
+//!       refused_window: 2s         # a knob: name, type, range from its table row
 //! ```
 //!
+//! The knobs of each observer, with their type, unit, range and default,
+//! are the rows of the knob table ([`crate::wire::config::KNOBS`]);
+//! `examples/profiles/default.yaml` spells out every default, and every
+//! error names the allowed range.
+//!
 //! * Durations are a decimal number and a unit, no space: `ns`, `us` (or
-//!   `µs`), `ms`, `s`, `m` — `100ms`, `1s`, `2.5s`. A bare number is refused
+//!   `µs`), `ms`, `s`, `m`, `h`, `d` — `100ms`, `1s`, `2.5s` (the grammar
+//!   of `--since`, [`crate::wire::time::parse_duration`]). A bare number is refused
 //!   (is `100` ms or s?). A duration must be a whole number of the unit its
-//!   kernel field uses (ms for windows and the sample period, µs for
-//!   `rtt_spike_abs`, ns for storage).
+//!   field uses (the row's `unit`), so nothing is rounded.
 //! * Multipliers and ratios are plain numbers (`3`, `2.5`, `0.25`) with at
 //!   most three decimal places: they compile to permille exactly.
-//! * A knob left out takes the built-in default ([`CompiledConfig::default`]);
-//!   `enabled` defaults to `true`. `examples/profiles/default.yaml` spells
-//!   out every default and compiles to exactly the built-in config.
+//! * A knob left out takes its row's default ([`CompiledConfig::default`]);
+//!   `examples/profiles/default.yaml` compiles to exactly the built-in
+//!   config.
 //! * Refused: unknown fields and observers, wrong types, values out of range,
 //!   bad durations, duplicate keys, YAML tags, non-string keys, an empty
 //!   document, non-UTF-8 bytes, documents over [`MAX_PROFILE_BYTES`], and more
@@ -65,7 +47,7 @@
 //! reaching the kernel.
 //!
 //! Errors read `path: message`, e.g.
-//! `spec.observers.storage.slow_io_threshold: must be between 1ms and 60s (got 90s)`;
+//! `spec.observers.storage.slow_io_threshold: must be between 1us and 60s (got 90s)`;
 //! problems with the file as a whole use the path `document`.
 
 pub mod cli;
@@ -79,10 +61,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 pub use compile::compile;
-pub use schema::{
-    parse_duration, EvidenceProfile, API_VERSION, CONTAINER_KNOBS, KIND, MAX_PROFILE_BYTES,
-    NETWORK_KNOBS, NODE_KNOBS, OBSERVERS, STORAGE_KNOBS,
-};
+pub use schema::{EvidenceProfile, API_VERSION, KIND, MAX_PROFILE_BYTES};
 pub use validate::{validate, Issue, DOCUMENT};
 
 use crate::wire::config::CompiledConfig;

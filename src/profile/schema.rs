@@ -1,10 +1,10 @@
 //! The validated Evidence Profile: what the user wrote, typed and range
-//! checked, with `None` for every knob the document left out. The ranges
-//! below are the single source of truth for validation and error messages.
+//! checked against the knob table, and how durations and decimals are shown
+//! back in messages.
 
 use std::fmt;
 
-use crate::wire::config::ExitScope;
+use crate::wire::config::{Knob, KnobValue};
 
 /// `apiVersion` every profile must carry.
 pub const API_VERSION: &str = "tapio.io/v1";
@@ -15,186 +15,18 @@ pub const MAX_PROFILE_BYTES: usize = 1024 * 1024;
 /// Longest `metadata.name` (a DNS label).
 pub const MAX_NAME_LEN: usize = 63;
 
-/// The observer sections `spec.observers` may contain.
-pub const OBSERVERS: &[&str] = &["network", "container", "storage", "node"];
-
-/// Knob names per observer, in documentation order (`enabled` first).
-pub const NETWORK_KNOBS: &[&str] = &[
-    "enabled",
-    "refused_min_count",
-    "refused_window",
-    "retransmit_min_count",
-    "retransmit_window",
-    "rtt_spike_multiplier",
-    "rtt_min_baseline_samples",
-    "rtt_spike_abs",
-];
-pub const CONTAINER_KNOBS: &[&str] = &["enabled", "exit_scope", "ignore_exit_codes"];
-pub const STORAGE_KNOBS: &[&str] = &["enabled", "slow_io_threshold", "io_latency_critical"];
-pub const NODE_KNOBS: &[&str] = &[
-    "enabled",
-    "sample_period",
-    "cpu_stall_ratio",
-    "ipc_drop_ratio",
-    "memory_pressure_mpki",
-    "psi_memory_ratio",
-    "psi_cpu_ratio",
-    "min_baseline_samples",
-];
-
-/// The granularity of the ABI field a duration lands in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unit {
-    Nanos,
-    Micros,
-    Millis,
-}
-
-impl Unit {
-    pub fn nanos(self) -> u64 {
-        match self {
-            Unit::Nanos => 1,
-            Unit::Micros => 1_000,
-            Unit::Millis => 1_000_000,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Unit::Nanos => "nanoseconds",
-            Unit::Micros => "microseconds",
-            Unit::Millis => "milliseconds",
-        }
-    }
-}
-
-/// An inclusive integer range.
-#[derive(Debug, Clone, Copy)]
-pub struct CountRange {
-    pub min: u32,
-    pub max: u32,
-}
-
-/// An inclusive duration range, in nanoseconds, and the ABI unit it must be
-/// a whole multiple of.
-#[derive(Debug, Clone, Copy)]
-pub struct DurationRange {
-    pub min_ns: u64,
-    pub max_ns: u64,
-    pub unit: Unit,
-}
-
-/// An inclusive range of a decimal with at most three places, in
-/// thousandths (the ABI's permille / milli units).
-#[derive(Debug, Clone, Copy)]
-pub struct DecimalRange {
-    pub min_milli: u32,
-    pub max_milli: u32,
+/// A validated profile: every knob the document set, judged against its
+/// [`KNOBS`](crate::wire::config::KNOBS) row and held in its
+/// [`CompiledConfig`](crate::wire::CompiledConfig) unit, in document order.
+/// Knobs left out are absent (they compile to their defaults).
+#[derive(Debug, Clone, Default)]
+pub struct EvidenceProfile {
+    pub name: String,
+    pub knobs: Vec<(&'static Knob, KnobValue)>,
 }
 
 const MS: u64 = 1_000_000;
 const S: u64 = 1_000_000_000;
-
-pub const REFUSED_MIN_COUNT: CountRange = CountRange { min: 1, max: 1000 };
-pub const REFUSED_WINDOW: DurationRange = DurationRange {
-    min_ns: 10 * MS,
-    max_ns: 60 * S,
-    unit: Unit::Millis,
-};
-pub const RETRANSMIT_MIN_COUNT: CountRange = CountRange {
-    min: 1,
-    max: 10_000,
-};
-pub const RETRANSMIT_WINDOW: DurationRange = DurationRange {
-    min_ns: 10 * MS,
-    max_ns: 60 * S,
-    unit: Unit::Millis,
-};
-pub const RTT_SPIKE_MULTIPLIER: DecimalRange = DecimalRange {
-    min_milli: 1_100,
-    max_milli: 100_000,
-};
-pub const RTT_MIN_BASELINE_SAMPLES: CountRange = CountRange { min: 1, max: 1000 };
-pub const RTT_SPIKE_ABS: DurationRange = DurationRange {
-    min_ns: 100_000,
-    max_ns: 60 * S,
-    unit: Unit::Micros,
-};
-pub const IGNORE_EXIT_CODE: CountRange = CountRange { min: 1, max: 255 };
-pub const SLOW_IO_THRESHOLD: DurationRange = DurationRange {
-    min_ns: MS,
-    max_ns: 60 * S,
-    unit: Unit::Nanos,
-};
-pub const IO_LATENCY_CRITICAL: DurationRange = DurationRange {
-    min_ns: MS,
-    max_ns: 600 * S,
-    unit: Unit::Nanos,
-};
-pub const SAMPLE_PERIOD: DurationRange = DurationRange {
-    min_ns: 100 * MS,
-    max_ns: 60 * S,
-    unit: Unit::Millis,
-};
-pub const RATIO: DecimalRange = DecimalRange {
-    min_milli: 1,
-    max_milli: 1000,
-};
-pub const MEMORY_PRESSURE_MPKI: DecimalRange = DecimalRange {
-    min_milli: 1,
-    max_milli: 1_000_000,
-};
-pub const MIN_BASELINE_SAMPLES: CountRange = CountRange { min: 1, max: 1000 };
-
-/// A validated profile. Every `Some` value is inside its range.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct EvidenceProfile {
-    pub name: String,
-    pub network: NetworkSpec,
-    pub container: ContainerSpec,
-    pub storage: StorageSpec,
-    pub node: NodeSpec,
-}
-
-/// Durations are nanoseconds; decimals are thousandths.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct NetworkSpec {
-    pub enabled: Option<bool>,
-    pub refused_min_count: Option<u32>,
-    pub refused_window_ns: Option<u64>,
-    pub retransmit_min_count: Option<u32>,
-    pub retransmit_window_ns: Option<u64>,
-    pub rtt_spike_multiplier_milli: Option<u32>,
-    pub rtt_min_baseline_samples: Option<u32>,
-    pub rtt_spike_abs_ns: Option<u64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct ContainerSpec {
-    pub enabled: Option<bool>,
-    pub exit_scope: Option<ExitScope>,
-    /// As written: unique, each in 1..=255, at most 16.
-    pub ignore_exit_codes: Option<Vec<u8>>,
-}
-
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct StorageSpec {
-    pub enabled: Option<bool>,
-    pub slow_io_threshold_ns: Option<u64>,
-    pub io_latency_critical_ns: Option<u64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct NodeSpec {
-    pub enabled: Option<bool>,
-    pub sample_period_ns: Option<u64>,
-    pub cpu_stall_ratio_milli: Option<u32>,
-    pub ipc_drop_ratio_milli: Option<u32>,
-    pub memory_pressure_mpki_milli: Option<u32>,
-    pub psi_memory_ratio_milli: Option<u32>,
-    pub psi_cpu_ratio_milli: Option<u32>,
-    pub min_baseline_samples: Option<u32>,
-}
 
 /// Formats nanoseconds with the largest unit that divides them exactly
 /// (`60s`, `100ms`, `1500us`).
@@ -226,78 +58,9 @@ impl fmt::Display for DisplayMilli {
     }
 }
 
-/// Parses a duration: a non-negative decimal followed by a unit (`ns`,
-/// `us`, `µs`, `ms`, `s`, `m`), no spaces: `100ms`, `1s`, `2.5s`. Returns
-/// nanoseconds, or `None` when the text is not such a duration, is not a
-/// whole number of nanoseconds, or does not fit in u64.
-pub fn parse_duration(text: &str) -> Option<u64> {
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-    let (number, unit) = text.split_at(split);
-    let unit_ns: u128 = match unit {
-        "ns" => 1,
-        "us" | "µs" => 1_000,
-        "ms" => 1_000_000,
-        "s" => 1_000_000_000,
-        "m" => 60_000_000_000,
-        _ => return None,
-    };
-    let (int, frac) = match number.split_once('.') {
-        Some((i, f)) => (i, f),
-        None => (number, ""),
-    };
-    if int.is_empty()
-        || int.len() > 20
-        || frac.len() > 9
-        || (number.contains('.') && frac.is_empty())
-    {
-        return None;
-    }
-    if !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let int: u128 = int.parse().ok()?;
-    let scale = 10u128.pow(frac.len() as u32);
-    let frac: u128 = if frac.is_empty() {
-        0
-    } else {
-        frac.parse().ok()?
-    };
-    let scaled = (int * scale + frac) * unit_ns;
-    if scaled % scale != 0 {
-        return None;
-    }
-    u64::try_from(scaled / scale).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        for (text, ns) in [
-            ("100ms", Some(100 * MS)),
-            ("1s", Some(S)),
-            ("10ms", Some(10 * MS)),
-            ("2.5s", Some(2_500 * MS)),
-            ("1m", Some(60 * S)),
-            ("750us", Some(750_000)),
-            ("750µs", Some(750_000)),
-            ("0ms", Some(0)),
-            ("1.5ns", None),
-            ("100", None),
-            ("ms", None),
-            ("1 s", None),
-            ("-1s", None),
-            ("1.s", None),
-            (".5s", None),
-            ("1h", None),
-            ("1s2ms", None),
-            ("99999999999999999999999s", None),
-        ] {
-            assert_eq!(parse_duration(text), ns, "{text}");
-        }
-    }
 
     #[test]
     fn display() {

@@ -1,10 +1,16 @@
 //! Bytes → [`EvidenceProfile`], collecting every problem with its path.
+//! Knob names, types and ranges come from the knob table
+//! ([`crate::wire::config::KNOBS`]); nothing here names a knob.
 
 use std::fmt;
 
 use super::schema::*;
 use super::tree::{self, Node};
-use crate::wire::config::{ExitScope, MAX_IGNORE_EXIT_CODES};
+use crate::wire::config::{
+    knob, ExitScope, Knob, KnobKind, KnobValue, Unit, AT_LEAST, KNOBS, MAX_IGNORE_EXIT_CODES,
+};
+use crate::wire::time::{parse_duration, DURATION_UNITS};
+use crate::wire::Observer;
 
 /// One validation problem: where and what. Displays as `path: message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -283,6 +289,7 @@ fn walk_spec(value: &Node, profile: &mut EvidenceProfile, issues: &mut Issues) {
 
 fn walk_observers(value: &Node, profile: &mut EvidenceProfile, issues: &mut Issues) {
     const PATH: &str = "spec.observers";
+    let observers: Vec<&str> = Observer::ALL.iter().map(|o| o.as_str()).collect();
     let map = match value {
         Node::Map(m) => m,
         other => {
@@ -290,7 +297,7 @@ fn walk_observers(value: &Node, profile: &mut EvidenceProfile, issues: &mut Issu
                 PATH,
                 format!(
                     "must be a mapping of {} (got {})",
-                    OBSERVERS.join(", "),
+                    observers.join(", "),
                     other.kind()
                 ),
             );
@@ -299,16 +306,15 @@ fn walk_observers(value: &Node, profile: &mut EvidenceProfile, issues: &mut Issu
     };
     for (key, v) in entries(map, PATH, issues) {
         let path = join(PATH, key);
-        let knobs = match key {
-            "network" => NETWORK_KNOBS,
-            "container" => CONTAINER_KNOBS,
-            "storage" => STORAGE_KNOBS,
-            "node" => NODE_KNOBS,
-            _ => {
-                unknown(&path, "observer", OBSERVERS, issues);
-                continue;
-            }
+        let Some(observer) = Observer::parse(key) else {
+            unknown(&path, "observer", &observers, issues);
+            continue;
         };
+        let knobs: Vec<&str> = KNOBS
+            .iter()
+            .filter(|k| k.observer == observer)
+            .map(|k| k.name)
+            .collect();
         let fields = match v {
             Node::Map(m) => entries(m, &path, issues),
             // `network:` with nothing under it means "all defaults".
@@ -327,22 +333,17 @@ fn walk_observers(value: &Node, profile: &mut EvidenceProfile, issues: &mut Issu
         };
         let mut ctx = Knobs {
             path: &path,
-            allowed: knobs,
+            allowed: &knobs,
             issues: &mut *issues,
         };
-        match key {
-            "network" => profile.network = ctx.network(&fields),
-            "container" => profile.container = ctx.container(&fields),
-            "storage" => profile.storage = ctx.storage(&fields),
-            _ => profile.node = ctx.node(&fields),
-        }
+        ctx.section(observer, &fields, profile);
     }
 }
 
-/// Judges the knobs of one observer section.
+/// Judges the knobs of one observer section against their [`KNOBS`] rows.
 struct Knobs<'a> {
     path: &'a str,
-    allowed: &'static [&'static str],
+    allowed: &'a [&'static str],
     issues: &'a mut Issues,
 }
 
@@ -356,125 +357,104 @@ impl Knobs<'_> {
         unknown(&path, "field", self.allowed, self.issues);
     }
 
-    fn network(&mut self, fields: &[(&str, &Node)]) -> NetworkSpec {
-        let mut s = NetworkSpec::default();
+    fn section(
+        &mut self,
+        observer: Observer,
+        fields: &[(&str, &Node)],
+        profile: &mut EvidenceProfile,
+    ) {
+        let mut refused: Vec<&str> = Vec::new();
+        let first = profile.knobs.len();
         for &(key, v) in fields {
-            match key {
-                "enabled" => s.enabled = self.boolean(key, v),
-                "refused_min_count" => s.refused_min_count = self.count(key, v, REFUSED_MIN_COUNT),
-                "refused_window" => s.refused_window_ns = self.duration(key, v, REFUSED_WINDOW),
-                "retransmit_min_count" => {
-                    s.retransmit_min_count = self.count(key, v, RETRANSMIT_MIN_COUNT)
-                }
-                "retransmit_window" => {
-                    s.retransmit_window_ns = self.duration(key, v, RETRANSMIT_WINDOW)
-                }
-                "rtt_spike_multiplier" => {
-                    s.rtt_spike_multiplier_milli =
-                        self.decimal(key, v, RTT_SPIKE_MULTIPLIER, "number")
-                }
-                "rtt_min_baseline_samples" => {
-                    s.rtt_min_baseline_samples = self.count(key, v, RTT_MIN_BASELINE_SAMPLES)
-                }
-                "rtt_spike_abs" => s.rtt_spike_abs_ns = self.duration(key, v, RTT_SPIKE_ABS),
-                _ => self.unknown(key),
+            let Some(k) = knob(observer, key) else {
+                self.unknown(key);
+                continue;
+            };
+            match self.value(key, v, k) {
+                Some(value) => profile.knobs.push((k, value)),
+                None => refused.push(k.name),
             }
         }
-        s
+        let set = &profile.knobs[first..];
+        for &(obs, low, high) in &AT_LEAST {
+            if obs == observer && !refused.contains(&low) && !refused.contains(&high) {
+                self.ordered(observer, low, high, set);
+            }
+        }
     }
 
-    fn container(&mut self, fields: &[(&str, &Node)]) -> ContainerSpec {
-        let mut s = ContainerSpec::default();
-        for &(key, v) in fields {
-            match key {
-                "enabled" => s.enabled = self.boolean(key, v),
-                "exit_scope" => s.exit_scope = self.exit_scope(key, v),
-                "ignore_exit_codes" => s.ignore_exit_codes = self.exit_codes(key, v),
-                _ => self.unknown(key),
-            }
+    /// One [`AT_LEAST`] rule, judged on the effective values (a knob left
+    /// out takes its default); the issue goes to the knob the document set.
+    fn ordered(
+        &mut self,
+        observer: Observer,
+        low: &str,
+        high: &str,
+        set: &[(&'static Knob, KnobValue)],
+    ) {
+        let (Some(lk), Some(hk)) = (knob(observer, low), knob(observer, high)) else {
+            return;
+        };
+        let given = |k: &Knob| set.iter().find(|(s, _)| s.name == k.name).map(|(_, v)| v);
+        let effective = |k: &Knob| k.nanos(given(k).unwrap_or(&k.default));
+        let (lo, hi) = (effective(lk), effective(hk));
+        if hi >= lo {
+            return;
         }
-        s
+        if given(hk).is_some() {
+            let path = self.at(high);
+            self.issues.push(
+                &path,
+                format!(
+                    "must be at least {low} ({}) and at most {} (got {})",
+                    DisplayDuration(lo),
+                    DisplayDuration(hk.max_nanos()),
+                    DisplayDuration(hi)
+                ),
+            );
+        } else {
+            let path = self.at(low);
+            self.issues.push(
+                &path,
+                format!(
+                    "must be between {} and {high} ({}, the default) (got {})",
+                    DisplayDuration(lk.min_nanos()),
+                    DisplayDuration(hi),
+                    DisplayDuration(lo)
+                ),
+            );
+        }
     }
 
-    fn storage(&mut self, fields: &[(&str, &Node)]) -> StorageSpec {
-        let mut s = StorageSpec::default();
-        for &(key, v) in fields {
-            match key {
-                "enabled" => s.enabled = self.boolean(key, v),
-                "slow_io_threshold" => {
-                    s.slow_io_threshold_ns = self.duration(key, v, SLOW_IO_THRESHOLD)
-                }
-                "io_latency_critical" => {
-                    s.io_latency_critical_ns = self.duration(key, v, IO_LATENCY_CRITICAL)
-                }
-                _ => self.unknown(key),
+    /// Judges one value by its row; `None` (with the issue recorded) when
+    /// refused, else the value in the row's [`CompiledConfig`] unit.
+    fn value(&mut self, key: &str, v: &Node, k: &Knob) -> Option<KnobValue> {
+        match k.kind {
+            KnobKind::Bool => self.boolean(key, v).map(KnobValue::Bool),
+            KnobKind::Count { min, max } => self
+                .count(key, v, min, max)
+                .map(|c| KnobValue::Int(c.into())),
+            KnobKind::Duration {
+                min_ns,
+                max_ns,
+                unit,
+            } => self
+                .duration(key, v, (min_ns, max_ns), unit)
+                .map(|ns| KnobValue::Int(ns / unit.nanos())),
+            KnobKind::Milli { min, max } => {
+                let noun = if k.name.ends_with("_ratio") {
+                    "ratio"
+                } else {
+                    "number"
+                };
+                self.decimal(key, v, (min, max), noun)
+                    .map(|m| KnobValue::Int(m.into()))
+            }
+            KnobKind::ExitScope => self.exit_scope(key, v).map(KnobValue::Scope),
+            KnobKind::ExitCodes { min, max } => {
+                self.exit_codes(key, v, min, max).map(KnobValue::Codes)
             }
         }
-        // Critical must not be below slow, judged on the effective values
-        // (a knob left out takes its default).
-        let defaults = crate::wire::CompiledConfig::default().storage;
-        let slow = s
-            .slow_io_threshold_ns
-            .unwrap_or(defaults.slow_io_threshold_ns);
-        let critical = s
-            .io_latency_critical_ns
-            .unwrap_or(defaults.io_latency_critical_ns);
-        let both_valid = fields.iter().all(|(k, _)| match *k {
-            "slow_io_threshold" => s.slow_io_threshold_ns.is_some(),
-            "io_latency_critical" => s.io_latency_critical_ns.is_some(),
-            _ => true,
-        });
-        if both_valid && critical < slow {
-            if s.io_latency_critical_ns.is_some() {
-                let path = self.at("io_latency_critical");
-                self.issues.push(
-                    &path,
-                    format!(
-                        "must be at least slow_io_threshold ({}) and at most {} (got {})",
-                        DisplayDuration(slow),
-                        DisplayDuration(IO_LATENCY_CRITICAL.max_ns),
-                        DisplayDuration(critical)
-                    ),
-                );
-            } else {
-                let path = self.at("slow_io_threshold");
-                self.issues.push(
-                    &path,
-                    format!(
-                        "must be between {} and io_latency_critical ({}, the default) (got {})",
-                        DisplayDuration(SLOW_IO_THRESHOLD.min_ns),
-                        DisplayDuration(critical),
-                        DisplayDuration(slow)
-                    ),
-                );
-            }
-        }
-        s
-    }
-
-    fn node(&mut self, fields: &[(&str, &Node)]) -> NodeSpec {
-        let mut s = NodeSpec::default();
-        for &(key, v) in fields {
-            match key {
-                "enabled" => s.enabled = self.boolean(key, v),
-                "sample_period" => s.sample_period_ns = self.duration(key, v, SAMPLE_PERIOD),
-                "cpu_stall_ratio" => s.cpu_stall_ratio_milli = self.decimal(key, v, RATIO, "ratio"),
-                "ipc_drop_ratio" => s.ipc_drop_ratio_milli = self.decimal(key, v, RATIO, "ratio"),
-                "memory_pressure_mpki" => {
-                    s.memory_pressure_mpki_milli =
-                        self.decimal(key, v, MEMORY_PRESSURE_MPKI, "number")
-                }
-                "psi_memory_ratio" => {
-                    s.psi_memory_ratio_milli = self.decimal(key, v, RATIO, "ratio")
-                }
-                "psi_cpu_ratio" => s.psi_cpu_ratio_milli = self.decimal(key, v, RATIO, "ratio"),
-                "min_baseline_samples" => {
-                    s.min_baseline_samples = self.count(key, v, MIN_BASELINE_SAMPLES)
-                }
-                _ => self.unknown(key),
-            }
-        }
-        s
     }
 
     fn fail<T>(&mut self, key: &str, message: String) -> Option<T> {
@@ -490,23 +470,26 @@ impl Knobs<'_> {
         }
     }
 
-    fn count(&mut self, key: &str, v: &Node, r: CountRange) -> Option<u32> {
-        let want = format!("an integer between {} and {}", r.min, r.max);
+    fn count(&mut self, key: &str, v: &Node, min: u32, max: u32) -> Option<u32> {
+        let want = format!("an integer between {min} and {max}");
         match v {
-            Node::Int(i) if (i128::from(r.min)..=i128::from(r.max)).contains(i) => Some(*i as u32),
-            Node::Int(i) => self.fail(
-                key,
-                format!("must be between {} and {} (got {i})", r.min, r.max),
-            ),
+            Node::Int(i) if (i128::from(min)..=i128::from(max)).contains(i) => Some(*i as u32),
+            Node::Int(i) => self.fail(key, format!("must be between {min} and {max} (got {i})")),
             other => self.fail(key, format!("must be {want} (got {})", other.kind())),
         }
     }
 
-    fn duration(&mut self, key: &str, v: &Node, r: DurationRange) -> Option<u64> {
+    fn duration(
+        &mut self,
+        key: &str,
+        v: &Node,
+        (min_ns, max_ns): (u64, u64),
+        unit: Unit,
+    ) -> Option<u64> {
         let range = format!(
             "between {} and {}",
-            DisplayDuration(r.min_ns),
-            DisplayDuration(r.max_ns)
+            DisplayDuration(min_ns),
+            DisplayDuration(max_ns)
         );
         let text = match v {
             Node::Str(s) => s,
@@ -524,20 +507,20 @@ impl Knobs<'_> {
             return self.fail(
                 key,
                 format!(
-                    "invalid duration \"{}\"; must be a number with a unit (ns, us, ms, s, m) like \"100ms\", {range}",
+                    "invalid duration \"{}\"; must be a number with a unit ({DURATION_UNITS}) like \"100ms\", {range}",
                     shorten(text)
                 ),
             );
         };
-        if ns < r.min_ns || ns > r.max_ns {
+        if ns < min_ns || ns > max_ns {
             return self.fail(key, format!("must be {range} (got {})", shorten(text)));
         }
-        if ns % r.unit.nanos() != 0 {
+        if ns % unit.nanos() != 0 {
             return self.fail(
                 key,
                 format!(
                     "must be a whole number of {} {range} (got {})",
-                    r.unit.name(),
+                    unit.name(),
                     shorten(text)
                 ),
             );
@@ -546,11 +529,17 @@ impl Knobs<'_> {
     }
 
     /// A number with at most three decimal places, as thousandths.
-    fn decimal(&mut self, key: &str, v: &Node, r: DecimalRange, noun: &str) -> Option<u32> {
+    fn decimal(
+        &mut self,
+        key: &str,
+        v: &Node,
+        (min_milli, max_milli): (u32, u32),
+        noun: &str,
+    ) -> Option<u32> {
         let range = format!(
             "between {} and {}",
-            DisplayMilli(r.min_milli.into()),
-            DisplayMilli(r.max_milli.into())
+            DisplayMilli(min_milli.into()),
+            DisplayMilli(max_milli.into())
         );
         let milli: Option<i128> = match v {
             Node::Int(i) => Some(i.saturating_mul(1000)),
@@ -577,7 +566,7 @@ impl Knobs<'_> {
             }
         };
         match milli {
-            Some(m) if (i128::from(r.min_milli)..=i128::from(r.max_milli)).contains(&m) => {
+            Some(m) if (i128::from(min_milli)..=i128::from(max_milli)).contains(&m) => {
                 Some(m as u32)
             }
             _ => {
@@ -593,8 +582,7 @@ impl Knobs<'_> {
 
     fn exit_scope(&mut self, key: &str, v: &Node) -> Option<ExitScope> {
         match v {
-            Node::Str(s) if s == "init" => Some(ExitScope::Init),
-            Node::Str(s) if s == "all" => Some(ExitScope::All),
+            Node::Str(s) if ExitScope::parse(s).is_some() => ExitScope::parse(s),
             Node::Str(s) => self.fail(
                 key,
                 format!("must be \"init\" or \"all\" (got \"{}\")", shorten(s)),
@@ -606,11 +594,10 @@ impl Knobs<'_> {
         }
     }
 
-    fn exit_codes(&mut self, key: &str, v: &Node) -> Option<Vec<u8>> {
-        let r = IGNORE_EXIT_CODE;
+    fn exit_codes(&mut self, key: &str, v: &Node, min: u8, max: u8) -> Option<Vec<u8>> {
         let rule = format!(
             "a list of at most {MAX_IGNORE_EXIT_CODES} exit codes between {} and {}",
-            r.min, r.max
+            min, max
         );
         let items = match v {
             Node::Seq(items) => items,
@@ -625,7 +612,7 @@ impl Knobs<'_> {
         for (i, item) in items.iter().enumerate() {
             let path = format!("{}[{i}]", self.at(key));
             match item {
-                Node::Int(c) if (i128::from(r.min)..=i128::from(r.max)).contains(c) => {
+                Node::Int(c) if (i128::from(min)..=i128::from(max)).contains(c) => {
                     let c = *c as u8;
                     if codes.contains(&c) {
                         ok = false;
@@ -641,7 +628,7 @@ impl Knobs<'_> {
                     ok = false;
                     self.issues.push(
                         &path,
-                        format!("must be between {} and {} (got {c})", r.min, r.max),
+                        format!("must be between {} and {} (got {c})", min, max),
                     );
                 }
                 other => {
@@ -650,8 +637,8 @@ impl Knobs<'_> {
                         &path,
                         format!(
                             "must be an exit code between {} and {} (got {})",
-                            r.min,
-                            r.max,
+                            min,
+                            max,
                             other.kind()
                         ),
                     );

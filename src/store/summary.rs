@@ -323,7 +323,7 @@ fn with_reason(what: String, reason: &str) -> String {
 pub fn judge(
     counts: HealthCounts,
     status: &StatusRead,
-    store: StoreFacts,
+    store: StoreFacts<'_>,
     now_ns: u64,
 ) -> Judgement {
     let mut observers = counts.into_observers();
@@ -549,7 +549,7 @@ mod tests {
         .unwrap()
     }
 
-    const DIR: StoreFacts = StoreFacts {
+    const DIR: StoreFacts<'static> = StoreFacts {
         dir: "/d",
         exists: true,
         files: 3,
@@ -582,7 +582,7 @@ mod tests {
             Verdict,
             Vec<&'a str>,
         );
-        let cases: Vec<Case> = vec![
+        let cases: Vec<Case<'_>> = vec![
             ("all fine", quiet, status(|_| {}), DIR, Verdict::Ok, vec![]),
             ("evidence still counts", critical, status(|_| {}), DIR, Verdict::Failing, vec![]),
             ("no data dir", quiet, StatusRead::Missing, missing, Verdict::Unknown, vec!["data dir /d does not exist"]),

@@ -2,8 +2,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::occurrence::Severity;
-
 /// The observer families. Each owns one BPF object and one ring buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -122,25 +120,6 @@ impl AnomalyType {
             AnomalyType::CpuStall | AnomalyType::IpcDegradation | AnomalyType::MemoryPressure => {
                 Observer::Node
             }
-        }
-    }
-
-    /// The severity a type carries unless its rule says otherwise
-    /// (abnormal exit by code, critical storage latency).
-    pub fn default_severity(self) -> Severity {
-        match self {
-            AnomalyType::ConnectionRefused
-            | AnomalyType::RetransmitSpike
-            | AnomalyType::RttDegradation
-            | AnomalyType::LatencySpike
-            | AnomalyType::CpuStall
-            | AnomalyType::IpcDegradation
-            | AnomalyType::MemoryPressure => Severity::Warning,
-            AnomalyType::ConnectionTimeout
-            | AnomalyType::ConnectionUnreachable
-            | AnomalyType::AbnormalExit
-            | AnomalyType::IoError => Severity::Error,
-            AnomalyType::OomKill => Severity::Critical,
         }
     }
 

@@ -7,6 +7,18 @@
 //! kernel. The generation is *not* part of it: the controller numbers
 //! configs, the content is identified by its hash.
 //!
+//! # The knob table
+//!
+//! [`KNOBS`] is the one declaration of every threshold: its observer, its
+//! name in a profile and in this struct (which is also its name in the
+//! agent's TOML `[observers.*]`), its type, unit and range, its default, the
+//! `tapio_config` member it reaches and whether BPF reads it. Profile
+//! validation, the agent's TOML overrides, profile compilation,
+//! [`CompiledConfig::default`] and the agent's `tapio_config` writer all
+//! read it, so a standalone agent cannot accept a value a profile refuses.
+//! A new knob is one struct field and one row (plus the member, in the
+//! header and its Rust mirror, when the kernel needs it).
+//!
 //! Canonical bytes are `serde_json::to_vec` of the struct: field order is
 //! the declaration order below and there are no maps, so the bytes (and the
 //! `sha256:<hex>` hash over them) are deterministic.
@@ -27,6 +39,8 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::Observer;
+
 /// Most exit codes `ignore_exit_codes` can hold (the ABI array length).
 pub const MAX_IGNORE_EXIT_CODES: usize = 16;
 
@@ -40,7 +54,9 @@ pub struct CompiledConfig {
     pub node: NodeConfig,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `Default` is all zero (no knob set); the built-in values are the
+/// [`KNOBS`] defaults, applied by [`CompiledConfig::default`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkConfig {
     pub enabled: bool,
     /// Refusals to one destination that make an occurrence.
@@ -57,16 +73,26 @@ pub struct NetworkConfig {
 }
 
 /// Which non-zero exit codes count as abnormal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ExitScope {
     /// Only the init process of a PID namespace (a container's main process).
+    #[default]
     Init,
     /// Every thread-group leader.
     All,
 }
 
 impl ExitScope {
+    /// The scope a profile or TOML names (`init`, `all`).
+    pub fn parse(s: &str) -> Option<ExitScope> {
+        match s {
+            "init" => Some(ExitScope::Init),
+            "all" => Some(ExitScope::All),
+            _ => None,
+        }
+    }
+
     /// Value of `tapio_config.ctr_exit_scope`.
     pub fn abi_value(self) -> u32 {
         match self {
@@ -76,7 +102,9 @@ impl ExitScope {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `Default` is all zero (no knob set); the built-in values are the
+/// [`KNOBS`] defaults, applied by [`CompiledConfig::default`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerConfig {
     pub enabled: bool,
     pub exit_scope: ExitScope,
@@ -84,14 +112,18 @@ pub struct ContainerConfig {
     pub ignore_exit_codes: Vec<u8>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `Default` is all zero (no knob set); the built-in values are the
+/// [`KNOBS`] defaults, applied by [`CompiledConfig::default`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StorageConfig {
     pub enabled: bool,
     pub slow_io_threshold_ns: u64,
     pub io_latency_critical_ns: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `Default` is all zero (no knob set); the built-in values are the
+/// [`KNOBS`] defaults, applied by [`CompiledConfig::default`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeConfig {
     pub enabled: bool,
     pub sample_period_ms: u32,
@@ -109,43 +141,401 @@ pub struct NodeConfig {
 }
 
 impl Default for CompiledConfig {
-    /// The built-in defaults (SPEC §1), used by a standalone agent.
+    /// The built-in defaults (SPEC §1, the [`KNOBS`] defaults), used by a
+    /// standalone agent.
     fn default() -> Self {
-        CompiledConfig {
+        let mut c = CompiledConfig {
             profile: "default".into(),
-            network: NetworkConfig {
-                enabled: true,
-                refused_min_count: 1,
-                refused_window_ms: 1000,
-                retransmit_min_count: 5,
-                retransmit_window_ms: 1000,
-                rtt_spike_multiplier_permille: 3000,
-                rtt_min_baseline_samples: 8,
-                rtt_spike_abs_us: 10_000,
-            },
-            container: ContainerConfig {
-                enabled: true,
-                exit_scope: ExitScope::Init,
-                ignore_exit_codes: Vec::new(),
-            },
-            storage: StorageConfig {
-                enabled: true,
-                slow_io_threshold_ns: 100_000_000,
-                io_latency_critical_ns: 1_000_000_000,
-            },
-            node: NodeConfig {
-                enabled: true,
-                sample_period_ms: 1000,
-                cpu_stall_permille: 500,
-                ipc_drop_permille: 500,
-                memory_pressure_mpki_milli: 20_000,
-                psi_memory_permille: 100,
-                psi_cpu_permille: 950,
-                min_baseline_samples: 8,
-            },
+            network: NetworkConfig::default(),
+            container: ContainerConfig::default(),
+            storage: StorageConfig::default(),
+            node: NodeConfig::default(),
+        };
+        for k in &KNOBS {
+            k.set(&mut c, k.default.clone());
+        }
+        c
+    }
+}
+
+/// The granularity of the field a duration knob lands in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Nanos,
+    Micros,
+    Millis,
+}
+
+impl Unit {
+    pub fn nanos(self) -> u64 {
+        match self {
+            Unit::Nanos => 1,
+            Unit::Micros => 1_000,
+            Unit::Millis => 1_000_000,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Unit::Nanos => "nanoseconds",
+            Unit::Micros => "microseconds",
+            Unit::Millis => "milliseconds",
         }
     }
 }
+
+/// What a knob holds and the values it may take. Integer bounds are
+/// inclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KnobKind {
+    Bool,
+    /// A whole number.
+    Count {
+        min: u32,
+        max: u32,
+    },
+    /// A duration between the bounds (ns), stored as a whole number of
+    /// `unit` (the kernel ABI's unit, so nothing is rounded on the way).
+    Duration {
+        min_ns: u64,
+        max_ns: u64,
+        unit: Unit,
+    },
+    /// A decimal with at most three places, stored in thousandths
+    /// (permille for ratios); bounds in thousandths.
+    Milli {
+        min: u32,
+        max: u32,
+    },
+    /// `init` or `all`.
+    ExitScope,
+    /// Unique exit codes in `min..=max`, at most [`MAX_IGNORE_EXIT_CODES`],
+    /// stored sorted.
+    ExitCodes {
+        min: u8,
+        max: u8,
+    },
+}
+
+/// A knob's value in its [`CompiledConfig`] unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KnobValue {
+    Bool(bool),
+    /// Counts, durations in the field's unit, thousandths.
+    Int(u64),
+    Scope(ExitScope),
+    Codes(Vec<u8>),
+}
+
+impl std::fmt::Display for KnobValue {
+    /// As the agent's TOML writes it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KnobValue::Bool(b) => write!(f, "{b}"),
+            KnobValue::Int(i) => write!(f, "{i}"),
+            KnobValue::Scope(ExitScope::Init) => f.write_str("\"init\""),
+            KnobValue::Scope(ExitScope::All) => f.write_str("\"all\""),
+            KnobValue::Codes(codes) => write!(f, "{codes:?}"),
+        }
+    }
+}
+
+/// A [`CompiledConfig`] field a knob lands in.
+trait Field {
+    fn value(&self) -> KnobValue;
+    /// Stores `v`; a value of another variant is ignored (the table pairs
+    /// each field with its own kind, see the `knobs_are_consistent` test).
+    fn store(&mut self, v: KnobValue);
+}
+
+impl Field for bool {
+    fn value(&self) -> KnobValue {
+        KnobValue::Bool(*self)
+    }
+    fn store(&mut self, v: KnobValue) {
+        if let KnobValue::Bool(b) = v {
+            *self = b;
+        }
+    }
+}
+
+impl Field for u32 {
+    fn value(&self) -> KnobValue {
+        KnobValue::Int(u64::from(*self))
+    }
+    fn store(&mut self, v: KnobValue) {
+        // Ranges keep every u32 knob far below u32::MAX; saturate, never wrap.
+        if let KnobValue::Int(i) = v {
+            *self = u32::try_from(i).unwrap_or(u32::MAX);
+        }
+    }
+}
+
+impl Field for u64 {
+    fn value(&self) -> KnobValue {
+        KnobValue::Int(*self)
+    }
+    fn store(&mut self, v: KnobValue) {
+        if let KnobValue::Int(i) = v {
+            *self = i;
+        }
+    }
+}
+
+impl Field for ExitScope {
+    fn value(&self) -> KnobValue {
+        KnobValue::Scope(*self)
+    }
+    fn store(&mut self, v: KnobValue) {
+        if let KnobValue::Scope(x) = v {
+            *self = x;
+        }
+    }
+}
+
+impl Field for Vec<u8> {
+    fn value(&self) -> KnobValue {
+        KnobValue::Codes(self.clone())
+    }
+    fn store(&mut self, v: KnobValue) {
+        if let KnobValue::Codes(mut codes) = v {
+            codes.sort_unstable();
+            codes.dedup();
+            codes.truncate(MAX_IGNORE_EXIT_CODES);
+            *self = codes;
+        }
+    }
+}
+
+/// One row of the knob table.
+#[derive(Debug)]
+pub struct Knob {
+    pub observer: Observer,
+    /// Key in a profile's `spec.observers.<observer>` (`refused_window`).
+    pub name: &'static str,
+    /// Field of [`CompiledConfig`] and key in the agent's TOML
+    /// `[observers.<observer>]` (`refused_window_ms`).
+    pub field: &'static str,
+    pub kind: KnobKind,
+    pub default: KnobValue,
+    /// The `struct tapio_config` field it reaches (`bpf/include/tapio_abi.h`;
+    /// `flags` for `enabled`: the observer's bit).
+    pub abi: &'static str,
+    /// Whether a BPF program reads it (the rest is judged in user space).
+    pub bpf: bool,
+    get: fn(&CompiledConfig) -> KnobValue,
+    put: fn(&mut CompiledConfig, KnobValue),
+}
+
+impl Knob {
+    /// The knob's value in `cfg`.
+    pub fn get(&self, cfg: &CompiledConfig) -> KnobValue {
+        (self.get)(cfg)
+    }
+
+    /// Stores a value already judged by [`Knob::check`] into `cfg`.
+    pub fn set(&self, cfg: &mut CompiledConfig, v: KnobValue) {
+        (self.put)(cfg, v);
+    }
+
+    /// Judges a value given in the knob's [`CompiledConfig`] unit (the
+    /// agent's TOML): `Err` says what is allowed, in that unit.
+    pub fn check(&self, v: &KnobValue) -> Result<(), String> {
+        let in_range = |i: u64, min: u64, max: u64, unit: &str| {
+            if (min..=max).contains(&i) {
+                Ok(())
+            } else {
+                Err(format!("must be between {min} and {max}{unit} (got {i})"))
+            }
+        };
+        match (self.kind, v) {
+            (KnobKind::Bool, KnobValue::Bool(_)) | (KnobKind::ExitScope, KnobValue::Scope(_)) => {
+                Ok(())
+            }
+            (KnobKind::Count { min, max } | KnobKind::Milli { min, max }, KnobValue::Int(i)) => {
+                in_range(*i, min.into(), max.into(), "")
+            }
+            (
+                KnobKind::Duration {
+                    min_ns,
+                    max_ns,
+                    unit,
+                },
+                KnobValue::Int(i),
+            ) => {
+                let suffix = match unit {
+                    Unit::Nanos => " ns",
+                    Unit::Micros => " us",
+                    Unit::Millis => " ms",
+                };
+                in_range(*i, min_ns / unit.nanos(), max_ns / unit.nanos(), suffix)
+            }
+            (KnobKind::ExitCodes { min, max }, KnobValue::Codes(codes)) => {
+                let rule = format!(
+                    "must be at most {MAX_IGNORE_EXIT_CODES} unique exit codes between {min} and {max}"
+                );
+                let mut seen = Vec::with_capacity(codes.len());
+                for c in codes {
+                    if !(min..=max).contains(c) || seen.contains(c) {
+                        return Err(format!("{rule} (got {c})"));
+                    }
+                    seen.push(*c);
+                }
+                if codes.len() > MAX_IGNORE_EXIT_CODES {
+                    return Err(format!("{rule} (got {} codes)", codes.len()));
+                }
+                Ok(())
+            }
+            _ => Err(format!("must be {}", self.kind_text())),
+        }
+    }
+
+    /// `v` in a unit common to every knob of its kind: ns for durations,
+    /// the stored integer otherwise (0 for non-numbers).
+    pub fn nanos(&self, v: &KnobValue) -> u64 {
+        match (self.kind, v) {
+            (KnobKind::Duration { unit, .. }, KnobValue::Int(i)) => i.saturating_mul(unit.nanos()),
+            (_, KnobValue::Int(i)) => *i,
+            _ => 0,
+        }
+    }
+
+    /// Smallest allowed value, in the unit of [`Knob::nanos`].
+    pub fn min_nanos(&self) -> u64 {
+        match self.kind {
+            KnobKind::Duration { min_ns, .. } => min_ns,
+            KnobKind::Count { min, .. } | KnobKind::Milli { min, .. } => min.into(),
+            _ => 0,
+        }
+    }
+
+    /// Largest allowed value, in the unit of [`Knob::nanos`].
+    pub fn max_nanos(&self) -> u64 {
+        match self.kind {
+            KnobKind::Duration { max_ns, .. } => max_ns,
+            KnobKind::Count { max, .. } | KnobKind::Milli { max, .. } => max.into(),
+            _ => 0,
+        }
+    }
+
+    /// What the knob's TOML value must be, for "must be …" messages.
+    pub fn kind_text(&self) -> &'static str {
+        match self.kind {
+            KnobKind::Bool => "true or false",
+            KnobKind::Count { .. } | KnobKind::Milli { .. } | KnobKind::Duration { .. } => {
+                "a non-negative integer"
+            }
+            KnobKind::ExitScope => "\"init\" or \"all\"",
+            KnobKind::ExitCodes { .. } => "a list of exit codes",
+        }
+    }
+}
+
+/// The row of `observer`'s knob named `name` in a profile.
+pub fn knob(observer: Observer, name: &str) -> Option<&'static Knob> {
+    KNOBS
+        .iter()
+        .find(|k| k.observer == observer && k.name == name)
+}
+
+/// The row of `observer`'s knob whose [`CompiledConfig`] field is `field`.
+pub fn knob_by_field(observer: Observer, field: &str) -> Option<&'static Knob> {
+    KNOBS
+        .iter()
+        .find(|k| k.observer == observer && k.field == field)
+}
+
+/// Ordered knob pairs `(observer, low, high)` by profile name: `high` must
+/// not be below `low`. A critical latency below the slow threshold would
+/// make every slow request critical.
+pub static AT_LEAST: [(Observer, &str, &str); 1] = [(
+    Observer::Storage,
+    "slow_io_threshold",
+    "io_latency_critical",
+)];
+
+const MS: u64 = 1_000_000;
+const S: u64 = 1_000_000_000;
+/// Every ratio: 0.001..=1.
+const RATIO: KnobKind = KnobKind::Milli { min: 1, max: 1000 };
+const ON: KnobValue = KnobValue::Bool(true);
+
+/// One row: observer, the [`CompiledConfig`] field (`section.field`), the
+/// profile name, kind and range, default, the `tapio_config` field, and
+/// whether BPF reads it.
+macro_rules! row {
+    ($obs:ident, $sec:ident . $field:ident, $name:literal, $kind:expr, $default:expr, $abi:literal, bpf: $bpf:literal) => {
+        Knob {
+            observer: Observer::$obs,
+            name: $name,
+            field: stringify!($field),
+            kind: $kind,
+            default: $default,
+            abi: $abi,
+            bpf: $bpf,
+            get: |c| Field::value(&c.$sec.$field),
+            put: |c, v| Field::store(&mut c.$sec.$field, v),
+        }
+    };
+}
+
+/// Every knob, per observer in documentation order (`enabled` first).
+/// `enabled` reaches BPF as the observer's bit in `tapio_config.flags`.
+pub static KNOBS: [Knob; 22] = [
+    row!(Network, network.enabled, "enabled", KnobKind::Bool, ON, "flags", bpf: true),
+    row!(Network, network.refused_min_count, "refused_min_count",
+        KnobKind::Count { min: 1, max: 1000 }, KnobValue::Int(1),
+        "net_refused_min_count", bpf: false),
+    row!(Network, network.refused_window_ms, "refused_window",
+        KnobKind::Duration { min_ns: 10 * MS, max_ns: 60 * S, unit: Unit::Millis },
+        KnobValue::Int(1000), "net_refused_window_ms", bpf: false),
+    row!(Network, network.retransmit_min_count, "retransmit_min_count",
+        KnobKind::Count { min: 1, max: 10_000 }, KnobValue::Int(5),
+        "net_retransmit_min_count", bpf: false),
+    row!(Network, network.retransmit_window_ms, "retransmit_window",
+        KnobKind::Duration { min_ns: 10 * MS, max_ns: 60 * S, unit: Unit::Millis },
+        KnobValue::Int(1000), "net_retransmit_window_ms", bpf: false),
+    row!(Network, network.rtt_spike_multiplier_permille, "rtt_spike_multiplier",
+        KnobKind::Milli { min: 1_100, max: 100_000 }, KnobValue::Int(3000),
+        "net_rtt_multiplier_permille", bpf: true),
+    row!(Network, network.rtt_min_baseline_samples, "rtt_min_baseline_samples",
+        KnobKind::Count { min: 1, max: 1000 }, KnobValue::Int(8),
+        "net_rtt_min_baseline_samples", bpf: true),
+    row!(Network, network.rtt_spike_abs_us, "rtt_spike_abs",
+        KnobKind::Duration { min_ns: 100_000, max_ns: 60 * S, unit: Unit::Micros },
+        KnobValue::Int(10_000), "net_rtt_abs_us", bpf: true),
+    row!(Container, container.enabled, "enabled", KnobKind::Bool, ON, "flags", bpf: true),
+    row!(Container, container.exit_scope, "exit_scope", KnobKind::ExitScope,
+        KnobValue::Scope(ExitScope::Init), "ctr_exit_scope", bpf: true),
+    row!(Container, container.ignore_exit_codes, "ignore_exit_codes",
+        KnobKind::ExitCodes { min: 1, max: 255 }, KnobValue::Codes(Vec::new()),
+        "ctr_ignore_exit_codes", bpf: true),
+    row!(Storage, storage.enabled, "enabled", KnobKind::Bool, ON, "flags", bpf: true),
+    row!(Storage, storage.slow_io_threshold_ns, "slow_io_threshold",
+        KnobKind::Duration { min_ns: MS, max_ns: 60 * S, unit: Unit::Nanos },
+        KnobValue::Int(100 * MS), "sto_slow_io_ns", bpf: true),
+    row!(Storage, storage.io_latency_critical_ns, "io_latency_critical",
+        KnobKind::Duration { min_ns: MS, max_ns: 600 * S, unit: Unit::Nanos },
+        KnobValue::Int(S), "sto_critical_io_ns", bpf: false),
+    row!(Node, node.enabled, "enabled", KnobKind::Bool, ON, "flags", bpf: true),
+    row!(Node, node.sample_period_ms, "sample_period",
+        KnobKind::Duration { min_ns: 100 * MS, max_ns: 60 * S, unit: Unit::Millis },
+        KnobValue::Int(1000), "node_sample_period_ms", bpf: false),
+    row!(Node, node.cpu_stall_permille, "cpu_stall_ratio", RATIO, KnobValue::Int(500),
+        "node_cpu_stall_permille", bpf: false),
+    row!(Node, node.ipc_drop_permille, "ipc_drop_ratio", RATIO, KnobValue::Int(500),
+        "node_ipc_drop_permille", bpf: false),
+    row!(Node, node.memory_pressure_mpki_milli, "memory_pressure_mpki",
+        KnobKind::Milli { min: 1, max: 1_000_000 }, KnobValue::Int(20_000),
+        "node_mem_mpki_milli", bpf: false),
+    row!(Node, node.psi_memory_permille, "psi_memory_ratio", RATIO, KnobValue::Int(100),
+        "node_psi_mem_permille", bpf: false),
+    row!(Node, node.psi_cpu_permille, "psi_cpu_ratio", RATIO, KnobValue::Int(950),
+        "node_psi_cpu_permille", bpf: false),
+    row!(Node, node.min_baseline_samples, "min_baseline_samples",
+        KnobKind::Count { min: 1, max: 1000 }, KnobValue::Int(8),
+        "node_min_baseline_samples", bpf: false),
+];
 
 /// `sha256:<hex>` over the canonical JSON bytes of a [`CompiledConfig`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -193,5 +583,93 @@ mod tests {
         // Canonical bytes round-trip.
         let back: CompiledConfig = serde_json::from_slice(&a.canonical_bytes()).unwrap();
         assert_eq!(back, a);
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        // The hash pins every default (examples/profiles/default.yaml spells
+        // them out and tests/profile.rs compiles it to this same hash).
+        assert_eq!(
+            CompiledConfig::default().hash().0,
+            "sha256:0194b755544257dae4c936b49cbaeaab77ffc74e093720ee66ded249a639dc91"
+        );
+    }
+
+    #[test]
+    fn knobs_are_consistent() {
+        let d = CompiledConfig::default();
+        let json = serde_json::to_value(&d).unwrap();
+        let mut fields = 0;
+        for obs in Observer::ALL {
+            let section = json[obs.as_str()].as_object().unwrap();
+            for key in section.keys() {
+                fields += 1;
+                let k = knob_by_field(obs, key).unwrap_or_else(|| panic!("{obs:?}.{key}: no row"));
+                assert_eq!(knob(obs, k.name).map(|r| r.field), Some(k.field));
+            }
+        }
+        // One row per field, no row without a field.
+        assert_eq!(fields, KNOBS.len());
+        for k in &KNOBS {
+            assert_eq!(k.get(&d), k.default, "{}", k.field);
+            assert_eq!(k.check(&k.default), Ok(()), "{}", k.field);
+            // Storing a value of the row's own kind reaches its own field.
+            let mut c = d.clone();
+            let other = match (&k.kind, &k.default) {
+                (KnobKind::Bool, KnobValue::Bool(b)) => KnobValue::Bool(!b),
+                (KnobKind::Count { max, .. } | KnobKind::Milli { max, .. }, _) => {
+                    KnobValue::Int((*max).into())
+                }
+                (KnobKind::Duration { max_ns, unit, .. }, _) => {
+                    KnobValue::Int(max_ns / unit.nanos())
+                }
+                (KnobKind::ExitScope, _) => KnobValue::Scope(ExitScope::All),
+                (KnobKind::ExitCodes { max, .. }, _) => KnobValue::Codes(vec![*max]),
+                (kind, v) => panic!("{}: default {v:?} does not fit {kind:?}", k.field),
+            };
+            assert_ne!(other, k.default, "{}", k.field);
+            assert_eq!(k.check(&other), Ok(()), "{}", k.field);
+            k.set(&mut c, other.clone());
+            assert_eq!(k.get(&c), other, "{}", k.field);
+            let changed = serde_json::to_value(&c).unwrap();
+            assert_ne!(
+                changed[k.observer.as_str()][k.field],
+                json[k.observer.as_str()][k.field]
+            );
+        }
+    }
+
+    #[test]
+    fn check_judges_values_in_the_config_unit() {
+        let obs = Observer::Network;
+        let window = knob_by_field(obs, "refused_window_ms").unwrap();
+        assert_eq!(window.check(&KnobValue::Int(10)), Ok(()));
+        assert_eq!(window.check(&KnobValue::Int(60_000)), Ok(()));
+        assert_eq!(
+            window.check(&KnobValue::Int(1)),
+            Err("must be between 10 and 60000 ms (got 1)".into())
+        );
+        assert_eq!(
+            window.check(&KnobValue::Int(60_001)),
+            Err("must be between 10 and 60000 ms (got 60001)".into())
+        );
+        assert_eq!(
+            window.check(&KnobValue::Bool(true)),
+            Err("must be a non-negative integer".into())
+        );
+        let codes = knob_by_field(Observer::Container, "ignore_exit_codes").unwrap();
+        assert_eq!(codes.check(&KnobValue::Codes(vec![1, 255])), Ok(()));
+        for bad in [vec![0], vec![3, 3]] {
+            assert!(
+                codes.check(&KnobValue::Codes(bad.clone())).is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(codes.check(&KnobValue::Codes((1..=17).collect())).is_err());
+        let scope = knob_by_field(Observer::Container, "exit_scope").unwrap();
+        assert_eq!(
+            scope.check(&KnobValue::Int(1)),
+            Err("must be \"init\" or \"all\"".into())
+        );
     }
 }

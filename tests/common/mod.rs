@@ -2,7 +2,10 @@
 //! agent whose stdout occurrences can be searched, network namespaces,
 //! commands with bounded waits and a child's output as a channel of lines. Every resource is released by `Drop`, so a
 //! failing assertion still cleans up.
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    reason = "each test binary compiles this module and uses only some helpers"
+)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -17,6 +20,7 @@ use serde_json::Value;
 /// prints one line saying why and returns false — or panics when
 /// `TAPIO_REQUIRE_EBPF=1` (CI), where a skip would hide a failure.
 pub fn require_ebpf(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
     let reason = if unsafe { libc::geteuid() } != 0 {
         Some("not running as root")
     } else if !Path::new("/sys/kernel/btf/vmlinux").exists() {
@@ -170,6 +174,7 @@ impl Agent {
     /// Sends SIGTERM and waits at most `limit` for exit (then kills it);
     /// returns the exit code, `None` if it had to be killed.
     pub fn stop_within(&mut self, limit: Duration) -> Option<i32> {
+        // SAFETY: kill takes plain integers; at worst the pid is gone (ESRCH).
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {

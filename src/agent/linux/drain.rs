@@ -475,7 +475,7 @@ mod tests {
             return;
         }
         let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
-            sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
+            sz: size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
             ..Default::default()
         };
         let map = MapHandle::create(MapType::LruHash, Some("tapio_count"), 4, 8, 16384, &opts)
@@ -506,7 +506,7 @@ mod tests {
             return;
         }
         let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
-            sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
+            sz: size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
             ..Default::default()
         };
         let map = MapHandle::create(MapType::Hash, Some("tapio_fill"), 4, 4, 64, &opts).unwrap();

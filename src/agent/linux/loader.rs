@@ -106,7 +106,7 @@ impl LoadedObject {
         let mut out = Vec::new();
         for prog in self.obj.progs() {
             let mut info = libbpf_rs::libbpf_sys::bpf_prog_info::default();
-            let mut len = std::mem::size_of_val(&info) as u32;
+            let mut len = size_of_val(&info) as u32;
             // SAFETY: the fd belongs to a loaded program that outlives this
             // call; info/len describe a correctly sized, writable struct.
             let rc = unsafe {

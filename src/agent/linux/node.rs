@@ -139,7 +139,7 @@ struct PerfEventAttr {
     reserved_2: u16,
 }
 
-const _: () = assert!(std::mem::size_of::<PerfEventAttr>() == 112);
+const _: () = assert!(size_of::<PerfEventAttr>() == 112);
 
 /// One generic perf event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -257,7 +257,7 @@ pub fn errno_text(errno: i32) -> String {
 fn perf_event_open(spec: &EventSpec, cpu: u32, group: Option<&OwnedFd>) -> Result<OwnedFd, i32> {
     let attr = PerfEventAttr {
         kind: spec.kind,
-        size: std::mem::size_of::<PerfEventAttr>() as u32,
+        size: size_of::<PerfEventAttr>() as u32,
         config: spec.config,
         read_format: PERF_FORMAT_GROUP
             | PERF_FORMAT_TOTAL_TIME_ENABLED

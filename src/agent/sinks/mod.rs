@@ -589,8 +589,8 @@ mod tests {
         assert!(text.contains("shutdown_timeout="), "{text}");
         // Let the abandoned thread end.
         release(&open);
-        let end = std::time::Instant::now() + Duration::from_secs(30);
-        while !ledger.finished() && std::time::Instant::now() < end {
+        let end = Instant::now() + Duration::from_secs(30);
+        while !ledger.finished() && Instant::now() < end {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert!(*written.lock().unwrap() <= 30);
