@@ -183,6 +183,7 @@ fn a_running_agent_prunes_old_files_by_age_and_its_burst_by_count() {
         counter(t, PRUNED_FILES) >= 2
     });
     assert_eq!(counter(&text, PRUNED_AGE), 3, "{text}");
+    // SAFETY: kill(2) on the pid of a child we own and have not reaped.
     unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
     let deadline = Instant::now() + BOUND;
     let mut log = String::new();

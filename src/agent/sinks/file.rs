@@ -703,7 +703,7 @@ mod tests {
         let all: Vec<_> = (0..n)
             .map(|i| occ_at(now + u64::from(i / 8), i % 40))
             .collect();
-        let (start, cpu) = (std::time::Instant::now(), thread_cpu());
+        let (start, cpu) = (Instant::now(), thread_cpu());
         for batch in all.chunks(super::super::MAX_BATCH) {
             s.accept(batch);
         }
@@ -734,7 +734,7 @@ mod tests {
         let mut a = FileSink::new(open.path(), KEEP_ALL, Metrics::new()).unwrap();
         let mut b = FileSink::new(bounded.path(), limits, metrics.clone()).unwrap();
         for (name, s) in [("no bound", &mut a), ("--retain-files 100000", &mut b)] {
-            let (t, cpu) = (std::time::Instant::now(), thread_cpu());
+            let (t, cpu) = (Instant::now(), thread_cpu());
             s.tick();
             println!(
                 "{name}: listing {EXISTING} files took {:?} ({:?} CPU)",
