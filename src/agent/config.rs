@@ -16,6 +16,9 @@
 //! otlp_compression = "gzip"              # or "none" (the default)
 //! otlp_headers = { "x-api-key" = "…" }   # never logged; flags replace the set
 //! shutdown_timeout = 10                 # seconds SIGTERM may take, 1..=300
+//! retain_files = 100000                 # file sink keeps at most this many files,
+//! retain_bytes = "256MiB"               # this many bytes of them (or an integer),
+//! retain_age = "7d"                     # and none older; the oldest go first
 //!
 //! [metrics]                            # /metrics, /healthz, /readyz
 //! enabled = true                       # or --metrics; an addr alone also enables
@@ -49,6 +52,12 @@ pub const SHUTDOWN_SECS_RANGE: std::ops::RangeInclusive<u64> = 1..=300;
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 /// Longest `--node-name` (a DNS subdomain, as Kubernetes node names are).
 pub const MAX_NODE_NAME: usize = 253;
+/// `--retain-files`: the index costs 20 bytes a file, 20 MB at the top.
+pub const RETAIN_FILES_RANGE: std::ops::RangeInclusive<u64> = 1..=1_000_000;
+/// `--retain-bytes`: 1 MiB to 1 TiB.
+pub const RETAIN_BYTES_RANGE: std::ops::RangeInclusive<u64> = (1 << 20)..=(1 << 40);
+/// `--retain-age` in seconds: a minute to a year.
+pub const RETAIN_AGE_SECS_RANGE: std::ops::RangeInclusive<u64> = 60..=365 * 86_400;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -126,6 +135,18 @@ pub struct AgentArgs {
     /// the sinks have not delivered by then is counted and logged.
     #[arg(long, value_name = "SECONDS")]
     pub shutdown_timeout: Option<u64>,
+    /// File sink: most occurrence files kept, 1..=1000000 (default 100000);
+    /// the oldest are deleted first.
+    #[arg(long, value_name = "N")]
+    pub retain_files: Option<u64>,
+    /// File sink: most bytes of occurrence files kept, in bytes or with
+    /// KiB, MiB, GiB, TiB, 1MiB..=1TiB (default 256MiB).
+    #[arg(long, value_name = "SIZE")]
+    pub retain_bytes: Option<String>,
+    /// File sink: oldest occurrence kept, like 30m, 12h, 7d, 1m..=365d
+    /// (default 7d).
+    #[arg(long, value_name = "DURATION")]
+    pub retain_age: Option<String>,
 }
 
 /// The TOML file.
@@ -146,10 +167,105 @@ pub struct FileConfig {
     pub profile: Option<PathBuf>,
     pub node_name: Option<String>,
     pub shutdown_timeout: Option<u64>,
+    pub retain_files: Option<u64>,
+    pub retain_bytes: Option<ByteSize>,
+    pub retain_age: Option<String>,
     #[serde(default)]
     pub metrics: MetricsFile,
     /// Partial CompiledConfig sections, merged over the defaults.
     pub observers: Option<toml::Table>,
+}
+
+/// `retain_bytes` in the TOML file: an integer of bytes or a string like
+/// `"256MiB"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ByteSize {
+    Bytes(u64),
+    Text(String),
+}
+
+/// Parses a size: whole bytes, or a whole number with a binary unit
+/// (`KiB`, `MiB`, `GiB`, `TiB`). `None` for anything else or an overflow.
+pub fn parse_bytes(s: &str) -> Option<u64> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    if digits.is_empty() {
+        return None;
+    }
+    let shift = match unit {
+        "" => 0,
+        "KiB" => 10,
+        "MiB" => 20,
+        "GiB" => 30,
+        "TiB" => 40,
+        _ => return None,
+    };
+    digits.parse::<u64>().ok()?.checked_mul(1 << shift)
+}
+
+/// The file sink's retention bounds from flags over file over defaults,
+/// each refused with the accepted form and range when out of it.
+fn retention(
+    args: &AgentArgs,
+    file: &FileConfig,
+) -> anyhow::Result<crate::agent::sinks::retention::Retention> {
+    use crate::agent::sinks::retention::Retention;
+    let default = Retention::default();
+    let max_files = args
+        .retain_files
+        .or(file.retain_files)
+        .unwrap_or(default.max_files);
+    if !RETAIN_FILES_RANGE.contains(&max_files) {
+        bail!(
+            "--retain-files (retain_files) must be {} to {} files, got {max_files}",
+            RETAIN_FILES_RANGE.start(),
+            RETAIN_FILES_RANGE.end()
+        );
+    }
+    let bytes_text = match (&args.retain_bytes, &file.retain_bytes) {
+        (Some(t), _) | (None, Some(ByteSize::Text(t))) => Some(t.clone()),
+        (None, Some(ByteSize::Bytes(n))) => Some(n.to_string()),
+        (None, None) => None,
+    };
+    let max_bytes = match bytes_text {
+        None => default.max_bytes,
+        Some(t) => {
+            let Some(n) = parse_bytes(&t) else {
+                bail!(
+                    "invalid --retain-bytes (retain_bytes) {t:?}: expected bytes or a size like 512MiB or 2GiB"
+                );
+            };
+            if !RETAIN_BYTES_RANGE.contains(&n) {
+                bail!("--retain-bytes (retain_bytes) must be 1MiB to 1TiB, got {t}");
+            }
+            n
+        }
+    };
+    let max_age_ms = match args.retain_age.as_ref().or(file.retain_age.as_ref()) {
+        None => default.max_age_ms,
+        Some(t) => {
+            // The one duration grammar (profiles, `--since`).
+            let Some(ns) = crate::wire::time::parse_duration(t) else {
+                bail!(
+                    "invalid --retain-age (retain_age) {t:?}: expected a duration like 30m, 12h or 7d"
+                );
+            };
+            let (start, end) = (
+                RETAIN_AGE_SECS_RANGE.start() * 1_000_000_000,
+                RETAIN_AGE_SECS_RANGE.end() * 1_000_000_000,
+            );
+            if !(start..=end).contains(&ns) {
+                bail!("--retain-age (retain_age) must be 1m to 365d, got {t}");
+            }
+            ns / 1_000_000
+        }
+    };
+    Ok(Retention {
+        max_files,
+        max_bytes,
+        max_age_ms,
+    })
 }
 
 /// `[metrics]`: `addr` alone turns metrics on; `enabled = false` with an
@@ -194,6 +310,8 @@ pub struct AgentConfig {
     pub metrics_addr: String,
     /// The shutdown budget (`--shutdown-timeout`).
     pub shutdown_timeout: std::time::Duration,
+    /// The file sink's bounds (`--retain-files/-bytes/-age`).
+    pub retention: crate::agent::sinks::retention::Retention,
     /// Defaults with the TOML `[observers.*]` overrides applied. A
     /// `--profile` replaces it at start-up.
     pub standalone: CompiledConfig,
@@ -226,6 +344,7 @@ impl AgentConfig {
     }
 
     pub fn merge(args: &AgentArgs, file: FileConfig) -> anyhow::Result<AgentConfig> {
+        let retention = retention(args, &file)?;
         let mut sinks = if !args.sinks.is_empty() {
             args.sinks.clone()
         } else {
@@ -301,6 +420,7 @@ impl AgentConfig {
                 .or(file.metrics.addr)
                 .unwrap_or_else(|| DEFAULT_METRICS_ADDR.to_string()),
             shutdown_timeout: std::time::Duration::from_secs(shutdown_secs),
+            retention,
             standalone,
         };
         for s in &cfg.sinks {
@@ -780,6 +900,114 @@ mod tests {
                 .to_string();
             assert!(e.contains("1 to 300 seconds"), "{e}");
         }
+    }
+
+    #[test]
+    fn retention_defaults_flags_over_file_and_ranges() {
+        use crate::agent::sinks::retention::Retention;
+        let merge = |args: AgentArgs, toml: &str| {
+            AgentConfig::merge(&args, parse_file(toml).unwrap())
+                .map(|c| c.retention)
+                .map_err(|e| e.to_string())
+        };
+        let r = |files, bytes, age_secs: u64| Retention {
+            max_files: files,
+            max_bytes: bytes,
+            max_age_ms: age_secs * 1000,
+        };
+        assert_eq!(
+            merge(AgentArgs::default(), ""),
+            Ok(r(100_000, 256 << 20, 7 * 86_400))
+        );
+        assert_eq!(
+            merge(
+                AgentArgs::default(),
+                "retain_files = 500\nretain_bytes = 1048576\nretain_age = \"12h\"\n"
+            ),
+            Ok(r(500, 1 << 20, 12 * 3_600))
+        );
+        let flags = AgentArgs {
+            retain_files: Some(7),
+            retain_bytes: Some("2GiB".into()),
+            retain_age: Some("30m".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            merge(
+                flags,
+                "retain_files = 500\nretain_bytes = \"64MiB\"\nretain_age = \"2d\"\n"
+            ),
+            Ok(r(7, 2 << 30, 1_800))
+        );
+        assert_eq!(
+            merge(
+                AgentArgs::default(),
+                "retain_bytes = \"1TiB\"\nretain_age = \"365d\"\n"
+            ),
+            Ok(r(100_000, 1 << 40, 365 * 86_400))
+        );
+        for (toml, want) in [
+            (
+                "retain_files = 0",
+                "--retain-files (retain_files) must be 1 to 1000000 files, got 0",
+            ),
+            (
+                "retain_files = 1000001",
+                "--retain-files (retain_files) must be 1 to 1000000 files, got 1000001",
+            ),
+            (
+                "retain_bytes = 1048575",
+                "--retain-bytes (retain_bytes) must be 1MiB to 1TiB, got 1048575",
+            ),
+            (
+                "retain_bytes = \"2TiB\"",
+                "--retain-bytes (retain_bytes) must be 1MiB to 1TiB, got 2TiB",
+            ),
+            (
+                "retain_bytes = \"256MB\"",
+                "invalid --retain-bytes (retain_bytes) \"256MB\": expected bytes or a size like 512MiB or 2GiB",
+            ),
+            (
+                "retain_bytes = \"99999999999999999999KiB\"",
+                "invalid --retain-bytes (retain_bytes) \"99999999999999999999KiB\": expected bytes or a size like 512MiB or 2GiB",
+            ),
+            (
+                "retain_age = \"59s\"",
+                "--retain-age (retain_age) must be 1m to 365d, got 59s",
+            ),
+            (
+                "retain_age = \"366d\"",
+                "--retain-age (retain_age) must be 1m to 365d, got 366d",
+            ),
+            (
+                "retain_age = \"7 d\"",
+                "invalid --retain-age (retain_age) \"7 d\": expected a duration like 30m, 12h or 7d",
+            ),
+            (
+                "retain_age = \"1w\"",
+                "invalid --retain-age (retain_age) \"1w\": expected a duration like 30m, 12h or 7d",
+            ),
+        ] {
+            assert_eq!(merge(AgentArgs::default(), toml), Err(want.to_string()), "{toml}");
+        }
+        // The flag's text is what the error quotes, over a valid file.
+        let bad = AgentArgs {
+            retain_age: Some("0d".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            merge(bad, "retain_age = \"7d\""),
+            Err("--retain-age (retain_age) must be 1m to 365d, got 0d".into())
+        );
+        // The shared grammar's fractions work where they make whole ms.
+        let args = AgentArgs {
+            retain_age: Some("1.5h".into()),
+            ..Default::default()
+        };
+        assert_eq!(merge(args, ""), Ok(r(100_000, 256 << 20, 5_400)));
+        // A negative or fractional TOML value is a type error, named.
+        let e = parse_file("retain_files = -1").unwrap_err().to_string();
+        assert!(e.contains("retain_files"), "{e}");
     }
 
     #[test]

@@ -52,6 +52,10 @@ pub const PIPELINE_DROP_REASONS: [&str; 3] = ["queue_full", "stopped", "shutdown
 pub const CONTROLLER_FAILURE_KINDS: [&str; 3] = ["hello", "config", "heartbeat"];
 pub const CONFIG_FETCH_RESULTS: [&str; 4] = ["updated", "not_modified", "error", "too_large"];
 
+/// Every `reason` of `tapio_sink_pruned_total` (the file sink's retention
+/// bounds: `--retain-files`, `--retain-bytes`, `--retain-age`).
+pub const PRUNE_REASONS: [&str; 3] = ["files", "bytes", "age"];
+
 /// Every state `tapio_observer_state` has a series for.
 pub const OBSERVER_STATES: [&str; 4] = ["active", "degraded", "unavailable", "disabled"];
 
@@ -120,6 +124,11 @@ pub struct ServerReason {
 pub struct ServerKind {
     pub server: String,
     pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -356,6 +365,9 @@ pub struct Metrics {
     pub http_timeouts: Family<ServerKind, Counter>,
     /// Times the file sink found its data dir removed and re-created it.
     pub data_dir_recreated: Counter,
+    /// Occurrence files the file sink deleted to stay within a retention
+    /// bound, by bound.
+    pub sink_pruned: Family<ReasonLabel, Counter>,
     /// Occurrences waiting in a sink's queue; kept by `SinkHandle`.
     pub sink_queue_depth: Family<SinkLabel, Gauge>,
     pub sink_queue_capacity: Family<SinkLabel, Gauge>,
@@ -390,6 +402,7 @@ impl Metrics {
             http_connections_rejected: Family::default(),
             http_timeouts: Family::default(),
             data_dir_recreated: Counter::default(),
+            sink_pruned: Family::default(),
             sink_queue_depth: Family::default(),
             sink_queue_capacity: Family::default(),
             bpf_map_entries: Family::default(),
@@ -447,6 +460,11 @@ impl Metrics {
             "tapio_data_dir_recreated",
             "Times the file sink re-created its data dir after it was removed",
             m.data_dir_recreated.clone(),
+        );
+        registry.register(
+            "tapio_sink_pruned",
+            "Occurrence files the file sink deleted, oldest first, to stay within --retain-files (files), --retain-bytes (bytes) or --retain-age (age)",
+            m.sink_pruned.clone(),
         );
         registry.register(
             "tapio_controller_send_failures",
@@ -587,6 +605,17 @@ impl Metrics {
         for reason in SINK_DROP_REASONS {
             self.sink_drop(sink, reason, 0);
         }
+    }
+
+    /// The file sink's prune counter for `reason` (one of
+    /// [`PRUNE_REASONS`]), created at 0 if new: the sink holds these
+    /// handles, so its series exist from the moment it starts.
+    pub fn sink_pruned(&self, reason: &str) -> Counter {
+        self.sink_pruned
+            .get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            })
+            .clone()
     }
 
     /// From now on, scrapes report the agent's state as `shared` holds it.

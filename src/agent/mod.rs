@@ -232,7 +232,11 @@ fn build_sinks(
     for kind in &cfg.sinks {
         let sink: Box<dyn sinks::Sink> = match kind {
             SinkKind::Stdout => Box::new(sinks::stdout::StdoutSink::new(metrics.clone())),
-            SinkKind::File => Box::new(sinks::file::FileSink::new(&cfg.data_dir, metrics.clone())?),
+            SinkKind::File => Box::new(sinks::file::FileSink::new(
+                &cfg.data_dir,
+                cfg.retention,
+                metrics.clone(),
+            )?),
             SinkKind::Http => Box::new(sinks::http::http_sink(
                 cfg.http_endpoint.as_deref().unwrap_or_default(),
                 sinks::http::PostPolicy::default(),

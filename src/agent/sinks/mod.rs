@@ -25,6 +25,7 @@ pub mod controller;
 pub mod file;
 pub mod http;
 pub mod otlp;
+pub mod retention;
 pub mod stdout;
 
 use std::cell::RefCell;
