@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building Tapio needs on Debian/Ubuntu (with --test, also
-# what its test suite uses: a Prometheus server and promtool), only what is
-# missing. Safe to run again. Needs root (or sudo) for apt-get.
+# what its test suite uses: a Prometheus server and promtool, and cargo-fuzz
+# for the fuzz smoke run), only what is missing. Safe to run again. Needs root (or sudo) for apt-get.
 set -euo pipefail
 
 need_pkgs=()
@@ -31,3 +31,10 @@ if ! command -v cargo >/dev/null 2>&1; then
   fi
 fi
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+if [ "${1:-}" = "--test" ] && ! command -v cargo-fuzz >/dev/null 2>&1; then
+  # From crates.io, built locally: the fuzz targets in fuzz/ need it
+  # (scripts/fuzz-smoke.sh). --locked pins its own dependencies.
+  echo "setup: installing cargo-fuzz" >&2
+  cargo install cargo-fuzz --locked --quiet
+fi
