@@ -2,8 +2,9 @@
 //! controller and `tapio profile` run them on a file.
 //!
 //! Invariants: a refusal names at least one issue, each with a path and a
-//! message; a validated profile always compiles, to values inside the
-//! documented ranges (SPEC §5, `src/profile/mod.rs`); and the compiled
+//! message, on one line (no control characters from the document); a
+//! validated profile always compiles, to values inside the documented
+//! ranges (SPEC §5, `src/profile/mod.rs`); and the compiled
 //! config, written back out as a profile, validates and compiles to the
 //! very same config and hash (so no knob is lost or rescaled on the way).
 #![no_main]
@@ -159,6 +160,10 @@ fuzz_target!(|data: &[u8]| {
             assert!(!issues.is_empty(), "refused without a reason");
             for i in &issues {
                 assert!(!i.path.is_empty() && !i.message.is_empty(), "{i:?}");
+                // Printed one per line by `tapio profile validate` and in
+                // the controller's log: user text must not add lines.
+                let shown = i.to_string();
+                assert!(!shown.chars().any(char::is_control), "{shown:?}");
             }
         }
         Ok(p) => {
