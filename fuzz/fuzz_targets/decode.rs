@@ -120,6 +120,10 @@ fn check_findings(findings: &mut Vec<tapio::agent::classify::Finding>, from: Opt
         // for the round trip.
         let id = ulid::Ulid::from_parts(wall / 1_000_000, 0);
         let occ = occurrence(f, id, &clock);
+        if std::env::var_os("TAPIO_FUZZ_PRINT").is_some() {
+            // For checking by hand which inputs reach an occurrence.
+            eprintln!("occurrence: {} {}", occ.kind, occ.error.message);
+        }
         let value = serde_json::to_value(&occ).expect("an occurrence serialises");
         assert_eq!(find_reasoning_field(&value), None, "{value}");
         let bytes = serde_json::to_vec(&occ).unwrap();
