@@ -218,7 +218,7 @@ fn expect_literal(value: &Node, path: &str, want: &str, issues: &mut Issues) {
         Node::Str(s) if s == want => {}
         Node::Str(s) => issues.push(
             path,
-            format!("unsupported value \"{s}\"; must be \"{want}\""),
+            format!("unsupported value \"{}\"; must be \"{want}\"", shorten(s)),
         ),
         other => issues.push(
             path,
@@ -738,6 +738,27 @@ mod tests {
         assert!(got[0]
             .message
             .starts_with("unknown field; allowed: enabled"));
+    }
+
+    /// Found by fuzzing: `kind` echoed its value raw (a tab, here; any
+    /// newline, and all of a 1 MiB string).
+    #[test]
+    fn wrong_literal_is_shortened_and_escaped() {
+        let long = "x".repeat(100);
+        let doc =
+            format!("apiVersion: \"v\\t1\\n\"\nkind: {long}\nmetadata:\n  name: t\nspec: {{}}\n");
+        let got = issues(&doc);
+        let messages: Vec<&str> = got.iter().map(|i| i.message.as_str()).collect();
+        assert_eq!(
+            messages,
+            [
+                r#"unsupported value "v\t1\n"; must be "tapio.io/v1""#,
+                &format!(
+                    "unsupported value \"{}…\"; must be \"EvidenceProfile\"",
+                    "x".repeat(40)
+                ),
+            ]
+        );
     }
 
     #[test]
