@@ -125,7 +125,8 @@ pub fn parse_since(s: &str, now_ns: u64) -> Result<u64, String> {
     if let Some(ns) = parse_rfc3339(s) {
         return Ok(ns);
     }
-    let unit_at = s.len().checked_sub(1).ok_or_else(err)?;
+    // The unit is the last character, which need not be one byte.
+    let (unit_at, _) = s.char_indices().next_back().ok_or_else(err)?;
     let (digits, unit) = s.split_at(unit_at);
     if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) {
         return Err(err());
@@ -331,6 +332,15 @@ mod tests {
         for (input, want) in cases {
             let got = parse_since(input, NOW).map_err(|_| ());
             assert_eq!(&got, want, "{input:?}");
+        }
+        // Found by fuzzing (`fuzz/fuzz_targets/mcp.rs`, `since` of
+        // recent_anomalies): a multi-byte last character panicked.
+        for input in ["ϝ", "5ϝ", "1€", "€"] {
+            assert_eq!(
+                parse_since(input, NOW).map_err(|_| ()),
+                Err(()),
+                "{input:?}"
+            );
         }
         // A window reaching before the epoch starts at the epoch.
         assert_eq!(parse_since("1d", 5), Ok(0));

@@ -79,10 +79,10 @@ pub fn parse_rfc3339(s: &str) -> Option<u64> {
     };
     let days = days_from_civil(y, mo as u32, d as u32);
     let total = days * 86_400 + h * 3600 + mi * 60 + sec - offset_secs;
-    if total < 0 {
-        return None;
-    }
-    Some(total as u64 * 1_000_000_000 + frac_ns as u64)
+    // Before 1970, or after 2554 (past u64 nanoseconds): not representable,
+    // and must not wrap around to some other time.
+    let secs = u64::try_from(total).ok()?;
+    secs.checked_mul(1_000_000_000)?.checked_add(frac_ns as u64)
 }
 
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
@@ -111,6 +111,22 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by fuzzing (occurrence `timestamp`, MCP `since`): a far-future
+    /// instant overflowed u64 nanoseconds (a panic in debug builds, a
+    /// wrapped-around time in release ones).
+    #[test]
+    fn instants_past_u64_nanoseconds_are_refused() {
+        assert_eq!(format_rfc3339_millis(u64::MAX), "2554-07-21T23:34:33.709Z");
+        assert_eq!(
+            parse_rfc3339("2554-07-21T23:34:33.709551615Z"),
+            Some(u64::MAX)
+        );
+        assert_eq!(parse_rfc3339("2554-07-21T23:34:33.709551616Z"), None);
+        assert_eq!(parse_rfc3339("2554-07-21T23:34:34Z"), None);
+        assert_eq!(parse_rfc3339("2600-01-01T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339("9999-12-31T23:59:59+00:00"), None);
+    }
 
     #[test]
     fn formats_known_instants() {
