@@ -5,8 +5,8 @@
 //!
 //! Invariants: a reply is a JSON-RPC 2.0 response object with exactly one
 //! of `result`/`error`, on one line once serialised; its `id` is the
-//! request's `id` (string or number) and null only when the request had
-//! none usable; error codes are the documented ones; no reply only for a
+//! request's `id` (a string or a 64-bit integer, as MCP allows) and null
+//! only when the request had none usable; error codes are the documented ones; no reply only for a
 //! blank line, a notification or a client's response; a tool result has
 //! `content` text and a boolean `isError`.
 #![no_main]
@@ -55,8 +55,11 @@ fn check(line: &[u8], reply: Option<Value>) {
         !o.contains_key("error"),
         "exactly one of result/error: {text}"
     );
+    // MCP ids are strings or integers; anything else is refused with a
+    // null id rather than echoed changed (a float for 2^64).
     let want_id = match obj.and_then(|o| o.get("id")) {
-        Some(id @ (Value::String(_) | Value::Number(_))) => id.clone(),
+        Some(id @ Value::String(_)) => id.clone(),
+        Some(id @ Value::Number(n)) if n.is_i64() || n.is_u64() => id.clone(),
         _ => Value::Null,
     };
     assert_eq!(o.get("id"), Some(&want_id), "{text}");

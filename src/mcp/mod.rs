@@ -29,7 +29,7 @@
 //! | case | answer |
 //! |---|---|
 //! | not JSON, not UTF-8 | -32700 Parse error, `id` null |
-//! | not an object, a batch array, `jsonrpc` ≠ "2.0", bad `id`, no `method`, `params` not structured, line too long | -32600 Invalid Request |
+//! | not an object, a batch array, `jsonrpc` ≠ "2.0", bad `id` (not a string or a 64-bit integer), no `method`, `params` not structured, line too long | -32600 Invalid Request |
 //! | unknown method | -32601 Method not found |
 //! | bad `params`: unknown tool, arguments that do not fit the tool's input schema or values (`since`, `type`) that do not parse | -32602 Invalid params |
 //! | the tool ran and failed (data dir unreadable) | a result with `isError: true` and the message as text |
@@ -225,12 +225,17 @@ impl Server {
     fn handle_object(&mut self, obj: Map<String, Value>, now_ns: u64) -> Option<Value> {
         let id = match obj.get("id") {
             None => None,
-            Some(v @ (Value::String(_) | Value::Number(_))) => Some(v.clone()),
+            Some(v @ Value::String(_)) => Some(v.clone()),
+            // MCP ids are strings or integers. A fractional or out-of-range
+            // number would be echoed re-formatted (2^64 as
+            // 1.8446744073709552e19), which no client can match to its
+            // request, so it is refused like any other bad id.
+            Some(v @ Value::Number(n)) if n.is_i64() || n.is_u64() => Some(v.clone()),
             Some(_) => {
                 return Some(error_response(
                     Value::Null,
                     INVALID_REQUEST,
-                    "Invalid Request: id must be a string or a number",
+                    "Invalid Request: id must be a string or an integer",
                 ))
             }
         };
@@ -399,6 +404,24 @@ mod tests {
                 Some(INVALID_REQUEST),
             ),
             (r#"{"jsonrpc":"2.0","id":1}"#, Some(INVALID_REQUEST)),
+            // Ids that are numbers but not 64-bit integers came back as
+            // floats (issue 14); `fuzz/fuzz_targets/mcp.rs` checks ids too.
+            (
+                r#"{"jsonrpc":"2.0","id":18446744073709551616,"method":"ping"}"#,
+                Some(INVALID_REQUEST),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1.5,"method":"ping"}"#,
+                Some(INVALID_REQUEST),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":-9223372036854775808,"method":"ping"}"#,
+                None,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":18446744073709551615,"method":"ping"}"#,
+                None,
+            ),
             (
                 r#"{"jsonrpc":"2.0","id":1,"method":7}"#,
                 Some(INVALID_REQUEST),
@@ -455,6 +478,33 @@ mod tests {
             assert!(reply.is_some(), "{input}: no reply");
             assert_eq!(code(&reply), *want, "{input}: {reply:?}");
         }
+    }
+
+    #[test]
+    fn integer_ids_are_echoed_exactly() {
+        let (_tmp, mut s) = server();
+        for (line, id) in [
+            (
+                r#"{"jsonrpc":"2.0","id":18446744073709551615,"method":"ping"}"#,
+                "18446744073709551615",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":-9223372036854775808,"method":"ping"}"#,
+                "-9223372036854775808",
+            ),
+            (r#"{"jsonrpc":"2.0","id":"1.5","method":"ping"}"#, "\"1.5\""),
+        ] {
+            let reply = s.handle_line(line, NOW).unwrap();
+            assert_eq!(reply["id"].to_string(), id, "{line}");
+        }
+        let refused = s
+            .handle_line(r#"{"jsonrpc":"2.0","id":1e3,"method":"ping"}"#, NOW)
+            .unwrap();
+        assert_eq!(refused["id"], Value::Null);
+        assert_eq!(
+            refused["error"]["message"],
+            "Invalid Request: id must be a string or an integer"
+        );
     }
 
     #[test]
