@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building Tapio needs on Debian/Ubuntu (with --test, also
 # what its test suite uses: a Prometheus server and promtool, podman,
-# kubectl), only what is missing. Safe to run again. Needs root (or sudo)
-# for apt-get. The kubernetes-validate venv is made by the test that uses it.
+# kubectl, cargo-fuzz for the fuzz smoke run), only what is missing. Safe to
+# run again. Needs root (or sudo) for apt-get. The kubernetes-validate venv is
+# made by the test that uses it.
 set -euo pipefail
 
 need_pkgs=()
@@ -60,4 +61,10 @@ if [ "${1:-}" = "--test" ] && [ -f /sys/fs/cgroup/unified/cgroup.controllers ]; 
     $SUDO mkdir -p "/sys/fs/cgroup/$c"
     $SUDO mount -t cgroup -o "$c" cgroup "/sys/fs/cgroup/$c"
   done
+fi
+if [ "${1:-}" = "--test" ] && ! command -v cargo-fuzz >/dev/null 2>&1; then
+  # From crates.io, built locally: the fuzz targets in fuzz/ need it
+  # (scripts/fuzz-smoke.sh). --locked pins its own dependencies.
+  echo "setup: installing cargo-fuzz" >&2
+  cargo install cargo-fuzz --locked --quiet
 fi

@@ -14,3 +14,5 @@ cargo clippy --locked --all-targets --quiet -- -D warnings
 echo "== cargo test"
 cargo build --locked --quiet
 cargo test --locked --no-fail-fast 2>&1
+echo "== fuzz smoke"
+scripts/fuzz-smoke.sh "${TAPIO_FUZZ_SECONDS:-20}"

@@ -352,6 +352,10 @@ impl AgentConfig {
         };
         let mut seen = std::collections::HashSet::new();
         sinks.retain(|s| seen.insert(*s));
+        if sinks.is_empty() {
+            // `sinks = []` would run an agent that observes and writes nowhere.
+            bail!("`sinks` is empty: name at least one of stdout, file, http, controller, otlp");
+        }
         let heartbeat = args
             .heartbeat_interval
             .or(file.heartbeat_interval)
@@ -801,6 +805,24 @@ mod tests {
             "[metrics]\nenabled = false\naddr = \"127.0.0.1:1\"\n"
         )
         .is_err());
+    }
+
+    /// Found by fuzzing (`fuzz/fuzz_targets/config.rs`): `sinks = []` was
+    /// accepted, and the agent would have written its findings nowhere.
+    #[test]
+    fn empty_sink_list_is_refused() {
+        let file = parse_file("sinks = []\n").unwrap();
+        let e = AgentConfig::merge(&AgentArgs::default(), file)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`sinks` is empty"), "{e}");
+        // A flag still wins over the file's empty list.
+        let args = AgentArgs {
+            sinks: vec![SinkKind::File],
+            ..Default::default()
+        };
+        let cfg = AgentConfig::merge(&args, parse_file("sinks = []\n").unwrap()).unwrap();
+        assert_eq!(cfg.sinks, vec![SinkKind::File]);
     }
 
     #[test]

@@ -447,6 +447,24 @@ mod tests {
                 Some(INVALID_REQUEST),
             ),
             (r#"{"jsonrpc":"2.0","id":1}"#, Some(INVALID_REQUEST)),
+            // Ids that are numbers but not 64-bit integers came back as
+            // floats (issue 14); `fuzz/fuzz_targets/mcp.rs` checks ids too.
+            (
+                r#"{"jsonrpc":"2.0","id":18446744073709551616,"method":"ping"}"#,
+                Some(INVALID_REQUEST),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1.5,"method":"ping"}"#,
+                Some(INVALID_REQUEST),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":-9223372036854775808,"method":"ping"}"#,
+                None,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":18446744073709551615,"method":"ping"}"#,
+                None,
+            ),
             (
                 r#"{"jsonrpc":"2.0","id":1,"method":7}"#,
                 Some(INVALID_REQUEST),

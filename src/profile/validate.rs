@@ -2,6 +2,7 @@
 //! Knob names, types and ranges come from the knob table
 //! ([`crate::wire::config::KNOBS`]); nothing here names a knob.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use super::schema::*;
@@ -82,10 +83,25 @@ pub fn validate(bytes: &[u8]) -> Result<EvidenceProfile, Vec<Issue>> {
 }
 
 fn join(parent: &str, key: &str) -> String {
+    let key = shown_key(key);
     if parent.is_empty() {
-        key.to_owned()
+        key.into_owned()
     } else {
         format!("{parent}.{key}")
+    }
+}
+
+/// A mapping key as a path segment. Field-name keys stay as they are;
+/// anything else (empty, dots, spaces, control characters) is quoted and
+/// escaped, so a path always names its key unambiguously and an issue is
+/// always one line (`tapio profile validate` and the controller's log print
+/// them; a key must not be able to forge a line there).
+fn shown_key(key: &str) -> Cow<'_, str> {
+    let plain = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+    if !key.is_empty() && key.bytes().all(plain) {
+        Cow::Borrowed(key)
+    } else {
+        Cow::Owned(format!("{key:?}"))
     }
 }
 
@@ -175,7 +191,7 @@ fn walk_root(root: &Node, issues: &mut Issues) -> EvidenceProfile {
                 walk_spec(value, &mut profile, issues);
             }
             _ => unknown(
-                key,
+                &join("", key),
                 "field",
                 &["apiVersion", "kind", "metadata", "spec"],
                 issues,
@@ -208,7 +224,7 @@ fn expect_literal(value: &Node, path: &str, want: &str, issues: &mut Issues) {
         Node::Str(s) if s == want => {}
         Node::Str(s) => issues.push(
             path,
-            format!("unsupported value \"{s}\"; must be \"{want}\""),
+            format!("unsupported value \"{}\"; must be \"{want}\"", shorten(s)),
         ),
         other => issues.push(
             path,
@@ -260,12 +276,22 @@ fn is_dns_label(s: &str) -> bool {
         && ok(&b[b.len() - 1])
 }
 
-/// Quotes at most 40 characters of user text back in a message.
+/// Quotes at most 40 characters of user text back in a message, control
+/// characters escaped so the message stays on one line.
 fn shorten(s: &str) -> String {
-    match s.char_indices().nth(40) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_owned(),
+    let mut out = String::new();
+    for (n, c) in s.chars().enumerate() {
+        if n == 40 {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
     }
+    out
 }
 
 fn walk_spec(value: &Node, profile: &mut EvidenceProfile, issues: &mut Issues) {
@@ -646,5 +672,95 @@ impl Knobs<'_> {
             }
         }
         ok.then_some(codes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD: &str = "apiVersion: tapio.io/v1\nkind: EvidenceProfile\nmetadata:\n  name: t\n";
+
+    fn issues(doc: &str) -> Vec<Issue> {
+        validate(doc.as_bytes()).expect_err("the document is invalid")
+    }
+
+    fn one_line(i: &Issue) -> bool {
+        !i.to_string().chars().any(char::is_control)
+    }
+
+    /// Found by fuzzing (`fuzz/fuzz_targets/profile.rs`): YAML complex keys
+    /// (`? `) made an empty key, and the issue had an empty path, printed
+    /// as `FILE: : unknown field`.
+    #[test]
+    fn empty_key_is_named() {
+        for i in issues("?\r>\r?\r?\r") {
+            assert!(!i.path.is_empty(), "{i:?}");
+        }
+        let got = issues(&format!("{HEAD}spec: {{}}\n\"\": 1\n"));
+        assert_eq!(
+            got,
+            vec![Issue {
+                path: "\"\"".into(),
+                message: "unknown field; allowed: apiVersion, kind, metadata, spec".into(),
+            }]
+        );
+    }
+
+    #[test]
+    fn odd_keys_are_quoted_and_escaped() {
+        let doc = format!(
+            "{HEAD}spec:\n  observers:\n    network:\n      \"a\\nb\": 1\n      \"x.y\": 2\n"
+        );
+        let got = issues(&doc);
+        let paths: Vec<&str> = got.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                r#"spec.observers.network."a\nb""#,
+                r#"spec.observers.network."x.y""#
+            ]
+        );
+        assert!(got.iter().all(one_line), "{got:?}");
+        assert!(got[0]
+            .message
+            .starts_with("unknown field; allowed: enabled"));
+    }
+
+    /// Found by fuzzing: `kind` echoed its value raw (a tab, here; any
+    /// newline, and all of a 1 MiB string).
+    #[test]
+    fn wrong_literal_is_shortened_and_escaped() {
+        let long = "x".repeat(100);
+        let doc =
+            format!("apiVersion: \"v\\t1\\n\"\nkind: {long}\nmetadata:\n  name: t\nspec: {{}}\n");
+        let got = issues(&doc);
+        let messages: Vec<&str> = got.iter().map(|i| i.message.as_str()).collect();
+        assert_eq!(
+            messages,
+            [
+                r#"unsupported value "v\t1\n"; must be "tapio.io/v1""#,
+                &format!(
+                    "unsupported value \"{}…\"; must be \"EvidenceProfile\"",
+                    "x".repeat(40)
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn quoted_values_cannot_break_the_line() {
+        let doc = "apiVersion: tapio.io/v1\nkind: EvidenceProfile\nmetadata:\n  name: \"x\\e[31m\\nforged: line\"\nspec: {}\n";
+        let got = issues(doc);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].path, "metadata.name");
+        assert!(
+            got[0]
+                .message
+                .ends_with(r#"(got "x\u{1b}[31m\nforged: line")"#),
+            "{}",
+            got[0].message
+        );
+        assert!(one_line(&got[0]));
     }
 }

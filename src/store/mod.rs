@@ -675,6 +675,25 @@ mod tests {
             .expect("store read did not finish within 30 s")
     }
 
+    /// Found by fuzzing (`fuzz/fuzz_targets/store.rs`): without correctly
+    /// rounded float parsing, a number in a file came out of
+    /// `recent --json`/MCP as a different number (4.2777769999999995e72
+    /// here), and that output parsed back as yet another one.
+    #[test]
+    fn numbers_survive_a_rewrite() {
+        let file = r#"{"id":"01JQY0DM750000000000000002","timestamp":"2025-04-03T14:21:00.000Z",
+            "source":"tapio","type":"kernel.network.connection_timeout","protocol_version":"1.0",
+            "severity":"warning","outcome":"failure",
+            "error":{"code":"CONNECTION_TIMEOUT","message":"connect to 10.0.0.7:443 timed out"},
+            "data":{"pid":4277777000000000000000000000000000000000000000000000004099276460824344734,
+                    "ratio":0.30000000000000004,"timestamp_ns":1743690060000000000}}"#;
+        let rec = parse_record(file.as_bytes()).unwrap();
+        assert_eq!(rec.occurrence.data["pid"].as_f64(), Some(4.277777e72));
+        assert_eq!(rec.occurrence.data["ratio"].as_f64(), Some(0.1 + 0.2));
+        let rewritten = serde_json::to_vec(&rec.occurrence).unwrap();
+        assert_eq!(parse_record(&rewritten), Some(rec));
+    }
+
     #[test]
     fn skips_and_counts_bad_entries() {
         let tmp = tempfile::tempdir().unwrap();

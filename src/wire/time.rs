@@ -206,6 +206,26 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 mod tests {
     use super::*;
 
+    /// Found by fuzzing (occurrence `timestamp`, MCP `since`): a far-future
+    /// instant overflowed u64 nanoseconds (a panic in debug builds, a
+    /// wrapped-around time in release ones). Years past MAX_YEAR are refused
+    /// with a reason before any arithmetic.
+    #[test]
+    fn instants_past_u64_nanoseconds_are_refused() {
+        assert_eq!(format_rfc3339_millis(u64::MAX), "2554-07-21T23:34:33.709Z");
+        for far in [
+            "2554-07-21T23:34:33.709551616Z",
+            "2554-07-21T23:34:34Z",
+            "2600-01-01T00:00:00Z",
+            "9999-12-31T23:59:59+00:00",
+        ] {
+            assert!(
+                matches!(parse_rfc3339(far), Err(InstantError::Invalid(_))),
+                "{far}"
+            );
+        }
+    }
+
     #[test]
     fn formats_known_instants() {
         assert_eq!(format_rfc3339_millis(0), "1970-01-01T00:00:00.000Z");

@@ -1,0 +1,177 @@
+//! Ring-buffer records → decode → classify → occurrence, as the drain and
+//! emitter threads do it, for every observer's record kinds.
+//!
+//! Input: a sequence of commands. Each starts with a selector byte:
+//! * bit 6 set: a tick; the next 8 bytes are the monotonic "now" handed to
+//!   `on_tick` (so windows close at arbitrary, even backwards, times).
+//! * otherwise bits 0-1 pick the observer's ring; with bit 7 set the record
+//!   is exactly that observer's record size (so whole records are common),
+//!   else the next byte is its length.
+//!
+//! Invariants: `decode` accepts a record only when its length, declared
+//! size and kind match the ABI and then reports the header fields it read;
+//! refusals describe the record truthfully; a finding from a fact names
+//! that fact's observer; every finding becomes an occurrence that has no
+//! reasoning field and that the store parses back exactly.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use tapio::agent::abi;
+use tapio::agent::decode::{self, DecodeError};
+use tapio::agent::pipeline::{occurrence, Classifiers, Clock};
+use tapio::wire::{find_reasoning_field, CompiledConfig, Observer};
+
+/// Wall − monotonic as on a host booted in 2026.
+const CLOCK_OFFSET_NS: i128 = 1_790_000_000_000_000_000;
+/// Keeps one input's work bounded.
+const MAX_COMMANDS: usize = 64;
+
+fn size_of(observer: Observer) -> usize {
+    match observer {
+        Observer::Network => abi::NET_EVENT_SIZE,
+        Observer::Container => abi::CTR_EVENT_SIZE,
+        Observer::Storage => abi::STO_EVENT_SIZE,
+        // The node observer has no ring: any length will do.
+        Observer::Node => abi::EVENT_HDR_SIZE,
+    }
+}
+
+fn kinds_of(observer: Observer) -> &'static [u16] {
+    match observer {
+        Observer::Network => &[
+            abi::EV_NET_CONNECT_FAIL,
+            abi::EV_NET_RETRANSMIT,
+            abi::EV_NET_RTT,
+        ],
+        Observer::Container => &[abi::EV_CTR_OOM, abi::EV_CTR_EXIT],
+        Observer::Storage => &[abi::EV_STO_IO],
+        Observer::Node => &[],
+    }
+}
+
+fn ne_u16(b: &[u8], off: usize) -> u16 {
+    u16::from_ne_bytes([b[off], b[off + 1]])
+}
+
+/// Checks what `decode` said about `rec` against the ABI.
+fn check_decode(observer: Observer, rec: &[u8], got: &Result<decode::Fact, DecodeError>) {
+    let size = size_of(observer);
+    match got {
+        Ok(fact) => {
+            assert_eq!(rec.len(), size, "accepted a record of the wrong length");
+            assert_eq!(
+                usize::from(ne_u16(rec, 14)),
+                size,
+                "accepted a wrong declared size"
+            );
+            assert!(
+                kinds_of(observer).contains(&ne_u16(rec, 12)),
+                "accepted a foreign kind"
+            );
+            let generation = u32::from_ne_bytes(rec[8..12].try_into().unwrap());
+            assert_eq!(fact.generation(), generation);
+            let mono = u64::from_ne_bytes(rec[0..8].try_into().unwrap());
+            let fact_mono = match fact {
+                decode::Fact::Net(f) => f.mono_ns,
+                decode::Fact::Ctr(f) => f.mono_ns,
+                decode::Fact::Sto(f) => f.mono_ns,
+            };
+            assert_eq!(fact_mono, mono);
+            let matches_observer = match observer {
+                Observer::Network => fact.as_net().is_some(),
+                Observer::Container => fact.as_ctr().is_some(),
+                Observer::Storage => fact.as_sto().is_some(),
+                Observer::Node => false,
+            };
+            assert!(matches_observer, "{observer:?} ring produced {fact:?}");
+        }
+        Err(DecodeError::Truncated { len, need }) => {
+            assert_eq!(*len, rec.len());
+            assert!(len < need);
+        }
+        Err(DecodeError::Oversized { len, max }) => {
+            assert_eq!(*len, rec.len());
+            assert!(len > max);
+        }
+        Err(DecodeError::SizeMismatch { len, declared }) => {
+            assert_eq!(*len, rec.len());
+            assert_eq!(*declared, ne_u16(rec, 14));
+            assert_ne!(usize::from(*declared), rec.len());
+        }
+        Err(DecodeError::UnknownKind(kind)) => {
+            assert_eq!(*kind, ne_u16(rec, 12));
+            assert!(!kinds_of(observer).contains(kind));
+        }
+        Err(DecodeError::BadFamily(family)) => {
+            assert_eq!(observer, Observer::Network);
+            assert!(*family != 2 && *family != 10);
+        }
+    }
+}
+
+fn check_findings(findings: &mut Vec<tapio::agent::classify::Finding>, from: Option<Observer>) {
+    let clock = Clock::with_offset(CLOCK_OFFSET_NS);
+    for f in findings.drain(..) {
+        if let Some(observer) = from {
+            assert_eq!(f.anomaly.observer(), observer, "{f:?}");
+        }
+        let wall = clock.wall_ns(f.mono_ns);
+        // The emitter mints the id from the fact's wall time; any id works
+        // for the round trip.
+        let id = ulid::Ulid::from_parts(wall / 1_000_000, 0);
+        let occ = occurrence(f, id, &clock);
+        if std::env::var_os("TAPIO_FUZZ_PRINT").is_some() {
+            // For checking by hand which inputs reach an occurrence.
+            eprintln!("occurrence: {} {}", occ.kind, occ.error.message);
+        }
+        let value = serde_json::to_value(&occ).expect("an occurrence serialises");
+        assert_eq!(find_reasoning_field(&value), None, "{value}");
+        let bytes = serde_json::to_vec(&occ).unwrap();
+        let rec = tapio::store::parse_record(&bytes)
+            .unwrap_or_else(|| panic!("the store refuses {}", String::from_utf8_lossy(&bytes)));
+        assert_eq!(rec.occurrence, occ);
+        assert_eq!(rec.ts_ns, wall);
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut classifiers = Classifiers::new(&CompiledConfig::default());
+    let mut findings = Vec::new();
+    let mut rest = data;
+    for _ in 0..MAX_COMMANDS {
+        let Some((&sel, tail)) = rest.split_first() else {
+            break;
+        };
+        rest = tail;
+        if sel & 0x40 != 0 {
+            if rest.len() < 8 {
+                break;
+            }
+            let now = u64::from_ne_bytes(rest[..8].try_into().unwrap());
+            rest = &rest[8..];
+            classifiers.on_tick(now, &mut findings);
+            check_findings(&mut findings, None);
+            continue;
+        }
+        let observer = Observer::ALL[usize::from(sel & 3)];
+        let len = if sel & 0x80 != 0 {
+            size_of(observer)
+        } else {
+            let Some((&n, tail)) = rest.split_first() else {
+                break;
+            };
+            rest = tail;
+            usize::from(n)
+        };
+        let (rec, tail) = rest.split_at(len.min(rest.len()));
+        rest = tail;
+        let got = decode::decode(observer, rec);
+        check_decode(observer, rec, &got);
+        if let Ok(fact) = got {
+            classifiers.on_fact(observer, &fact, &mut findings);
+            check_findings(&mut findings, Some(observer));
+        }
+    }
+    classifiers.flush(&mut findings);
+    check_findings(&mut findings, None);
+});
