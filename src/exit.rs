@@ -86,7 +86,13 @@ mod tests {
 
     #[test]
     fn unset_empty_and_garbage_rust_log_mean_info() {
-        for value in [None, Some(""), Some("   "), Some("tapio=loud"), Some("warn,hyper=noisy")] {
+        for value in [
+            None,
+            Some(""),
+            Some("   "),
+            Some("tapio=loud"),
+            Some("warn,hyper=noisy"),
+        ] {
             let f = log_filter(value);
             assert!(f.would_enable("tapio::agent", &Level::INFO), "{value:?}");
             assert!(f.would_enable("hyper", &Level::WARN), "{value:?}");
@@ -107,10 +113,10 @@ mod tests {
 
     #[test]
     fn per_target_levels_match_module_prefixes() {
-        let f = log_filter(Some("warn,tapio::agent=trace"));
-        assert!(f.would_enable("tapio::agent::sinks::http", &Level::TRACE));
-        assert!(!f.would_enable("tapio::controller", &Level::INFO));
-        assert!(f.would_enable("tapio::controller", &Level::WARN));
+        let f = log_filter(Some("warn,tapio::controller=trace"));
+        assert!(f.would_enable("tapio::controller::routes", &Level::TRACE));
+        assert!(!f.would_enable("tapio::cli", &Level::INFO));
+        assert!(f.would_enable("tapio::cli", &Level::WARN));
         assert!(!f.would_enable("reqwest", &Level::INFO));
         // A target list without a default level logs nothing else.
         let f = log_filter(Some("tapio=debug"));
