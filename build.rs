@@ -62,5 +62,12 @@ fn main() {
         }
     }
     table.push_str("];\n");
+    if target_os == "linux" && env::var("CARGO_CFG_TARGET_ENV").as_deref() == Ok("gnu") {
+        // Pack the ~6,000 relative relocations of this position-independent
+        // binary into a bitmap (DT_RELR): 0.14 MB off the binary, same
+        // ASLR. Needs glibc >= 2.36 at run time, which the image carries
+        // (it ships the build machine's own glibc, see Containerfile).
+        println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
+    }
     fs::write(out.join("bpf_objects.rs"), table).expect("write bpf_objects.rs");
 }
