@@ -62,12 +62,20 @@ fn main() {
         }
     }
     table.push_str("];\n");
-    if target_os == "linux" && env::var("CARGO_CFG_TARGET_ENV").as_deref() == Ok("gnu") {
-        // Pack the ~6,000 relative relocations of this position-independent
-        // binary into a bitmap (DT_RELR): 0.14 MB off the binary, same
-        // ASLR. Needs glibc >= 2.36 at run time, which the image carries
-        // (it ships the build machine's own glibc, see Containerfile).
-        println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
+    if target_os == "linux" && env::var("PROFILE").as_deref() == Ok("release") {
+        // The release profile aborts on panic, so nothing ever unwinds and
+        // the unwind tables (.eh_frame, .eh_frame_hdr: 0.44 MB, a sixth of
+        // the binary) would serve only backtraces. A panic still prints its
+        // message and location, then aborts. rustc cannot drop them itself
+        // for release alone (-C force-unwind-tables=no is a rustflag for
+        // every profile, and tests unwind), so the linker discards them.
+        let script = out.join("no-unwind-tables.ld");
+        fs::write(
+            &script,
+            "SECTIONS\n{\n  /DISCARD/ : { *(.eh_frame) *(.eh_frame_hdr) }\n}\nINSERT AFTER .text;\n",
+        )
+        .expect("write the linker script");
+        println!("cargo:rustc-link-arg-bins=-Wl,-T,{}", script.display());
     }
     fs::write(out.join("bpf_objects.rs"), table).expect("write bpf_objects.rs");
 }
