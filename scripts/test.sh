@@ -11,6 +11,7 @@ echo "== cargo fmt --check"
 cargo fmt --check
 echo "== cargo clippy"
 cargo clippy --locked --all-targets --quiet -- -D warnings
+scripts/verify-lean.sh  # budgets and boundaries; its release build is the one tests/image.rs reuses
 echo "== cargo test"
 cargo build --locked --quiet
 cargo test --locked --no-fail-fast 2>&1

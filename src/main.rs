@@ -27,7 +27,7 @@ enum Command {
     /// Run the node agent (Linux, root or CAP_BPF+CAP_PERFMON+CAP_NET_ADMIN).
     Agent(tapio::agent::config::AgentArgs),
     /// Validate or compile an Evidence Profile.
-    Profile(tapio::profile::cli::ProfileArgs),
+    Profile(tapio::cli::profile::ProfileArgs),
     /// Serve an Evidence Profile to agents over tapio-wire/v1.
     Controller(tapio::controller::ControllerArgs),
     /// Summarise the local occurrence files: counts by observer and type, newest.
@@ -55,7 +55,7 @@ fn main() -> ExitCode {
     tapio::exit::init_logging();
     let result: Result<(), CliError> = match cli.command {
         Command::Agent(args) => tapio::agent::run(args),
-        Command::Profile(args) => tapio::profile::cli::run(args),
+        Command::Profile(args) => tapio::cli::profile::run(args),
         Command::Controller(args) => tapio::controller::run(args),
         Command::Status(args) => tapio::cli::status::run(args),
         Command::Recent(args) => tapio::cli::recent::run(args),

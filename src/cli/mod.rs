@@ -1,5 +1,6 @@
 //! The operator's commands over local occurrence files: `status`, `recent`,
-//! `watch`, `health` (SPEC §7).
+//! `watch`, `health` (SPEC §7), and `profile validate|compile` (a profile
+//! file through [`crate::profile`], see [`profile`]).
 //!
 //! This module owns argument shapes, human and `--json` rendering, and the
 //! mapping of failures to exit codes (0 ok, 1 bad usage or input such as a
@@ -35,6 +36,7 @@ pub mod health;
 #[cfg(target_os = "linux")]
 pub mod inotify;
 pub mod output;
+pub mod profile;
 pub mod recent;
 pub mod status;
 pub mod watch;

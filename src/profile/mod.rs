@@ -50,7 +50,6 @@
 //! `spec.observers.storage.slow_io_threshold: must be between 1us and 60s (got 90s)`;
 //! problems with the file as a whole use the path `document`.
 
-pub mod cli;
 mod compile;
 mod schema;
 mod tree;
@@ -72,18 +71,44 @@ pub fn compile_bytes(bytes: &[u8]) -> Result<CompiledConfig, Vec<Issue>> {
 }
 
 /// Why a profile file could not be turned into a config.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 pub enum LoadError {
     /// The file could not be read.
-    #[error("failed to read profile {}", path.display())]
     Read {
         path: PathBuf,
-        #[source]
         source: std::io::Error,
     },
     /// The file was read but is not a valid profile.
-    #[error("invalid profile {}: {}", path.display(), IssueList(issues))]
     Invalid { path: PathBuf, issues: Vec<Issue> },
+}
+
+// Written out rather than derived: this module depends on serde alone
+// (DESIGN.md, Boundaries; checked by scripts/verify-lean.sh).
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Read { path, .. } => {
+                write!(f, "failed to read profile {}", path.display())
+            }
+            LoadError::Invalid { path, issues } => {
+                write!(
+                    f,
+                    "invalid profile {}: {}",
+                    path.display(),
+                    IssueList(issues)
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for LoadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LoadError::Read { source, .. } => Some(source),
+            LoadError::Invalid { .. } => None,
+        }
+    }
 }
 
 /// Issues joined into one line, for logs.
@@ -124,4 +149,34 @@ pub fn load(path: &Path) -> Result<CompiledConfig, LoadError> {
         path: path.to_owned(),
         issues,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_errors_name_the_file_and_keep_their_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("absent.yaml");
+        let e = load(&missing).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("failed to read profile {}", missing.display())
+        );
+        let cause = std::error::Error::source(&e).expect("the io error is the source");
+        let io = cause.downcast_ref::<std::io::Error>().unwrap();
+        assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+
+        let bad = dir.path().join("bad.yaml");
+        std::fs::write(&bad, "apiVersion: nope\n").unwrap();
+        let e = load(&bad).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.starts_with(&format!("invalid profile {}: ", bad.display())),
+            "{text}"
+        );
+        assert!(text.contains("apiVersion"), "{text}");
+        assert!(std::error::Error::source(&e).is_none());
+    }
 }

@@ -13,13 +13,59 @@ pub mod loader;
 pub mod node;
 
 use std::path::Path;
+use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use anyhow::bail;
+
+use super::classify::Finding;
+use super::config::AgentConfig;
+use super::metrics::Metrics;
+use super::pipeline::Shared;
+use crate::wire::CompiledConfig;
 
 const CAP_NET_ADMIN: u32 = 12;
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
+
+/// The agent's platform step before anything starts: refuse early when the
+/// kernel or the privileges cannot work, and route libbpf's log.
+pub(super) fn preflight_and_route_logs() -> anyhow::Result<()> {
+    preflight()?;
+    route_libbpf_log();
+    Ok(())
+}
+
+/// Starts the threads that produce facts: the ring-buffer drain and the
+/// node sampler.
+pub(super) fn start_producers(
+    cfg: &AgentConfig,
+    shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
+    findings: SyncSender<Vec<Finding>>,
+    initial: CompiledConfig,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let drain = drain::start(
+        cfg.ebpf_dir.clone(),
+        shared.clone(),
+        metrics.clone(),
+        findings.clone(),
+        initial.clone(),
+    )?;
+    let mut producers = vec![drain];
+    // The node observer never stops the others: if its thread cannot start,
+    // it is reported unavailable and the agent runs on.
+    match node::start(shared.clone(), metrics, findings, initial) {
+        Ok(node) => producers.push(node),
+        Err(e) => {
+            tracing::warn!(observer = "node", "observer unavailable: {e:#}");
+            shared.set_status("node", "unavailable", format!("{e:#}"));
+        }
+    }
+    Ok(producers)
+}
 
 /// Fails with one clear sentence when the agent cannot run here.
 pub fn preflight() -> anyhow::Result<()> {

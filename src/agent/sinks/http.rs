@@ -409,4 +409,21 @@ mod tests {
             .collect();
         assert_eq!(retried, vec![429, 502, 503, 504]);
     }
+
+    #[test]
+    fn host_names_are_ascii_or_punycode() {
+        // url's IDNA back end is pinned to its ASCII-only release (Cargo.toml,
+        // idna_adapter): a Unicode host is refused at startup with the flag
+        // named, its punycode spelling works, and ASCII is lower-cased.
+        let e = check_plain_http("http://bücher.example:4318/", "--otlp-endpoint").unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.starts_with("--otlp-endpoint \"http://bücher.example:4318/\" is not a URL"),
+            "{text}"
+        );
+        let ok = check_plain_http("http://xn--bcher-kva.example:4318/", "--otlp-endpoint").unwrap();
+        assert_eq!(ok.host_str(), Some("xn--bcher-kva.example"));
+        let ok = check_plain_http("http://Collector.Monitoring:4318/", "--otlp-endpoint").unwrap();
+        assert_eq!(ok.host_str(), Some("collector.monitoring"));
+    }
 }

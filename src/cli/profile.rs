@@ -5,6 +5,9 @@
 //! `compile` prints `{"config_hash":"sha256:…","config":{…}}` (pretty JSON;
 //! the hash is over the canonical compact bytes of `config`) and exits 0, or
 //! reports like `validate` and exits 1. An unreadable file exits 2.
+//!
+//! The command lives here, not in [`crate::profile`], so that module keeps
+//! to serde: clap, anyhow and exit codes are the CLI's business.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -12,8 +15,8 @@ use std::path::{Path, PathBuf};
 use anyhow::anyhow;
 use clap::{Args, Subcommand};
 
-use super::{compile, read_bounded, validate, LoadError};
 use crate::exit::CliError;
+use crate::profile::{compile, read_bounded, validate, LoadError};
 use crate::wire::config::CompiledConfig;
 
 #[derive(Debug, Args)]
