@@ -33,13 +33,18 @@ ALLOWED_NEEDED="libc.so.6 libgcc_s.so.1 ld-linux-*"
 # Per object: "<observer> <max bytes> <max maps>". Sizes are today's plus
 # about 20 %, so growth is a decision, not a drift; the objects carry their
 # BTF (most of their size), which libbpf needs for CO-RE and tp_btf.
-# Maps, four each: `events` (the ring), one state map (per socket, per
-# request, per OOM victim), the `tapio_config` carrier and the per-CPU
-# `tapio_stats` counters. No global variables, so no .bss/.data maps.
+# Maps: `events` (the ring), the `tapio_config` carrier, the per-CPU
+# `tapio_stats` counters and the state maps: storage one (per request in
+# flight), container two (OOM victims; senders of fatal signals, issue 16),
+# network three (owners per socket; RTT baselines per destination, kept in
+# the kernel so a healthy connection's end crosses no ring buffer, issue 15;
+# locally dropped SYNs per flow, issue 16). No global variables, so no
+# .bss/.data maps. Raised for issue 16 (resets, drop reasons, senders):
+# network 96 -> 128 KiB, container 72 -> 80 KiB.
 OBJECT_BUDGETS="
-container 73728 4
-network   98304 4
-storage   32768 4
+container 81920  5
+network   131072 6
+storage   32768  4
 "
 
 # Per map: "<observer> <map> <max max_entries>" and why. Ring buffers are in
@@ -47,10 +52,13 @@ storage   32768 4
 MAP_BUDGETS="
 container events        262144
 container oom_victims   1024
+container signal_senders 4096
 container tapio_config  1
 container tapio_stats   8
 network   events        1048576
 network   conn_owners   16384
+network   rtt_baselines 4096
+network   flow_drops    4096
 network   tapio_config  1
 network   tapio_stats   8
 storage   events        524288
@@ -69,6 +77,12 @@ storage   tapio_stats   8
 # - inflight 8192: block requests in flight at once (queue depth x devices);
 #   LRU for the same reason.
 # - oom_victims 1024: OOM kills awaiting their task exit; LRU.
+# - signal_senders 4096: fatal signals (crash signals, SIGKILL) sent by
+#   another process and not yet followed by the target's exit; LRU.
+# - rtt_baselines 4096: destinations with an RTT baseline (the agent's
+#   former MAX_RTT_DESTS); LRU, the least recently used forgets its baseline.
+# - flow_drops 4096: connects whose SYNs or answers this kernel dropped,
+#   until the connect resolves; LRU.
 # - tapio_config 1: one config record per observer, written by the agent.
 # - tapio_stats 8: one counter slot per STAT_* index (agent/abi.rs
 #   STAT_MAX), per CPU.
@@ -180,14 +194,19 @@ hits=$(code '(^|[^"A-Za-z0-9_:])(crate|tapio)::agent\b|(^|[^A-Za-z0-9_:])super::
 #   src/agent/mod.rs  the platform swap (linux/ or unsupported.rs, both
 #                     offering the same functions);
 #   src/main.rs       the `pow` shim that keeps libm.so.6 out of the
-#                     binary's dependencies (glibc targets only).
+#                     binary's dependencies (glibc targets only);
+#   src/cli/mod.rs    `tapio watch`'s inotify module and its non-Linux stub
+#                     (the CLI may not depend on agent/, and inotify is
+#                     Linux's: a whole-module swap, no cfg in bodies).
 # Linux-only crates (libbpf-rs, libbpf-sys, libm) likewise stay under
 # agent/linux/ (libm also in that shim).
 expected_target_os='src/agent/mod.rs #[cfg(target_os = "linux")] pub mod linux;
 src/agent/mod.rs #[cfg(target_os = "linux")] use linux as platform;
 src/agent/mod.rs #[cfg(not(target_os = "linux"))] mod unsupported;
 src/agent/mod.rs #[cfg(not(target_os = "linux"))] use unsupported as platform;
-src/main.rs #[cfg(all(target_os = "linux", target_env = "gnu"))] #[no_mangle]'
+src/main.rs #[cfg(all(target_os = "linux", target_env = "gnu"))] #[no_mangle]
+src/cli/mod.rs #[cfg(target_os = "linux")] pub mod inotify;
+src/cli/mod.rs #[cfg(not(target_os = "linux"))] #[path = "inotify_unsupported.rs"]'
 found_target_os=$(code 'target_os' src | grep -v '^src/agent/linux/' |
     while IFS=: read -r file line text; do
         next=$(sed -n "$((line + 1))p" "$file")

@@ -278,9 +278,14 @@ impl ControllerClient {
         body: &T,
     ) -> Result<R, RequestError> {
         let what = format!("POST {path}");
+        // Serialised here rather than by reqwest's `json` feature, which
+        // would only wrap these two lines.
+        let body = serde_json::to_vec(body)
+            .map_err(|e| RequestError::new("error", format!("{what}: cannot encode: {e}")))?;
         let resp = self
             .auth(self.http.post(self.url(path)?))
-            .json(body)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
             .send()
             .map_err(|e| RequestError::transport(&what, &e))?;
         let status = resp.status();

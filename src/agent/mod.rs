@@ -21,6 +21,7 @@ pub mod config;
 pub mod controller_client;
 pub mod decode;
 pub mod health;
+pub mod ids;
 pub mod kernel_enums;
 pub mod metrics;
 pub mod pipeline;
@@ -69,7 +70,14 @@ pub fn run(args: config::AgentArgs) -> Result<(), CliError> {
     // Block the stop signals before any thread starts, so only the main
     // thread's sigwait sees them.
     let signals = signals::block_stop_signals().map_err(CliError::runtime)?;
-    let agent_id = ulid::Ulid::new().to_string();
+    let agent_id = ids::IdGen::new()
+        .next(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+        )
+        .to_string();
 
     let metrics = Metrics::new();
     let shared = Shared::new();

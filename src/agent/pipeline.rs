@@ -398,7 +398,7 @@ pub fn spawn_emitter(
     std::thread::Builder::new()
         .name("emitter".into())
         .spawn(move || {
-            let mut ids = ulid::Generator::new();
+            let mut ids = super::ids::IdGen::new();
             // Container attribution reads /sys/fs/cgroup on a cache miss:
             // here, never on the drain thread.
             let mut attributor = Attributor::new("/sys/fs/cgroup".into());
@@ -433,10 +433,7 @@ pub fn spawn_emitter(
                     attributor.enrich(&mut f.data);
                     drop_reasons.enrich(&mut f.data);
                     let wall = clock.wall_ns(f.mono_ns);
-                    let when = SystemTime::UNIX_EPOCH + Duration::from_nanos(wall);
-                    let id = ids
-                        .generate_from_datetime(when)
-                        .unwrap_or_else(|_| ulid::Ulid::from_datetime(when));
+                    let id = ids.next(wall / 1_000_000);
                     metrics
                         .anomalies
                         .get_or_create(&AnomalyLabels {

@@ -11,6 +11,8 @@ use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
+pub use super::watch::Changes;
+
 /// The events that can make or remove an occurrence file: the file sink
 /// renames a finished temp file into place (`IN_MOVED_TO`); another writer
 /// may create the file and close it after writing (`IN_CLOSE_WRITE`).
@@ -26,22 +28,6 @@ const MASK: u32 = libc::IN_MOVED_TO
     | libc::IN_DELETE_SELF
     | libc::IN_MOVE_SELF
     | libc::IN_ONLYDIR;
-
-/// What one read of the descriptor said.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Changes {
-    /// Names written or moved into the directory.
-    pub added: Vec<String>,
-    /// Names created (any type). A regular file created here is usually
-    /// still empty: it is reported again in `added` when closed.
-    pub created: Vec<String>,
-    /// Names deleted or moved out.
-    pub removed: Vec<String>,
-    /// The kernel's queue overflowed: events were lost, list the directory.
-    pub overflow: bool,
-    /// The directory was deleted or moved away: the watch is dead.
-    pub gone: bool,
-}
 
 /// An inotify instance watching one directory (non-blocking descriptor).
 #[derive(Debug)]

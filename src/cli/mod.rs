@@ -33,7 +33,12 @@
 //! * Colour only when stdout is a terminal and `NO_COLOR` is unset.
 
 pub mod health;
+// `tapio watch` follows with inotify on Linux; elsewhere the stub's watch
+// always fails and watch polls (said once on stderr).
 #[cfg(target_os = "linux")]
+pub mod inotify;
+#[cfg(not(target_os = "linux"))]
+#[path = "inotify_unsupported.rs"]
 pub mod inotify;
 pub mod output;
 pub mod profile;

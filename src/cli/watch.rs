@@ -164,11 +164,26 @@ fn show(poll: &Poll, json: bool, colour: bool) -> Result<(), CliError> {
     out.flush().map_err(io_error)
 }
 
+/// What one read of a directory watch said (see [`super::inotify`]).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Names written or moved into the directory.
+    pub added: Vec<String>,
+    /// Names created (any type). A regular file created here is usually
+    /// still empty: it is reported again in `added` when closed.
+    pub created: Vec<String>,
+    /// Names deleted or moved out.
+    pub removed: Vec<String>,
+    /// The kernel's queue overflowed: events were lost, list the directory.
+    pub overflow: bool,
+    /// The directory was deleted or moved away: the watch is dead.
+    pub gone: bool,
+}
+
 /// How the dir is being followed.
 enum Mode {
     /// Not watched (yet): list it now and then every [`POLL_INTERVAL`].
     Poll,
-    #[cfg(target_os = "linux")]
     Notify(tokio::io::unix::AsyncFd<super::inotify::DirWatch>),
 }
 
@@ -205,7 +220,6 @@ impl Follow {
     /// dir is listed, so a file written in between is seen by one or the
     /// other (the follower never reports a name twice).
     fn try_watch(&mut self) -> Mode {
-        #[cfg(target_os = "linux")]
         if self.notify_ok {
             match super::inotify::DirWatch::new(self.store.dir()) {
                 Ok(w) => {
@@ -239,7 +253,6 @@ impl Follow {
 /// Of the names created, those that will never be written and closed (a
 /// FIFO, a symlink, a directory): the store reads (and refuses) them now.
 /// A regular file is left for its close or rename, when it is complete.
-#[cfg(target_os = "linux")]
 fn not_written(dir: &std::path::Path, created: Vec<String>) -> Vec<String> {
     created
         .into_iter()
@@ -286,7 +299,6 @@ async fn follow(args: WatchArgs, filter: Filter) -> Result<(), CliError> {
                     _ = tokio::time::sleep(POLL_INTERVAL) => {}
                 }
             }
-            #[cfg(target_os = "linux")]
             Mode::Notify(fd) => {
                 let read = tokio::select! {
                     _ = interrupt.recv() => return Ok(()),
