@@ -502,7 +502,7 @@ mod tests {
             {
                 break;
             }
-            std::thread::sleep(std::time::Duration::from_millis(5));
+            std::thread::sleep(Duration::from_millis(5));
         }
         for i in 1..100 {
             h.offer(occ(i));
