@@ -34,7 +34,8 @@ impl CliError {
 }
 
 /// Logs go to stderr, so stdout carries only data (JSON lines, MCP).
-/// `RUST_LOG` overrides the default `info` level.
+/// `RUST_LOG` overrides the default `info` level (release builds compile
+/// `debug!`/`trace!` out: Cargo.toml, tracing `release_max_level_info`).
 pub fn init_logging() {
     let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());
     let _ = tracing_subscriber::fmt()
