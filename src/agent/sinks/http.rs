@@ -34,6 +34,14 @@ use crate::wire::Occurrence;
 
 /// Validates a sink endpoint before anything connects to it.
 pub fn check_plain_http(url: &str, flag: &str) -> anyhow::Result<reqwest::Url> {
+    // Refused before the URL parser sees it: url's IDNA back end is the
+    // ASCII-only one (Cargo.toml, idna_adapter), which asserts (in debug
+    // builds) that it is never handed what it cannot map.
+    if !url.is_ascii() {
+        bail!(
+            "{flag} {url:?} is not a URL: it has non-ASCII characters (write an international host name in its punycode xn-- form)"
+        );
+    }
     let parsed = reqwest::Url::parse(url)
         .map_err(|e| anyhow::anyhow!("{flag} {url:?} is not a URL: {e}"))?;
     match parsed.scheme() {
