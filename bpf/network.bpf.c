@@ -602,6 +602,13 @@ int handle_net__kfree_skb(__u64 *ctx)
 	if (reason <= (__u32)bpf_core_enum_value(enum skb_drop_reason,
 						  SKB_DROP_REASON_NOT_SPECIFIED))
 		return 0;
+	/* A segment for a port with no socket: this host answers it with a
+	 * RST, so a connect it ends is refused, not left to time out. Every
+	 * refused connect makes one (the SYN), so it is filtered before any
+	 * map work: it was most of the refused path's cost. */
+	if (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_NO_SOCKET) &&
+	    reason == (__u32)bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_NO_SOCKET))
+		return 0;
 	sk = skb->sk;
 	if (sk) {
 		if (sk->__sk_common.skc_state != TCP_SYN_SENT)
