@@ -155,6 +155,11 @@ fn a_running_agent_prunes_old_files_by_age_and_its_burst_by_count() {
     wait_metrics(port, "the old files aged out", |t| {
         counter(t, PRUNED_AGE) == 3
     });
+    // The listener answers before the observers are attached: wait for the
+    // config to be applied (programs loaded, carriers written) first.
+    wait_metrics(port, "the config applied", |t| {
+        counter(t, "tapio_config_applied") == 1
+    });
     // The host may produce occurrences of its own; these four are ours.
     let ports: Vec<u16> = (0..4).map(|_| closed_port("127.0.0.1")).collect();
     for p in &ports {
