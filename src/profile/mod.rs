@@ -130,6 +130,14 @@ impl fmt::Display for IssueList<'_> {
 /// endless) file is refused by validation without being loaded whole.
 pub fn read_bounded(path: &Path) -> Result<Vec<u8>, LoadError> {
     let read = || -> std::io::Result<Vec<u8>> {
+        // A FIFO or device would block `open` or never end: refused before
+        // opening (following symlinks), as every file read from outside is.
+        if !std::fs::metadata(path)?.is_file() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
+        }
         let file = std::fs::File::open(path)?;
         let mut bytes = Vec::new();
         file.take(MAX_PROFILE_BYTES as u64 + 1)
@@ -178,5 +186,28 @@ mod tests {
         );
         assert!(text.contains("apiVersion"), "{text}");
         assert!(std::error::Error::source(&e).is_none());
+    }
+
+    #[cfg(test)]
+    mod read_tests {
+        use super::*;
+
+        #[test]
+        fn a_profile_path_that_is_not_a_regular_file_is_refused_without_blocking() {
+            let dir = std::env::temp_dir().join(format!("tapio-profile-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let fifo = dir.join("profile.yaml");
+            let _ = std::fs::remove_file(&fifo);
+            assert!(std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success());
+            let e = read_bounded(&fifo).unwrap_err();
+            assert!(matches!(e, LoadError::Read { .. }), "{e}");
+            assert!(read_bounded(Path::new("/dev/zero")).is_err());
+            assert!(read_bounded(&dir).is_err());
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
 }
