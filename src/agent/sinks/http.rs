@@ -42,6 +42,20 @@ pub fn check_plain_http(url: &str, flag: &str) -> anyhow::Result<reqwest::Url> {
             "{flag} {url:?} is not a URL: it has non-ASCII characters (write an international host name in its punycode xn-- form)"
         );
     }
+    // A percent-escape in the host decodes to bytes the same back end cannot
+    // map either ("http://A%99"), so the authority may not carry one.
+    // The parser drops tabs and newlines anywhere and trims control
+    // characters and spaces at both ends before it looks for the host.
+    let bare: String = url
+        .trim_matches(|c: char| c <= ' ')
+        .chars()
+        .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
+        .collect();
+    if authority(&bare).contains('%') {
+        bail!(
+            "{flag} {url:?} is not a URL: its host has a percent-escape (write the host name as it is, punycode for an international one)"
+        );
+    }
     let parsed = reqwest::Url::parse(url)
         .map_err(|e| anyhow::anyhow!("{flag} {url:?} is not a URL: {e}"))?;
     match parsed.scheme() {
@@ -55,6 +69,18 @@ pub fn check_plain_http(url: &str, flag: &str) -> anyhow::Result<reqwest::Url> {
         bail!("{flag} {url:?} has no host");
     }
     Ok(parsed)
+}
+
+/// The `user@host:port` part of `scheme:[//]authority/path`, as a special
+/// scheme's parser finds it: any run of slashes or backslashes after the
+/// scheme may precede it ("http:host" and "http:\\\\host" name a host too).
+fn authority(url: &str) -> &str {
+    let Some((_, rest)) = url.split_once(':') else {
+        return "";
+    };
+    let rest = rest.trim_start_matches(['/', '\\']);
+    let end = rest.find(['/', '?', '#', '\\']).unwrap_or(rest.len());
+    &rest[..end]
 }
 
 /// Retry and batching knobs.
@@ -429,6 +455,23 @@ mod tests {
             text.starts_with("--otlp-endpoint \"http://bücher.example:4318/\" is not a URL"),
             "{text}"
         );
+        // A percent-escape in the host decodes to bytes the ASCII-only back
+        // end cannot map either (found by fuzz/config: "http://A%999998").
+        for host in [
+            "http://A%999998",
+            "http://b%C3%BCcher.example/",
+            "http://a%2e/",
+            "http:L%cen",
+            "http:\\\\a%ce/",
+            " \thttp:\n/\t/a%ce/",
+        ] {
+            let text = check_plain_http(host, "--http-endpoint")
+                .unwrap_err()
+                .to_string();
+            assert!(text.contains("percent-escape"), "{host}: {text}");
+        }
+        // In the path it is fine.
+        check_plain_http("http://collector:8080/a%20b", "--http-endpoint").unwrap();
         let ok = check_plain_http("http://xn--bcher-kva.example:4318/", "--otlp-endpoint").unwrap();
         assert_eq!(ok.host_str(), Some("xn--bcher-kva.example"));
         let ok = check_plain_http("http://Collector.Monitoring:4318/", "--otlp-endpoint").unwrap();
