@@ -2,7 +2,7 @@
 //! a missing privilege or kernel feature exits 2 with one clear line, and
 //! `--ebpf-dir` really loads objects from disk.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;
@@ -41,9 +41,7 @@ fn explicit_missing_config_file_is_an_error_and_heartbeat_minimum_holds() {
 
 #[test]
 fn without_privileges_the_agent_says_why_and_exits_2() {
-    if !require_ebpf("without_privileges_the_agent_says_why_and_exits_2") {
-        return;
-    }
+    require_ebpf!();
     // Drop to nobody with no capabilities at all.
     let out = Command::new("setpriv")
         .args([
@@ -67,9 +65,7 @@ fn without_privileges_the_agent_says_why_and_exits_2() {
 
 #[test]
 fn ebpf_dir_loads_objects_from_disk_and_missing_objects_fail_clearly() {
-    if !require_ebpf("ebpf_dir_loads_objects_from_disk_and_missing_objects_fail_clearly") {
-        return;
-    }
+    require_ebpf!();
     // An empty directory: no observer can load, exit 2 naming the file.
     let empty = tempfile::tempdir().unwrap();
     let out = agent(&[
@@ -100,9 +96,7 @@ fn ebpf_dir_loads_objects_from_disk_and_missing_objects_fail_clearly() {
 
 #[test]
 fn file_sink_writes_one_atomic_file_per_occurrence_and_shutdown_flushes() {
-    if !require_ebpf("file_sink_writes_one_atomic_file_per_occurrence_and_shutdown_flushes") {
-        return;
-    }
+    require_ebpf!();
     let mut agent = Agent::start("", &["--sink", "file"]);
     let ports: Vec<u16> = (0..3).map(|_| closed_port("127.0.0.1")).collect();
     for p in &ports {
@@ -137,9 +131,7 @@ fn file_sink_writes_one_atomic_file_per_occurrence_and_shutdown_flushes() {
 
 #[test]
 fn without_btf_the_agent_says_why_and_exits_2() {
-    if !require_ebpf("without_btf_the_agent_says_why_and_exits_2") {
-        return;
-    }
+    require_ebpf!();
     // Hide the kernel's BTF in a private mount namespace (gone with it).
     let script = format!(
         "mount --make-rprivate / && mount -t tmpfs none /sys/kernel/btf && exec {} agent --config /dev/null",
@@ -161,9 +153,7 @@ fn without_btf_the_agent_says_why_and_exits_2() {
 
 #[test]
 fn a_controller_mode_agent_is_inert_until_configured_and_counts_it() {
-    if !require_ebpf("a_controller_mode_agent_is_inert_until_configured_and_counts_it") {
-        return;
-    }
+    require_ebpf!();
     // A controller address where nothing listens: no config ever arrives.
     let dead = closed_port("127.0.0.1");
     let mport = closed_port("127.0.0.1");

@@ -5,7 +5,7 @@
 //! (checked before anything touches the kernel, so those tests need no
 //! privileges), with the path and the cause stated once.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -116,9 +116,7 @@ fn a_data_dir_that_exists_but_cannot_be_written_is_refused() {
 
 #[test]
 fn bpf_objects_that_are_devices_or_garbage_are_named_and_explained() {
-    if !require_ebpf("bpf_objects_that_are_devices_or_garbage_are_named_and_explained") {
-        return;
-    }
+    require_ebpf!();
     let dir = tempfile::tempdir().unwrap();
     let ebpf = dir.path();
     std::os::unix::fs::symlink("/dev/zero", ebpf.join("network.bpf.o")).unwrap();

@@ -5,7 +5,7 @@
 //! 0: the series is in Prometheus before the first kill, so `increase()`
 //! sees that first kill. Every rule evaluates without error.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -13,34 +13,6 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn ci() -> bool {
-    std::env::var("TAPIO_REQUIRE_EBPF").as_deref() == Ok("1")
-}
-
-fn have(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        assert!(
-            !ci(),
-            "{tool} is not installed (scripts/setup.sh --test installs it)"
-        );
-        eprintln!("skipping: {tool} is not installed (scripts/setup.sh --test installs it)");
-    }
-    found
-}
 
 /// Percent-encodes a PromQL query for a URL.
 fn encode(q: &str) -> String {
@@ -104,18 +76,13 @@ impl Drop for Cgroup {
 
 #[test]
 fn prometheus_fires_the_oom_alert_for_a_real_oom_kill() {
-    if !require_ebpf("prometheus_fires_the_oom_alert_for_a_real_oom_kill")
-        || !have("prometheus")
-        || !have("tail")
-    {
-        return;
-    }
+    require_ebpf!("prometheus", "tail");
     let memory = Path::new("/sys/fs/cgroup/memory");
     if !memory.join("memory.limit_in_bytes").exists() {
         let why = "alert test: no cgroup v1 memory controller at /sys/fs/cgroup/memory";
         // Same policy as the OOM test in container_storage.rs.
         assert!(
-            !ci() || Path::new("/sys/fs/cgroup/memory.max").exists(),
+            !strict() || Path::new("/sys/fs/cgroup/memory.max").exists(),
             "{why}"
         );
         eprintln!("skipping {why}");

@@ -3,8 +3,6 @@
 //! otherwise, fails instead when `TAPIO_REQUIRE_EBPF=1`.
 #![cfg(target_os = "linux")]
 
-mod common;
-
 mod bpf_objects {
     include!(concat!(env!("OUT_DIR"), "/bpf_objects.rs"));
 }
@@ -44,9 +42,7 @@ fn load_and_attach(name: &str) -> Vec<String> {
 
 #[test]
 fn container_object_loads_and_attaches() {
-    if !common::require_ebpf("container_object_loads_and_attaches") {
-        return;
-    }
+    require_ebpf!();
     assert_eq!(
         load_and_attach("container"),
         [
@@ -59,9 +55,7 @@ fn container_object_loads_and_attaches() {
 
 #[test]
 fn network_object_loads_and_attaches() {
-    if !common::require_ebpf("network_object_loads_and_attaches") {
-        return;
-    }
+    require_ebpf!();
     assert_eq!(
         load_and_attach("network"),
         [
@@ -76,9 +70,7 @@ fn network_object_loads_and_attaches() {
 
 #[test]
 fn storage_object_loads_and_attaches() {
-    if !common::require_ebpf("storage_object_loads_and_attaches") {
-        return;
-    }
+    require_ebpf!();
     assert_eq!(
         load_and_attach("storage"),
         [

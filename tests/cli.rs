@@ -6,7 +6,7 @@
 //! occurrence (2 corrupt), a README (1 foreign) and a temp file of a write in
 //! progress (ignored). Times are fixed; windows are given as RFC 3339.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -822,12 +822,6 @@ fn run_bounded(args: &[&str]) -> Out {
 }
 
 /// Makes a FIFO nobody writes to: an ordinary open for reading blocks.
-fn mkfifo(path: &Path) {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: mkfifo reads one NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
-}
-
 fn copy_fixture(dir: &Path, name: &str) {
     std::fs::copy(
         Path::new(env!("CARGO_MANIFEST_DIR")).join(BASIC).join(name),
@@ -844,7 +838,7 @@ fn hostile_dir() -> tempfile::TempDir {
     let d = tmp.path();
     copy_fixture(d, "01JQY0HADQ0000000000000003.json");
     copy_fixture(d, "01JQY0DM750000000000000002.json");
-    mkfifo(&d.join("01JQY0HADQ0000000000000009.json"));
+    common::mkfifo(&d.join("01JQY0HADQ0000000000000009.json"));
     std::os::unix::fs::symlink("/dev/zero", d.join("01JQY0HADQ000000000000000A.json")).unwrap();
     let big = std::fs::File::create(d.join("01JQY0HADQ000000000000000B.json")).unwrap();
     big.set_len(200 << 20).unwrap();
@@ -906,7 +900,7 @@ fn fifos_devices_huge_and_looping_files_are_skipped_and_counted() {
 fn watch_skips_a_fifo_that_appears_and_keeps_following() {
     let tmp = tempfile::tempdir().unwrap();
     let watch = Watch::start(tmp.path(), &[]);
-    mkfifo(&tmp.path().join("01JQY0HADQ0000000000000009.json"));
+    common::mkfifo(&tmp.path().join("01JQY0HADQ0000000000000009.json"));
     std::os::unix::fs::symlink(
         "/dev/zero",
         tmp.path().join("01JQY0HADQ000000000000000A.json"),
@@ -981,20 +975,13 @@ fn since_and_until_refuse_impossible_and_far_future_times() {
     assert_eq!(json(&out.stdout)["count"], 5);
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
 /// Writes `<dir>/.agent-status.json` as the agent does (temp + rename): a
 /// running, configured agent, updated now, every observer active, changed
 /// by `edit`.
 fn write_status(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
     let mut v = serde_json::json!({
         "schema": 1, "agent_id": "01JQY0HADQ0000000000000003", "node_name": "n1",
-        "version": "0.1.0", "pid": 4242, "state": "running", "updated_unix_ms": now_ms(),
+        "version": "0.1.0", "pid": 4242, "state": "running", "updated_unix_ms": common::now_ms(),
         "config": {"applied": true, "hash": "sha256:ab", "generation": 3},
         "controller": null,
         "observers": {
@@ -1119,7 +1106,9 @@ rule: failing: >=1 critical or >=10 error; degraded: >=1 error or >=5 warning; o
         .all(|o| o["verdict"] == "unknown"));
 
     // Stale: the agent stopped rewriting the file a minute ago.
-    write_status(d, |v| v["updated_unix_ms"] = (now_ms() - 60_000).into());
+    write_status(d, |v| {
+        v["updated_unix_ms"] = (common::now_ms() - 60_000).into()
+    });
     let (code, v) = health_json(d);
     assert_eq!(code, 3, "{v}");
     let reason = v["reasons"][0].as_str().unwrap();
@@ -1141,7 +1130,7 @@ rule: failing: >=1 critical or >=10 error; degraded: >=1 error or >=5 warning; o
     // A status file that is a FIFO (or corrupt) is tolerated: with no
     // occurrence files, unknown; with some, the evidence decides.
     std::fs::remove_file(d.join(".agent-status.json")).unwrap();
-    mkfifo(&d.join(".agent-status.json"));
+    common::mkfifo(&d.join(".agent-status.json"));
     let (code, v) = health_json(d);
     assert_eq!(code, 3, "{v}");
     assert_eq!(v["agent"]["status_file"], "invalid");

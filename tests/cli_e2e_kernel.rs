@@ -2,7 +2,7 @@
 //! connect to its file sink, and both the CLI (`tapio recent`) and the MCP
 //! server (`recent_anomalies`) return it from that data dir.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -13,9 +13,7 @@ use serde_json::Value;
 
 #[test]
 fn an_agent_occurrence_is_visible_through_recent_and_mcp() {
-    if !require_ebpf("an_agent_occurrence_is_visible_through_recent_and_mcp") {
-        return;
-    }
+    require_ebpf!();
     let agent = Agent::start("", &["--sink", "file"]);
     let p = closed_port("127.0.0.1");
     assert!(std::net::TcpStream::connect(("127.0.0.1", p)).is_err());

@@ -13,7 +13,7 @@
 //! `TAPIO_REQUIRE_EBPF=1`.
 #![cfg(target_os = "linux")]
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -21,37 +21,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{is_type, require_ebpf, Agent};
+use common::{is_type, strict, Agent};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn ci() -> bool {
-    std::env::var("TAPIO_REQUIRE_EBPF").as_deref() == Ok("1")
-}
-
-/// Root, BTF and the tools a test needs, or one line saying why it skips
-/// (a failure under `TAPIO_REQUIRE_EBPF=1`).
-fn can_run(what: &str, tools: &[&str]) -> bool {
-    if !require_ebpf(what) {
-        return false;
-    }
-    let missing: Vec<&str> = tools
-        .iter()
-        .copied()
-        .filter(|t| {
-            !std::env::var_os("PATH")
-                .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(t).is_file()))
-        })
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    let why = format!("{what}: needs {}", missing.join(", "));
-    assert!(!ci(), "{why} and TAPIO_REQUIRE_EBPF=1");
-    eprintln!("skipping {why}");
-    false
-}
 
 fn start(toml: &str) -> Agent {
     Agent::start(toml, &["--sink", "stdout"])
@@ -264,14 +237,12 @@ fn unique(tag: &str) -> String {
 
 #[test]
 fn oom_kill_in_a_v1_memory_cgroup_reports_pid_and_limit_once() {
-    if !can_run("oom_kill_in_a_v1_memory_cgroup", &["tail"]) {
-        return;
-    }
+    require_ebpf!("tail");
     let memory = Path::new("/sys/fs/cgroup/memory");
     let v2_memory = Path::new("/sys/fs/cgroup/memory.max").exists();
     if !memory.join("memory.limit_in_bytes").exists() {
         let why = "oom_kill test: no cgroup v1 memory controller at /sys/fs/cgroup/memory";
-        if ci() && !v2_memory {
+        if strict() && !v2_memory {
             panic!("{why}");
         }
         eprintln!("skipping {why}");
@@ -312,9 +283,7 @@ fn oom_kill_in_a_v1_memory_cgroup_reports_pid_and_limit_once() {
 
 #[test]
 fn crash_signal_and_pidns_init_exit_are_reported_host_exit_is_not() {
-    if !can_run("crash_signal_and_pidns_init_exit", &["unshare"]) {
-        return;
-    }
+    require_ebpf!("unshare");
     let agent = start("");
     let host_exit_1 = run_sh("exit 1").0;
     let term = run_sh("kill -TERM $$").0;
@@ -354,9 +323,7 @@ fn crash_signal_and_pidns_init_exit_are_reported_host_exit_is_not() {
 
 #[test]
 fn ignored_exit_code_is_never_reported() {
-    if !can_run("ignored_exit_code_is_never_reported", &["unshare"]) {
-        return;
-    }
+    require_ebpf!("unshare");
     let agent = start("[observers.container]\nignore_exit_codes = [42]\n");
     let (ignored, _) = pidns_init_exit(42);
     let (marker, _) = pidns_init_exit(43);
@@ -371,9 +338,7 @@ fn ignored_exit_code_is_never_reported() {
 
 #[test]
 fn exit_scope_all_reports_host_exit_codes() {
-    if !can_run("exit_scope_all_reports_host_exit_codes", &[]) {
-        return;
-    }
+    require_ebpf!();
     let agent = start("[observers.container]\nexit_scope = \"all\"\n");
     let pid = run_sh("exit 5").0;
     let v = wait_for(&agent, "the host exit 5", |v| {
@@ -404,12 +369,7 @@ fn loop_on_tmpfs(
 
 #[test]
 fn block_io_error_on_a_full_loop_device() {
-    if !can_run(
-        "block_io_error_on_a_full_loop_device",
-        &["losetup", "mount", "umount", "dd"],
-    ) {
-        return;
-    }
+    require_ebpf!("losetup", "mount", "umount", "dd");
     let agent = start("");
     // Field order matters for drop: loop device, then mount, then dir.
     let (dir, _mnt, lo) = loop_on_tmpfs("ioerr", "2m", 64);
@@ -441,12 +401,7 @@ fn block_io_error_on_a_full_loop_device() {
 
 #[test]
 fn slow_threshold_reports_loop_device_latency() {
-    if !can_run(
-        "slow_threshold_reports_loop_device_latency",
-        &["losetup", "dd", "sh"],
-    ) {
-        return;
-    }
+    require_ebpf!("losetup", "dd", "sh");
     // Real, chosen device latency: a direct-I/O loop device whose backing
     // file sits on a real disk, written from a cgroup whose writes to that
     // disk are throttled to 256 KiB/s. Each 256 KiB loop request is in
@@ -455,13 +410,13 @@ fn slow_threshold_reports_loop_device_latency() {
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
     let Some(disk) = whole_disk_of(tmp) else {
         let why = "latency test: the target dir is not on a block device";
-        assert!(!ci(), "{why}");
+        assert!(!strict(), "{why}");
         eprintln!("skipping {why}");
         return;
     };
     let Some((throttle, _cg)) = write_throttle(&disk, 256 * 1024) else {
         let why = "latency test: no blkio (v1) or io (v2) cgroup controller";
-        assert!(!ci(), "{why}");
+        assert!(!strict(), "{why}");
         eprintln!("skipping {why}");
         return;
     };
@@ -571,9 +526,7 @@ type AttrCase<'a> = (&'a Path, String, String, Option<&'a str>, Option<&'a str>)
 
 #[test]
 fn crashes_in_runtime_shaped_cgroups_are_attributed() {
-    if !can_run("crashes_in_runtime_shaped_cgroups_are_attributed", &[]) {
-        return;
-    }
+    require_ebpf!();
     let v2 = Path::new("/sys/fs/cgroup/unified");
     let v2 = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
         Path::new("/sys/fs/cgroup")
@@ -581,7 +534,7 @@ fn crashes_in_runtime_shaped_cgroups_are_attributed() {
         v2
     } else {
         let why = "attribution test: no cgroup2 hierarchy under /sys/fs/cgroup";
-        assert!(!ci(), "{why}");
+        assert!(!strict(), "{why}");
         eprintln!("skipping {why}");
         return;
     };
@@ -733,9 +686,7 @@ fn assert_no_sender(v: &Value) {
 
 #[test]
 fn a_signal_another_process_sent_names_it_and_a_kernel_raised_one_does_not() {
-    if !can_run("signal_senders", &["python3", "sleep"]) {
-        return;
-    }
+    require_ebpf!("python3", "sleep");
     let agent = start("");
 
     let mut v9 = victim();
@@ -802,7 +753,7 @@ fn a_signal_another_process_sent_names_it_and_a_kernel_raised_one_does_not() {
         drop(guard);
     } else {
         let why = "signal sender attribution: no cgroup2 hierarchy";
-        assert!(!ci(), "{why}");
+        assert!(!strict(), "{why}");
         eprintln!("skipping the container part: {why}");
     }
 
@@ -834,9 +785,7 @@ fn disk_of(dir: &Path) -> Option<(u32, String)> {
 
 #[test]
 fn fsync_heavy_work_names_flushes_and_never_reports_a_zero_byte_write() {
-    if !can_run("fsync_heavy_work_names_flushes", &[]) {
-        return;
-    }
+    require_ebpf!();
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("target")
         .join(unique("fsync"));
@@ -850,7 +799,7 @@ fn fsync_heavy_work_names_flushes_and_never_reports_a_zero_byte_write() {
     let _cleanup = RemoveDir(dir.clone());
     let Some((major, mode)) = disk_of(&dir) else {
         let why = "fsync test: cannot find the disk under target/";
-        assert!(!ci(), "{why}");
+        assert!(!strict(), "{why}");
         eprintln!("skipping {why}");
         return;
     };
@@ -934,9 +883,7 @@ fn fsync_heavy_work_names_flushes_and_never_reports_a_zero_byte_write() {
 /// be longer than the work itself.
 #[test]
 fn fsync_heavy_noise_beside_a_bulk_transfer_stays_quiet() {
-    if !can_run("fsync_heavy_noise_stays_quiet", &["dd"]) {
-        return;
-    }
+    require_ebpf!("dd");
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("target")
         .join(unique("noise"));
@@ -950,7 +897,7 @@ fn fsync_heavy_noise_beside_a_bulk_transfer_stays_quiet() {
     let _cleanup = RemoveDir(dir.clone());
     let Some((major, _)) = disk_of(&dir) else {
         let why = "noise test: cannot find the disk under target/";
-        assert!(!ci(), "{why}");
+        assert!(!strict(), "{why}");
         eprintln!("skipping {why}");
         return;
     };

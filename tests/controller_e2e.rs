@@ -3,6 +3,8 @@
 //! events, 413, SIGHUP reloads (changed, unchanged, invalid), SIGTERM.
 //! Every wait is a bounded poll; nothing asserts wall time.
 
+use crate::common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
@@ -381,12 +383,6 @@ fn unauthenticated_controller_warns_and_invalid_profile_refuses_to_start() {
     assert!(!err.contains("listening"), "{err}");
 }
 
-fn mkfifo(path: &Path) {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: mkfifo reads one NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-}
-
 /// Waits (bounded) for the child to exit; kills it if it does not.
 fn exit_code(c: &mut Controller) -> Option<i32> {
     for _ in 0..MAX_POLLS {
@@ -407,7 +403,7 @@ fn sighup_with_the_profile_swapped_for_a_fifo_does_not_wedge_the_controller() {
     // The profile becomes a FIFO nobody writes: a blocking open would
     // never return.
     std::fs::remove_file(&profile).unwrap();
-    mkfifo(&profile);
+    common::mkfifo(&profile);
     for n in 1..=3 {
         signal(&c, libc::SIGHUP);
         let s = wait_for(&c, "the FIFO reload to be rejected", |s| {
@@ -485,7 +481,7 @@ fn token_files_and_profiles_that_are_not_regular_files_fail_at_once() {
         "{err}"
     );
     let fifo = dir.path().join("token");
-    mkfifo(&fifo);
+    common::mkfifo(&fifo);
     let err = refused_start(&[
         "--profile",
         &profile,

@@ -12,6 +12,7 @@ use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
+use crate::common::must_metric;
 use tapio::controller::metrics::{Snapshot, STALE_AFTER};
 use tapio::controller::{router, AppState, Settings, Token};
 use tapio::wire::config::CompiledConfig;
@@ -73,12 +74,6 @@ async fn scrape(app: &Router) -> String {
     String::from_utf8(body).unwrap()
 }
 
-fn value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{series} missing from:\n{text}"))
-}
-
 const CODES: [&str; 10] = [
     "MISSING_FIELD",
     "INVALID_FIELD",
@@ -100,33 +95,36 @@ async fn every_family_exists_at_zero_and_needs_no_token() {
         "tapio_build_info{{version=\"{}\"}}",
         env!("CARGO_PKG_VERSION")
     );
-    assert_eq!(value(&text, &build), 1.0);
+    assert_eq!(must_metric(&text, &build), 1.0);
     for g in [
         "tapio_controller_agents",
         "tapio_controller_agents_unconfigured",
         "tapio_controller_agents_stale",
         "tapio_controller_heartbeat_age_max_seconds",
     ] {
-        assert_eq!(value(&text, g), 0.0, "{g}");
+        assert_eq!(must_metric(&text, g), 0.0, "{g}");
     }
     for r in ["ok", "not_modified", "error"] {
         let s = format!("tapio_controller_config_fetches_total{{result=\"{r}\"}}");
-        assert_eq!(value(&text, &s), 0.0);
+        assert_eq!(must_metric(&text, &s), 0.0);
     }
     for r in ["accepted", "duplicate", "rejected"] {
         let s = format!("tapio_controller_event_batches_total{{result=\"{r}\"}}");
-        assert_eq!(value(&text, &s), 0.0);
+        assert_eq!(must_metric(&text, &s), 0.0);
     }
     for c in CODES {
         let s = format!("tapio_controller_rejects_total{{code=\"{c}\"}}");
-        assert_eq!(value(&text, &s), 0.0);
+        assert_eq!(must_metric(&text, &s), 0.0);
     }
-    assert_eq!(value(&text, "tapio_controller_config_generation"), 1.0);
+    assert_eq!(
+        must_metric(&text, "tapio_controller_config_generation"),
+        1.0
+    );
     assert!(text.contains("# TYPE tapio_controller_rejects_total counter"));
     // Scraping is not a refusal: nothing was counted by it.
     let again = scrape(&app).await;
     assert_eq!(
-        value(
+        must_metric(
             &again,
             "tapio_controller_rejects_total{code=\"UNAUTHORIZED\"}"
         ),
@@ -210,7 +208,7 @@ async fn figures_follow_the_requests() {
     );
 
     let text = scrape(&app).await;
-    let v = |s: &str| value(&text, s);
+    let v = |s: &str| must_metric(&text, s);
     assert_eq!(v("tapio_controller_agents"), 2.0);
     assert_eq!(v("tapio_controller_agents_unconfigured"), 1.0);
     assert_eq!(v("tapio_controller_agents_stale"), 0.0);
@@ -260,7 +258,7 @@ async fn figures_follow_the_requests() {
     changed.network.refused_min_count = 3;
     state.apply(changed, 0);
     assert_eq!(
-        value(&scrape(&app).await, "tapio_controller_config_generation"),
+        must_metric(&scrape(&app).await, "tapio_controller_config_generation"),
         2.0
     );
 
@@ -275,18 +273,7 @@ async fn figures_follow_the_requests() {
 /// The exposition is valid classic text for Prometheus' own checker.
 #[tokio::test]
 async fn promtool_accepts_the_exposition() {
-    let have = std::process::Command::new("sh")
-        .args(["-c", "command -v promtool"])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !have {
-        if std::env::var("TAPIO_REQUIRE_EBPF").as_deref() == Ok("1") {
-            panic!("promtool is not installed (scripts/setup.sh --test installs it)");
-        }
-        eprintln!("skipping: promtool is not installed (scripts/setup.sh --test installs it)");
-        return;
-    }
+    require_tools!("promtool");
     let text = scrape(&router(state())).await;
     let mut child = std::process::Command::new("promtool")
         .args(["check", "metrics"])

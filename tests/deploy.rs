@@ -9,20 +9,15 @@
 //! first use) are needed for the rendering tests; without them they skip
 //! with one line, or fail under TAPIO_REQUIRE_EBPF=1 (CI allows no skips).
 
-mod common;
+use crate::common;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use serde_yaml::Value;
 
 const CAPS: [&str; 3] = ["BPF", "PERFMON", "NET_ADMIN"];
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn parse_all(text: &str, what: &str) -> Vec<Value> {
     serde_yaml::Deserializer::from_str(text)
@@ -32,7 +27,7 @@ fn parse_all(text: &str, what: &str) -> Vec<Value> {
 }
 
 fn documents(path: &str) -> Vec<Value> {
-    let text = std::fs::read_to_string(root().join(path)).unwrap();
+    let text = std::fs::read_to_string(common::repo_root().join(path)).unwrap();
     parse_all(&text, path)
 }
 
@@ -62,49 +57,6 @@ fn help(sub: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Runs `cmd` to completion within `limit`; (success, stdout, stderr).
-fn run(cmd: &mut Command, limit: Duration) -> (bool, String, String) {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let o = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let e = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{cmd:?} exceeded {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    (status.success(), o.join().unwrap(), e.join().unwrap())
-}
-
-/// Skips (one line) or, under TAPIO_REQUIRE_EBPF=1, fails.
-fn skip(test: &str, why: &str) {
-    if std::env::var("TAPIO_REQUIRE_EBPF").as_deref() == Ok("1") {
-        panic!("{test}: cannot run ({why}) but TAPIO_REQUIRE_EBPF=1");
-    }
-    eprintln!("skipping {test}: {why}");
-}
-
 /// `kubectl kustomize <dir>` (relative to the repo), or None when kubectl
 /// is missing.
 fn kustomize(dir: &str) -> Option<String> {
@@ -115,11 +67,12 @@ fn kustomize(dir: &str) -> Option<String> {
     {
         return None;
     }
-    let (ok, out, err) = run(
+    let (ok, out, err) = common::output_within(
         Command::new("kubectl")
             .arg("kustomize")
-            .arg(root().join(dir)),
+            .arg(common::repo_root().join(dir)),
         Duration::from_secs(60),
+        false,
     );
     assert!(ok, "kubectl kustomize {dir}: {err}");
     Some(out)
@@ -203,7 +156,7 @@ fn every_manifest_flag_exists_and_the_shipped_profile_validates() {
     assert!(checked >= 13, "only {checked} flags checked");
     let out = Command::new(common::tapio_bin())
         .args(["profile", "validate"])
-        .arg(root().join("deploy/base/profile.yaml"))
+        .arg(common::repo_root().join("deploy/base/profile.yaml"))
         .output()
         .unwrap();
     assert!(
@@ -215,7 +168,9 @@ fn every_manifest_flag_exists_and_the_shipped_profile_validates() {
 
 #[test]
 fn each_added_capability_says_why_on_its_line() {
-    let text = std::fs::read_to_string(root().join("deploy/base/agent-daemonset.yaml")).unwrap();
+    let text =
+        std::fs::read_to_string(common::repo_root().join("deploy/base/agent-daemonset.yaml"))
+            .unwrap();
     for cap in CAPS {
         let line = text
             .lines()
@@ -228,9 +183,8 @@ fn each_added_capability_says_why_on_its_line() {
 
 #[test]
 fn the_rendered_base_has_every_property_a_fleet_needs() {
-    let test = "the_rendered_base_has_every_property_a_fleet_needs";
     let Some(text) = kustomize("deploy") else {
-        return skip(test, "kubectl is not installed");
+        return common::skip(&test_name!(), "kubectl is not installed");
     };
     let docs = parse_all(&text, "kubectl kustomize deploy");
     let image = format!("localhost/tapio:{}", env!("CARGO_PKG_VERSION"));
@@ -402,10 +356,9 @@ fn the_rendered_base_has_every_property_a_fleet_needs() {
 
 #[test]
 fn the_old_kernel_overlay_adds_only_sys_resource() {
-    let test = "the_old_kernel_overlay_adds_only_sys_resource";
     let (Some(base), Some(old)) = (kustomize("deploy"), kustomize("deploy/overlays/old-kernel"))
     else {
-        return skip(test, "kubectl is not installed");
+        return common::skip(&test_name!(), "kubectl is not installed");
     };
     let base = parse_all(&base, "base");
     let mut old = parse_all(&old, "old-kernel");
@@ -430,11 +383,12 @@ fn validate(bin: &Path, yaml: &str, version: &str) -> (bool, usize, String) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("rendered.yaml");
     std::fs::write(&file, yaml).unwrap();
-    let (ok, out, err) = run(
+    let (ok, out, err) = common::output_within(
         Command::new(bin)
             .args(["--strict", "-k", version])
             .arg(&file),
         Duration::from_secs(120),
+        false,
     );
     let text = format!("{out}{err}");
     let passed = text
@@ -447,13 +401,12 @@ fn validate(bin: &Path, yaml: &str, version: &str) -> (bool, usize, String) {
 
 #[test]
 fn kubernetes_validate_strict_accepts_the_base_and_the_overlay() {
-    let test = "kubernetes_validate_strict_accepts_the_base_and_the_overlay";
     let (Some(base), Some(old)) = (kustomize("deploy"), kustomize("deploy/overlays/old-kernel"))
     else {
-        return skip(test, "kubectl is not installed");
+        return common::skip(&test_name!(), "kubectl is not installed");
     };
     let Some(bin) = kubernetes_validate() else {
-        return skip(test, "cannot install kubernetes-validate");
+        return common::skip(&test_name!(), "cannot install kubernetes-validate");
     };
     // The oldest Kubernetes still supported upstream when this was written,
     // and the newest the validator knows.
@@ -478,7 +431,7 @@ fn kubernetes_validate_strict_accepts_the_base_and_the_overlay() {
 /// same flags, capabilities, namespaces, seccomp and host mounts.
 #[test]
 fn the_image_smoke_runs_the_agent_as_the_daemonset_does() {
-    let script = std::fs::read_to_string(root().join("scripts/image.sh")).unwrap();
+    let script = std::fs::read_to_string(common::repo_root().join("scripts/image.sh")).unwrap();
     let docs = documents("deploy/base/agent-daemonset.yaml");
     let ds = docs.iter().find(|d| d["kind"] == "DaemonSet").unwrap();
     let pod = &ds["spec"]["template"]["spec"];
@@ -528,8 +481,7 @@ fn the_image_smoke_runs_the_agent_as_the_daemonset_does() {
 /// of deploy/, moves both workloads to the pushed image.
 #[test]
 fn the_readme_image_override_renders() {
-    let test = "the_readme_image_override_renders";
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let readme = std::fs::read_to_string(common::repo_root().join("README.md")).unwrap();
     let version = env!("CARGO_PKG_VERSION");
     assert!(readme.contains(&format!(
         "scripts/image.sh build        # -> localhost/tapio:{version}"
@@ -553,12 +505,13 @@ fn the_readme_image_override_renders() {
 
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("deploy");
-    let (ok, _, err) = run(
+    let (ok, _, err) = common::output_within(
         Command::new("cp")
             .arg("-r")
-            .arg(root().join("deploy"))
+            .arg(common::repo_root().join("deploy"))
             .arg(&copy),
         Duration::from_secs(30),
+        false,
     );
     assert!(ok, "{err}");
     let k = copy.join("kustomization.yaml");
@@ -567,7 +520,7 @@ fn the_readme_image_override_renders() {
     text.push('\n');
     std::fs::write(&k, text).unwrap();
     let Some(rendered) = kustomize(copy.to_str().unwrap()) else {
-        return skip(test, "kubectl is not installed");
+        return common::skip(&test_name!(), "kubectl is not installed");
     };
     let docs = parse_all(&rendered, "override");
     let images: Vec<&Value> = docs

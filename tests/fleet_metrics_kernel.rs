@@ -4,40 +4,12 @@
 //! queue, every known label set at 0 from the first scrape, and the whole
 //! exposition still passes `promtool check metrics`.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn get(url: &str) -> Option<String> {
-    reqwest::blocking::Client::new()
-        .get(url)
-        .timeout(Duration::from_secs(5))
-        .send()
-        .ok()
-        .filter(|r| r.status().is_success())
-        .and_then(|r| r.text().ok())
-}
-
-/// The value of one exact series, if present.
-fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
-fn must(text: &str, series: &str) -> f64 {
-    value(text, series).unwrap_or_else(|| panic!("{series} missing from:\n{text}"))
-}
 
 fn unix_now() -> f64 {
     SystemTime::now()
@@ -48,9 +20,7 @@ fn unix_now() -> f64 {
 
 #[test]
 fn a_real_agent_exports_the_fleet_metrics() {
-    if !require_ebpf("a_real_agent_exports_the_fleet_metrics") {
-        return;
-    }
+    require_ebpf!();
     // It checks the OOM-kill series is still 0.
     let _serial = oom_serial();
     let started = unix_now();
@@ -63,7 +33,7 @@ fn a_real_agent_exports_the_fleet_metrics() {
     // The listener may open a moment after "config applied" is logged.
     let deadline = Instant::now() + Duration::from_secs(10);
     let text = loop {
-        match get(&url) {
+        match get_ok(&url) {
             Some(t) => break t,
             None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
             None => panic!("no /metrics at {url}; agent log:\n{}", agent.stderr()),
@@ -74,15 +44,15 @@ fn a_real_agent_exports_the_fleet_metrics() {
         "tapio_build_info{{version=\"{}\"}}",
         env!("CARGO_PKG_VERSION")
     );
-    assert_eq!(must(&text, &build), 1.0);
+    assert_eq!(must_metric(&text, &build), 1.0);
 
     // The agent's own process: it loaded and verified BPF programs, so it
     // has spent CPU, holds memory and many fds, and started in this test.
-    assert!(must(&text, "process_cpu_seconds_total") > 0.0);
-    let rss = must(&text, "process_resident_memory_bytes");
+    assert!(must_metric(&text, "process_cpu_seconds_total") > 0.0);
+    let rss = must_metric(&text, "process_resident_memory_bytes");
     assert!(rss > 1e6 && rss < 1e9, "RSS {rss}");
-    assert!(must(&text, "process_open_fds") > 10.0);
-    let start = must(&text, "process_start_time_seconds");
+    assert!(must_metric(&text, "process_open_fds") > 10.0);
+    let start = must_metric(&text, "process_start_time_seconds");
     // btime has whole-second resolution.
     assert!(
         start >= started - 2.0 && start <= unix_now(),
@@ -92,7 +62,7 @@ fn a_real_agent_exports_the_fleet_metrics() {
     // Observer state: network attached on this kernel; exactly one state
     // per observer is 1, and all 16 series exist.
     assert_eq!(
-        must(
+        must_metric(
             &text,
             "tapio_observer_state{observer=\"network\",state=\"active\"}"
         ),
@@ -104,7 +74,7 @@ fn a_real_agent_exports_the_fleet_metrics() {
         let ones: f64 = ["active", "degraded", "unavailable", "disabled"]
             .iter()
             .map(|st| {
-                must(
+                must_metric(
                     &text,
                     &format!("tapio_observer_state{{observer=\"{obs}\",state=\"{st}\"}}"),
                 )
@@ -113,16 +83,16 @@ fn a_real_agent_exports_the_fleet_metrics() {
         assert_eq!(ones, 1.0, "observer {obs}");
     }
     // Standalone: config generation 1 applied at start, no controller gauge.
-    assert_eq!(must(&text, "tapio_config_applied"), 1.0);
-    assert_eq!(must(&text, "tapio_config_generation"), 1.0);
+    assert_eq!(must_metric(&text, "tapio_config_applied"), 1.0);
+    assert_eq!(must_metric(&text, "tapio_config_generation"), 1.0);
     assert!(!text.contains("tapio_controller_connected"));
 
     // The configured sink (stdout): its queue and every drop reason.
     assert_eq!(
-        must(&text, "tapio_sink_queue_capacity{sink=\"stdout\"}"),
+        must_metric(&text, "tapio_sink_queue_capacity{sink=\"stdout\"}"),
         4096.0
     );
-    let depth = must(&text, "tapio_sink_queue_depth{sink=\"stdout\"}");
+    let depth = must_metric(&text, "tapio_sink_queue_depth{sink=\"stdout\"}");
     assert!((0.0..=4096.0).contains(&depth));
     for reason in [
         "queue_full",
@@ -132,13 +102,13 @@ fn a_real_agent_exports_the_fleet_metrics() {
         "send_failed",
         "shutdown_timeout",
     ] {
-        must(
+        must_metric(
             &text,
             &format!("tapio_sink_drops_total{{sink=\"stdout\",reason=\"{reason}\"}}"),
         );
     }
     assert_eq!(
-        must(
+        must_metric(
             &text,
             "tapio_anomalies_total{observer=\"container\",type=\"kernel.container.oom_kill\"}"
         ),
@@ -148,26 +118,15 @@ fn a_real_agent_exports_the_fleet_metrics() {
     // BPF map fill: the per-flow table's capacity as compiled, its count
     // within it.
     let cap = "tapio_bpf_map_capacity{observer=\"network\",map=\"conn_owners\"}";
-    assert_eq!(must(&text, cap), 16384.0);
-    let entries = must(
+    assert_eq!(must_metric(&text, cap), 16384.0);
+    let entries = must_metric(
         &text,
         "tapio_bpf_map_entries{observer=\"network\",map=\"conn_owners\"}",
     );
     assert!((0.0..=16384.0).contains(&entries), "{entries}");
 
     // The whole exposition stays valid classic text.
-    let have_promtool = Command::new("sh")
-        .args(["-c", "command -v promtool"])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !have_promtool {
-        if std::env::var("TAPIO_REQUIRE_EBPF").as_deref() == Ok("1") {
-            panic!("promtool is not installed (scripts/setup.sh --test installs it)");
-        }
-        eprintln!("skipping the promtool check: promtool is not installed");
-        return;
-    }
+    require_tools!("promtool");
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -191,9 +150,7 @@ fn a_real_agent_exports_the_fleet_metrics() {
 /// the config; the agent's `/metrics` has the controller-mode families.
 #[test]
 fn controller_and_agent_in_controller_mode_export_fleet_metrics() {
-    if !require_ebpf("controller_and_agent_in_controller_mode_export_fleet_metrics") {
-        return;
-    }
+    require_ebpf!();
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, "fleet-metrics-token-0123456789\n").unwrap();
@@ -226,9 +183,12 @@ fn controller_and_agent_in_controller_mode_export_fleet_metrics() {
         })
         .expect("the controller logs its address");
     let cmetrics = format!("http://{addr}/metrics");
-    let text = get(&cmetrics).expect("controller /metrics without a token");
-    assert_eq!(must(&text, "tapio_controller_agents"), 0.0, "{text}");
-    assert_eq!(must(&text, "tapio_controller_config_generation"), 1.0);
+    let text = get_ok(&cmetrics).expect("controller /metrics without a token");
+    assert_eq!(must_metric(&text, "tapio_controller_agents"), 0.0, "{text}");
+    assert_eq!(
+        must_metric(&text, "tapio_controller_config_generation"),
+        1.0
+    );
 
     let mport = free_port();
     let endpoint = format!("http://{addr}");
@@ -250,9 +210,9 @@ fn controller_and_agent_in_controller_mode_export_fleet_metrics() {
     // configured (bounded: a few heartbeat intervals).
     let mut last = String::new();
     let configured = (0..300).any(|_| {
-        last = get(&cmetrics).unwrap_or_default();
-        let done = value(&last, "tapio_controller_agents") == Some(1.0)
-            && value(&last, "tapio_controller_agents_unconfigured") == Some(0.0);
+        last = get_ok(&cmetrics).unwrap_or_default();
+        let done = metric(&last, "tapio_controller_agents") == Some(1.0)
+            && metric(&last, "tapio_controller_agents_unconfigured") == Some(0.0);
         if !done {
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -263,39 +223,39 @@ fn controller_and_agent_in_controller_mode_export_fleet_metrics() {
         "controller never counted a configured agent:\n{last}\nagent log:\n{}",
         agent.stderr()
     );
-    assert_eq!(must(&last, "tapio_controller_agents_stale"), 0.0);
+    assert_eq!(must_metric(&last, "tapio_controller_agents_stale"), 0.0);
     assert!(
-        must(
+        must_metric(
             &last,
             "tapio_controller_config_fetches_total{result=\"ok\"}"
         ) >= 1.0
     );
     assert_eq!(
-        must(
+        must_metric(
             &last,
             "tapio_controller_rejects_total{code=\"UNAUTHORIZED\"}"
         ),
         0.0
     );
 
-    let text = get(&format!("http://127.0.0.1:{mport}/metrics")).expect("agent /metrics");
-    assert_eq!(must(&text, "tapio_config_applied"), 1.0);
-    assert_eq!(must(&text, "tapio_config_generation"), 1.0);
+    let text = get_ok(&format!("http://127.0.0.1:{mport}/metrics")).expect("agent /metrics");
+    assert_eq!(must_metric(&text, "tapio_config_applied"), 1.0);
+    assert_eq!(must_metric(&text, "tapio_config_generation"), 1.0);
     // Present from start in controller mode; its value follows the link
     // state the controller client records in `Shared` (unit-tested in
     // agent::metrics), so only the range is checked here.
-    let connected = must(&text, "tapio_controller_connected");
+    let connected = must_metric(&text, "tapio_controller_connected");
     assert!(connected == 0.0 || connected == 1.0, "{connected}");
-    assert!(must(&text, "tapio_config_fetch_total{result=\"updated\"}") >= 1.0);
+    assert!(must_metric(&text, "tapio_config_fetch_total{result=\"updated\"}") >= 1.0);
     assert_eq!(
-        must(
+        must_metric(
             &text,
             "tapio_controller_send_failures_total{kind=\"heartbeat\"}"
         ),
         0.0
     );
     assert_eq!(
-        must(&text, "tapio_sink_queue_capacity{sink=\"controller\"}"),
+        must_metric(&text, "tapio_sink_queue_capacity{sink=\"controller\"}"),
         4096.0
     );
     drop(agent);

@@ -5,7 +5,7 @@
 //! Needs the kernel (the agent loads its BPF objects): gated like the other
 //! kernel tests.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -18,31 +18,12 @@ use serde_json::Value;
 
 const BOUND: Duration = Duration::from_secs(30);
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// (status, body) of a GET, or None when nothing answered.
-fn get(url: &str) -> Option<(u16, String)> {
-    let r = reqwest::blocking::Client::new()
-        .get(url)
-        .timeout(Duration::from_secs(5))
-        .send()
-        .ok()?;
-    let code = r.status().as_u16();
-    Some((code, r.text().unwrap_or_default()))
-}
-
 /// Polls `url` (bounded) until `pred` holds; returns that answer.
 fn wait_get(url: &str, what: &str, pred: impl Fn(u16, &str) -> bool) -> (u16, String) {
     let deadline = Instant::now() + BOUND;
     let mut last = None;
     while Instant::now() < deadline {
-        if let Some((code, body)) = get(url) {
+        if let Some((code, body)) = http_get(url) {
             if pred(code, &body) {
                 return (code, body);
             }
@@ -103,9 +84,7 @@ fn check_schema(v: &Value) {
 
 #[test]
 fn standalone_agent_is_live_ready_and_writes_its_status_file() {
-    if !require_ebpf("standalone_agent_is_live_ready_and_writes_its_status_file") {
-        return;
-    }
+    require_ebpf!();
     let port = free_port();
     let mut agent = Agent::start("", &["--metrics-addr", &format!("127.0.0.1:{port}")]);
     let base = format!("http://127.0.0.1:{port}");
@@ -113,7 +92,7 @@ fn standalone_agent_is_live_ready_and_writes_its_status_file() {
     assert_eq!(body, "ok\n");
     let (_, body) = wait_get(&format!("{base}/readyz"), "200", |c, _| c == 200);
     assert!(body.starts_with("ready\n"), "{body}");
-    let (code, text) = get(&format!("{base}/metrics")).unwrap();
+    let (code, text) = http_get(&format!("{base}/metrics")).unwrap();
     assert_eq!(code, 200);
     assert!(
         text.contains("tapio_http_timeouts_total{server=\"metrics\",kind=\"header\"} 0"),
@@ -210,9 +189,7 @@ impl Drop for Unauthorized {
 
 #[test]
 fn controller_mode_agent_refused_by_the_controller_is_live_but_not_ready() {
-    if !require_ebpf("controller_mode_agent_refused_by_the_controller_is_live_but_not_ready") {
-        return;
-    }
+    require_ebpf!();
     let controller = Unauthorized::start();
     let endpoint = format!("http://127.0.0.1:{}", controller.port);
     let port = free_port();
@@ -246,7 +223,7 @@ fn controller_mode_agent_refused_by_the_controller_is_live_but_not_ready() {
     assert!(body.starts_with(&want), "the first reason: {body}");
     // It stays unready: nothing will ever configure it.
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(get(&format!("{base}/readyz")).unwrap().0, 503);
+    assert_eq!(http_get(&format!("{base}/readyz")).unwrap().0, 503);
 
     let v = status_file(&agent);
     check_schema(&v);
@@ -262,20 +239,12 @@ fn controller_mode_agent_refused_by_the_controller_is_live_but_not_ready() {
     assert_eq!(status_file(&agent)["state"], "stopped");
 }
 
-fn counter(text: &str, series: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
-        .unwrap_or_else(|| panic!("{series} not in:\n{text}")) as u64
-}
-
 /// Issue 14 item 2 on the real agent: idle sockets beyond the limit are
 /// closed at once, the held ones are cut by the head deadline, both are
 /// counted exactly, and a half-sent request does not hold SIGTERM.
 #[test]
 fn metrics_listener_sheds_idle_floods_and_does_not_hold_sigterm() {
-    if !require_ebpf("metrics_listener_sheds_idle_floods_and_does_not_hold_sigterm") {
-        return;
-    }
+    require_ebpf!();
     let port = free_port();
     let mut agent = Agent::start("", &["--metrics-addr", &format!("127.0.0.1:{port}")]);
     let addr = format!("127.0.0.1:{port}");
@@ -317,23 +286,23 @@ fn metrics_listener_sheds_idle_floods_and_does_not_hold_sigterm() {
     }
     let (_, text) = wait_get(&format!("http://{addr}/metrics"), "200", |c, _| c == 200);
     assert_eq!(
-        counter(
+        must_metric(
             &text,
             "tapio_http_connections_rejected_total{server=\"metrics\",reason=\"limit\"}"
-        ),
+        ) as u64,
         6
     );
     assert_eq!(
-        counter(
+        must_metric(
             &text,
             "tapio_http_timeouts_total{server=\"metrics\",kind=\"header\"}"
-        ),
+        ) as u64,
         64
     );
     // A half-sent request open at SIGTERM: the agent still exits by itself.
     let mut half = std::net::TcpStream::connect(&addr).unwrap();
     half.write_all(b"GET /metr").unwrap();
-    let (code, _) = get(&format!("http://{addr}/healthz")).unwrap();
+    let (code, _) = http_get(&format!("http://{addr}/healthz")).unwrap();
     assert_eq!(code, 200, "the half-sent one is held by the server now");
     assert_eq!(agent.stop(), Some(0), "{}", agent.stderr());
 }

@@ -11,57 +11,25 @@
 //! is fresh); it takes the release profile's own build lock, not this debug
 //! test's.
 
-mod common;
+use crate::common;
 
-use std::io::Read;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 /// Runs `scripts/image.sh <sub>` in its own process group, bounded by
 /// `limit` (on expiry the whole group gets SIGTERM, which the script's
 /// trap turns into its cleanup); returns (exit ok, stdout, stderr).
 fn image_sh(sub: &str, limit: Duration) -> (bool, String, String) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut child = Command::new(root.join("scripts/image.sh"))
-        .arg(sub)
-        .current_dir(root)
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn scripts/image.sh");
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let o = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let e = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            // SAFETY: signals the process group this test created.
-            unsafe { libc::kill(-(child.id() as i32), libc::SIGTERM) };
-            let _ = child.wait();
-            panic!(
-                "scripts/image.sh {sub} exceeded {limit:?}; stderr:\n{}",
-                e.join().unwrap()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    (status.success(), o.join().unwrap(), e.join().unwrap())
+    let root = common::repo_root();
+    common::output_within(
+        Command::new(root.join("scripts/image.sh"))
+            .arg(sub)
+            .current_dir(root)
+            .process_group(0),
+        limit,
+        true,
+    )
 }
 
 /// The number after `label` on the line starting with `prefix`.
@@ -79,17 +47,7 @@ fn figure(out: &str, prefix: &str, label: &str) -> f64 {
 
 #[test]
 fn the_image_reports_host_and_container_faults_from_inside_its_container() {
-    let test = "the_image_reports_host_and_container_faults_from_inside_its_container";
-    if !common::require_ebpf(test) {
-        return;
-    }
-    if Command::new("podman").arg("--version").output().is_err() {
-        if std::env::var("TAPIO_REQUIRE_EBPF").as_deref() == Ok("1") {
-            panic!("{test}: podman is not installed but TAPIO_REQUIRE_EBPF=1");
-        }
-        eprintln!("skipping {test}: podman is not installed (scripts/setup.sh --test)");
-        return;
-    }
+    require_ebpf!("podman");
 
     // A cold LTO release build on a busy 2-core machine takes minutes.
     let (ok, out, err) = image_sh("build", Duration::from_secs(45 * 60));

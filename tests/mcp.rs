@@ -6,7 +6,7 @@
 //! one line saying why and passes, unless `TAPIO_REQUIRE_EBPF=1` (CI), where
 //! it fails.
 
-mod common;
+use crate::common;
 
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -259,12 +259,6 @@ fn negotiates_and_returns_structured_content() {
 
 /// Makes a FIFO nobody writes to: opening it for reading the ordinary way
 /// blocks forever.
-fn mkfifo(path: &Path) {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: mkfifo reads one NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
-}
-
 #[test]
 fn fifo_and_dev_zero_in_the_data_dir_do_not_hang_the_server() {
     let tmp = tempfile::tempdir().unwrap();
@@ -276,7 +270,7 @@ fn fifo_and_dev_zero_in_the_data_dir_do_not_hang_the_server() {
         d.join("01JQY0HADQ0000000000000003.json"),
     )
     .unwrap();
-    mkfifo(&d.join("01JQY0HADQ0000000000000009.json"));
+    common::mkfifo(&d.join("01JQY0HADQ0000000000000009.json"));
     std::os::unix::fs::symlink("/dev/zero", d.join("01JQY0HADQ000000000000000A.json")).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_tapio"))
         .args(["mcp", "--data-dir"])
@@ -508,13 +502,8 @@ fn official_python_sdk_client() {
     let python = match sdk_python() {
         Ok(p) => p,
         Err(why) => {
-            if std::env::var("TAPIO_REQUIRE_EBPF").as_deref() == Ok("1") {
-                panic!("cannot set up the MCP Python SDK: {why}");
-            }
-            println!(
-                "skipping official_python_sdk_client: cannot set up the MCP Python SDK ({why})"
-            );
-            return;
+            let why = format!("cannot set up the MCP Python SDK ({why})");
+            return common::skip(&test_name!(), &why);
         }
     };
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));

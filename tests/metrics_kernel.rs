@@ -3,54 +3,16 @@
 //! package, started here on loopback with a temporary config) scrapes the
 //! agent and answers a query for the anomaly a closed-port connect caused.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn have(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        if std::env::var("TAPIO_REQUIRE_EBPF").as_deref() == Ok("1") {
-            panic!("{tool} is not installed (scripts/setup.sh --test installs it)");
-        }
-        eprintln!("skipping: {tool} is not installed (scripts/setup.sh --test installs it)");
-    }
-    found
-}
-
-fn get(url: &str) -> Option<String> {
-    reqwest::blocking::Client::new()
-        .get(url)
-        .timeout(Duration::from_secs(5))
-        .send()
-        .ok()
-        .filter(|r| r.status().is_success())
-        .and_then(|r| r.text().ok())
-}
-
 #[test]
 fn prometheus_scrapes_the_agent_and_promtool_accepts_the_exposition() {
-    if !require_ebpf("prometheus_scrapes_the_agent_and_promtool_accepts_the_exposition")
-        || !have("prometheus")
-        || !have("promtool")
-    {
-        return;
-    }
+    require_ebpf!("prometheus", "promtool");
     // Per-program BPF stats while this fd is open (BPF_ENABLE_STATS; no
     // sysctl changes), so those families are in the exposition promtool sees.
     // SAFETY: BPF_ENABLE_STATS takes a plain enum and returns a new fd or -errno.
@@ -75,7 +37,7 @@ fn prometheus_scrapes_the_agent_and_promtool_accepts_the_exposition() {
     // promtool on the exposition (after the drain's 1 s counter export).
     let deadline = Instant::now() + Duration::from_secs(10);
     let text = loop {
-        let text = get(&metrics_url).expect("GET /metrics");
+        let text = get_ok(&metrics_url).expect("GET /metrics");
         if text.contains("tapio_bpf_program_run_time_seconds_total{") || Instant::now() > deadline {
             break text;
         }
@@ -135,7 +97,7 @@ fn prometheus_scrapes_the_agent_and_promtool_accepts_the_exposition() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut last = String::new();
     while Instant::now() < deadline {
-        if let Some(body) = get(&query) {
+        if let Some(body) = get_ok(&query) {
             let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
             let value = v["data"]["result"]
                 .as_array()

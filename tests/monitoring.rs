@@ -5,11 +5,9 @@
 //! is one the agent or the controller exports, the dashboard's queries
 //! parse as PromQL, and the kustomization renders.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
@@ -26,21 +24,6 @@ fn yaml(path: &str) -> Yaml {
 fn dashboard() -> Json {
     let text = std::fs::read_to_string(repo("deploy/monitoring/grafana-dashboard.json")).unwrap();
     serde_json::from_str(&text).expect("the dashboard is valid JSON")
-}
-
-fn have(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        if std::env::var("TAPIO_REQUIRE_EBPF").as_deref() == Ok("1") {
-            panic!("{tool} is not installed (scripts/setup.sh --test installs it)");
-        }
-        eprintln!("skipping: {tool} is not installed (scripts/setup.sh --test installs it)");
-    }
-    found
 }
 
 fn run(dir: &Path, cmd: &str, args: &[&str]) {
@@ -82,9 +65,7 @@ fn alerts(spec: &Yaml) -> Vec<(String, String)> {
 
 #[test]
 fn promtool_checks_the_rules_and_runs_their_unit_tests() {
-    if !have("promtool") {
-        return;
-    }
+    require_tools!("promtool");
     let dir = tempfile::tempdir().unwrap();
     let (_, text) = rules_file();
     std::fs::write(dir.path().join("rules.yaml"), text).unwrap();
@@ -353,9 +334,7 @@ fn rules_and_dashboard_query_only_exported_metrics() {
 /// with Grafana's variables replaced by what Grafana would put there.
 #[test]
 fn dashboard_queries_are_valid_promql() {
-    if !have("promtool") {
-        return;
-    }
+    require_tools!("promtool");
     let exprs = dashboard_exprs(&dashboard());
     let rules: Vec<Yaml> = exprs
         .iter()
@@ -418,9 +397,7 @@ fn monitors_select_the_agent_and_controller_pods() {
 
 #[test]
 fn the_monitoring_kustomization_renders() {
-    if !have("kubectl") {
-        return;
-    }
+    require_tools!("kubectl");
     let out = Command::new("kubectl")
         .args(["kustomize"])
         .arg(repo("deploy/monitoring"))

@@ -5,7 +5,7 @@
 //! namespace the test creates (its own `lo`, nftables rules, sysctls and
 //! qdisc), so nothing leaks to the host; every test uses its own ports.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -23,9 +23,7 @@ fn of_type_port(t: &'static str, port: u16) -> impl Fn(&Value) -> bool {
 
 #[test]
 fn closed_port_on_loopback_v4_and_v6_gives_one_refusal_each() {
-    if !require_ebpf("closed_port_on_loopback_v4_and_v6_gives_one_refusal_each") {
-        return;
-    }
+    require_ebpf!();
     let agent = Agent::start("", &[]);
     let p4 = closed_port("127.0.0.1");
     let p6 = closed_port("::1");
@@ -77,9 +75,7 @@ fn closed_port_on_loopback_v4_and_v6_gives_one_refusal_each() {
 
 #[test]
 fn refusals_in_one_window_fold_into_counts_that_sum_exactly() {
-    if !require_ebpf("refusals_in_one_window_fold_into_counts_that_sum_exactly") {
-        return;
-    }
+    require_ebpf!();
     let agent = Agent::start("", &[]);
     let p = closed_port("127.0.0.1");
     for _ in 0..50 {
@@ -102,9 +98,7 @@ const NFT_TABLE: &str = "nft add table inet tapiotest && nft add chain inet tapi
 
 #[test]
 fn unanswered_syn_is_a_timeout_not_a_refusal() {
-    if !require_ebpf("unanswered_syn_is_a_timeout_not_a_refusal") {
-        return;
-    }
+    require_ebpf!();
     let agent = Agent::start("", &[]);
     let ns = Netns::new("tpto");
     // A port number the host just handed out: unlikely to collide with
@@ -151,9 +145,7 @@ fn unanswered_syn_is_a_timeout_not_a_refusal() {
 
 #[test]
 fn an_application_abandoning_its_connect_is_not_an_anomaly() {
-    if !require_ebpf("an_application_abandoning_its_connect_is_not_an_anomaly") {
-        return;
-    }
+    require_ebpf!();
     let agent = Agent::start("", &[]);
     let ns = Netns::new("tpab");
     // A port number the host just handed out: unlikely to collide with
@@ -179,9 +171,7 @@ fn an_application_abandoning_its_connect_is_not_an_anomaly() {
 
 #[test]
 fn icmp_answers_are_refused_by_icmp_or_unreachable() {
-    if !require_ebpf("icmp_answers_are_refused_by_icmp_or_unreachable") {
-        return;
-    }
+    require_ebpf!();
     let agent = Agent::start("", &[]);
     let ns = Netns::new("tpic");
     let p_port = closed_port("127.0.0.1");
@@ -239,9 +229,7 @@ const TCPI_TOTAL_RETRANS: usize = 100;
 
 #[test]
 fn dropped_segments_on_an_established_connection_give_a_retransmit_spike() {
-    if !require_ebpf("dropped_segments_on_an_established_connection_give_a_retransmit_spike") {
-        return;
-    }
+    require_ebpf!();
     let agent = Agent::start(
         "[observers.network]\nretransmit_min_count = 3\nretransmit_window_ms = 10000\n",
         &[],
@@ -320,9 +308,7 @@ fn dropped_segments_on_an_established_connection_give_a_retransmit_spike() {
 
 #[test]
 fn queueing_delay_raises_srtt_into_an_rtt_degradation() {
-    if !require_ebpf("queueing_delay_raises_srtt_into_an_rtt_degradation") {
-        return;
-    }
+    require_ebpf!();
     let agent = Agent::start(
         "[observers.network]\nrtt_min_baseline_samples = 3\nrtt_spike_multiplier_permille = 3000\nrtt_spike_abs_us = 10000\n",
         &[],
@@ -466,9 +452,7 @@ time.sleep(0.5)
 
 #[test]
 fn peer_resets_of_held_connections_are_reported_and_orphans_inbound_and_own_aborts_are_not() {
-    if !require_ebpf("peer_resets_of_held_connections_are_reported") {
-        return;
-    }
+    require_ebpf!();
     let mport = closed_port("127.0.0.1");
     let agent = Agent::start(
         &format!("[metrics]\nenabled = true\naddr = \"127.0.0.1:{mport}\"\n"),
@@ -617,9 +601,7 @@ fn timed_out_connect(ns: &Netns, addr: &str, port: u16) -> u32 {
 
 #[test]
 fn syns_dropped_by_the_clients_own_firewall_name_the_drop() {
-    if !require_ebpf("syns_dropped_by_the_clients_own_firewall_name_the_drop") {
-        return;
-    }
+    require_ebpf!();
     let agent = Agent::start("", &[]);
     let ns = Netns::new("tpdo");
     let port = closed_port("127.0.0.1");
@@ -663,9 +645,7 @@ fn veth_pair(prefix: &str) -> (Netns, Netns) {
 
 #[test]
 fn syns_dropped_in_the_peers_namespace_name_the_drop() {
-    if !require_ebpf("syns_dropped_in_the_peers_namespace_name_the_drop") {
-        return;
-    }
+    require_ebpf!();
     let agent = Agent::start("", &[]);
     let (client, server) = veth_pair("tpdp");
     let port = closed_port("127.0.0.1");
@@ -690,9 +670,7 @@ fn syns_dropped_in_the_peers_namespace_name_the_drop() {
 
 #[test]
 fn a_timeout_nobody_dropped_has_no_drop_reason() {
-    if !require_ebpf("a_timeout_nobody_dropped_has_no_drop_reason") {
-        return;
-    }
+    require_ebpf!();
     let agent = Agent::start("", &[]);
     let ns = Netns::new("tpaq");
     let port = closed_port("127.0.0.1");
@@ -722,9 +700,7 @@ fn a_timeout_nobody_dropped_has_no_drop_reason() {
 
 #[test]
 fn a_lossy_bulk_transfers_spike_occurrences_sum_to_the_kernels_retransmits() {
-    if !require_ebpf("a_lossy_bulk_transfers_spike_occurrences_sum_to_the_kernels_retransmits") {
-        return;
-    }
+    require_ebpf!();
     // min_count 1: every retransmit opens or joins a spike window, so the
     // occurrences must account for every segment the kernel retransmitted.
     let agent = Agent::start(

@@ -4,7 +4,7 @@
 //! process thrashing its page cache inside a tight cgroup v1 memory limit)
 //! reported from PSI.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -22,9 +22,7 @@ fn has_core_pmu() -> bool {
 
 #[test]
 fn pmc_status_is_reported_and_other_observers_keep_emitting() {
-    if !require_ebpf("pmc_status_is_reported_and_other_observers_keep_emitting") {
-        return;
-    }
+    require_ebpf!();
     let agent = Agent::start("[observers.node]\nsample_period_ms = 100\n", &[]);
     if has_core_pmu() {
         // A machine with counters: the node observer says so, and never
@@ -130,19 +128,14 @@ fn wall_ns() -> u64 {
 
 #[test]
 fn page_cache_thrash_in_a_tight_memcg_is_memory_pressure_from_psi() {
-    if !require_ebpf("page_cache_thrash_in_a_tight_memcg_is_memory_pressure_from_psi") {
-        return;
-    }
+    require_ebpf!();
     for need in [
         "/proc/pressure/memory",
         "/sys/fs/cgroup/memory/cgroup.procs",
     ] {
         if !Path::new(need).exists() {
-            if std::env::var("TAPIO_REQUIRE_EBPF").as_deref() == Ok("1") {
-                panic!("{need} is missing but TAPIO_REQUIRE_EBPF=1");
-            }
-            eprintln!("skipping: {need} is missing (needs PSI and a cgroup v1 memory controller)");
-            return;
+            let why = format!("{need} is missing (needs PSI and a cgroup v1 memory controller)");
+            return skip(&test_name!(), &why);
         }
     }
     let agent = Agent::start(

@@ -5,12 +5,12 @@
 //! newest files, never a file that is not `<ULID>.json`, and counting both
 //! in `tapio_sink_pruned_total`.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -43,13 +43,6 @@ fn bad_retention_values_are_refused_at_start_with_exit_1() {
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
 /// The `<ULID>.json` names in `dir`, and everything else.
 fn listing(dir: &Path) -> (BTreeSet<String>, BTreeSet<String>) {
     let mut ours = BTreeSet::new();
@@ -68,22 +61,12 @@ fn listing(dir: &Path) -> (BTreeSet<String>, BTreeSet<String>) {
     (ours, other)
 }
 
-fn scrape(port: u16) -> Option<String> {
-    reqwest::blocking::Client::new()
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .ok()?
-        .text()
-        .ok()
-}
-
 /// Scrapes (bounded) until `pred` holds on the exposition; returns it.
 fn wait_metrics(port: u16, what: &str, pred: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + BOUND;
     let mut last = None;
     while Instant::now() < deadline {
-        if let Some(text) = scrape(port) {
+        if let Some((_, text)) = http_get(&format!("http://127.0.0.1:{port}/metrics")) {
             if pred(&text) {
                 return text;
             }
@@ -103,9 +86,7 @@ const PRUNED_BYTES: &str = "tapio_sink_pruned_total{reason=\"bytes\"}";
 
 #[test]
 fn a_running_agent_prunes_old_files_by_age_and_its_burst_by_count() {
-    if !require_ebpf("a_running_agent_prunes_old_files_by_age_and_its_burst_by_count") {
-        return;
-    }
+    require_ebpf!();
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("occ");
     std::fs::create_dir(&data).unwrap();

@@ -10,7 +10,7 @@
 //! for the others. Counts are compared within one agent, so refusals made
 //! by parallel tests only add to both sides of each equation.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
@@ -68,9 +68,7 @@ fn occurrence_files(dir: &std::path::Path) -> usize {
 
 #[test]
 fn sigterm_right_after_a_burst_delivers_every_occurrence_to_every_sink() {
-    if !require_ebpf("sigterm_right_after_a_burst_delivers_every_occurrence_to_every_sink") {
-        return;
-    }
+    require_ebpf!();
     // A long refusal window: each port's first refusal is an occurrence at
     // once, its second is folded until the shutdown flush. The test waits
     // until the file sink has written the first ones, so the flush alone
@@ -348,29 +346,19 @@ fn black_holed(sink: &str, flag: &str, path: &str, ports: std::ops::Range<u16>) 
 
 #[test]
 fn sigterm_with_a_black_holed_http_endpoint_exits_and_counts_what_is_undelivered() {
-    if !require_ebpf(
-        "sigterm_with_a_black_holed_http_endpoint_exits_and_counts_what_is_undelivered",
-    ) {
-        return;
-    }
+    require_ebpf!();
     black_holed("http", "--http-endpoint", "/ingest", 25000..25300);
 }
 
 #[test]
 fn sigterm_with_a_black_holed_otlp_endpoint_exits_and_counts_what_is_undelivered() {
-    if !require_ebpf(
-        "sigterm_with_a_black_holed_otlp_endpoint_exits_and_counts_what_is_undelivered",
-    ) {
-        return;
-    }
+    require_ebpf!();
     black_holed("otlp", "--otlp-endpoint", "", 25300..25600);
 }
 
 #[test]
 fn sigterm_with_an_unread_stdout_pipe_exits_and_counts_the_unwritten_lines() {
-    if !require_ebpf("sigterm_with_an_unread_stdout_pipe_exits_and_counts_the_unwritten_lines") {
-        return;
-    }
+    require_ebpf!();
     let budget = BUDGET_SECS.to_string();
     // stdout is a pipe this test does not read until the agent has exited:
     // its writes block once the pipe buffer (64 KiB) is full.

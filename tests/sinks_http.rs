@@ -4,7 +4,7 @@
 //! endpoint refused before any connection (the OTLP payloads themselves
 //! are checked in `sinks_otlp.rs`).
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

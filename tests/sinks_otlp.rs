@@ -7,7 +7,7 @@
 //! its refusals reach the collector, and its TOML headers and gzip reach
 //! the wire without the header value ever appearing in its log.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -745,9 +745,7 @@ fn only_429_502_503_504_are_retried_every_other_status_is_final() {
 
 #[test]
 fn the_agent_sends_its_refusals_to_a_real_collector() {
-    if !require_ebpf("the_agent_sends_its_refusals_to_a_real_collector") {
-        return;
-    }
+    require_ebpf!();
     let Some(rotel) = Rotel::start() else { return };
     let agent = Agent::start(
         "",
@@ -831,9 +829,7 @@ fn the_agent_sends_its_refusals_to_a_real_collector() {
 
 #[test]
 fn the_agent_sends_its_headers_and_gzip_on_the_wire() {
-    if !require_ebpf("the_agent_sends_its_headers_and_gzip_on_the_wire") {
-        return;
-    }
+    require_ebpf!();
     let rx = Receiver::start(vec![], false);
     // One header from the file, none on the command line: the file's set
     // is used (a flag would replace it).

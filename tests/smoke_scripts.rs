@@ -1,7 +1,7 @@
 //! Runs the end-to-end smoke scripts against the binary cargo just built,
 //! so the README's test command covers them.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 
@@ -23,8 +23,6 @@ fn run_script(name: &str) {
 
 #[test]
 fn smoke_agent_controller() {
-    if !common::require_ebpf("smoke_agent_controller") {
-        return;
-    }
+    require_ebpf!();
     run_script("smoke-agent-controller.sh");
 }

@@ -10,8 +10,6 @@
 //! `TAPIO_REQUIRE_EBPF=1`.
 #![cfg(target_os = "linux")]
 
-mod common;
-
 mod bpf_objects {
     include!(concat!(env!("OUT_DIR"), "/bpf_objects.rs"));
 }
@@ -148,9 +146,7 @@ const BLK_STS_NOSPC: u8 = 3;
 
 #[test]
 fn issue_then_complete_correlates_exactly() {
-    if !common::require_ebpf("issue_then_complete_correlates_exactly") {
-        return;
-    }
+    require_ebpf!();
     let mut h = Harness::new();
     h.set_config(&live(1)); // 1 ns: every correlated completion is "slow"
     h.issue(0x1000);
@@ -172,9 +168,7 @@ fn issue_then_complete_correlates_exactly() {
 
 #[test]
 fn fast_success_below_threshold_sends_nothing() {
-    if !common::require_ebpf("fast_success_below_threshold_sends_nothing") {
-        return;
-    }
+    require_ebpf!();
     let mut h = Harness::new();
     h.set_config(&live(60_000_000_000));
     h.issue(0x1000);
@@ -185,9 +179,7 @@ fn fast_success_below_threshold_sends_nothing() {
 
 #[test]
 fn completion_without_issue_is_counted_and_error_still_reported() {
-    if !common::require_ebpf("completion_without_issue_is_counted_and_error_still_reported") {
-        return;
-    }
+    require_ebpf!();
     let mut h = Harness::new();
     h.set_config(&live(1));
     // A success with bytes and no issue: latency unknown, counted, not sent.
@@ -205,9 +197,7 @@ fn completion_without_issue_is_counted_and_error_still_reported() {
 
 #[test]
 fn duplicate_issue_without_requeue_is_ambiguous() {
-    if !common::require_ebpf("duplicate_issue_without_requeue_is_ambiguous") {
-        return;
-    }
+    require_ebpf!();
     let mut h = Harness::new();
     h.set_config(&live(1));
     h.issue(0x1000);
@@ -228,9 +218,7 @@ fn duplicate_issue_without_requeue_is_ambiguous() {
 
 #[test]
 fn requeue_restarts_the_clock_and_is_counted_in_the_record() {
-    if !common::require_ebpf("requeue_restarts_the_clock_and_is_counted_in_the_record") {
-        return;
-    }
+    require_ebpf!();
     let mut h = Harness::new();
     h.set_config(&live(1));
     h.issue(0x1000);
@@ -249,9 +237,7 @@ fn requeue_restarts_the_clock_and_is_counted_in_the_record() {
 
 #[test]
 fn merged_request_leaves_no_state() {
-    if !common::require_ebpf("merged_request_leaves_no_state") {
-        return;
-    }
+    require_ebpf!();
     let mut h = Harness::new();
     h.set_config(&live(1));
     h.issue(0x1000);
@@ -261,9 +247,7 @@ fn merged_request_leaves_no_state() {
 
 #[test]
 fn disabled_or_zero_config_creates_nothing_and_still_cleans_up() {
-    if !common::require_ebpf("disabled_or_zero_config_creates_nothing_and_still_cleans_up") {
-        return;
-    }
+    require_ebpf!();
     let mut h = Harness::new();
     // All-zero carrier: inert.
     h.issue(0x1000);
@@ -548,9 +532,7 @@ fn drops(h: &Harness) -> u64 {
 /// statistics on) or the issue had to be remembered in the map.
 #[test]
 fn a_stale_entry_never_lends_its_age_to_a_reused_request() {
-    if !common::require_ebpf("a_stale_entry_never_lends_its_age_to_a_reused_request") {
-        return;
-    }
+    require_ebpf!();
     for stats in [true, false] {
         let mut h = Harness::new();
         let rq = CraftedRequest::new();
@@ -587,9 +569,7 @@ fn a_stale_entry_never_lends_its_age_to_a_reused_request() {
 /// its exact latency, from either clock.
 #[test]
 fn a_flush_issued_and_completed_as_itself_keeps_its_latency() {
-    if !common::require_ebpf("a_flush_issued_and_completed_as_itself_keeps_its_latency") {
-        return;
-    }
+    require_ebpf!();
     for stats in [true, false] {
         let mut h = Harness::new();
         let rq = CraftedRequest::new();

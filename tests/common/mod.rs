@@ -1,10 +1,18 @@
-//! Helpers shared by the integration tests: privilege gating, a running
-//! agent whose stdout occurrences can be searched, network namespaces,
-//! commands with bounded waits and a child's output as a channel of lines. Every resource is released by `Drop`, so a
-//! failing assertion still cleans up.
+//! Helpers shared by the integration tests: privilege gating (`gate`), a
+//! running agent whose stdout occurrences can be searched, network
+//! namespaces, commands and polls with bounded waits, a child's output as a
+//! channel of lines, loopback ports, HTTP getters and receivers, metrics
+//! scraping, the OOM lock. Every resource is released by `Drop`, so a
+//! failing assertion still cleans up. A helper lives here once two areas
+//! need it; nothing here changes process-wide state (one process runs
+//! every test).
+// Every helper is used by tests/tests.rs (it builds clean without this
+// allow); tests/config_abi.rs still includes this module on its own and
+// uses only the gate, until it joins the one test crate.
 #![allow(
     dead_code,
-    reason = "each test binary compiles this module and uses only some helpers"
+    unused_macros,
+    reason = "tests/config_abi.rs includes this module and uses only the gate"
 )]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -16,31 +24,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// Returns true when this test may use the kernel (root, BTF). Otherwise
-/// prints one line saying why and returns false — or panics when
-/// `TAPIO_REQUIRE_EBPF=1` (CI), where a skip would hide a failure.
-pub fn require_ebpf(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let reason = if unsafe { libc::geteuid() } != 0 {
-        Some("not running as root")
-    } else if !Path::new("/sys/kernel/btf/vmlinux").exists() {
-        Some("kernel has no BTF (/sys/kernel/btf/vmlinux)")
-    } else if !cfg!(target_os = "linux") {
-        Some("not Linux")
-    } else {
-        None
-    };
-    match reason {
-        None => true,
-        Some(r) => {
-            if std::env::var("TAPIO_REQUIRE_EBPF").as_deref() == Ok("1") {
-                panic!("{test}: cannot run ({r}) but TAPIO_REQUIRE_EBPF=1");
-            }
-            eprintln!("skipping {test}: {r} (kernel tests need root and BTF)");
-            false
-        }
-    }
-}
+#[macro_use]
+mod gate;
+pub use gate::*;
 
 pub fn tapio_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_tapio"))
@@ -373,7 +359,7 @@ pub fn python_venv(name: &str, packages: &[&str]) -> Option<PathBuf> {
             .is_ok_and(|s| s.success());
     if !ok {
         let why = format!("could not create a venv with {want}");
-        if std::env::var("TAPIO_REQUIRE_EBPF").as_deref() == Ok("1") {
+        if strict() {
             panic!("{why} (TAPIO_REQUIRE_EBPF=1)");
         }
         eprintln!("skipping: {why}");
@@ -528,4 +514,118 @@ pub fn oom_serial() -> OomSerial {
     let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
     assert_eq!(rc, 0, "flock the OOM test lock");
     OomSerial(f)
+}
+
+/// A loopback TCP port that was free a moment ago (bound to port 0, then
+/// released), for a listener the test is about to start.
+pub fn free_port() -> u16 {
+    closed_port("127.0.0.1")
+}
+
+/// The repository root (where Cargo.toml is), for paths to fixtures,
+/// scripts and deploy/ that do not depend on the current directory.
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Creates a FIFO at `path` (the hostile input several readers must skip).
+pub fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo reads one NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+/// Calls `probe` every `every` until it returns `Some`, for at most
+/// `limit`; `None` when time ran out. Every wait in these tests is bounded.
+pub fn poll<T>(
+    limit: Duration,
+    every: Duration,
+    mut probe: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = probe() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// Runs `cmd` to completion within `limit`, reading its stdout and stderr
+/// as it goes (so a chatty child never blocks on a full pipe); returns
+/// (exit ok, stdout, stderr). On expiry it kills the child — with SIGTERM
+/// to its whole process group when `group` (the caller spawned it with
+/// `process_group(0)` so a script's trap can clean up) — and panics.
+pub fn output_within(cmd: &mut Command, limit: Duration, group: bool) -> (bool, String, String) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let read_all = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
+    let o = read_all(Box::new(child.stdout.take().unwrap()));
+    let e = read_all(Box::new(child.stderr.take().unwrap()));
+    let status = poll(limit, Duration::from_millis(20), || {
+        child.try_wait().unwrap()
+    });
+    let Some(status) = status else {
+        if group {
+            // SAFETY: signals the process group this child leads.
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGTERM) };
+        } else {
+            let _ = child.kill();
+        }
+        let _ = child.wait();
+        panic!("{cmd:?} exceeded {limit:?}; stderr:\n{}", e.join().unwrap());
+    };
+    (status.success(), o.join().unwrap(), e.join().unwrap())
+}
+
+/// (status, body) of a GET with a 5 s timeout, or `None` when nothing
+/// answered.
+pub fn http_get(url: &str) -> Option<(u16, String)> {
+    let r = reqwest::blocking::Client::new()
+        .get(url)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .ok()?;
+    let code = r.status().as_u16();
+    Some((code, r.text().unwrap_or_default()))
+}
+
+/// The body of a GET that answered 2xx, else `None`.
+pub fn get_ok(url: &str) -> Option<String> {
+    http_get(url)
+        .filter(|(code, _)| (200..300).contains(code))
+        .map(|(_, body)| body)
+}
+
+/// The value of one exact series (name and labels as written) in a
+/// Prometheus text exposition, if present.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// [`metric`], or a panic that shows the exposition.
+pub fn must_metric(text: &str, series: &str) -> f64 {
+    metric(text, series).unwrap_or_else(|| panic!("{series} missing from:\n{text}"))
 }
