@@ -120,22 +120,7 @@ fn prometheus_fires_the_oom_alert_for_a_real_oom_kill() {
         ),
     )
     .unwrap();
-    let pport = free_port();
-    let server = Command::new("prometheus")
-        .arg(format!(
-            "--config.file={}",
-            dir.path().join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{pport}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start prometheus");
-    let _server = KillOnDrop(server);
+    let (_server, pport) = start_prometheus(dir.path());
     let base = format!("http://127.0.0.1:{pport}");
 
     // Before any kill: the OOM series is there at 0, with a few samples.

@@ -4,104 +4,48 @@
 //! request open. Loopback only, port 0, every wait bounded; the precise
 //! deadline behaviour (with small limits) is tested in `src/httpd.rs`.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use crate::common::Controller;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Upper bound of any wait here: a failure if reached, never a figure.
 const BOUND: Duration = Duration::from_secs(30);
 
-struct Controller {
-    child: Child,
-    addr: SocketAddr,
-    log: Arc<Mutex<String>>,
+/// Starts the controller on the default profile with `args`, under
+/// `ulimit -n <nofile>` when given (via `sh -c ... exec`, so the child is
+/// the controller itself).
+fn start_with_nofile(nofile: Option<u32>, args: &[&str]) -> Controller {
+    let profile = format!(
+        "{}/examples/profiles/default.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!(
+            // $0 is the binary; "$@" is the profile, then `args`.
+            "{}exec \"$0\" controller --listen 127.0.0.1:0 --profile \"$@\"",
+            nofile
+                .map(|n| format!("ulimit -n {n} && "))
+                .unwrap_or_default()
+        ))
+        .arg(env!("CARGO_BIN_EXE_tapio"))
+        .arg(&profile)
+        .args(args);
+    Controller::spawn(&mut cmd, BOUND)
 }
 
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn start(args: &[&str]) -> Controller {
+    start_with_nofile(None, args)
 }
 
-impl Controller {
-    fn start(args: &[&str]) -> Controller {
-        Self::start_with_nofile(None, args)
-    }
-
-    /// Starts it under `ulimit -n <nofile>` when given (via `sh -c ... exec`,
-    /// so the child is the controller itself).
-    fn start_with_nofile(nofile: Option<u32>, args: &[&str]) -> Controller {
-        let profile = format!(
-            "{}/examples/profiles/default.yaml",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c")
-            .arg(format!(
-                // $0 is the binary; "$@" is the profile, then `args`.
-                "{}exec \"$0\" controller --listen 127.0.0.1:0 --profile \"$@\"",
-                nofile
-                    .map(|n| format!("ulimit -n {n} && "))
-                    .unwrap_or_default()
-            ))
-            .arg(env!("CARGO_BIN_EXE_tapio"))
-            .arg(&profile);
-        let mut child = cmd
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some((_, addr)) = line.split_once("controller listening on ") {
-                    let _ = tx.send(addr.trim().to_string());
-                }
-                let mut l = sink.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        let addr = rx
-            .recv_timeout(BOUND)
-            .unwrap_or_else(|_| panic!("no listening line; log:\n{}", log.lock().unwrap()));
-        Controller {
-            child,
-            addr: addr.parse().unwrap(),
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn connect(&self) -> TcpStream {
-        let s = TcpStream::connect_timeout(&self.addr, BOUND).unwrap();
-        s.set_read_timeout(Some(BOUND)).unwrap();
-        s.set_write_timeout(Some(BOUND)).unwrap();
-        s
-    }
-
-    /// Waits (bounded) for the process to exit by itself.
-    fn wait_exit(&mut self) -> Option<i32> {
-        let deadline = Instant::now() + BOUND;
-        while Instant::now() < deadline {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return st.code();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("controller did not exit; log:\n{}", self.log());
-    }
+fn connect(c: &Controller) -> TcpStream {
+    let s = TcpStream::connect_timeout(&c.addr, BOUND).unwrap();
+    s.set_read_timeout(Some(BOUND)).unwrap();
+    s.set_write_timeout(Some(BOUND)).unwrap();
+    s
 }
 
 /// Reads until the peer closes (or the read timeout, which fails).
@@ -151,12 +95,12 @@ fn status_keep_alive(s: &mut TcpStream) -> String {
 
 #[test]
 fn the_connection_limit_closes_the_excess_and_logs_it() {
-    let c = Controller::start(&["--max-connections", "2"]);
-    let mut a = c.connect();
-    let mut b = c.connect();
+    let c = start(&["--max-connections", "2"]);
+    let mut a = connect(&c);
+    let mut b = connect(&c);
     assert!(status_keep_alive(&mut a).starts_with("HTTP/1.1 200 "));
     assert!(status_keep_alive(&mut b).starts_with("HTTP/1.1 200 "));
-    let mut third = c.connect();
+    let mut third = connect(&c);
     let _ = third.write_all(b"GET /v1/status HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(read_to_close(&mut third), "", "closed unanswered");
     let deadline = Instant::now() + BOUND;
@@ -170,8 +114,8 @@ fn the_connection_limit_closes_the_excess_and_logs_it() {
 
 #[test]
 fn a_declared_huge_body_gets_413_in_the_wire_format_before_any_byte() {
-    let c = Controller::start(&[]);
-    let mut s = c.connect();
+    let c = start(&[]);
+    let mut s = connect(&c);
     s.write_all(
         b"POST /v1/events HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 1000000000000\r\n\r\n",
     )
@@ -189,8 +133,8 @@ fn a_declared_huge_body_gets_413_in_the_wire_format_before_any_byte() {
 
 #[test]
 fn byte_by_byte_headers_are_cut_by_the_header_deadline() {
-    let c = Controller::start(&[]);
-    let s = c.connect();
+    let c = start(&[]);
+    let s = connect(&c);
     let mut w = s.try_clone().unwrap();
     // 200 ms a byte: 150 bytes would take the whole BOUND; the 5 s head
     // deadline must cut it long before.
@@ -214,16 +158,16 @@ fn byte_by_byte_headers_are_cut_by_the_header_deadline() {
 
 #[test]
 fn sigterm_with_a_half_sent_request_open_exits() {
-    let mut c = Controller::start(&[]);
-    let mut half = c.connect();
+    let mut c = start(&[]);
+    let mut half = connect(&c);
     half.write_all(b"GET /v1/sta").unwrap();
     // Another full request proves the server is accepting (so the half
     // one is held by it, not still in the backlog).
-    let mut probe = c.connect();
+    let mut probe = connect(&c);
     assert!(status_keep_alive(&mut probe).starts_with("HTTP/1.1 200 "));
     // SAFETY: kill takes plain integers; the child is ours and not yet reaped.
     unsafe { libc::kill(c.child.id() as i32, libc::SIGTERM) };
-    assert_eq!(c.wait_exit(), Some(0), "log:\n{}", c.log());
+    assert_eq!(c.wait_exit(BOUND), Some(0), "log:\n{}", c.log());
     assert!(c.log().contains("controller stopped"), "{}", c.log());
     assert_eq!(read_to_close(&mut half), "");
 }
@@ -234,13 +178,13 @@ fn sigterm_with_a_half_sent_request_open_exits() {
 /// controller never runs out of descriptors and answers again afterwards.
 #[test]
 fn an_idle_flood_under_a_low_fd_limit_is_shed_and_the_controller_recovers() {
-    let c = Controller::start_with_nofile(Some(256), &["--max-connections", "100"]);
-    let mut conns: Vec<TcpStream> = (0..150).map(|_| c.connect()).collect();
+    let c = start_with_nofile(Some(256), &["--max-connections", "100"]);
+    let mut conns: Vec<TcpStream> = (0..150).map(|_| connect(&c)).collect();
     // Every one of them ends (closed at once, or cut after 5 s silent).
     for s in &mut conns {
         assert_eq!(read_to_close(s), "");
     }
-    let mut s = c.connect();
+    let mut s = connect(&c);
     assert!(status_keep_alive(&mut s).starts_with("HTTP/1.1 200 "));
     let log = c.log();
     // 50 refusals within moments: one line, not fifty (rate-limited).
@@ -254,13 +198,13 @@ fn an_idle_flood_under_a_low_fd_limit_is_shed_and_the_controller_recovers() {
 
 #[test]
 fn a_connection_limit_above_the_fd_limit_is_warned_about() {
-    let c = Controller::start_with_nofile(Some(256), &[]);
+    let c = start_with_nofile(Some(256), &[]);
     assert!(
         c.log()
             .contains("--max-connections 900 does not fit the file-descriptor limit 256"),
         "{}",
         c.log()
     );
-    let c = Controller::start_with_nofile(Some(256), &["--max-connections", "150"]);
+    let c = start_with_nofile(Some(256), &["--max-connections", "150"]);
     assert!(!c.log().contains("does not fit"), "{}", c.log());
 }

@@ -3,14 +3,12 @@
 //! events, 413, SIGHUP reloads (changed, unchanged, invalid), SIGTERM.
 //! Every wait is a bounded poll; nothing asserts wall time.
 
-use crate::common;
+use crate::common::{self, Controller};
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -18,19 +16,6 @@ use serde_json::{json, Value};
 const TOKEN: &str = "e2e-secret-token";
 const POLL: Duration = Duration::from_millis(50);
 const MAX_POLLS: usize = 400;
-
-struct Controller {
-    child: Child,
-    addr: SocketAddr,
-    log: Arc<Mutex<String>>,
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn manifest(rel: &str) -> String {
     format!("{}/{rel}", env!("CARGO_MANIFEST_DIR"))
@@ -42,43 +27,13 @@ fn read_manifest(rel: &str) -> String {
 
 /// Starts the controller and waits (bounded) for its "listening on" line.
 fn start(args: &[&str]) -> Controller {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tapio"))
-        .arg("controller")
-        .args(["--listen", "127.0.0.1:0"])
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let log = Arc::new(Mutex::new(String::new()));
-    let (tx, rx) = mpsc::channel();
-    let sink = Arc::clone(&log);
-    std::thread::spawn(move || {
-        // Keeps draining so the child never blocks on a full pipe.
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            sink.lock().unwrap().push_str(&line);
-            sink.lock().unwrap().push('\n');
-            if let Some((_, addr)) = line.split_once("controller listening on ") {
-                let _ = tx.send(addr.trim().to_string());
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(60))
-        .unwrap_or_else(|_| {
-            panic!(
-                "controller did not report its address; log:\n{}",
-                log.lock().unwrap()
-            )
-        });
-    Controller {
-        child,
-        addr: addr.parse().unwrap(),
-        log,
-    }
+    Controller::spawn(
+        Command::new(env!("CARGO_BIN_EXE_tapio"))
+            .arg("controller")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args),
+        Duration::from_secs(60),
+    )
 }
 
 struct Reply {
@@ -323,15 +278,8 @@ fn controller_serves_reloads_on_sighup_and_stops_on_sigterm() {
     // SIGTERM → clean exit 0 (bounded wait).
     let mut c = c;
     signal(&c, libc::SIGTERM);
-    let mut code = None;
-    for _ in 0..MAX_POLLS {
-        if let Some(st) = c.child.try_wait().unwrap() {
-            code = Some(st.code());
-            break;
-        }
-        std::thread::sleep(POLL);
-    }
-    assert_eq!(code, Some(Some(0)), "log:\n{}", c.log.lock().unwrap());
+    let code = c.wait_exit(POLL * MAX_POLLS as u32);
+    assert_eq!(code, Some(0), "log:\n{}", c.log.lock().unwrap());
     let log = c.log.lock().unwrap().clone();
     assert!(!log.contains(TOKEN), "token leaked into the log:\n{log}");
     assert!(!log.contains("unauthenticated"), "{log}");
@@ -383,17 +331,6 @@ fn unauthenticated_controller_warns_and_invalid_profile_refuses_to_start() {
     assert!(!err.contains("listening"), "{err}");
 }
 
-/// Waits (bounded) for the child to exit; kills it if it does not.
-fn exit_code(c: &mut Controller) -> Option<i32> {
-    for _ in 0..MAX_POLLS {
-        if let Some(st) = c.child.try_wait().unwrap() {
-            return st.code();
-        }
-        std::thread::sleep(POLL);
-    }
-    panic!("controller did not exit; log:\n{}", c.log.lock().unwrap());
-}
-
 #[test]
 fn sighup_with_the_profile_swapped_for_a_fifo_does_not_wedge_the_controller() {
     let dir = tempfile::tempdir().unwrap();
@@ -432,7 +369,12 @@ fn sighup_with_the_profile_swapped_for_a_fifo_does_not_wedge_the_controller() {
     signal(&c, libc::SIGHUP);
     wait_for(&c, "generation 2", |s| s["config"]["config_version"] == "2");
     signal(&c, libc::SIGTERM);
-    assert_eq!(exit_code(&mut c), Some(0), "{}", c.log.lock().unwrap());
+    assert_eq!(
+        c.wait_exit(POLL * MAX_POLLS as u32),
+        Some(0),
+        "{}",
+        c.log.lock().unwrap()
+    );
 }
 
 /// Runs `tapio controller` expecting it to refuse to start; returns stderr.

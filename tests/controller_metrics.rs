@@ -12,7 +12,7 @@ use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-use crate::common::must_metric;
+use crate::common::{assert_promtool_accepts, must_metric};
 use tapio::controller::metrics::{Snapshot, STALE_AFTER};
 use tapio::controller::{router, AppState, Settings, Token};
 use tapio::wire::config::CompiledConfig;
@@ -275,19 +275,5 @@ async fn figures_follow_the_requests() {
 async fn promtool_accepts_the_exposition() {
     require_tools!("promtool");
     let text = scrape(&router(state())).await;
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool: {}{}\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_promtool_accepts(&text);
 }

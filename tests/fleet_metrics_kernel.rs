@@ -6,7 +6,7 @@
 
 use crate::common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
@@ -127,21 +127,7 @@ fn a_real_agent_exports_the_fleet_metrics() {
 
     // The whole exposition stays valid classic text.
     require_tools!("promtool");
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(promtool.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool: {}{}\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_promtool_accepts(&text);
 }
 
 /// A real controller (binary, loopback, port 0) and a real agent in
@@ -163,25 +149,15 @@ fn controller_and_agent_in_controller_mode_export_fleet_metrics() {
         &profile,
     )
     .unwrap();
-    let mut child = Command::new(tapio_bin())
-        .args(["controller", "--listen", "127.0.0.1:0", "--profile"])
-        .arg(&profile)
-        .arg("--token-file")
-        .arg(&token)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the controller");
-    let lines = line_channel(child.stderr.take().unwrap());
-    let controller = KillOnDrop(child);
-    let addr = (0..600)
-        .find_map(|_| {
-            let line = lines.recv_timeout(Duration::from_millis(100)).ok()?;
-            line.split_once("controller listening on ")
-                .map(|(_, a)| a.trim().to_string())
-        })
-        .expect("the controller logs its address");
+    let controller = Controller::spawn(
+        Command::new(tapio_bin())
+            .args(["controller", "--listen", "127.0.0.1:0", "--profile"])
+            .arg(&profile)
+            .arg("--token-file")
+            .arg(&token),
+        Duration::from_secs(60),
+    );
+    let addr = controller.addr;
     let cmetrics = format!("http://{addr}/metrics");
     let text = get_ok(&cmetrics).expect("controller /metrics without a token");
     assert_eq!(must_metric(&text, "tapio_controller_agents"), 0.0, "{text}");

@@ -5,7 +5,6 @@
 
 use crate::common;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -52,25 +51,10 @@ fn prometheus_scrapes_the_agent_and_promtool_accepts_the_exposition() {
         counter(&text, "tapio_events_total{observer=\"network\"}") >= 1,
         "{text}"
     );
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(promtool.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_promtool_accepts(&text);
 
     // A real Prometheus server scraping it.
     let dir = tempfile::tempdir().unwrap();
-    let pport = free_port();
     let cfg = dir.path().join("prometheus.yml");
     std::fs::write(
         &cfg,
@@ -79,18 +63,7 @@ fn prometheus_scrapes_the_agent_and_promtool_accepts_the_exposition() {
         ),
     )
     .unwrap();
-    let server = Command::new("prometheus")
-        .arg(format!("--config.file={}", cfg.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{pport}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start prometheus");
-    let _server = KillOnDrop(server);
+    let (_server, pport) = start_prometheus(dir.path());
     let query = format!(
         "http://127.0.0.1:{pport}/api/v1/query?query=tapio_anomalies_total%7Btype%3D%22kernel.network.connection_refused%22%7D"
     );

@@ -629,3 +629,125 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
 pub fn must_metric(text: &str, series: &str) -> f64 {
     metric(text, series).unwrap_or_else(|| panic!("{series} missing from:\n{text}"))
 }
+
+/// Asserts that `promtool check metrics` (Prometheus' own checker) accepts
+/// `text` as a classic text exposition; the caller has checked that
+/// promtool is installed (`require_tools!`).
+pub fn assert_promtool_accepts(text: &str) {
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A real Prometheus server (the distribution's package) on a free
+/// loopback port, reading `dir/prometheus.yml` and keeping its TSDB under
+/// `dir/data`; killed when the guard drops. Returns the guard and the port.
+pub fn start_prometheus(dir: &Path) -> (KillOnDrop, u16) {
+    let port = free_port();
+    let server = Command::new("prometheus")
+        .arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start prometheus");
+    (KillOnDrop(server), port)
+}
+
+/// A running `tapio controller` started on `127.0.0.1:0`: its address
+/// (from the "controller listening on" log line) and its whole log, read
+/// by a thread that keeps draining stderr so the child never blocks on a
+/// full pipe. Killed on drop.
+pub struct Controller {
+    pub child: Child,
+    pub addr: std::net::SocketAddr,
+    pub log: Arc<Mutex<String>>,
+}
+
+impl Controller {
+    /// Spawns `cmd` (stdout discarded, stderr read) and waits at most
+    /// `limit` for the address; panics with the log otherwise.
+    pub fn spawn(cmd: &mut Command, limit: Duration) -> Controller {
+        let mut child = cmd
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                {
+                    let mut l = sink.lock().unwrap();
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+                if let Some((_, addr)) = line.split_once("controller listening on ") {
+                    let _ = tx.send(addr.trim().to_string());
+                }
+            }
+        });
+        let addr = rx.recv_timeout(limit).unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!(
+                "controller did not report its address; log:\n{}",
+                log.lock().unwrap()
+            )
+        });
+        Controller {
+            child,
+            addr: addr.parse().unwrap(),
+            log,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits at most `limit` for the process to exit by itself; returns its
+    /// exit code, panics with the log if it is still running.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let child = &mut self.child;
+        match poll(limit, Duration::from_millis(50), || {
+            child.try_wait().unwrap()
+        }) {
+            Some(status) => status.code(),
+            None => panic!("controller did not exit; log:\n{}", self.log()),
+        }
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
