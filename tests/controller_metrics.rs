@@ -8,70 +8,34 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
-use http_body_util::BodyExt;
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
+use crate::common::oneshot::*;
 use crate::common::{assert_promtool_accepts, must_metric};
 use tapio::controller::metrics::{Snapshot, STALE_AFTER};
-use tapio::controller::{router, AppState, Settings, Token};
+use tapio::controller::{router, AppState, Settings};
 use tapio::wire::config::CompiledConfig;
 use tapio::wire::v1::{self, WIRE_VERSION};
 
 const TOKEN: &str = "metrics-t0ken";
 
 fn state() -> AppState {
-    AppState::new(
-        Settings::default(),
-        Some(Token::new(TOKEN).unwrap()),
-        CompiledConfig::default(),
-        1_743_691_381_042_000_000,
-    )
+    state_with(Settings::default(), Some(TOKEN))
 }
 
-async fn send(app: &Router, req: Request<Body>) -> (StatusCode, String, Vec<u8>) {
-    let resp = app.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let ctype = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes()
-        .to_vec();
-    (status, ctype, body)
-}
-
-fn authed(mut req: Request<Body>) -> Request<Body> {
-    req.headers_mut().insert(
-        header::AUTHORIZATION,
-        format!("Bearer {TOKEN}").parse().unwrap(),
-    );
-    req
-}
-
-fn post(path: &str, v: &Value) -> Request<Body> {
-    Request::post(path)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(serde_json::to_vec(v).unwrap()))
-        .unwrap()
-}
-
-fn get(path: &str) -> Request<Body> {
-    Request::get(path).body(Body::empty()).unwrap()
+fn authed(req: Request<Body>) -> Request<Body> {
+    with_token(req, TOKEN)
 }
 
 /// Scrapes without any token and returns the exposition.
 async fn scrape(app: &Router) -> String {
-    let (status, ctype, body) = send(app, get("/metrics")).await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(ctype, "text/plain; version=0.0.4; charset=utf-8");
-    String::from_utf8(body).unwrap()
+    let r = send(app, get("/metrics")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.headers[header::CONTENT_TYPE],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    String::from_utf8(r.body).unwrap()
 }
 
 const CODES: [&str; 10] = [
@@ -145,7 +109,9 @@ async fn figures_follow_the_requests() {
             vec!["network".into()],
         ))
         .unwrap();
-        let (s, _, _) = send(&app, authed(post("/v1/agents/hello", &hello))).await;
+        let s = send(&app, authed(post_json("/v1/agents/hello", &hello)))
+            .await
+            .status;
         assert_eq!(s, StatusCode::OK);
     }
     // a1 reports the active config applied; a2 stays unconfigured.
@@ -156,25 +122,30 @@ async fn figures_follow_the_requests() {
         Default::default(),
         Default::default(),
     );
-    let (s, _, _) = send(
+    let s = send(
         &app,
-        authed(post(
+        authed(post_json(
             "/v1/agents/heartbeat",
             &serde_json::to_value(&hb).unwrap(),
         )),
     )
-    .await;
+    .await
+    .status;
     assert_eq!(s, StatusCode::OK);
 
     // Config polls: one full answer, one 304, one without the token.
-    let (s, _, _) = send(&app, authed(get("/v1/agents/config?agent_id=a1"))).await;
+    let s = send(&app, authed(get("/v1/agents/config?agent_id=a1")))
+        .await
+        .status;
     assert_eq!(s, StatusCode::OK);
     let etag = format!("\"{}\"", CompiledConfig::default().hash());
     let mut req = authed(get("/v1/agents/config?agent_id=a1"));
     req.headers_mut()
         .insert(header::IF_NONE_MATCH, etag.parse().unwrap());
-    assert_eq!(send(&app, req).await.0, StatusCode::NOT_MODIFIED);
-    let (s, _, _) = send(&app, get("/v1/agents/config?agent_id=a1")).await;
+    assert_eq!(send(&app, req).await.status, StatusCode::NOT_MODIFIED);
+    let s = send(&app, get("/v1/agents/config?agent_id=a1"))
+        .await
+        .status;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 
     // Event batches: accepted, the same sequence again, and a malformed one.
@@ -188,22 +159,28 @@ async fn figures_follow_the_requests() {
     .unwrap();
     let batch = json!({"wire_version": WIRE_VERSION, "agent_id": "a1", "sequence": 1, "occurrences": [occ]});
     assert_eq!(
-        send(&app, authed(post("/v1/events", &batch))).await.0,
+        send(&app, authed(post_json("/v1/events", &batch)))
+            .await
+            .status,
         StatusCode::OK
     );
     assert_eq!(
-        send(&app, authed(post("/v1/events", &batch))).await.0,
+        send(&app, authed(post_json("/v1/events", &batch)))
+            .await
+            .status,
         StatusCode::OK
     );
     let bad =
         json!({"wire_version": WIRE_VERSION, "agent_id": "a1", "sequence": 2, "occurrences": "no"});
     assert_eq!(
-        send(&app, authed(post("/v1/events", &bad))).await.0,
+        send(&app, authed(post_json("/v1/events", &bad)))
+            .await
+            .status,
         StatusCode::BAD_REQUEST
     );
     // A path that does not exist.
     assert_eq!(
-        send(&app, authed(get("/v1/nothing"))).await.0,
+        send(&app, authed(get("/v1/nothing"))).await.status,
         StatusCode::NOT_FOUND
     );
 

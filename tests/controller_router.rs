@@ -1,94 +1,21 @@
 //! The controller's router driven without a socket (`oneshot`): every
 //! endpoint, every error code, ETag/304, auth, body limit, bounds.
 
-use axum::body::Body;
-use axum::http::{header, Request, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::Router;
-use http_body_util::BodyExt;
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
-use tapio::controller::{router, AppState, Settings, Token};
+use crate::common::oneshot::*;
+
+use tapio::controller::{router, AppState, Settings};
 use tapio::wire::config::CompiledConfig;
 use tapio::wire::v1::{self, WIRE_VERSION};
 
 const TOKEN: &str = "t0ken-for-tests";
 
-struct Reply {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
-    }
-
-    /// Asserts an error envelope with `code` and the status that goes with it.
-    fn assert_error(&self, status: u16, code: &str) -> String {
-        let v = self.json();
-        assert_eq!(self.status.as_u16(), status, "{v}");
-        assert_eq!(v["error"]["code"], code, "{v}");
-        assert_eq!(v["wire_version"], WIRE_VERSION, "{v}");
-        v["error"]["message"].as_str().unwrap().to_string()
-    }
-}
-
-fn state_with(settings: Settings, token: Option<&str>) -> AppState {
-    AppState::new(
-        settings,
-        token.map(|t| Token::new(t).unwrap()),
-        CompiledConfig::default(),
-        1_743_691_381_042_000_000,
-    )
-}
-
 fn app() -> (Router, AppState) {
     let s = state_with(Settings::default(), None);
     (router(s.clone()), s)
-}
-
-async fn send(app: &Router, req: Request<Body>) -> Reply {
-    let resp = app.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes()
-        .to_vec();
-    Reply {
-        status,
-        headers,
-        body,
-    }
-}
-
-fn post(path: &str, body: impl Into<Body>) -> Request<Body> {
-    Request::post(path)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(body.into())
-        .unwrap()
-}
-
-fn post_json(path: &str, v: &Value) -> Request<Body> {
-    post(path, serde_json::to_vec(v).unwrap())
-}
-
-fn get(path: &str) -> Request<Body> {
-    Request::get(path).body(Body::empty()).unwrap()
-}
-
-fn with_token(mut req: Request<Body>, token: &str) -> Request<Body> {
-    req.headers_mut().insert(
-        header::AUTHORIZATION,
-        format!("Bearer {token}").parse().unwrap(),
-    );
-    req
 }
 
 fn hello_body(agent: &str) -> Value {

@@ -30,10 +30,16 @@ struct Server {
 
 impl Server {
     fn start() -> Server {
+        Self::start_on(&common::repo_root().join(BASIC), "debug")
+    }
+
+    /// `tapio mcp --data-dir <dir>` with RUST_LOG=`log`.
+    fn start_on(dir: &Path, log: &str) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tapio"))
-            .args(["mcp", "--data-dir", BASIC])
+            .args(["mcp", "--data-dir"])
+            .arg(dir)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env("RUST_LOG", "debug")
+            .env("RUST_LOG", log)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -272,20 +278,7 @@ fn fifo_and_dev_zero_in_the_data_dir_do_not_hang_the_server() {
     .unwrap();
     common::mkfifo(&d.join("01JQY0HADQ0000000000000009.json"));
     std::os::unix::fs::symlink("/dev/zero", d.join("01JQY0HADQ000000000000000A.json")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tapio"))
-        .args(["mcp", "--data-dir"])
-        .arg(d)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn tapio mcp");
-    let mut s = Server {
-        lines: line_channel(child.stdout.take().unwrap()),
-        stdin: child.stdin.take(),
-        child,
-    };
+    let mut s = Server::start_on(d, "warn");
     // Each answer within the bound of `reply` (30 s), or the test fails.
     let v = s.ask(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#);
     assert_eq!(v, json!({"jsonrpc": "2.0", "id": 1, "result": {}}));
@@ -309,20 +302,7 @@ fn fifo_and_dev_zero_in_the_data_dir_do_not_hang_the_server() {
 
 /// Starts `tapio mcp` on `dir` and asks `node_health` once.
 fn node_health(dir: &Path) -> Value {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tapio"))
-        .args(["mcp", "--data-dir"])
-        .arg(dir)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn tapio mcp");
-    let mut s = Server {
-        lines: line_channel(child.stdout.take().unwrap()),
-        stdin: child.stdin.take(),
-        child,
-    };
+    let mut s = Server::start_on(dir, "warn");
     let v =
         s.ask(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"node_health"}}"#);
     assert_eq!(v["result"]["isError"], false, "{v}");

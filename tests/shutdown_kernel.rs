@@ -14,7 +14,7 @@ use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -190,32 +190,9 @@ struct Proc {
 impl Proc {
     fn start(args: &[&str], read_stdout: bool) -> Proc {
         let dir = tempfile::tempdir().unwrap();
-        let data_dir = dir.path().join("occurrences");
-        let cfg = dir.path().join("tapio.toml");
-        std::fs::write(&cfg, "").unwrap();
-        let mut child = Command::new(tapio_bin())
-            .arg("agent")
-            .arg("--config")
-            .arg(&cfg)
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn tapio agent");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let s = stderr.clone();
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                let mut s = s.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
+        let (mut cmd, data_dir) = agent_command(dir.path(), "");
+        let mut child = cmd.args(args).spawn().expect("spawn tapio agent");
+        let stderr = collect_text(child.stderr.take().unwrap());
         let lines = Arc::new(Mutex::new(0));
         if read_stdout {
             let out = child.stdout.take().unwrap();

@@ -27,6 +27,7 @@ use serde_json::Value;
 #[macro_use]
 mod gate;
 pub use gate::*;
+pub mod oneshot;
 
 pub fn tapio_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_tapio"))
@@ -61,24 +62,10 @@ impl Agent {
     /// Like [`Agent::start`], but waits for `ready` in the log instead.
     pub fn start_until(toml: &str, args: &[&str], ready: &str) -> Agent {
         let dir = tempfile::tempdir().expect("tempdir");
-        let cfg = dir.path().join("tapio.toml");
-        std::fs::write(&cfg, toml).expect("write config");
-        let data_dir = dir.path().join("occurrences");
-        let mut child = Command::new(tapio_bin())
-            .arg("agent")
-            .arg("--config")
-            .arg(&cfg)
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn tapio agent");
+        let (mut cmd, data_dir) = agent_command(dir.path(), toml);
+        let mut child = cmd.args(args).spawn().expect("spawn tapio agent");
         let lines = Arc::new(Mutex::new(Vec::new()));
-        let stderr = Arc::new(Mutex::new(String::new()));
+        let stderr = collect_text(child.stderr.take().unwrap());
         let out = child.stdout.take().unwrap();
         let l = lines.clone();
         std::thread::spawn(move || {
@@ -87,15 +74,6 @@ impl Agent {
                     Ok(v) => l.lock().unwrap().push(v),
                     Err(e) => panic!("agent printed a non-JSON line {line:?}: {e}"),
                 }
-            }
-        });
-        let err = child.stderr.take().unwrap();
-        let s = stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                let mut s = s.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
             }
         });
         let agent = Agent {
@@ -182,6 +160,43 @@ impl Drop for Agent {
             let _ = self.stop();
         }
     }
+}
+
+/// `tapio agent` with `toml` written to `dir/tapio.toml` as its config
+/// and `dir/occurrences` (returned) as its data dir; stdin closed, stdout
+/// and stderr piped, `RUST_LOG=info`. The caller adds arguments and
+/// spawns it; `dir` must outlive the agent.
+pub fn agent_command(dir: &Path, toml: &str) -> (Command, PathBuf) {
+    let cfg = dir.join("tapio.toml");
+    std::fs::write(&cfg, toml).expect("write config");
+    let data_dir = dir.join("occurrences");
+    let mut cmd = Command::new(tapio_bin());
+    cmd.arg("agent")
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    (cmd, data_dir)
+}
+
+/// Collects everything `out` (a child's stderr, say) writes, line by line,
+/// from a thread that stops at EOF, so the child never blocks on a full
+/// pipe and the test can read the whole log at any time.
+pub fn collect_text(out: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+    let text = Arc::new(Mutex::new(String::new()));
+    let sink = Arc::clone(&text);
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let mut s = sink.lock().unwrap();
+            s.push_str(&line);
+            s.push('\n');
+        }
+    });
+    text
 }
 
 pub fn is_type(v: &Value, t: &str) -> bool {
