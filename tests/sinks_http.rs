@@ -41,22 +41,6 @@ fn policy() -> PostPolicy {
     }
 }
 
-/// `tapio_sink_writes_total` of the http sink with this `result`.
-fn http_writes(text: &str, result: &str) -> u64 {
-    counter(
-        text,
-        &format!("tapio_sink_writes_total{{sink=\"http\",result=\"{result}\"}}"),
-    )
-}
-
-/// `tapio_sink_drops_total` of the http sink for this `reason`.
-fn http_drops(text: &str, reason: &str) -> u64 {
-    counter(
-        text,
-        &format!("tapio_sink_drops_total{{sink=\"http\",reason=\"{reason}\"}}"),
-    )
-}
-
 /// An http sink posting to `path` on `rx`, running; and its metrics.
 fn spawn_http(rx: &Receiver, path: &str, policy: PostPolicy) -> (SinkHandle, Arc<Metrics>) {
     let metrics = Metrics::new();
@@ -94,8 +78,8 @@ fn batches_by_size_and_flushes_the_rest_on_close() {
     );
     let text = metrics.encode();
     // Occurrences, not requests: 3 batches held all 7.
-    assert_eq!(http_writes(&text, "ok"), 7);
-    assert_eq!(http_drops(&text, "send_failed"), 0);
+    assert_eq!(sink_writes(&text, "http", "ok"), 7);
+    assert_eq!(sink_drops(&text, "http", "send_failed"), 0);
 }
 
 #[test]
@@ -134,9 +118,9 @@ fn failures_are_retried_then_counted_exactly_when_the_receiver_recovers() {
     );
     let text = metrics.encode();
     // Occurrences: two failed attempts at the batch of 3, then it went through.
-    assert_eq!(http_writes(&text, "error"), 6);
-    assert_eq!(http_writes(&text, "ok"), 3);
-    assert_eq!(http_drops(&text, "send_failed"), 0);
+    assert_eq!(sink_writes(&text, "http", "error"), 6);
+    assert_eq!(sink_writes(&text, "http", "ok"), 3);
+    assert_eq!(sink_drops(&text, "http", "send_failed"), 0);
 
     // A receiver that rejects (4xx) is not retried: dropped and counted.
     let rx = Receiver::start(vec![400], false);
@@ -146,7 +130,7 @@ fn failures_are_retried_then_counted_exactly_when_the_receiver_recovers() {
     }
     h.close();
     assert_eq!(rx.bodies().len(), 1);
-    assert_eq!(http_drops(&metrics.encode(), "rejected"), 3);
+    assert_eq!(sink_drops(&metrics.encode(), "http", "rejected"), 3);
 }
 
 #[test]
@@ -173,8 +157,8 @@ fn a_hanging_receiver_never_blocks_the_producer_and_drops_are_counted() {
     let offering = start.elapsed();
     h.close();
     let text = metrics.encode();
-    let full = http_drops(&text, "queue_full");
-    let failed = http_drops(&text, "send_failed");
+    let full = sink_drops(&text, "http", "queue_full");
+    let failed = sink_drops(&text, "http", "send_failed");
     assert!(full > 0, "{text}");
     // Every occurrence is accounted for: dropped at the queue or by a failed send.
     assert_eq!(full + failed, u64::from(n), "{text}");
@@ -234,9 +218,9 @@ fn retries_end_at_the_shutdown_deadline_and_what_is_left_is_counted() {
     let report = account_undelivered(&metrics, &[ledger]);
     let text = metrics.encode();
     assert_eq!(report[0].total(), 7, "{report:?}");
-    assert_eq!(http_drops(&text, "shutdown_timeout"), 7, "{text}");
-    assert_eq!(http_drops(&text, "send_failed"), 0, "{text}");
-    assert_eq!(http_writes(&text, "ok"), 0, "{text}");
+    assert_eq!(sink_drops(&text, "http", "shutdown_timeout"), 7, "{text}");
+    assert_eq!(sink_drops(&text, "http", "send_failed"), 0, "{text}");
+    assert_eq!(sink_writes(&text, "http", "ok"), 0, "{text}");
     // Attempts stopped: far fewer requests than the policy allowed.
     let sent = rx.requests.lock().unwrap().len();
     std::thread::sleep(Duration::from_millis(300));

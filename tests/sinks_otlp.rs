@@ -127,20 +127,6 @@ fn send(url: &str, opts: OtlpOptions, p: PostPolicy, occs: &[Arc<Occurrence>]) -
     metrics
 }
 
-fn otlp_drops(text: &str, reason: &str) -> u64 {
-    counter(
-        text,
-        &format!("tapio_sink_drops_total{{sink=\"otlp\",reason=\"{reason}\"}}"),
-    )
-}
-
-fn otlp_writes(text: &str, result: &str) -> u64 {
-    counter(
-        text,
-        &format!("tapio_sink_writes_total{{sink=\"otlp\",result=\"{result}\"}}"),
-    )
-}
-
 fn gunzip(body: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     flate2::read::GzDecoder::new(body)
@@ -273,7 +259,11 @@ fn otlp_payloads_decode_with_the_official_proto_definitions() {
                 policy(),
                 &batch(),
             );
-            assert_eq!(otlp_drops(&metrics.encode(), "rejected"), 0, "{what}");
+            assert_eq!(
+                sink_drops(&metrics.encode(), "otlp", "rejected"),
+                0,
+                "{what}"
+            );
             let reqs = rx.requests.lock().unwrap().clone();
             assert_eq!(reqs.len(), 1, "{what}: one batch, one request");
             let (path, head, body) = &reqs[0];
@@ -544,8 +534,12 @@ fn a_real_collector_receives_one_resource_per_pod() {
             &batch(),
         );
         let text = metrics.encode();
-        assert_eq!(otlp_drops(&text, "rejected"), 0, "{what}: {text}");
-        assert_eq!(otlp_drops(&text, "send_failed"), 0, "{what}: {text}");
+        assert_eq!(sink_drops(&text, "otlp", "rejected"), 0, "{what}: {text}");
+        assert_eq!(
+            sink_drops(&text, "otlp", "send_failed"),
+            0,
+            "{what}: {text}"
+        );
         let seen = rotel.wait_records(agent_id, 6);
         // One resource per pod/container and one for the node, as sent.
         let want = expected_resources(agent_id);
@@ -689,8 +683,8 @@ fn retry_after_in_seconds_replaces_the_backoff() {
     assert_eq!(t.len(), 2, "{text}");
     // Backoff alone would have waited at most 5 ms.
     assert!(t[1] - t[0] >= Duration::from_secs(1), "{:?}", t[1] - t[0]);
-    assert_eq!(otlp_writes(&text, "ok"), 1, "{text}");
-    assert_eq!(otlp_drops(&text, "send_failed"), 0, "{text}");
+    assert_eq!(sink_writes(&text, "otlp", "ok"), 1, "{text}");
+    assert_eq!(sink_drops(&text, "otlp", "send_failed"), 0, "{text}");
 }
 
 #[test]
@@ -704,7 +698,7 @@ fn retry_after_as_an_http_date_is_honoured() {
         "{:?}",
         t[1] - t[0]
     );
-    assert_eq!(otlp_writes(&text, "ok"), 1, "{text}");
+    assert_eq!(sink_writes(&text, "otlp", "ok"), 1, "{text}");
 }
 
 #[test]
@@ -721,7 +715,7 @@ fn a_long_retry_after_is_capped() {
         "{:?}",
         t[1] - t[0]
     );
-    assert_eq!(otlp_writes(&text, "ok"), 1, "{text}");
+    assert_eq!(sink_writes(&text, "otlp", "ok"), 1, "{text}");
 }
 
 #[test]
@@ -729,15 +723,15 @@ fn only_429_502_503_504_are_retried_every_other_status_is_final() {
     for status in [429u16, 502, 503, 504] {
         let (t, text) = one_through(vec![(status, String::new())], policy());
         assert_eq!(t.len(), 2, "{status} is retried: {text}");
-        assert_eq!(otlp_writes(&text, "ok"), 1, "{status}: {text}");
-        assert_eq!(otlp_drops(&text, "rejected"), 0, "{status}: {text}");
+        assert_eq!(sink_writes(&text, "otlp", "ok"), 1, "{status}: {text}");
+        assert_eq!(sink_drops(&text, "otlp", "rejected"), 0, "{status}: {text}");
     }
     // Final even with a Retry-After: resending the same bytes cannot help.
     for status in [400u16, 401, 403, 404, 408, 413, 500, 501] {
         let (t, text) = one_through(vec![(status, "Retry-After: 1\r\n".into())], policy());
         assert_eq!(t.len(), 1, "{status} is final: {text}");
-        assert_eq!(otlp_drops(&text, "rejected"), 1, "{status}: {text}");
-        assert_eq!(otlp_writes(&text, "ok"), 0, "{status}: {text}");
+        assert_eq!(sink_drops(&text, "otlp", "rejected"), 1, "{status}: {text}");
+        assert_eq!(sink_writes(&text, "otlp", "ok"), 0, "{status}: {text}");
     }
 }
 

@@ -187,13 +187,24 @@ pub fn agent_command(dir: &Path, toml: &str) -> (Command, PathBuf) {
 /// from a thread that stops at EOF, so the child never blocks on a full
 /// pipe and the test can read the whole log at any time.
 pub fn collect_text(out: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+    collect_text_and(out, |_| {})
+}
+
+/// [`collect_text`], also handing each line (once stored) to `each`.
+pub fn collect_text_and(
+    out: impl Read + Send + 'static,
+    mut each: impl FnMut(&str) + Send + 'static,
+) -> Arc<Mutex<String>> {
     let text = Arc::new(Mutex::new(String::new()));
     let sink = Arc::clone(&text);
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
-            let mut s = sink.lock().unwrap();
-            s.push_str(&line);
-            s.push('\n');
+            {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+            each(&line);
         }
     });
     text
@@ -713,20 +724,10 @@ impl Controller {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = mpsc::channel();
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                {
-                    let mut l = sink.lock().unwrap();
-                    l.push_str(&line);
-                    l.push('\n');
-                }
-                if let Some((_, addr)) = line.split_once("controller listening on ") {
-                    let _ = tx.send(addr.trim().to_string());
-                }
+        let log = collect_text_and(child.stderr.take().unwrap(), move |line| {
+            if let Some((_, addr)) = line.split_once("controller listening on ") {
+                let _ = tx.send(addr.trim().to_string());
             }
         });
         let addr = rx.recv_timeout(limit).unwrap_or_else(|_| {
@@ -765,4 +766,23 @@ impl Drop for Controller {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `tapio_sink_<family>_total{sink="<sink>",<label>="<value>"}` from an
+/// exposition (0 when the series is absent).
+fn sink_series(text: &str, family: &str, sink: &str, label: &str, value: &str) -> u64 {
+    counter(
+        text,
+        &format!("tapio_sink_{family}_total{{sink=\"{sink}\",{label}=\"{value}\"}}"),
+    )
+}
+
+/// `tapio_sink_writes_total` of sink `sink` with this `result`.
+pub fn sink_writes(text: &str, sink: &str, result: &str) -> u64 {
+    sink_series(text, "writes", sink, "result", result)
+}
+
+/// `tapio_sink_drops_total` of sink `sink` for this `reason`.
+pub fn sink_drops(text: &str, sink: &str, reason: &str) -> u64 {
+    sink_series(text, "drops", sink, "reason", reason)
 }
