@@ -7,7 +7,6 @@
 
 use crate::common;
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -60,34 +59,12 @@ fn poll(
     Err(last)
 }
 
-/// A v1 memory cgroup, removed on drop once its task is gone.
-struct Cgroup(std::path::PathBuf);
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        for _ in 0..50 {
-            if std::fs::remove_dir(&self.0).is_ok() || !self.0.exists() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
 #[test]
 fn prometheus_fires_the_oom_alert_for_a_real_oom_kill() {
     require_ebpf!("prometheus", "tail");
-    let memory = Path::new("/sys/fs/cgroup/memory");
-    if !memory.join("memory.limit_in_bytes").exists() {
-        let why = "alert test: no cgroup v1 memory controller at /sys/fs/cgroup/memory";
-        // Same policy as the OOM test in container_storage.rs.
-        assert!(
-            !strict() || Path::new("/sys/fs/cgroup/memory.max").exists(),
-            "{why}"
-        );
-        eprintln!("skipping {why}");
+    let Some(memory) = memcg_v1(&test_name!()) else {
         return;
-    }
+    };
     let _serial = oom_serial();
 
     let mport = free_port();
@@ -142,10 +119,9 @@ fn prometheus_fires_the_oom_alert_for_a_real_oom_kill() {
 
     // A real OOM kill: `tail` buffers a line from /dev/zero that never ends.
     const LIMIT: u64 = 64 * 1024 * 1024;
-    let cg = Cgroup(memory.join(unique("tapio-alert-oom-")));
-    std::fs::create_dir(&cg.0).expect("create the memory cgroup");
-    std::fs::write(cg.0.join("memory.limit_in_bytes"), LIMIT.to_string()).expect("set the limit");
-    let procs = cg.0.join("cgroup.procs");
+    let (_cg, dir) = CgroupGuard::create(memory, &unique("tapio-alert-oom-"));
+    std::fs::write(dir.join("memory.limit_in_bytes"), LIMIT.to_string()).expect("set the limit");
+    let procs = dir.join("cgroup.procs");
     let mut sh = Command::new("sh")
         .arg("-c")
         .arg(format!(

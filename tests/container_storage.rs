@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{is_type, strict, Agent};
+use common::{is_type, memcg_v1, strict, Agent, CgroupGuard};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -81,43 +81,6 @@ fn pidns_init_exit(code: u8) -> (u32, u32) {
 }
 
 // -------------------------------------------------------------- cgroups
-
-/// A cgroup directory (and any parents it created), removed on drop once
-/// empty.
-struct CgroupGuard {
-    dirs: Vec<PathBuf>,
-}
-
-impl CgroupGuard {
-    fn create(base: &Path, rel: &str) -> (CgroupGuard, PathBuf) {
-        let mut dirs = Vec::new();
-        let mut p = base.to_path_buf();
-        for seg in rel.split('/').filter(|s| !s.is_empty()) {
-            p = p.join(seg);
-            if !p.exists() {
-                std::fs::create_dir(&p)
-                    .unwrap_or_else(|e| panic!("create cgroup {}: {e}", p.display()));
-                dirs.push(p.clone());
-            }
-        }
-        (CgroupGuard { dirs }, p)
-    }
-}
-
-impl Drop for CgroupGuard {
-    fn drop(&mut self) {
-        for d in self.dirs.iter().rev() {
-            // A cgroup can be removed once its last task is reaped; allow
-            // the kernel a moment for that.
-            for _ in 0..50 {
-                if std::fs::remove_dir(d).is_ok() || !d.exists() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-}
 
 /// Runs `script` in sh moved into `cgroup` first; returns the sh's pid.
 fn run_in_cgroup(cgroup: &Path, script: &str) -> u32 {
@@ -238,16 +201,9 @@ fn unique(tag: &str) -> String {
 #[test]
 fn oom_kill_in_a_v1_memory_cgroup_reports_pid_and_limit_once() {
     require_ebpf!("tail");
-    let memory = Path::new("/sys/fs/cgroup/memory");
-    let v2_memory = Path::new("/sys/fs/cgroup/memory.max").exists();
-    if !memory.join("memory.limit_in_bytes").exists() {
-        let why = "oom_kill test: no cgroup v1 memory controller at /sys/fs/cgroup/memory";
-        if strict() && !v2_memory {
-            panic!("{why}");
-        }
-        eprintln!("skipping {why}");
+    let Some(memory) = memcg_v1(&test_name!()) else {
         return;
-    }
+    };
     const LIMIT: u64 = 64 * 1024 * 1024;
     let _serial = common::oom_serial();
     let agent = start("");

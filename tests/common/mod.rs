@@ -521,11 +521,14 @@ pub fn line_channel(out: impl Read + Send + 'static) -> mpsc::Receiver<String> {
     lines
 }
 
-/// Serialises the tests that cause or count OOM kills, across test binaries
-/// and concurrent runs on one machine: the agent sees every OOM kill on the
-/// node and its counters cannot be matched to one test's cgroup, so a test
-/// that expects "no OOM kill yet" must not overlap another's kill. The lock
-/// is released when the guard drops (or the process dies).
+/// Serialises the tests that cause or count OOM kills, across the threads
+/// of this test binary, the other test targets and concurrent runs on one
+/// machine: the agent sees every OOM kill on the node and its counters
+/// cannot be matched to one test's cgroup, so a test that expects "no OOM
+/// kill yet" must not overlap another's kill. Each call opens the file
+/// anew, and flock(2) locks belong to the open file description, so two
+/// threads of one process exclude each other too. The lock is released
+/// when the guard drops (or the process dies).
 pub struct OomSerial(#[allow(dead_code, reason = "held for its lock")] std::fs::File);
 
 pub fn oom_serial() -> OomSerial {
@@ -785,4 +788,59 @@ pub fn sink_writes(text: &str, sink: &str, result: &str) -> u64 {
 /// `tapio_sink_drops_total` of sink `sink` for this `reason`.
 pub fn sink_drops(text: &str, sink: &str, reason: &str) -> u64 {
     sink_series(text, "drops", sink, "reason", reason)
+}
+
+/// A cgroup directory (and any parents it created), removed on drop once
+/// empty.
+pub struct CgroupGuard {
+    dirs: Vec<PathBuf>,
+}
+
+impl CgroupGuard {
+    pub fn create(base: &Path, rel: &str) -> (CgroupGuard, PathBuf) {
+        let mut dirs = Vec::new();
+        let mut p = base.to_path_buf();
+        for seg in rel.split('/').filter(|s| !s.is_empty()) {
+            p = p.join(seg);
+            if !p.exists() {
+                std::fs::create_dir(&p)
+                    .unwrap_or_else(|e| panic!("create cgroup {}: {e}", p.display()));
+                dirs.push(p.clone());
+            }
+        }
+        (CgroupGuard { dirs }, p)
+    }
+}
+
+impl Drop for CgroupGuard {
+    fn drop(&mut self) {
+        for d in self.dirs.iter().rev() {
+            // A cgroup can be removed once its last task is reaped; allow
+            // the kernel a moment for that.
+            for _ in 0..50 {
+                if std::fs::remove_dir(d).is_ok() || !d.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// The cgroup v1 memory hierarchy, for the tests that need a v1 memory
+/// cgroup's `memory.limit_in_bytes`; `None` after skipping `test` where it
+/// is missing. A host on cgroup v2 alone is a legitimate skip even under
+/// `TAPIO_REQUIRE_EBPF=1`; a host with no memory controller at all is not.
+pub fn memcg_v1(test: &str) -> Option<&'static Path> {
+    let memory = Path::new("/sys/fs/cgroup/memory");
+    if memory.join("memory.limit_in_bytes").exists() {
+        return Some(memory);
+    }
+    let why = "no cgroup v1 memory controller at /sys/fs/cgroup/memory";
+    if Path::new("/sys/fs/cgroup/memory.max").exists() {
+        eprintln!("skipping {test}: {why} (cgroup v2 only)");
+    } else {
+        skip(test, why);
+    }
+    None
 }
