@@ -532,17 +532,46 @@ pub fn line_channel(out: impl Read + Send + 'static) -> mpsc::Receiver<String> {
 pub struct OomSerial(#[allow(dead_code, reason = "held for its lock")] std::fs::File);
 
 pub fn oom_serial() -> OomSerial {
+    exclusive_lock(Path::new("/tmp/tapio-oom-tests.lock"))
+}
+
+/// Opens `path` (created if missing) and blocks until this open file holds
+/// an exclusive flock(2) on it.
+fn exclusive_lock(path: &Path) -> OomSerial {
     let f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open("/tmp/tapio-oom-tests.lock")
-        .expect("open the OOM test lock file");
+        .open(path)
+        .unwrap_or_else(|e| panic!("open the lock file {}: {e}", path.display()));
     use std::os::fd::AsRawFd;
     // SAFETY: flock on a valid, open descriptor; blocks until it is ours.
     let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
-    assert_eq!(rc, 0, "flock the OOM test lock");
+    assert_eq!(rc, 0, "flock {}", path.display());
     OomSerial(f)
+}
+
+/// The premise of [`oom_serial`] in one process: while one thread holds the
+/// lock, another thread's own open of the file cannot take it; once the
+/// guard drops, it can.
+#[test]
+fn the_oom_lock_excludes_another_thread_of_this_process() {
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lock");
+    let held = exclusive_lock(&path);
+    let try_lock = |path: PathBuf| {
+        std::thread::spawn(move || {
+            let f = std::fs::File::open(&path).unwrap();
+            // SAFETY: flock on a valid, open descriptor; never blocks.
+            unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+        })
+        .join()
+        .unwrap()
+    };
+    assert!(!try_lock(path.clone()), "taken while held");
+    drop(held);
+    assert!(try_lock(path), "not free after the guard dropped");
 }
 
 /// A loopback TCP port that was free a moment ago (bound to port 0, then
