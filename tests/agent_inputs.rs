@@ -7,35 +7,18 @@
 
 use crate::common;
 
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 
 /// Runs `tapio agent <args>` with a bounded wait; panics if it does not end.
-fn agent(args: &[&str]) -> Output {
-    let mut child = Command::new(tapio_bin())
-        .arg("agent")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let end = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < end {
-        if let Ok(Some(_)) = child.try_wait() {
-            return child.wait_with_output().unwrap();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let out = child.wait_with_output().unwrap();
-    panic!("tapio agent {args:?} did not end: {out:?}");
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+fn agent(args: &[&str]) -> Ran {
+    output_within(
+        Command::new(tapio_bin()).arg("agent").args(args),
+        Duration::from_secs(60),
+        false,
+    )
 }
 
 #[test]
@@ -43,7 +26,7 @@ fn a_device_as_config_or_token_file_fails_fast_naming_it() {
     let out = agent(&["--config", "/dev/zero"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert_eq!(
-        stderr(&out).trim(),
+        out.stderr.clone().trim(),
         "tapio: failed to read config /dev/zero: is not a regular file (a character device)"
     );
     let out = agent(&[
@@ -56,7 +39,7 @@ fn a_device_as_config_or_token_file_fails_fast_naming_it() {
     ]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert_eq!(
-        stderr(&out).trim(),
+        out.stderr.clone().trim(),
         "tapio: failed to read token file /dev/zero: is not a regular file (a character device)"
     );
 }
@@ -65,7 +48,7 @@ fn a_device_as_config_or_token_file_fails_fast_naming_it() {
 fn an_invalid_node_name_is_refused_at_start() {
     let out = agent(&["--config", "/dev/null", "--node-name", "Node_1\nforged"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let err = stderr(&out);
+    let err = out.stderr.clone();
     assert_eq!(err.lines().count(), 1, "one line, the name escaped: {err}");
     assert!(
         err.starts_with("tapio: invalid node name \"Node_1\\nforged\""),
@@ -88,10 +71,11 @@ fn a_data_dir_that_exists_but_cannot_be_written_is_refused() {
             tapio_bin().display(),
             data.display()
         );
-        Command::new("unshare")
-            .args(["--mount", "sh", "-c", &script])
-            .output()
-            .expect("run unshare (util-linux)")
+        output_within(
+            Command::new("unshare").args(["--mount", "sh", "-c", &script]),
+            Duration::from_secs(60),
+            false,
+        )
     } else {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o555)).unwrap();
@@ -105,7 +89,7 @@ fn a_data_dir_that_exists_but_cannot_be_written_is_refused() {
         ])
     };
     assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let err = stderr(&out);
+    let err = out.stderr.clone();
     let want = format!("tapio: data dir {} is not writable: ", data.display());
     assert!(err.starts_with(&want), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -132,7 +116,7 @@ fn bpf_objects_that_are_devices_or_garbage_are_named_and_explained() {
         ebpf.to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
-    let err = stderr(&out);
+    let err = out.stderr.clone();
     assert!(
         err.contains(&format!(
             "failed to read BPF object {}: is not a regular file (a character device)",

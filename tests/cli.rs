@@ -459,7 +459,7 @@ fn data_dir_comes_from_the_environment_or_the_default() {
 
 /// A running `tapio watch` with its stdout lines on a channel.
 struct Watch {
-    child: std::process::Child,
+    child: common::KillOnDrop,
     lines: mpsc::Receiver<String>,
     err_lines: mpsc::Receiver<String>,
 }
@@ -487,7 +487,7 @@ impl Watch {
         }
         let lines = line_channel(child.stdout.take().unwrap());
         Watch {
-            child,
+            child: common::KillOnDrop(child),
             lines,
             err_lines,
         }
@@ -503,13 +503,6 @@ impl Watch {
         self.lines
             .recv_timeout(Duration::from_secs(30))
             .expect("no line from watch within the bound")
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -542,7 +535,7 @@ fn watch_prints_files_written_after_it_starts() {
     );
     // It followed with inotify (a watch on the data dir, listed in the
     // process's fdinfo), not by listing the dir.
-    assert_eq!(inotify_watches(watch.child.id()), 1);
+    assert_eq!(inotify_watches(watch.child.0.id()), 1);
 }
 
 /// How many inotify watches process `pid` holds (from /proc fdinfo).
@@ -767,61 +760,25 @@ fn watch_waits_for_a_missing_dir_and_stops_cleanly_on_interrupt() {
         .contains("kernel.network.connection_timeout"));
 
     // SIGINT (Ctrl-C) ends it with exit 0.
-    let pid = i32::try_from(watch.child.id()).unwrap();
+    let pid = i32::try_from(watch.child.0.id()).unwrap();
     // SAFETY: sending a signal to our own child process by pid.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
-    let mut status = None;
-    for _ in 0..300 {
-        if let Some(s) = watch.child.try_wait().unwrap() {
-            status = Some(s);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let status = status.expect("watch did not stop on SIGINT within the bound");
+    let status = common::wait_child(&mut watch.child.0, Duration::from_secs(30))
+        .expect("watch did not stop on SIGINT within the bound");
     assert_eq!(status.code(), Some(0));
 }
 
 /// Runs the binary like [`run`], but gives up (kills it, fails the test)
 /// after a bound: these tests are about commands that used to hang.
 fn run_bounded(args: &[&str]) -> Out {
-    let mut child = tapio(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tapio");
-    let read = |r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = std::io::BufReader::new(r).read_to_string(&mut text);
-            text
-        })
-    };
-    use std::io::Read;
-    let out = read(Box::new(child.stdout.take().unwrap()));
-    let err = read(Box::new(child.stderr.take().unwrap()));
-    let mut status = None;
-    for _ in 0..300 {
-        if let Some(st) = child.try_wait().unwrap() {
-            status = Some(st);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let Some(status) = status else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("tapio {args:?} did not finish within 30 s");
-    };
+    let ran = common::output_within(&mut tapio(args), Duration::from_secs(30), false);
     Out {
-        code: status.code().expect("exit code"),
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
+        code: ran.status.code().expect("exit code"),
+        stdout: ran.stdout,
+        stderr: ran.stderr,
     }
 }
 
-/// Makes a FIFO nobody writes to: an ordinary open for reading blocks.
 fn copy_fixture(dir: &Path, name: &str) {
     std::fs::copy(
         Path::new(env!("CARGO_MANIFEST_DIR")).join(BASIC).join(name),

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{is_type, memcg_v1, strict, Agent, CgroupGuard};
+use common::{disk_tempdir, is_type, memcg_v1, skip, strict, Agent, CgroupGuard};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -128,26 +128,19 @@ struct LoopGuard {
 
 impl LoopGuard {
     fn attach(file: &Path) -> LoopGuard {
-        let out = Command::new("losetup")
-            .args(["--find", "--show"])
-            .arg(file)
-            .output()
-            .expect("losetup");
-        assert!(
-            out.status.success(),
-            "losetup: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        LoopGuard {
-            dev: PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()),
-        }
+        Self::attach_with(file, &[])
     }
 
     /// A loop device in direct-I/O mode: its requests reach the backing
     /// file's disk as they are, not through the page cache.
     fn attach_direct(file: &Path) -> LoopGuard {
+        Self::attach_with(file, &["--direct-io=on"])
+    }
+
+    fn attach_with(file: &Path, options: &[&str]) -> LoopGuard {
         let out = Command::new("losetup")
-            .args(["--find", "--show", "--direct-io=on"])
+            .args(["--find", "--show"])
+            .args(options)
             .arg(file)
             .output()
             .expect("losetup");
@@ -365,16 +358,10 @@ fn slow_threshold_reports_loop_device_latency() {
     // is done: about a second.
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
     let Some(disk) = whole_disk_of(tmp) else {
-        let why = "latency test: the target dir is not on a block device";
-        assert!(!strict(), "{why}");
-        eprintln!("skipping {why}");
-        return;
+        return skip(&test_name!(), "the target dir is not on a block device");
     };
     let Some((throttle, _cg)) = write_throttle(&disk, 256 * 1024) else {
-        let why = "latency test: no blkio (v1) or io (v2) cgroup controller";
-        assert!(!strict(), "{why}");
-        eprintln!("skipping {why}");
-        return;
+        return skip(&test_name!(), "no blkio (v1) or io (v2) cgroup controller");
     };
     let dir = tempfile::Builder::new()
         .prefix(&unique("lat"))
@@ -489,10 +476,7 @@ fn crashes_in_runtime_shaped_cgroups_are_attributed() {
     } else if v2.join("cgroup.controllers").exists() {
         v2
     } else {
-        let why = "attribution test: no cgroup2 hierarchy under /sys/fs/cgroup";
-        assert!(!strict(), "{why}");
-        eprintln!("skipping {why}");
-        return;
+        return skip(&test_name!(), "no cgroup2 hierarchy under /sys/fs/cgroup");
     };
     let v1_memory = Path::new("/sys/fs/cgroup/memory");
     let has_v1_memory = v1_memory.join("memory.limit_in_bytes").exists();
@@ -742,22 +726,10 @@ fn disk_of(dir: &Path) -> Option<(u32, String)> {
 #[test]
 fn fsync_heavy_work_names_flushes_and_never_reports_a_zero_byte_write() {
     require_ebpf!();
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("target")
-        .join(unique("fsync"));
-    std::fs::create_dir_all(&dir).unwrap();
-    struct RemoveDir(PathBuf);
-    impl Drop for RemoveDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let _cleanup = RemoveDir(dir.clone());
+    let tmp = disk_tempdir();
+    let dir = tmp.path().to_path_buf();
     let Some((major, mode)) = disk_of(&dir) else {
-        let why = "fsync test: cannot find the disk under target/";
-        assert!(!strict(), "{why}");
-        eprintln!("skipping {why}");
-        return;
+        return skip(&test_name!(), "cannot find the disk under target/");
     };
     if mode != "write back" {
         eprintln!("skipping fsync test: the disk's cache is {mode:?}: fsync sends no flushes");
@@ -840,22 +812,10 @@ fn fsync_heavy_work_names_flushes_and_never_reports_a_zero_byte_write() {
 #[test]
 fn fsync_heavy_noise_beside_a_bulk_transfer_stays_quiet() {
     require_ebpf!("dd");
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("target")
-        .join(unique("noise"));
-    std::fs::create_dir_all(&dir).unwrap();
-    struct RemoveDir(PathBuf);
-    impl Drop for RemoveDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let _cleanup = RemoveDir(dir.clone());
+    let tmp = disk_tempdir();
+    let dir = tmp.path().to_path_buf();
     let Some((major, _)) = disk_of(&dir) else {
-        let why = "noise test: cannot find the disk under target/";
-        assert!(!strict(), "{why}");
-        eprintln!("skipping {why}");
-        return;
+        return skip(&test_name!(), "cannot find the disk under target/");
     };
     let agent = start("");
     let started = std::time::Instant::now();

@@ -9,7 +9,7 @@ use crate::common::Controller;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Upper bound of any wait here: a failure if reached, never a figure.
 const BOUND: Duration = Duration::from_secs(30);
@@ -103,11 +103,7 @@ fn the_connection_limit_closes_the_excess_and_logs_it() {
     let mut third = connect(&c);
     let _ = third.write_all(b"GET /v1/status HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(read_to_close(&mut third), "", "closed unanswered");
-    let deadline = Instant::now() + BOUND;
-    while !c.log().contains("connection limit 2 reached") {
-        assert!(Instant::now() < deadline, "no log line:\n{}", c.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    c.wait_log("connection limit 2 reached", BOUND);
     // The two held connections still work.
     assert!(status_keep_alive(&mut a).starts_with("HTTP/1.1 200 "));
 }

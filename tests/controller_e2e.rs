@@ -8,7 +8,7 @@ use crate::common::{self, Controller};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -269,11 +269,10 @@ fn controller_serves_reloads_on_sighup_and_stops_on_sigterm() {
     });
     assert_eq!(s["config"]["config_version"], "2");
     assert_eq!(s["config"]["config_hash"], hash2.as_str());
-    assert!(c
-        .log
-        .lock()
-        .unwrap()
-        .contains("spec.observers.gpu: unknown observer"));
+    c.wait_log(
+        "spec.observers.gpu: unknown observer",
+        POLL * MAX_POLLS as u32,
+    );
 
     // SIGTERM → clean exit 0 (bounded wait).
     let mut c = c;
@@ -348,14 +347,7 @@ fn sighup_with_the_profile_swapped_for_a_fifo_does_not_wedge_the_controller() {
         });
         assert_eq!(s["config"]["config_version"], "1");
     }
-    assert!(
-        c.log
-            .lock()
-            .unwrap()
-            .contains("is not a regular file (a FIFO)"),
-        "{}",
-        c.log.lock().unwrap()
-    );
+    c.wait_log("is not a regular file (a FIFO)", POLL * MAX_POLLS as u32);
     // Still answering agents.
     let hello =
         serde_json::to_vec(&tapio::wire::v1::Hello::new("a", "n", "v", "k", vec![])).unwrap();
@@ -379,33 +371,14 @@ fn sighup_with_the_profile_swapped_for_a_fifo_does_not_wedge_the_controller() {
 
 /// Runs `tapio controller` expecting it to refuse to start; returns stderr.
 fn refused_start(args: &[&str]) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tapio"))
-        .args(["controller", "--listen", "127.0.0.1:0"])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut status = None;
-    for _ in 0..MAX_POLLS {
-        if let Some(st) = child.try_wait().unwrap() {
-            status = Some(st);
-            break;
-        }
-        std::thread::sleep(POLL);
-    }
-    let Some(status) = status else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("controller {args:?} did not exit");
-    };
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let ran = common::output_within(
+        Command::new(env!("CARGO_BIN_EXE_tapio"))
+            .args(["controller", "--listen", "127.0.0.1:0"])
+            .args(args),
+        POLL * MAX_POLLS as u32,
+        false,
+    );
+    let (status, err) = (ran.status, ran.stderr);
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(!err.contains("listening"), "{err}");
     err

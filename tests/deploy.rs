@@ -67,15 +67,15 @@ fn kustomize(dir: &str) -> Option<String> {
     {
         return None;
     }
-    let (ok, out, err) = common::output_within(
+    let ran = common::output_within(
         Command::new("kubectl")
             .arg("kustomize")
             .arg(common::repo_root().join(dir)),
         Duration::from_secs(60),
         false,
     );
-    assert!(ok, "kubectl kustomize {dir}: {err}");
-    Some(out)
+    assert!(ran.ok(), "kubectl kustomize {dir}: {}", ran.stderr);
+    Some(ran.stdout)
 }
 
 fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
@@ -383,19 +383,19 @@ fn validate(bin: &Path, yaml: &str, version: &str) -> (bool, usize, String) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("rendered.yaml");
     std::fs::write(&file, yaml).unwrap();
-    let (ok, out, err) = common::output_within(
+    let ran = common::output_within(
         Command::new(bin)
             .args(["--strict", "-k", version])
             .arg(&file),
         Duration::from_secs(120),
         false,
     );
-    let text = format!("{out}{err}");
+    let text = format!("{}{}", ran.stdout, ran.stderr);
     let passed = text
         .lines()
         .filter(|l| l.contains(" passed for resource "))
         .count();
-    let clean = ok && !text.contains("WARN") && !text.contains("ERROR");
+    let clean = ran.ok() && !text.contains("WARN") && !text.contains("ERROR");
     (clean, passed, text)
 }
 
@@ -505,7 +505,7 @@ fn the_readme_image_override_renders() {
 
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("deploy");
-    let (ok, _, err) = common::output_within(
+    let ran = common::output_within(
         Command::new("cp")
             .arg("-r")
             .arg(common::repo_root().join("deploy"))
@@ -513,7 +513,7 @@ fn the_readme_image_override_renders() {
         Duration::from_secs(30),
         false,
     );
-    assert!(ok, "{err}");
+    assert!(ran.ok(), "{}", ran.stderr);
     let k = copy.join("kustomization.yaml");
     let mut text = std::fs::read_to_string(&k).unwrap();
     text.push_str(&block.join("\n"));

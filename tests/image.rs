@@ -22,14 +22,15 @@ use std::time::Duration;
 /// trap turns into its cleanup); returns (exit ok, stdout, stderr).
 fn image_sh(sub: &str, limit: Duration) -> (bool, String, String) {
     let root = common::repo_root();
-    common::output_within(
+    let ran = common::output_within(
         Command::new(root.join("scripts/image.sh"))
             .arg(sub)
             .current_dir(root)
             .process_group(0),
         limit,
         true,
-    )
+    );
+    (ran.ok(), ran.stdout, ran.stderr)
 }
 
 /// The number after `label` on the line starting with `prefix`.

@@ -10,7 +10,7 @@ use crate::common;
 
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -23,7 +23,7 @@ const SDK: &str = "mcp==2.3.0";
 const LINE_WAIT: Duration = Duration::from_secs(30);
 
 struct Server {
-    child: Child,
+    child: common::KillOnDrop,
     stdin: Option<ChildStdin>,
     lines: mpsc::Receiver<String>,
 }
@@ -48,7 +48,7 @@ impl Server {
         let lines = line_channel(child.stdout.take().unwrap());
         Server {
             stdin: child.stdin.take(),
-            child,
+            child: common::KillOnDrop(child),
             lines,
         }
     }
@@ -75,13 +75,6 @@ impl Server {
             .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
         assert_eq!(v["jsonrpc"], "2.0", "{line}");
         v
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -225,14 +218,7 @@ fn malformed_input_gets_json_rpc_errors_and_the_server_keeps_answering() {
 
     // End of stdin ends the server, with exit 0.
     drop(s.stdin.take());
-    let mut status = None;
-    for _ in 0..300 {
-        if let Some(st) = s.child.try_wait().unwrap() {
-            status = Some(st);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let status = common::wait_child(&mut s.child.0, Duration::from_secs(30));
     assert_eq!(status.expect("server did not exit on EOF").code(), Some(0));
     // Nothing else was written to stdout.
     assert!(s.lines.try_recv().is_err());
@@ -263,8 +249,6 @@ fn negotiates_and_returns_structured_content() {
     assert_eq!(&text, sc);
 }
 
-/// Makes a FIFO nobody writes to: opening it for reading the ordinary way
-/// blocks forever.
 #[test]
 fn fifo_and_dev_zero_in_the_data_dir_do_not_hang_the_server() {
     let tmp = tempfile::tempdir().unwrap();

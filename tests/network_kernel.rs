@@ -21,6 +21,15 @@ fn of_type_port(t: &'static str, port: u16) -> impl Fn(&Value) -> bool {
     move |v| is_type(v, t) && dport(v) == u64::from(port)
 }
 
+/// The (first) connection timeout to `port`, waited for (bounded).
+fn timeout_to(agent: &Agent, port: u16) -> Value {
+    agent.wait_for(
+        "timeout",
+        Duration::from_secs(10),
+        of_type_port("kernel.network.connection_timeout", port),
+    )
+}
+
 #[test]
 fn closed_port_on_loopback_v4_and_v6_gives_one_refusal_each() {
     require_ebpf!();
@@ -96,31 +105,31 @@ fn refusals_in_one_window_fold_into_counts_that_sum_exactly() {
 
 const NFT_TABLE: &str = "nft add table inet tapiotest && nft add chain inet tapiotest in '{ type filter hook input priority 0; policy accept; }'";
 
-#[test]
-fn unanswered_syn_is_a_timeout_not_a_refusal() {
-    require_ebpf!();
-    let agent = Agent::start("", &[]);
-    let ns = Netns::new("tpto");
-    // A port number the host just handed out: unlikely to collide with
-    // any other test run, even one in another namespace.
-    let port = closed_port("127.0.0.1");
+/// A namespace of the test's own and a port number the host just handed
+/// out: unlikely to collide with any other test run, even one in another
+/// namespace.
+fn ns_and_port(prefix: &str) -> (Netns, u16) {
+    (Netns::new(prefix), closed_port("127.0.0.1"))
+}
+
+/// [`ns_and_port`], where SYNs to the port are dropped on input and a
+/// connect gives up after one retry (~3 s).
+fn syns_dropped(prefix: &str) -> (Netns, u16) {
+    let (ns, port) = ns_and_port(prefix);
     ns.exec("sysctl -qw net.ipv4.tcp_syn_retries=1");
     ns.exec(&format!(
         "{NFT_TABLE} && nft add rule inet tapiotest in tcp dport {port} drop"
     ));
-    let (_, out, err, pid) = python_in(
-        Some(&ns),
-        &format!(
-            "import socket\ns=socket.socket()\ns.settimeout(30)\ntry:\n  s.connect(('127.0.0.1',{port}))\nexcept OSError as e:\n  print(e.errno)"
-        ),
-        Duration::from_secs(40),
-    );
-    assert_eq!(out.trim(), "110", "python saw ETIMEDOUT ({err})");
-    let v = agent.wait_for(
-        "timeout",
-        Duration::from_secs(10),
-        of_type_port("kernel.network.connection_timeout", port),
-    );
+    (ns, port)
+}
+
+#[test]
+fn unanswered_syn_is_a_timeout_not_a_refusal() {
+    require_ebpf!();
+    let agent = Agent::start("", &[]);
+    let (ns, port) = syns_dropped("tpto");
+    let pid = timed_out_connect(&ns, "127.0.0.1", port);
+    let v = timeout_to(&agent, port);
     assert_eq!(v["severity"], "error");
     assert_eq!(v["error"]["code"], "CONNECTION_TIMEOUT");
     assert_eq!(v["data"]["errno"], "ETIMEDOUT");
@@ -147,14 +156,7 @@ fn unanswered_syn_is_a_timeout_not_a_refusal() {
 fn an_application_abandoning_its_connect_is_not_an_anomaly() {
     require_ebpf!();
     let agent = Agent::start("", &[]);
-    let ns = Netns::new("tpab");
-    // A port number the host just handed out: unlikely to collide with
-    // any other test run, even one in another namespace.
-    let port = closed_port("127.0.0.1");
-    ns.exec("sysctl -qw net.ipv4.tcp_syn_retries=1");
-    ns.exec(&format!(
-        "{NFT_TABLE} && nft add rule inet tapiotest in tcp dport {port} drop"
-    ));
+    let (ns, port) = syns_dropped("tpab");
     let (_, out, _, _) = python_in(
         Some(&ns),
         &format!(
@@ -234,10 +236,7 @@ fn dropped_segments_on_an_established_connection_give_a_retransmit_spike() {
         "[observers.network]\nretransmit_min_count = 3\nretransmit_window_ms = 10000\n",
         &[],
     );
-    let ns = Netns::new("tprt");
-    // A port number the host just handed out: unlikely to collide with
-    // any other test run, even one in another namespace.
-    let port = closed_port("127.0.0.1");
+    let (ns, port) = ns_and_port("tprt");
     ns.exec(NFT_TABLE);
     // One 1000-byte segment the peer never acknowledges: RTO retransmits
     // at ~0.2, 0.6, 1.4, 3.0 s. Once the kernel says 4, the client aborts
@@ -281,14 +280,12 @@ fn dropped_segments_on_an_established_connection_give_a_retransmit_spike() {
     assert_eq!(first["error"]["code"], "RETRANSMIT_SPIKE");
     assert_eq!(first["outcome"], "degraded");
     // The rest of the window follows when the window ends.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let spikes = loop {
-        let spikes = agent.matching(of_type_port("kernel.network.retransmit_spike", port));
-        if spikes.len() >= 2 || std::time::Instant::now() > deadline {
-            break spikes;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let spikes = settle(
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || agent.matching(of_type_port("kernel.network.retransmit_spike", port)),
+        |spikes| spikes.len() >= 2,
+    );
     let counts: Vec<u64> = spikes
         .iter()
         .map(|v| v["data"]["retransmits"].as_u64().unwrap())
@@ -313,10 +310,7 @@ fn queueing_delay_raises_srtt_into_an_rtt_degradation() {
         "[observers.network]\nrtt_min_baseline_samples = 3\nrtt_spike_multiplier_permille = 3000\nrtt_spike_abs_us = 10000\n",
         &[],
     );
-    let ns = Netns::new("tprtt");
-    // A port number the host just handed out: unlikely to collide with
-    // any other test run, even one in another namespace.
-    let port = closed_port("127.0.0.1");
+    let (ns, port) = ns_and_port("tprtt");
     // Small frames so the token bucket queues many packets (tbf drops
     // packets larger than its burst).
     ns.exec("ip link set lo mtu 1500");
@@ -459,11 +453,8 @@ fn peer_resets_of_held_connections_are_reported_and_orphans_inbound_and_own_abor
         &[],
     );
     let metrics = || {
-        reqwest::blocking::Client::new()
-            .get(format!("http://127.0.0.1:{mport}/metrics"))
-            .timeout(Duration::from_secs(5))
-            .send()
-            .and_then(|r| r.text())
+        http_get(&format!("http://127.0.0.1:{mport}/metrics"))
+            .map(|(_, body)| body)
             .unwrap_or_default()
     };
     let inbound_before = counter(&metrics(), "tapio_inbound_resets_total");
@@ -503,10 +494,7 @@ fn peer_resets_of_held_connections_are_reported_and_orphans_inbound_and_own_abor
         .collect();
     // What the application saw: ECONNRESET twice, EPIPE from CLOSE_WAIT.
     assert_eq!(errnos, ["104", "104", "32"]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while client.0.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_child(&mut client.0, Duration::from_secs(15));
 
     let reset = |port: u16| {
         agent.wait_for(
@@ -560,19 +548,17 @@ fn peer_resets_of_held_connections_are_reported_and_orphans_inbound_and_own_abor
             .sum();
         assert_eq!(n, 1, "one reset to {p}");
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let inbound = counter(&metrics(), "tapio_inbound_resets_total");
-        if inbound > inbound_before {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the client's abort reset the accepted socket: inbound {inbound_before} -> {inbound}\n{}",
-            metrics()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let inbound = settle(
+        Duration::from_secs(5),
+        Duration::from_millis(200),
+        || counter(&metrics(), "tapio_inbound_resets_total"),
+        |inbound| *inbound > inbound_before,
+    );
+    assert!(
+        inbound > inbound_before,
+        "the client's abort reset the accepted socket: inbound {inbound_before} -> {inbound}\n{}",
+        metrics()
+    );
 }
 
 /// Packets an nft rule with a counter matched in `ns` (the first such rule).
@@ -603,25 +589,28 @@ fn timed_out_connect(ns: &Netns, addr: &str, port: u16) -> u32 {
 fn syns_dropped_by_the_clients_own_firewall_name_the_drop() {
     require_ebpf!();
     let agent = Agent::start("", &[]);
-    let ns = Netns::new("tpdo");
-    let port = closed_port("127.0.0.1");
+    let (ns, port) = ns_and_port("tpdo");
     ns.exec("sysctl -qw net.ipv4.tcp_syn_retries=1");
     ns.exec(&format!(
         "nft add table inet tapiotest && nft add chain inet tapiotest out '{{ type filter hook output priority 0; policy accept; }}' && nft add rule inet tapiotest out tcp dport {port} counter drop"
     ));
     let pid = timed_out_connect(&ns, "127.0.0.1", port);
-    let v = agent.wait_for(
-        "timeout",
-        Duration::from_secs(10),
-        of_type_port("kernel.network.connection_timeout", port),
-    );
+    let v = timeout_named_by_its_drops(&agent, port, pid, &ns);
+    assert!(v["data"]["drop_reason_code"].as_u64().is_some());
+}
+
+/// The timeout occurrence for `port`, checked against the drop rule with a
+/// counter in `firewall`: the connector's pid, and every SYN the rule
+/// dropped (the first one and its retries) counted and named.
+fn timeout_named_by_its_drops(agent: &Agent, port: u16, pid: u32, firewall: &Netns) -> Value {
+    let v = timeout_to(agent, port);
     let d = &v["data"];
     assert_eq!(d["pid"], pid);
-    let dropped = nft_counter_packets(&ns);
+    let dropped = nft_counter_packets(firewall);
     assert!(dropped >= 2, "the SYN and its retries: {dropped}");
     assert_eq!(d["drops"], dropped, "every SYN the rule dropped: {v}");
     assert_eq!(d["drop_reason"], "NETFILTER_DROP", "{v}");
-    assert!(d["drop_reason_code"].as_u64().is_some());
+    v
 }
 
 /// Two namespaces joined by a veth pair: `client` 10.77.0.1, `server`
@@ -654,26 +643,16 @@ fn syns_dropped_in_the_peers_namespace_name_the_drop() {
         "{NFT_TABLE} && nft add rule inet tapiotest in tcp dport {port} counter drop"
     ));
     let pid = timed_out_connect(&client, "10.77.0.2", port);
-    let v = agent.wait_for(
-        "timeout",
-        Duration::from_secs(10),
-        of_type_port("kernel.network.connection_timeout", port),
-    );
-    let d = &v["data"];
-    assert_eq!(d["pid"], pid);
-    assert_eq!(d["daddr"], "10.77.0.2");
-    let dropped = nft_counter_packets(&server);
-    assert!(dropped >= 2, "the SYN and its retries: {dropped}");
-    assert_eq!(d["drops"], dropped, "tied by the 4-tuple: {v}");
-    assert_eq!(d["drop_reason"], "NETFILTER_DROP", "{v}");
+    // Dropped in another namespace: tied to this connect by the 4-tuple.
+    let v = timeout_named_by_its_drops(&agent, port, pid, &server);
+    assert_eq!(v["data"]["daddr"], "10.77.0.2");
 }
 
 #[test]
 fn a_timeout_nobody_dropped_has_no_drop_reason() {
     require_ebpf!();
     let agent = Agent::start("", &[]);
-    let ns = Netns::new("tpaq");
-    let port = closed_port("127.0.0.1");
+    let (ns, port) = ns_and_port("tpaq");
     ns.exec("sysctl -qw net.ipv4.tcp_syn_retries=1");
     // A full accept queue: the listener never accepts and its backlog of 0
     // holds the first connection; the kernel consumes later SYNs (counted
@@ -686,11 +665,7 @@ fn a_timeout_nobody_dropped_has_no_drop_reason() {
         Duration::from_secs(40),
     );
     assert_eq!(out.trim(), "110", "python saw ETIMEDOUT ({err})");
-    let v = agent.wait_for(
-        "timeout",
-        Duration::from_secs(10),
-        of_type_port("kernel.network.connection_timeout", port),
-    );
+    let v = timeout_to(&agent, port);
     let d = &v["data"];
     assert_eq!(d["pid"], pid);
     for k in ["drops", "drop_reason", "drop_reason_code"] {
@@ -707,8 +682,7 @@ fn a_lossy_bulk_transfers_spike_occurrences_sum_to_the_kernels_retransmits() {
         "[observers.network]\nretransmit_min_count = 1\nretransmit_window_ms = 2000\n",
         &[],
     );
-    let ns = Netns::new("tplossy");
-    let port = closed_port("127.0.0.1");
+    let (ns, port) = ns_and_port("tplossy");
     // Drop about 1 in 20 of the client's segments to the server: fast
     // retransmits of multi-segment (GSO) skbs, SACK repairs and RTOs.
     ns.exec(&format!(
@@ -757,24 +731,21 @@ sys.stdin.readline()
     let of_conn = |v: &Value| {
         of_type_port("kernel.network.retransmit_spike", port)(v) && v["data"]["sport"] == sport
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    let sum = loop {
-        let sum: u64 = agent
+    let retransmits = || -> u64 {
+        agent
             .matching(of_conn)
             .iter()
             .map(|v| v["data"]["retransmits"].as_u64().unwrap())
-            .sum();
-        if sum >= total || std::time::Instant::now() > deadline {
-            break sum;
-        }
-        std::thread::sleep(Duration::from_millis(100));
+            .sum()
     };
+    let sum = settle(
+        Duration::from_secs(15),
+        Duration::from_millis(100),
+        retransmits,
+        |sum| *sum >= total,
+    );
     std::thread::sleep(Duration::from_millis(2500));
-    let again: u64 = agent
-        .matching(of_conn)
-        .iter()
-        .map(|v| v["data"]["retransmits"].as_u64().unwrap())
-        .sum();
+    let again = retransmits();
     assert_eq!(again, sum, "no more after the windows closed");
     assert_eq!(
         sum,

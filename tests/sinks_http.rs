@@ -13,20 +13,14 @@ use common::*;
 use tapio::agent::metrics::Metrics;
 use tapio::agent::sinks::http::{http_sink, PostPolicy};
 use tapio::agent::sinks::SinkHandle;
-use tapio::wire::{AnomalyType, Occurrence, Outcome, Severity};
+use tapio::wire::Occurrence;
 
 fn occ(n: u32) -> Arc<Occurrence> {
-    Arc::new(Occurrence::new(
-        ulid::Ulid::from_parts(1_800_000_000_000 + u64::from(n), u128::from(n)),
-        AnomalyType::ConnectionRefused,
-        Severity::Warning,
-        Outcome::Failure,
-        format!("connect to 127.0.0.1:{n} refused (rst), count=1"),
+    refused_occurrence(
+        n,
         &serde_json::json!({"pid": 4242, "comm": "curl", "family": "ipv4", "saddr": "127.0.0.1",
                             "sport": 50000, "daddr": "127.0.0.1", "dport": n, "count": 1, "cause": "rst"}),
-        7,
-        1_800_000_000_000_000_000 + u64::from(n),
-    ))
+    )
 }
 
 fn policy() -> PostPolicy {

@@ -24,7 +24,7 @@ use tapio::agent::sinks::otlp::{
     otlp_sink, Identity, OtlpCompression, OtlpEncoding, OtlpHeaders, OtlpOptions, Secret,
 };
 use tapio::agent::sinks::SinkHandle;
-use tapio::wire::{AnomalyType, Occurrence, Outcome, Severity};
+use tapio::wire::Occurrence;
 
 /// Where a test occurrence happened.
 #[derive(Clone, Copy)]
@@ -60,16 +60,7 @@ fn occ(n: u32, place: Place) -> Arc<Occurrence> {
         }
         Place::Node => {}
     }
-    Arc::new(Occurrence::new(
-        ulid::Ulid::from_parts(1_800_000_000_000 + u64::from(n), u128::from(n)),
-        AnomalyType::ConnectionRefused,
-        Severity::Warning,
-        Outcome::Failure,
-        format!("connect to 127.0.0.1:{n} refused (rst), count=1"),
-        &data,
-        7,
-        1_800_000_000_000_000_000 + u64::from(n),
-    ))
+    refused_occurrence(n, &data)
 }
 
 /// The batch every payload test sends: pod A, the node, pod B, interleaved.

@@ -140,17 +140,17 @@ impl Agent {
     pub fn stop_within(&mut self, limit: Duration) -> Option<i32> {
         // SAFETY: kill takes plain integers; at worst the pid is gone (ESRCH).
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
+        match wait_child(&mut self.child, limit) {
+            Some(status) => {
                 // Let the reader threads take the last lines.
                 std::thread::sleep(Duration::from_millis(100));
-                return status.code();
+                status.code()
             }
-            std::thread::sleep(Duration::from_millis(50));
+            None => {
+                let _ = self.child.kill();
+                None
+            }
         }
-        let _ = self.child.kill();
-        None
     }
 }
 
@@ -317,30 +317,8 @@ pub fn python_in(
             c
         }
     };
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn python3");
-    let pid = child.id();
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            let mut out = String::new();
-            let mut err = String::new();
-            use std::io::Read;
-            let _ = child.stdout.take().unwrap().read_to_string(&mut out);
-            let _ = child.stderr.take().unwrap().read_to_string(&mut err);
-            return (status.success(), out, err, pid);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("python program exceeded {limit:?}:\n{program}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let ran = output_within(&mut cmd, limit, false);
+    (ran.ok(), ran.stdout, ran.stderr, ran.pid)
 }
 
 pub fn write_stdin(child: &mut Child, s: &str) {
@@ -586,6 +564,12 @@ pub fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A directory (removed on drop) on the disk that holds `target/`, for
+/// tests that need real block I/O: `/tmp` may be a tmpfs.
+pub fn disk_tempdir() -> tempfile::TempDir {
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("a temp dir under target/")
+}
+
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -594,7 +578,8 @@ pub fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-/// Creates a FIFO at `path` (the hostile input several readers must skip).
+/// Creates a FIFO at `path` that nobody writes to: opening it for reading
+/// the ordinary way blocks forever (the hostile input readers must skip).
 pub fn mkfifo(path: &Path) {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: mkfifo reads one NUL-terminated path.
@@ -620,12 +605,55 @@ pub fn poll<T>(
     }
 }
 
+/// Calls `probe` every `every` until `done` holds for what it returned, or
+/// `limit` has passed; returns that last value either way, for the
+/// caller's assertion to judge (and print).
+pub fn settle<T>(
+    limit: Duration,
+    every: Duration,
+    mut probe: impl FnMut() -> T,
+    done: impl Fn(&T) -> bool,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        let v = probe();
+        if done(&v) || Instant::now() >= deadline {
+            return v;
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// Waits at most `limit` for `child` to exit: its status, or `None` if it
+/// is still running (the caller decides whether to kill it or fail).
+pub fn wait_child(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    poll(limit, Duration::from_millis(20), || {
+        child.try_wait().unwrap()
+    })
+}
+
+/// What a command run by [`output_within`] did.
+#[derive(Debug)]
+pub struct Ran {
+    /// The child's pid (gone by now; for matching what it did).
+    pub pid: u32,
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Ran {
+    pub fn ok(&self) -> bool {
+        self.status.success()
+    }
+}
+
 /// Runs `cmd` to completion within `limit`, reading its stdout and stderr
-/// as it goes (so a chatty child never blocks on a full pipe); returns
-/// (exit ok, stdout, stderr). On expiry it kills the child — with SIGTERM
-/// to its whole process group when `group` (the caller spawned it with
-/// `process_group(0)` so a script's trap can clean up) — and panics.
-pub fn output_within(cmd: &mut Command, limit: Duration, group: bool) -> (bool, String, String) {
+/// as it goes (so a chatty child never blocks on a full pipe). On expiry it
+/// kills the child — with SIGTERM to its whole process group when `group`
+/// (the caller spawned it with `process_group(0)` so a script's trap can
+/// clean up) — and panics with its stderr.
+pub fn output_within(cmd: &mut Command, limit: Duration, group: bool) -> Ran {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -641,10 +669,7 @@ pub fn output_within(cmd: &mut Command, limit: Duration, group: bool) -> (bool, 
     };
     let o = read_all(Box::new(child.stdout.take().unwrap()));
     let e = read_all(Box::new(child.stderr.take().unwrap()));
-    let status = poll(limit, Duration::from_millis(20), || {
-        child.try_wait().unwrap()
-    });
-    let Some(status) = status else {
+    let Some(status) = wait_child(&mut child, limit) else {
         if group {
             // SAFETY: signals the process group this child leads.
             unsafe { libc::kill(-(child.id() as i32), libc::SIGTERM) };
@@ -654,7 +679,12 @@ pub fn output_within(cmd: &mut Command, limit: Duration, group: bool) -> (bool, 
         let _ = child.wait();
         panic!("{cmd:?} exceeded {limit:?}; stderr:\n{}", e.join().unwrap());
     };
-    (status.success(), o.join().unwrap(), e.join().unwrap())
+    Ran {
+        pid: child.id(),
+        status,
+        stdout: o.join().unwrap(),
+        stderr: e.join().unwrap(),
+    }
 }
 
 /// (status, body) of a GET with a 5 s timeout, or `None` when nothing
@@ -780,6 +810,16 @@ impl Controller {
         self.log.lock().unwrap().clone()
     }
 
+    /// Waits at most `limit` until the log holds `needle`; panics with the
+    /// log otherwise. A line the controller wrote before the counter a test
+    /// just read can still be on its way through the pipe and the reader.
+    pub fn wait_log(&self, needle: &str, limit: Duration) {
+        let seen = poll(limit, Duration::from_millis(20), || {
+            self.log().contains(needle).then_some(())
+        });
+        assert!(seen.is_some(), "no log line {needle:?}:\n{}", self.log());
+    }
+
     /// Waits at most `limit` for the process to exit by itself; returns its
     /// exit code, panics with the log if it is still running.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
@@ -872,4 +912,21 @@ pub fn memcg_v1(test: &str) -> Option<&'static Path> {
         skip(test, why);
     }
     None
+}
+
+/// A connection-refused occurrence numbered `n` (its ULID, its time and the
+/// port in its message) with `data` as its evidence: the fixture the sink
+/// tests send through a real sink.
+pub fn refused_occurrence(n: u32, data: &Value) -> Arc<tapio::wire::Occurrence> {
+    use tapio::wire::{AnomalyType, Occurrence, Outcome, Severity};
+    Arc::new(Occurrence::new(
+        ulid::Ulid::from_parts(1_800_000_000_000 + u64::from(n), u128::from(n)),
+        AnomalyType::ConnectionRefused,
+        Severity::Warning,
+        Outcome::Failure,
+        format!("connect to 127.0.0.1:{n} refused (rst), count=1"),
+        data,
+        7,
+        1_800_000_000_000_000_000 + u64::from(n),
+    ))
 }
