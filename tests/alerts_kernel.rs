@@ -47,16 +47,12 @@ fn poll(
 ) -> Result<Vec<Value>, Vec<Value>> {
     let url = format!("{base}/api/v1/query?query={}", encode(query));
     let mut last = Vec::new();
-    for _ in 0..600 {
-        if let Some(d) = api(&url) {
-            last = d["result"].as_array().cloned().unwrap_or_default();
-            if done(&last) {
-                return Ok(last);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Err(last)
+    let found = common::poll(Duration::from_secs(60), Duration::from_millis(100), || {
+        let d = api(&url)?;
+        last = d["result"].as_array().cloned().unwrap_or_default();
+        done(&last).then(|| last.clone())
+    });
+    found.ok_or(last)
 }
 
 #[test]

@@ -6,7 +6,7 @@ use crate::common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
@@ -23,8 +23,8 @@ fn an_agent_occurrence_is_visible_through_recent_and_mcp() {
     };
 
     // CLI: bounded retries while the file sink catches up.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let found = loop {
+    let mut last = Value::Null;
+    let found = poll(Duration::from_secs(15), Duration::from_millis(200), || {
         let out = Command::new(tapio_bin())
             .args([
                 "recent",
@@ -39,21 +39,15 @@ fn an_agent_occurrence_is_visible_through_recent_and_mcp() {
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(0), "{out:?}");
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        if let Some(o) = v["occurrences"]
+        last = serde_json::from_slice(&out.stdout).unwrap();
+        last["occurrences"]
             .as_array()
             .unwrap()
             .iter()
             .find(|o| matches(o))
-        {
-            break o.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "tapio recent never showed port {p}: {v}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+            .cloned()
+    })
+    .unwrap_or_else(|| panic!("tapio recent never showed port {p}: {last}"));
     assert_eq!(found["data"]["pid"], std::process::id());
 
     // MCP over stdio.

@@ -3,7 +3,7 @@
 //! events, 413, SIGHUP reloads (changed, unchanged, invalid), SIGTERM.
 //! Every wait is a bounded poll; nothing asserts wall time.
 
-use crate::common::{self, Controller};
+use crate::common::{self, poll, Controller};
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -128,17 +128,15 @@ fn status(addr: SocketAddr) -> Value {
 
 /// Polls `/v1/status` until `done` holds (bounded).
 fn wait_for(c: &Controller, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    for _ in 0..MAX_POLLS {
-        let s = status(c.addr);
-        if done(&s) {
-            return s;
-        }
-        std::thread::sleep(POLL);
-    }
-    panic!(
-        "timed out waiting for {what}; log:\n{}",
-        c.log.lock().unwrap()
-    );
+    poll(POLL * MAX_POLLS as u32, POLL, || {
+        Some(status(c.addr)).filter(|s| done(s))
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "timed out waiting for {what}; log:\n{}",
+            c.log.lock().unwrap()
+        )
+    })
 }
 
 fn signal(c: &Controller, sig: libc::c_int) {

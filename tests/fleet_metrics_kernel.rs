@@ -7,7 +7,7 @@
 use crate::common;
 
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::*;
 
@@ -31,14 +31,10 @@ fn a_real_agent_exports_the_fleet_metrics() {
     );
     let url = format!("http://127.0.0.1:{mport}/metrics");
     // The listener may open a moment after "config applied" is logged.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let text = loop {
-        match get_ok(&url) {
-            Some(t) => break t,
-            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
-            None => panic!("no /metrics at {url}; agent log:\n{}", agent.stderr()),
-        }
-    };
+    let text = poll(Duration::from_secs(10), Duration::from_millis(100), || {
+        get_ok(&url)
+    })
+    .unwrap_or_else(|| panic!("no /metrics at {url}; agent log:\n{}", agent.stderr()));
 
     let build = format!(
         "tapio_build_info{{version=\"{}\"}}",

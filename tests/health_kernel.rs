@@ -11,28 +11,12 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
 
 const BOUND: Duration = Duration::from_secs(30);
-
-/// Polls `url` (bounded) until `pred` holds; returns that answer.
-fn wait_get(url: &str, what: &str, pred: impl Fn(u16, &str) -> bool) -> (u16, String) {
-    let deadline = Instant::now() + BOUND;
-    let mut last = None;
-    while Instant::now() < deadline {
-        if let Some((code, body)) = http_get(url) {
-            if pred(code, &body) {
-                return (code, body);
-            }
-            last = Some((code, body));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("{url}: never {what}; last answer {last:?}");
-}
 
 fn status_file(agent: &Agent) -> Value {
     let path = agent.data_dir.join(".agent-status.json");
@@ -88,9 +72,9 @@ fn standalone_agent_is_live_ready_and_writes_its_status_file() {
     let port = free_port();
     let mut agent = Agent::start("", &["--metrics-addr", &format!("127.0.0.1:{port}")]);
     let base = format!("http://127.0.0.1:{port}");
-    let (_, body) = wait_get(&format!("{base}/healthz"), "200", |c, _| c == 200);
+    let (_, body) = wait_get(&format!("{base}/healthz"), BOUND, "200", |c, _| c == 200);
     assert_eq!(body, "ok\n");
-    let (_, body) = wait_get(&format!("{base}/readyz"), "200", |c, _| c == 200);
+    let (_, body) = wait_get(&format!("{base}/readyz"), BOUND, "200", |c, _| c == 200);
     assert!(body.starts_with("ready\n"), "{body}");
     let (code, text) = http_get(&format!("{base}/metrics")).unwrap();
     assert_eq!(code, 200);
@@ -100,14 +84,12 @@ fn standalone_agent_is_live_ready_and_writes_its_status_file() {
     );
 
     // The file follows a change within its 1 s tick (bounded wait).
-    let deadline = Instant::now() + BOUND;
-    let v = loop {
-        let v = status_file(&agent);
-        if v["config"]["applied"] == true || Instant::now() > deadline {
-            break v;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let v = settle(
+        BOUND,
+        Duration::from_millis(100),
+        || status_file(&agent),
+        |v| v["config"]["applied"] == true,
+    );
     check_schema(&v);
     assert_eq!(v["state"], "running");
     assert_eq!(v["config"]["applied"], true, "{v}");
@@ -119,11 +101,10 @@ fn standalone_agent_is_live_ready_and_writes_its_status_file() {
     assert!(v["controller"].is_null(), "standalone: {v}");
     let first = v["updated_unix_ms"].as_u64().unwrap();
     // Rewritten at least every 5 s while running (bounded wait).
-    let deadline = Instant::now() + BOUND;
-    while status_file(&agent)["updated_unix_ms"].as_u64().unwrap() == first {
-        assert!(Instant::now() < deadline, "status file never refreshed");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let refreshed = poll(BOUND, Duration::from_millis(200), || {
+        (status_file(&agent)["updated_unix_ms"].as_u64().unwrap() != first).then_some(())
+    });
+    assert!(refreshed.is_some(), "status file never refreshed");
 
     assert_eq!(agent.stop(), Some(0), "{}", agent.stderr());
     let v = status_file(&agent);
@@ -205,20 +186,19 @@ fn controller_mode_agent_refused_by_the_controller_is_live_but_not_ready() {
     );
     let base = format!("http://127.0.0.1:{port}");
     // The agent did ask the controller (and was refused).
-    let deadline = Instant::now() + BOUND;
-    while controller.requests.load(Ordering::Relaxed) == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the agent never called the controller"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let (_, body) = wait_get(&format!("{base}/healthz"), "200", |c, _| c == 200);
+    let called = poll(BOUND, Duration::from_millis(50), || {
+        (controller.requests.load(Ordering::Relaxed) > 0).then_some(())
+    });
+    assert!(called.is_some(), "the agent never called the controller");
+    let (_, body) = wait_get(&format!("{base}/healthz"), BOUND, "200", |c, _| c == 200);
     assert_eq!(body, "ok\n");
     let want = format!("unconfigured: waiting for the controller ({endpoint}");
-    let (code, body) = wait_get(&format!("{base}/readyz"), "503 unconfigured", |c, b| {
-        c == 503 && b.contains(&want)
-    });
+    let (code, body) = wait_get(
+        &format!("{base}/readyz"),
+        BOUND,
+        "503 unconfigured",
+        |c, b| c == 503 && b.contains(&want),
+    );
     assert_eq!(code, 503);
     assert!(body.starts_with(&want), "the first reason: {body}");
     // It stays unready: nothing will ever configure it.
@@ -284,7 +264,9 @@ fn metrics_listener_sheds_idle_floods_and_does_not_hold_sigterm() {
             other => panic!("still open or answered: {other:?}"),
         }
     }
-    let (_, text) = wait_get(&format!("http://{addr}/metrics"), "200", |c, _| c == 200);
+    let (_, text) = wait_get(&format!("http://{addr}/metrics"), BOUND, "200", |c, _| {
+        c == 200
+    });
     assert_eq!(
         must_metric(
             &text,

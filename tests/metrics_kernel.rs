@@ -5,7 +5,7 @@
 
 use crate::common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -34,14 +34,12 @@ fn prometheus_scrapes_the_agent_and_promtool_accepts_the_exposition() {
     });
 
     // promtool on the exposition (after the drain's 1 s counter export).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let text = loop {
-        let text = get_ok(&metrics_url).expect("GET /metrics");
-        if text.contains("tapio_bpf_program_run_time_seconds_total{") || Instant::now() > deadline {
-            break text;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let text = settle(
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        || get_ok(&metrics_url).expect("GET /metrics"),
+        |text| text.contains("tapio_bpf_program_run_time_seconds_total{"),
+    );
     assert!(
         counter(&text, "tapio_bpf_program_runs_total{observer=\"network\",program=\"handle_net__inet_sock_set_state\"}") >= 2,
         "{text}"
@@ -67,22 +65,23 @@ fn prometheus_scrapes_the_agent_and_promtool_accepts_the_exposition() {
     let query = format!(
         "http://127.0.0.1:{pport}/api/v1/query?query=tapio_anomalies_total%7Btype%3D%22kernel.network.connection_refused%22%7D"
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
     let mut last = String::new();
-    while Instant::now() < deadline {
-        if let Some(body) = get_ok(&query) {
-            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-            let value = v["data"]["result"]
-                .as_array()
-                .and_then(|r| r.first())
-                .and_then(|r| r["value"][1].as_str())
-                .and_then(|s| s.parse::<f64>().ok());
-            if value.is_some_and(|x| x >= 1.0) {
-                return;
-            }
-            last = body;
+    let reported = poll(Duration::from_secs(60), Duration::from_millis(500), || {
+        let body = get_ok(&query)?;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let value = v["data"]["result"]
+            .as_array()
+            .and_then(|r| r.first())
+            .and_then(|r| r["value"][1].as_str())
+            .and_then(|s| s.parse::<f64>().ok());
+        if value.is_some_and(|x| x >= 1.0) {
+            return Some(());
         }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    panic!("Prometheus never reported the anomaly; last answer: {last}");
+        last = body;
+        None
+    });
+    assert!(
+        reported.is_some(),
+        "Prometheus never reported the anomaly; last answer: {last}"
+    );
 }

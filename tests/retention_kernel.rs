@@ -63,21 +63,8 @@ fn listing(dir: &Path) -> (BTreeSet<String>, BTreeSet<String>) {
 
 /// Scrapes (bounded) until `pred` holds on the exposition; returns it.
 fn wait_metrics(port: u16, what: &str, pred: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + BOUND;
-    let mut last = None;
-    while Instant::now() < deadline {
-        if let Some((_, text)) = http_get(&format!("http://127.0.0.1:{port}/metrics")) {
-            if pred(&text) {
-                return text;
-            }
-            last = Some(text);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!(
-        "metrics never showed {what}; last:\n{}",
-        last.unwrap_or_default()
-    );
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    wait_get(&url, BOUND, what, |_, text| pred(text)).1
 }
 
 const PRUNED_AGE: &str = "tapio_sink_pruned_total{reason=\"age\"}";

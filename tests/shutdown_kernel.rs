@@ -105,15 +105,14 @@ fn sigterm_right_after_a_burst_delivers_every_occurrence_to_every_sink() {
                 refused_ports += 1;
             }
         }
-        let end = Instant::now() + Duration::from_secs(120);
-        while (occurrence_files(&agent.data_dir) as u64) < refused_ports {
-            assert!(
-                Instant::now() < end,
-                "the first occurrences were not written: {} files of {refused_ports}",
-                occurrence_files(&agent.data_dir)
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let written = poll(Duration::from_secs(120), Duration::from_millis(100), || {
+            (occurrence_files(&agent.data_dir) as u64 >= refused_ports).then_some(())
+        });
+        assert!(
+            written.is_some(),
+            "the first occurrences were not written: {} files of {refused_ports}",
+            occurrence_files(&agent.data_dir)
+        );
     }
     let ports = u64::from(PORTS.end - PORTS.start);
     assert!(
@@ -225,14 +224,13 @@ impl Proc {
     }
 
     fn wait_until(&self, what: &str, limit: Duration, cond: impl Fn(&Proc) -> bool) {
-        let end = Instant::now() + limit;
-        while Instant::now() < end {
-            if cond(self) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if poll(limit, Duration::from_millis(50), || {
+            cond(self).then_some(())
+        })
+        .is_none()
+        {
+            panic!("{what}: not within {limit:?}; stderr:\n{}", self.stderr());
         }
-        panic!("{what}: not within {limit:?}; stderr:\n{}", self.stderr());
     }
 
     /// SIGTERM, then waits at most `limit` for the process to end by
@@ -240,14 +238,10 @@ impl Proc {
     fn sigterm_and_expect_exit(&mut self, limit: Duration) -> i32 {
         // SAFETY: kill takes plain integers; the child is ours and not yet reaped.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let end = Instant::now() + limit;
-        while Instant::now() < end {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                // Let the reader threads take the last lines.
-                std::thread::sleep(Duration::from_millis(200));
-                return status.code().unwrap_or(-1);
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(status) = wait_child(&mut self.child, limit) {
+            // Let the reader threads take the last lines.
+            std::thread::sleep(Duration::from_millis(200));
+            return status.code().unwrap_or(-1);
         }
         let _ = self.child.kill();
         let _ = self.child.wait();

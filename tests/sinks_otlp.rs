@@ -398,20 +398,20 @@ impl Rotel {
                 .spawn()
                 .expect("spawn rotel-agent");
             let mut child = KillOnDrop(child);
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
+            // Up (true) or exited (false), whichever comes first.
+            let up = poll(Duration::from_secs(20), Duration::from_millis(50), || {
                 if std::net::TcpStream::connect(("127.0.0.1", http)).is_ok() {
-                    return Some(Rotel {
-                        _child: child,
-                        out,
-                        http,
-                        _dir: dir,
-                    });
+                    return Some(true);
                 }
-                if let Ok(Some(_)) = child.0.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
+                matches!(child.0.try_wait(), Ok(Some(_))).then_some(false)
+            });
+            if up == Some(true) {
+                return Some(Rotel {
+                    _child: child,
+                    out,
+                    http,
+                    _dir: dir,
+                });
             }
             eprintln!(
                 "rotel did not come up on port {http} (attempt {attempt}): {}",
@@ -432,22 +432,23 @@ impl Rotel {
     /// Waits (bounded) until the resources rotel printed for `agent_id`
     /// hold `n` records; returns those resources.
     fn wait_records(&self, agent_id: &str, n: usize) -> Vec<SeenResource> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let seen: Vec<SeenResource> = parse_debug_log(&self.printed())
-                .into_iter()
-                .filter(|r| {
-                    r.attrs.get("service.instance.id").map(String::as_str)
-                        == Some(&format!("Str({agent_id})"))
-                })
-                .collect();
-            let count: usize = seen.iter().map(|r| r.records.len()).sum();
-            if count >= n || Instant::now() >= deadline {
-                assert_eq!(count, n, "rotel printed:\n{}", self.printed());
-                return seen;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let count = |seen: &Vec<SeenResource>| seen.iter().map(|r| r.records.len()).sum::<usize>();
+        let seen = settle(
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            || {
+                parse_debug_log(&self.printed())
+                    .into_iter()
+                    .filter(|r| {
+                        r.attrs.get("service.instance.id").map(String::as_str)
+                            == Some(&format!("Str({agent_id})"))
+                    })
+                    .collect()
+            },
+            |seen| count(seen) >= n,
+        );
+        assert_eq!(count(&seen), n, "rotel printed:\n{}", self.printed());
+        seen
     }
 }
 
@@ -655,14 +656,10 @@ fn one_through(script: Vec<(u16, String)>, p: PostPolicy) -> (Vec<Instant>, Stri
     });
     // Bounded: a sink that slept as long as a receiver asked (an hour,
     // say) fails here instead of hanging the test.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !sender.is_finished() {
-        assert!(
-            Instant::now() < deadline,
-            "the sink is still waiting after 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let finished = poll(Duration::from_secs(30), Duration::from_millis(20), || {
+        sender.is_finished().then_some(())
+    });
+    assert!(finished.is_some(), "the sink is still waiting after 30 s");
     let text = sender.join().unwrap();
     let arrived = arrivals.lock().unwrap().clone();
     (arrived, text)
@@ -770,27 +767,23 @@ fn the_agent_sends_its_refusals_to_a_real_collector() {
         .map(String::from)
         .expect("agent_id in the start log line");
     // The sink flushes within its 1 s max wait; rotel prints on receipt.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let record = loop {
-        let found = parse_debug_log(&rotel.printed())
+    let record = poll(Duration::from_secs(30), Duration::from_millis(200), || {
+        parse_debug_log(&rotel.printed())
             .into_iter()
             .filter(|r| r.attrs.get("service.instance.id") == Some(&format!("Str({agent_id})")))
             .flat_map(|r| {
                 let res = r.attrs.clone();
                 r.records.into_iter().map(move |rec| (res.clone(), rec))
             })
-            .find(|(_, rec)| rec.attrs.get("network.peer.port") == Some(&format!("Int({port})")));
-        if let Some(f) = found {
-            break f;
-        }
-        assert!(
-            Instant::now() < deadline,
+            .find(|(_, rec)| rec.attrs.get("network.peer.port") == Some(&format!("Int({port})")))
+    })
+    .unwrap_or_else(|| {
+        panic!(
             "rotel never printed the refusal to {port}:\n{}\nagent:\n{}",
             rotel.printed(),
             agent.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+        )
+    });
     let (res, rec) = record;
     assert_eq!(res["host.name"], "Str(otlp-node)");
     assert_eq!(res["k8s.node.name"], "Str(otlp-node)");
@@ -838,26 +831,21 @@ fn the_agent_sends_its_headers_and_gzip_on_the_wire() {
         is_type(v, "kernel.network.connection_refused") && dport(v) == u64::from(port)
     });
     // The sink flushes within its 1 s max wait.
-    let deadline = Instant::now() + Duration::from_secs(20);
     let needle = format!("connect to 127.0.0.1:{port} refused");
-    let (head, raw) = loop {
-        let found = rx
-            .requests
+    let (head, raw) = poll(Duration::from_secs(20), Duration::from_millis(100), || {
+        rx.requests
             .lock()
             .unwrap()
             .iter()
             .map(|(_, head, body)| (head.to_ascii_lowercase(), gunzip(body)))
-            .find(|(_, raw)| String::from_utf8_lossy(raw).contains(&needle));
-        if let Some(f) = found {
-            break f;
-        }
-        assert!(
-            Instant::now() < deadline,
+            .find(|(_, raw)| String::from_utf8_lossy(raw).contains(&needle))
+    })
+    .unwrap_or_else(|| {
+        panic!(
             "no request carried the refusal to {port}; agent:\n{}",
             agent.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+        )
+    });
     assert!(head.contains("x-api-key: file-s3cr3t\r\n"), "{head}");
     assert!(head.contains("content-encoding: gzip\r\n"), "{head}");
     assert!(

@@ -1,16 +1,21 @@
-//! Helpers shared by the integration tests: privilege gating (`gate`), a
-//! running agent whose stdout occurrences can be searched, network
-//! namespaces, commands and polls with bounded waits, a child's output as a
-//! channel of lines, loopback ports, HTTP getters and receivers, metrics
-//! scraping, the OOM lock. Every resource is released by `Drop`, so a
-//! failing assertion still cleans up. A helper lives here once two areas
-//! need it; nothing here changes process-wide state (one process runs
-//! every test).
+//! Helpers shared by the integration tests. Here: a running agent whose
+//! stdout occurrences can be searched, network namespaces, shell commands,
+//! Python programs and venvs, a loopback HTTP receiver, a child's output as
+//! a channel of lines, the OOM lock. In the submodules: the skip policy
+//! (`gate`), bounded waits and command runs (`process`), HTTP and metrics
+//! reading (`metrics`), the controller child (`controller`), the oneshot
+//! router client (`oneshot`), host resources (`host`) and in-process
+//! fixtures (`fixtures`).
+//!
+//! Every resource is released by `Drop`, so a failing assertion still
+//! cleans up. A helper lives here once two areas need it; nothing here
+//! changes process-wide state (one process runs every test).
 // Every helper is used by tests/tests.rs (it builds clean without this
 // allow); tests/config_abi.rs still includes this module on its own and
 // uses only the gate, until it joins the one test crate.
 #![allow(
     dead_code,
+    unused_imports,
     unused_macros,
     reason = "tests/config_abi.rs includes this module and uses only the gate"
 )]
@@ -26,8 +31,19 @@ use serde_json::Value;
 
 #[macro_use]
 mod gate;
-pub use gate::*;
+mod controller;
+mod fixtures;
+mod host;
+mod metrics;
 pub mod oneshot;
+mod process;
+
+pub use controller::*;
+pub use fixtures::*;
+pub use gate::*;
+pub use host::*;
+pub use metrics::*;
+pub use process::*;
 
 pub fn tapio_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_tapio"))
@@ -181,33 +197,6 @@ pub fn agent_command(dir: &Path, toml: &str) -> (Command, PathBuf) {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     (cmd, data_dir)
-}
-
-/// Collects everything `out` (a child's stderr, say) writes, line by line,
-/// from a thread that stops at EOF, so the child never blocks on a full
-/// pipe and the test can read the whole log at any time.
-pub fn collect_text(out: impl Read + Send + 'static) -> Arc<Mutex<String>> {
-    collect_text_and(out, |_| {})
-}
-
-/// [`collect_text`], also handing each line (once stored) to `each`.
-pub fn collect_text_and(
-    out: impl Read + Send + 'static,
-    mut each: impl FnMut(&str) + Send + 'static,
-) -> Arc<Mutex<String>> {
-    let text = Arc::new(Mutex::new(String::new()));
-    let sink = Arc::clone(&text);
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            {
-                let mut s = sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-            each(&line);
-        }
-    });
-    text
 }
 
 pub fn is_type(v: &Value, t: &str) -> bool {
@@ -550,383 +539,4 @@ fn the_oom_lock_excludes_another_thread_of_this_process() {
     assert!(!try_lock(path.clone()), "taken while held");
     drop(held);
     assert!(try_lock(path), "not free after the guard dropped");
-}
-
-/// A loopback TCP port that was free a moment ago (bound to port 0, then
-/// released), for a listener the test is about to start.
-pub fn free_port() -> u16 {
-    closed_port("127.0.0.1")
-}
-
-/// The repository root (where Cargo.toml is), for paths to fixtures,
-/// scripts and deploy/ that do not depend on the current directory.
-pub fn repo_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A directory (removed on drop) on the disk that holds `target/`, for
-/// tests that need real block I/O: `/tmp` may be a tmpfs.
-pub fn disk_tempdir() -> tempfile::TempDir {
-    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("a temp dir under target/")
-}
-
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
-/// Creates a FIFO at `path` that nobody writes to: opening it for reading
-/// the ordinary way blocks forever (the hostile input readers must skip).
-pub fn mkfifo(path: &Path) {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: mkfifo reads one NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
-}
-
-/// Calls `probe` every `every` until it returns `Some`, for at most
-/// `limit`; `None` when time ran out. Every wait in these tests is bounded.
-pub fn poll<T>(
-    limit: Duration,
-    every: Duration,
-    mut probe: impl FnMut() -> Option<T>,
-) -> Option<T> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = probe() {
-            return Some(v);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(every);
-    }
-}
-
-/// Calls `probe` every `every` until `done` holds for what it returned, or
-/// `limit` has passed; returns that last value either way, for the
-/// caller's assertion to judge (and print).
-pub fn settle<T>(
-    limit: Duration,
-    every: Duration,
-    mut probe: impl FnMut() -> T,
-    done: impl Fn(&T) -> bool,
-) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        let v = probe();
-        if done(&v) || Instant::now() >= deadline {
-            return v;
-        }
-        std::thread::sleep(every);
-    }
-}
-
-/// Waits at most `limit` for `child` to exit: its status, or `None` if it
-/// is still running (the caller decides whether to kill it or fail).
-pub fn wait_child(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
-    poll(limit, Duration::from_millis(20), || {
-        child.try_wait().unwrap()
-    })
-}
-
-/// What a command run by [`output_within`] did.
-#[derive(Debug)]
-pub struct Ran {
-    /// The child's pid (gone by now; for matching what it did).
-    pub pid: u32,
-    pub status: std::process::ExitStatus,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Ran {
-    pub fn ok(&self) -> bool {
-        self.status.success()
-    }
-}
-
-/// Runs `cmd` to completion within `limit`, reading its stdout and stderr
-/// as it goes (so a chatty child never blocks on a full pipe). On expiry it
-/// kills the child — with SIGTERM to its whole process group when `group`
-/// (the caller spawned it with `process_group(0)` so a script's trap can
-/// clean up) — and panics with its stderr.
-pub fn output_within(cmd: &mut Command, limit: Duration, group: bool) -> Ran {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-    let read_all = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = r.read_to_string(&mut s);
-            s
-        })
-    };
-    let o = read_all(Box::new(child.stdout.take().unwrap()));
-    let e = read_all(Box::new(child.stderr.take().unwrap()));
-    let Some(status) = wait_child(&mut child, limit) else {
-        if group {
-            // SAFETY: signals the process group this child leads.
-            unsafe { libc::kill(-(child.id() as i32), libc::SIGTERM) };
-        } else {
-            let _ = child.kill();
-        }
-        let _ = child.wait();
-        panic!("{cmd:?} exceeded {limit:?}; stderr:\n{}", e.join().unwrap());
-    };
-    Ran {
-        pid: child.id(),
-        status,
-        stdout: o.join().unwrap(),
-        stderr: e.join().unwrap(),
-    }
-}
-
-/// (status, body) of a GET with a 5 s timeout, or `None` when nothing
-/// answered.
-pub fn http_get(url: &str) -> Option<(u16, String)> {
-    let r = reqwest::blocking::Client::new()
-        .get(url)
-        .timeout(Duration::from_secs(5))
-        .send()
-        .ok()?;
-    let code = r.status().as_u16();
-    Some((code, r.text().unwrap_or_default()))
-}
-
-/// The body of a GET that answered 2xx, else `None`.
-pub fn get_ok(url: &str) -> Option<String> {
-    http_get(url)
-        .filter(|(code, _)| (200..300).contains(code))
-        .map(|(_, body)| body)
-}
-
-/// The value of one exact series (name and labels as written) in a
-/// Prometheus text exposition, if present.
-pub fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
-/// [`metric`], or a panic that shows the exposition.
-pub fn must_metric(text: &str, series: &str) -> f64 {
-    metric(text, series).unwrap_or_else(|| panic!("{series} missing from:\n{text}"))
-}
-
-/// Asserts that `promtool check metrics` (Prometheus' own checker) accepts
-/// `text` as a classic text exposition; the caller has checked that
-/// promtool is installed (`require_tools!`).
-pub fn assert_promtool_accepts(text: &str) {
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool: {}{}\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A real Prometheus server (the distribution's package) on a free
-/// loopback port, reading `dir/prometheus.yml` and keeping its TSDB under
-/// `dir/data`; killed when the guard drops. Returns the guard and the port.
-pub fn start_prometheus(dir: &Path) -> (KillOnDrop, u16) {
-    let port = free_port();
-    let server = Command::new("prometheus")
-        .arg(format!(
-            "--config.file={}",
-            dir.join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start prometheus");
-    (KillOnDrop(server), port)
-}
-
-/// A running `tapio controller` started on `127.0.0.1:0`: its address
-/// (from the "controller listening on" log line) and its whole log, read
-/// by a thread that keeps draining stderr so the child never blocks on a
-/// full pipe. Killed on drop.
-pub struct Controller {
-    pub child: Child,
-    pub addr: std::net::SocketAddr,
-    pub log: Arc<Mutex<String>>,
-}
-
-impl Controller {
-    /// Spawns `cmd` (stdout discarded, stderr read) and waits at most
-    /// `limit` for the address; panics with the log otherwise.
-    pub fn spawn(cmd: &mut Command, limit: Duration) -> Controller {
-        let mut child = cmd
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-        let (tx, rx) = mpsc::channel();
-        let log = collect_text_and(child.stderr.take().unwrap(), move |line| {
-            if let Some((_, addr)) = line.split_once("controller listening on ") {
-                let _ = tx.send(addr.trim().to_string());
-            }
-        });
-        let addr = rx.recv_timeout(limit).unwrap_or_else(|_| {
-            let _ = child.kill();
-            panic!(
-                "controller did not report its address; log:\n{}",
-                log.lock().unwrap()
-            )
-        });
-        Controller {
-            child,
-            addr: addr.parse().unwrap(),
-            log,
-        }
-    }
-
-    pub fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// Waits at most `limit` until the log holds `needle`; panics with the
-    /// log otherwise. A line the controller wrote before the counter a test
-    /// just read can still be on its way through the pipe and the reader.
-    pub fn wait_log(&self, needle: &str, limit: Duration) {
-        let seen = poll(limit, Duration::from_millis(20), || {
-            self.log().contains(needle).then_some(())
-        });
-        assert!(seen.is_some(), "no log line {needle:?}:\n{}", self.log());
-    }
-
-    /// Waits at most `limit` for the process to exit by itself; returns its
-    /// exit code, panics with the log if it is still running.
-    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
-        let child = &mut self.child;
-        match poll(limit, Duration::from_millis(50), || {
-            child.try_wait().unwrap()
-        }) {
-            Some(status) => status.code(),
-            None => panic!("controller did not exit; log:\n{}", self.log()),
-        }
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `tapio_sink_<family>_total{sink="<sink>",<label>="<value>"}` from an
-/// exposition (0 when the series is absent).
-fn sink_series(text: &str, family: &str, sink: &str, label: &str, value: &str) -> u64 {
-    counter(
-        text,
-        &format!("tapio_sink_{family}_total{{sink=\"{sink}\",{label}=\"{value}\"}}"),
-    )
-}
-
-/// `tapio_sink_writes_total` of sink `sink` with this `result`.
-pub fn sink_writes(text: &str, sink: &str, result: &str) -> u64 {
-    sink_series(text, "writes", sink, "result", result)
-}
-
-/// `tapio_sink_drops_total` of sink `sink` for this `reason`.
-pub fn sink_drops(text: &str, sink: &str, reason: &str) -> u64 {
-    sink_series(text, "drops", sink, "reason", reason)
-}
-
-/// A cgroup directory (and any parents it created), removed on drop once
-/// empty.
-pub struct CgroupGuard {
-    dirs: Vec<PathBuf>,
-}
-
-impl CgroupGuard {
-    pub fn create(base: &Path, rel: &str) -> (CgroupGuard, PathBuf) {
-        let mut dirs = Vec::new();
-        let mut p = base.to_path_buf();
-        for seg in rel.split('/').filter(|s| !s.is_empty()) {
-            p = p.join(seg);
-            if !p.exists() {
-                std::fs::create_dir(&p)
-                    .unwrap_or_else(|e| panic!("create cgroup {}: {e}", p.display()));
-                dirs.push(p.clone());
-            }
-        }
-        (CgroupGuard { dirs }, p)
-    }
-}
-
-impl Drop for CgroupGuard {
-    fn drop(&mut self) {
-        for d in self.dirs.iter().rev() {
-            // A cgroup can be removed once its last task is reaped; allow
-            // the kernel a moment for that.
-            for _ in 0..50 {
-                if std::fs::remove_dir(d).is_ok() || !d.exists() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-}
-
-/// The cgroup v1 memory hierarchy, for the tests that need a v1 memory
-/// cgroup's `memory.limit_in_bytes`; `None` after skipping `test` where it
-/// is missing. A host on cgroup v2 alone is a legitimate skip even under
-/// `TAPIO_REQUIRE_EBPF=1`; a host with no memory controller at all is not.
-pub fn memcg_v1(test: &str) -> Option<&'static Path> {
-    let memory = Path::new("/sys/fs/cgroup/memory");
-    if memory.join("memory.limit_in_bytes").exists() {
-        return Some(memory);
-    }
-    let why = "no cgroup v1 memory controller at /sys/fs/cgroup/memory";
-    if Path::new("/sys/fs/cgroup/memory.max").exists() {
-        eprintln!("skipping {test}: {why} (cgroup v2 only)");
-    } else {
-        skip(test, why);
-    }
-    None
-}
-
-/// A connection-refused occurrence numbered `n` (its ULID, its time and the
-/// port in its message) with `data` as its evidence: the fixture the sink
-/// tests send through a real sink.
-pub fn refused_occurrence(n: u32, data: &Value) -> Arc<tapio::wire::Occurrence> {
-    use tapio::wire::{AnomalyType, Occurrence, Outcome, Severity};
-    Arc::new(Occurrence::new(
-        ulid::Ulid::from_parts(1_800_000_000_000 + u64::from(n), u128::from(n)),
-        AnomalyType::ConnectionRefused,
-        Severity::Warning,
-        Outcome::Failure,
-        format!("connect to 127.0.0.1:{n} refused (rst), count=1"),
-        data,
-        7,
-        1_800_000_000_000_000_000 + u64::from(n),
-    ))
 }
