@@ -88,11 +88,7 @@ fn a_running_agent_prunes_old_files_by_age_and_its_burst_by_count() {
     for b in bystanders {
         std::fs::write(data.join(b), b"keep").unwrap();
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut child = Command::new(tapio_bin())
         .args([
             "agent",
