@@ -135,3 +135,60 @@ pub fn collect_text_and(
     });
     text
 }
+
+#[test]
+fn output_within_reads_both_streams_and_the_status() {
+    let ran = output_within(
+        Command::new("sh").args(["-c", "echo out; echo err >&2; exit 3"]),
+        Duration::from_secs(30),
+        false,
+    );
+    assert_eq!(ran.status.code(), Some(3));
+    assert!(!ran.ok());
+    assert_eq!(
+        (ran.stdout.as_str(), ran.stderr.as_str()),
+        ("out\n", "err\n")
+    );
+}
+
+/// The background `sleep` shares the group: were it left alive it would
+/// hold stderr open and the panic would wait for it (30 s) instead of
+/// coming at once.
+#[test]
+#[should_panic(expected = "exceeded")]
+fn output_within_kills_a_process_group_that_outlives_its_limit() {
+    use std::os::unix::process::CommandExt;
+    output_within(
+        Command::new("sh")
+            .args(["-c", "sleep 30 & wait"])
+            .process_group(0),
+        Duration::from_millis(200),
+        true,
+    );
+}
+
+#[test]
+fn poll_stops_at_the_first_answer_or_the_limit_and_settle_keeps_the_last() {
+    let mut n = 0;
+    let third = poll(Duration::from_secs(30), Duration::ZERO, || {
+        n += 1;
+        (n == 3).then_some(n)
+    });
+    assert_eq!(third, Some(3));
+    let never: Option<()> = poll(Duration::from_millis(50), Duration::from_millis(10), || {
+        None
+    });
+    assert_eq!(never, None);
+    let mut m = 0;
+    let last = settle(
+        Duration::from_millis(50),
+        Duration::from_millis(10),
+        || {
+            m += 1;
+            m
+        },
+        |_| false,
+    );
+    assert_eq!(last, m, "the last value probed, once the limit passed");
+    assert!(last > 1);
+}
