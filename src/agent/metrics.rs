@@ -15,8 +15,9 @@
 //! construction. Hot paths never touch these per record: the drain thread
 //! adds its per-tick totals once a tick.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -344,6 +345,40 @@ impl Collector for ProcessCollector {
     }
 }
 
+/// The loss series the heartbeat reports (`lost_events.<observer>`,
+/// `malformed_events.<observer>`, `sink_drops.<sink>`,
+/// `controller_send_failures.<kind>`, `drain_cap`; SPEC §3), as handles to
+/// the very counters the exposition shows. A series is entered when it is
+/// created, so the heartbeat reads atomics, never the exposition text.
+#[derive(Default)]
+struct LossLedger {
+    /// (heartbeat key, the series' other labels) → its counter.
+    series: Mutex<BTreeMap<(String, String), Counter>>,
+}
+
+impl LossLedger {
+    fn track(&self, key: String, rest: &str, counter: &Counter) {
+        let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        series
+            .entry((key, rest.to_string()))
+            .or_insert_with(|| counter.clone());
+    }
+
+    /// Per key, the sum over its series; keys with nothing lost are left
+    /// out (series initialised at 0 carry no loss).
+    fn totals(&self) -> BTreeMap<String, u64> {
+        let series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = BTreeMap::new();
+        for ((key, _), c) in series.iter() {
+            let v = c.get();
+            if v > 0 {
+                *out.entry(key.clone()).or_insert(0) += v;
+            }
+        }
+        out
+    }
+}
+
 /// Every counter the agent exports.
 pub struct Metrics {
     pub events: Family<ObserverLabel, Counter>,
@@ -376,6 +411,7 @@ pub struct Metrics {
     pub bpf_map_entries: Family<ObserverMap, Gauge>,
     pub bpf_map_capacity: Family<ObserverMap, Gauge>,
     view: Arc<OnceLock<AgentView>>,
+    loss: LossLedger,
     registry: Registry,
     /// Occurrences handed to sinks; lets tests and the CLI see progress.
     pub emitted: AtomicU64,
@@ -389,6 +425,7 @@ impl Metrics {
             anomalies: Family::default(),
             lost_events: Family::default(),
             malformed_events: Family::default(),
+            loss: LossLedger::default(),
             correlation_drops: Family::default(),
             inbound_resets: Counter::default(),
             drain_cap: Counter::default(),
@@ -550,6 +587,7 @@ impl Metrics {
         registry.register_collector(Box::new(StateCollector {
             view: m.view.clone(),
         }));
+        m.loss.track("drain_cap".into(), "", &m.drain_cap);
         m.init_label_sets();
         Arc::new(Metrics { registry, ..m })
     }
@@ -561,8 +599,16 @@ impl Metrics {
                 observer: obs.as_str().into(),
             };
             let _ = self.events.get_or_create(&o);
-            let _ = self.lost_events.get_or_create(&o);
-            let _ = self.malformed_events.get_or_create(&o);
+            // Observers are a closed set, so these are every series of
+            // the two families.
+            let key = |family: &str| format!("{family}.{}", obs.as_str());
+            self.loss
+                .track(key("lost_events"), "", &self.lost_events.get_or_create(&o));
+            self.loss.track(
+                key("malformed_events"),
+                "",
+                &self.malformed_events.get_or_create(&o),
+            );
             for reason in ["unconfigured", "abi_mismatch"] {
                 let _ = self.config_errors.get_or_create(&ObserverReason {
                     observer: obs.as_str().into(),
@@ -625,9 +671,7 @@ impl Metrics {
     pub fn watch(&self, shared: Arc<Shared>, controller_mode: bool) {
         if controller_mode {
             for kind in CONTROLLER_FAILURE_KINDS {
-                let _ = self
-                    .controller_send_failures
-                    .get_or_create(&KindLabel { kind: kind.into() });
+                self.controller_send_failure(kind, 0);
             }
             for result in CONFIG_FETCH_RESULTS {
                 let _ = self.config_fetch.get_or_create(&ResultLabel {
@@ -694,12 +738,23 @@ impl Metrics {
     }
 
     pub fn sink_drop(&self, sink: &str, reason: &str, n: u64) {
-        self.sink_drops
-            .get_or_create(&SinkReason {
-                sink: sink.into(),
-                reason: reason.into(),
-            })
-            .inc_by(n);
+        let c = self.sink_drops.get_or_create(&SinkReason {
+            sink: sink.into(),
+            reason: reason.into(),
+        });
+        c.inc_by(n);
+        self.loss.track(format!("sink_drops.{sink}"), reason, &c);
+    }
+
+    /// A failed request to the controller, by what it was
+    /// (`tapio_controller_send_failures_total{kind}`).
+    pub fn controller_send_failure(&self, kind: &str, n: u64) {
+        let c = self
+            .controller_send_failures
+            .get_or_create(&KindLabel { kind: kind.into() });
+        c.inc_by(n);
+        self.loss
+            .track(format!("controller_send_failures.{kind}"), "", &c);
     }
 
     pub fn correlation_drop(&self, observer: &str, reason: &str, n: u64) {
@@ -721,44 +776,10 @@ impl Metrics {
         }
     }
 
-    /// Loss totals for the heartbeat, parsed back from the exposition so the
-    /// names match what Prometheus sees (`<family>.<label value>`).
-    pub fn loss_counters(&self) -> std::collections::BTreeMap<String, u64> {
-        let mut out = std::collections::BTreeMap::new();
-        for line in self.encode().lines() {
-            let Some((series, value)) = line.rsplit_once(' ') else {
-                continue;
-            };
-            let Ok(v) = value.parse::<f64>() else {
-                continue;
-            };
-            for (family, key) in [
-                ("tapio_lost_events_total{observer=\"", "lost_events"),
-                (
-                    "tapio_malformed_events_total{observer=\"",
-                    "malformed_events",
-                ),
-                ("tapio_sink_drops_total{sink=\"", "sink_drops"),
-                (
-                    "tapio_controller_send_failures_total{kind=\"",
-                    "controller_send_failures",
-                ),
-            ] {
-                // Series initialised at 0 carry no loss: the heartbeat
-                // lists only what was actually lost.
-                if v == 0.0 {
-                    continue;
-                }
-                if let Some(rest) = series.strip_prefix(family) {
-                    let label = rest.split('"').next().unwrap_or_default();
-                    *out.entry(format!("{key}.{label}")).or_insert(0) += v as u64;
-                }
-            }
-            if series == "tapio_drain_cap_total" {
-                out.insert("drain_cap".into(), v as u64);
-            }
-        }
-        out
+    /// Loss totals for the heartbeat, keyed `<family>.<label value>` like
+    /// the series Prometheus sees, read from the counters themselves.
+    pub fn loss_counters(&self) -> BTreeMap<String, u64> {
+        self.loss.totals()
     }
 
     pub fn emitted(&self) -> u64 {
@@ -933,13 +954,42 @@ mod tests {
         Metrics::observer_counter(&m.lost_events, "network", 3);
         m.sink_drop("http", "queue_full", 2);
         m.sink_drop("http", "send_failed", 5);
-        m.controller_send_failures
-            .get_or_create(&KindLabel {
-                kind: "hello".into(),
-            })
-            .inc();
+        m.controller_send_failure("hello", 1);
+        // A kind outside the initialised set (the controller sink's).
+        m.controller_send_failure("events", 2);
         m.drain_cap.inc_by(4);
         let loss = m.loss_counters();
+        assert_eq!(loss.get("controller_send_failures.events"), Some(&2));
+        // Each figure is what the exposition says for the same series.
+        let text = m.encode();
+        for (series, key) in [
+            (
+                "tapio_lost_events_total{observer=\"network\"}",
+                "lost_events.network",
+            ),
+            ("tapio_drain_cap_total", "drain_cap"),
+            (
+                "tapio_controller_send_failures_total{kind=\"events\"}",
+                "controller_send_failures.events",
+            ),
+        ] {
+            assert_eq!(
+                sample(&text, series).map(|v| v as u64),
+                loss.get(key).copied(),
+                "{series}"
+            );
+        }
+        let http: f64 = ["queue_full", "send_failed"]
+            .iter()
+            .map(|r| {
+                sample(
+                    &text,
+                    &format!("tapio_sink_drops_total{{sink=\"http\",reason=\"{r}\"}}"),
+                )
+                .unwrap()
+            })
+            .sum();
+        assert_eq!(http as u64, 7);
         assert_eq!(loss.get("lost_events.network"), Some(&3));
         assert_eq!(loss.get("sink_drops.http"), Some(&7), "summed over reasons");
         assert_eq!(loss.get("controller_send_failures.hello"), Some(&1));
