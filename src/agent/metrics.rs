@@ -685,45 +685,18 @@ impl Metrics {
         });
     }
 
-    /// Prometheus text exposition, format 0.0.4.
-    ///
-    /// prometheus-client writes OpenMetrics, where a counter family `x` has
-    /// `# HELP x` / `# TYPE x counter` and samples `x_total`, and ends with
-    /// `# EOF`. The classic text format (what `promtool check metrics` and
-    /// every Prometheus understand) names the family like its samples, so
-    /// counter metadata is renamed to `x_total` and the EOF marker dropped.
+    /// The exposition, as prometheus-client writes it: OpenMetrics 1.0
+    /// text ([`OPENMETRICS`]). A counter family `x` has `# TYPE x counter`
+    /// and samples `x_total`, and the text ends with `# EOF`. Prometheus
+    /// asks for this format first and reads it natively; sample lines are
+    /// the same as in the classic format, so queries, rules and dashboards
+    /// do not depend on which one a scraper takes.
     pub fn encode(&self) -> String {
-        let mut om = String::new();
-        let _ = prometheus_client::encoding::text::encode(&mut om, &self.registry);
-        let counters: std::collections::HashSet<&str> = om
-            .lines()
-            .filter_map(|l| l.strip_prefix("# TYPE "))
-            .filter_map(|l| l.strip_suffix(" counter"))
-            .collect();
-        let mut out = String::with_capacity(om.len() + 64);
-        for line in om.lines() {
-            if line == "# EOF" {
-                continue;
-            }
-            let meta = line
-                .strip_prefix("# HELP ")
-                .map(|r| ("# HELP ", r))
-                .or_else(|| line.strip_prefix("# TYPE ").map(|r| ("# TYPE ", r)));
-            match meta {
-                Some((kind, rest)) => {
-                    let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
-                    if counters.contains(name) && !name.ends_with("_total") {
-                        out.push_str(&format!("{kind}{name}_total {tail}\n"));
-                    } else {
-                        out.push_str(line);
-                        out.push('\n');
-                    }
-                }
-                None => {
-                    out.push_str(line);
-                    out.push('\n');
-                }
-            }
+        let mut out = String::new();
+        // Writing to a String cannot fail; an encoder error would be a
+        // bug in a collector and leaves what was written so far.
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::warn!("metrics exposition incomplete: {e}");
         }
         out
     }
@@ -787,6 +760,10 @@ impl Metrics {
     }
 }
 
+/// Content type of `/metrics`: the OpenMetrics text format that
+/// [`Metrics::encode`] writes.
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 /// The `server` label of the agent's HTTP counters.
 pub const HTTP_SERVER: &str = "metrics";
 /// Connections the metrics listener serves at once. A scraper or two and
@@ -832,15 +809,7 @@ pub fn router(
             "/metrics",
             get(move || {
                 let m = metrics.clone();
-                async move {
-                    (
-                        [(
-                            header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4; charset=utf-8",
-                        )],
-                        m.encode(),
-                    )
-                }
+                async move { ([(header::CONTENT_TYPE, OPENMETRICS)], m.encode()) }
             }),
         )
         .route(
@@ -1017,15 +986,14 @@ mod tests {
             "tapio_correlation_drops_total{observer=\"storage\",reason=\"ambiguous_inflight_io\"} 1"
         ));
         assert!(text.contains("tapio_drain_cap_total 0"));
+        // OpenMetrics: the family is named without `_total`, its samples
+        // with it, and the text ends with the EOF marker.
+        assert!(text.contains("# TYPE tapio_anomalies counter"), "{text}");
         assert!(
-            text.contains("# TYPE tapio_anomalies_total counter"),
+            text.contains("# HELP tapio_anomalies Occurrences emitted."),
             "{text}"
         );
-        assert!(
-            text.contains("# HELP tapio_anomalies_total Occurrences emitted."),
-            "{text}"
-        );
-        assert!(!text.contains("# EOF"));
+        assert!(text.ends_with("# EOF\n"), "{text}");
     }
 
     #[test]
@@ -1362,7 +1330,7 @@ mod tests {
 
         let text = Metrics::new().encode();
         assert!(
-            text.contains("# TYPE process_cpu_seconds_total counter"),
+            text.contains("# TYPE process_cpu_seconds counter"),
             "{text}"
         );
         for name in [
