@@ -1,5 +1,5 @@
-//! Prometheus metrics for real: the agent's /metrics passes
-//! `promtool check metrics`, and a real Prometheus server (Debian's
+//! Prometheus metrics for real: the agent's /metrics is OpenMetrics, and a
+//! real Prometheus server (Debian's
 //! package, started here on loopback with a temporary config) scrapes the
 //! agent and answers a query for the anomaly a closed-port connect caused.
 
@@ -10,10 +10,10 @@ use std::time::Duration;
 use common::*;
 
 #[test]
-fn prometheus_scrapes_the_agent_and_promtool_accepts_the_exposition() {
-    require_ebpf!("prometheus", "promtool");
+fn prometheus_scrapes_the_agent_and_parses_its_openmetrics() {
+    require_ebpf!("prometheus");
     // Per-program BPF stats while this fd is open (BPF_ENABLE_STATS; no
-    // sysctl changes), so those families are in the exposition promtool sees.
+    // sysctl changes), so those families are in the exposition Prometheus parses.
     // SAFETY: BPF_ENABLE_STATS takes a plain enum and returns a new fd or -errno.
     let fd = unsafe {
         libbpf_rs::libbpf_sys::bpf_enable_stats(libbpf_rs::libbpf_sys::BPF_STATS_RUN_TIME)
@@ -33,7 +33,7 @@ fn prometheus_scrapes_the_agent_and_promtool_accepts_the_exposition() {
         is_type(v, "kernel.network.connection_refused") && dport(v) == u64::from(p)
     });
 
-    // promtool on the exposition (after the drain's 1 s counter export).
+    // The exposition (after the drain's 1 s counter export).
     let text = settle(
         Duration::from_secs(10),
         Duration::from_millis(200),
@@ -49,7 +49,21 @@ fn prometheus_scrapes_the_agent_and_promtool_accepts_the_exposition() {
         counter(&text, "tapio_events_total{observer=\"network\"}") >= 1,
         "{text}"
     );
-    assert_promtool_accepts(&text);
+    // The exposition is OpenMetrics, as prometheus-client writes it; the
+    // real Prometheus below parses it with its own OpenMetrics parser.
+    let ctype = reqwest::blocking::Client::new()
+        .get(&metrics_url)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .expect("GET /metrics")
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string());
+    assert_eq!(
+        ctype.as_deref(),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    );
+    assert!(text.ends_with("# EOF\n"), "{text}");
 
     // A real Prometheus server scraping it.
     let dir = tempfile::tempdir().unwrap();
@@ -84,4 +98,34 @@ fn prometheus_scrapes_the_agent_and_promtool_accepts_the_exposition() {
         reported.is_some(),
         "Prometheus never reported the anomaly; last answer: {last}"
     );
+    scrape_was_clean(pport);
+}
+
+/// Prometheus's own view of the scrape: the target is up with no error
+/// (its OpenMetrics parser accepted every line), it read the exposition as
+/// OpenMetrics, and it took the metadata: `tapio_anomalies` is a counter
+/// family and the BPF map gauges arrived.
+fn scrape_was_clean(pport: u16) {
+    let base = format!("http://127.0.0.1:{pport}/api/v1");
+    let targets: serde_json::Value =
+        serde_json::from_str(&get_ok(&format!("{base}/targets")).expect("targets")).unwrap();
+    let t = &targets["data"]["activeTargets"][0];
+    assert_eq!(t["health"], "up", "{targets}");
+    assert_eq!(t["lastError"], "", "{targets}");
+    let meta: serde_json::Value = serde_json::from_str(
+        &get_ok(&format!("{base}/metadata?metric=tapio_anomalies")).expect("metadata"),
+    )
+    .unwrap();
+    assert_eq!(
+        meta["data"]["tapio_anomalies"][0]["type"], "counter",
+        "{meta}"
+    );
+    let q: serde_json::Value = serde_json::from_str(
+        &get_ok(&format!("{base}/query?query=count(tapio_bpf_map_capacity)")).expect("query"),
+    )
+    .unwrap();
+    let n = q["data"]["result"][0]["value"][1]
+        .as_str()
+        .and_then(|s| s.parse::<f64>().ok());
+    assert!(n.is_some_and(|n| n >= 1.0), "{q}");
 }

@@ -30,7 +30,7 @@ use std::io::Read;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::metrics::{KindLabel, Metrics, ResultLabel};
+use super::metrics::{Metrics, ResultLabel};
 use super::pipeline::{ControllerLink, Shared};
 use crate::wire::v1::{
     ConfigResponse, Heartbeat, HeartbeatAck, Hello, ObserverState, ObserverStatus, PATH_CONFIG,
@@ -228,10 +228,7 @@ impl ControllerClient {
     }
 
     fn failed(&mut self, kind: &str, e: &RequestError) {
-        self.metrics
-            .controller_send_failures
-            .get_or_create(&KindLabel { kind: kind.into() })
-            .inc();
+        self.metrics.controller_send_failure(kind, 1);
         // A failure means the controller may have lost us: hello again.
         self.hello_done = false;
         self.set_link(e.state, e.reason.clone());

@@ -15,8 +15,9 @@
 //! construction. Hot paths never touch these per record: the drain thread
 //! adds its per-tick totals once a tick.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -344,6 +345,40 @@ impl Collector for ProcessCollector {
     }
 }
 
+/// The loss series the heartbeat reports (`lost_events.<observer>`,
+/// `malformed_events.<observer>`, `sink_drops.<sink>`,
+/// `controller_send_failures.<kind>`, `drain_cap`; SPEC §3), as handles to
+/// the very counters the exposition shows. A series is entered when it is
+/// created, so the heartbeat reads atomics, never the exposition text.
+#[derive(Default)]
+struct LossLedger {
+    /// (heartbeat key, the series' other labels) → its counter.
+    series: Mutex<BTreeMap<(String, String), Counter>>,
+}
+
+impl LossLedger {
+    fn track(&self, key: String, rest: &str, counter: &Counter) {
+        let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        series
+            .entry((key, rest.to_string()))
+            .or_insert_with(|| counter.clone());
+    }
+
+    /// Per key, the sum over its series; keys with nothing lost are left
+    /// out (series initialised at 0 carry no loss).
+    fn totals(&self) -> BTreeMap<String, u64> {
+        let series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = BTreeMap::new();
+        for ((key, _), c) in series.iter() {
+            let v = c.get();
+            if v > 0 {
+                *out.entry(key.clone()).or_insert(0) += v;
+            }
+        }
+        out
+    }
+}
+
 /// Every counter the agent exports.
 pub struct Metrics {
     pub events: Family<ObserverLabel, Counter>,
@@ -376,6 +411,7 @@ pub struct Metrics {
     pub bpf_map_entries: Family<ObserverMap, Gauge>,
     pub bpf_map_capacity: Family<ObserverMap, Gauge>,
     view: Arc<OnceLock<AgentView>>,
+    loss: LossLedger,
     registry: Registry,
     /// Occurrences handed to sinks; lets tests and the CLI see progress.
     pub emitted: AtomicU64,
@@ -389,6 +425,7 @@ impl Metrics {
             anomalies: Family::default(),
             lost_events: Family::default(),
             malformed_events: Family::default(),
+            loss: LossLedger::default(),
             correlation_drops: Family::default(),
             inbound_resets: Counter::default(),
             drain_cap: Counter::default(),
@@ -550,6 +587,7 @@ impl Metrics {
         registry.register_collector(Box::new(StateCollector {
             view: m.view.clone(),
         }));
+        m.loss.track("drain_cap".into(), "", &m.drain_cap);
         m.init_label_sets();
         Arc::new(Metrics { registry, ..m })
     }
@@ -561,8 +599,16 @@ impl Metrics {
                 observer: obs.as_str().into(),
             };
             let _ = self.events.get_or_create(&o);
-            let _ = self.lost_events.get_or_create(&o);
-            let _ = self.malformed_events.get_or_create(&o);
+            // Observers are a closed set, so these are every series of
+            // the two families.
+            let key = |family: &str| format!("{family}.{}", obs.as_str());
+            self.loss
+                .track(key("lost_events"), "", &self.lost_events.get_or_create(&o));
+            self.loss.track(
+                key("malformed_events"),
+                "",
+                &self.malformed_events.get_or_create(&o),
+            );
             for reason in ["unconfigured", "abi_mismatch"] {
                 let _ = self.config_errors.get_or_create(&ObserverReason {
                     observer: obs.as_str().into(),
@@ -625,9 +671,7 @@ impl Metrics {
     pub fn watch(&self, shared: Arc<Shared>, controller_mode: bool) {
         if controller_mode {
             for kind in CONTROLLER_FAILURE_KINDS {
-                let _ = self
-                    .controller_send_failures
-                    .get_or_create(&KindLabel { kind: kind.into() });
+                self.controller_send_failure(kind, 0);
             }
             for result in CONFIG_FETCH_RESULTS {
                 let _ = self.config_fetch.get_or_create(&ResultLabel {
@@ -641,45 +685,18 @@ impl Metrics {
         });
     }
 
-    /// Prometheus text exposition, format 0.0.4.
-    ///
-    /// prometheus-client writes OpenMetrics, where a counter family `x` has
-    /// `# HELP x` / `# TYPE x counter` and samples `x_total`, and ends with
-    /// `# EOF`. The classic text format (what `promtool check metrics` and
-    /// every Prometheus understand) names the family like its samples, so
-    /// counter metadata is renamed to `x_total` and the EOF marker dropped.
+    /// The exposition, as prometheus-client writes it: OpenMetrics 1.0
+    /// text ([`OPENMETRICS`]). A counter family `x` has `# TYPE x counter`
+    /// and samples `x_total`, and the text ends with `# EOF`. Prometheus
+    /// asks for this format first and reads it natively; sample lines are
+    /// the same as in the classic format, so queries, rules and dashboards
+    /// do not depend on which one a scraper takes.
     pub fn encode(&self) -> String {
-        let mut om = String::new();
-        let _ = prometheus_client::encoding::text::encode(&mut om, &self.registry);
-        let counters: std::collections::HashSet<&str> = om
-            .lines()
-            .filter_map(|l| l.strip_prefix("# TYPE "))
-            .filter_map(|l| l.strip_suffix(" counter"))
-            .collect();
-        let mut out = String::with_capacity(om.len() + 64);
-        for line in om.lines() {
-            if line == "# EOF" {
-                continue;
-            }
-            let meta = line
-                .strip_prefix("# HELP ")
-                .map(|r| ("# HELP ", r))
-                .or_else(|| line.strip_prefix("# TYPE ").map(|r| ("# TYPE ", r)));
-            match meta {
-                Some((kind, rest)) => {
-                    let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
-                    if counters.contains(name) && !name.ends_with("_total") {
-                        out.push_str(&format!("{kind}{name}_total {tail}\n"));
-                    } else {
-                        out.push_str(line);
-                        out.push('\n');
-                    }
-                }
-                None => {
-                    out.push_str(line);
-                    out.push('\n');
-                }
-            }
+        let mut out = String::new();
+        // Writing to a String cannot fail; an encoder error would be a
+        // bug in a collector and leaves what was written so far.
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::warn!("metrics exposition incomplete: {e}");
         }
         out
     }
@@ -694,12 +711,23 @@ impl Metrics {
     }
 
     pub fn sink_drop(&self, sink: &str, reason: &str, n: u64) {
-        self.sink_drops
-            .get_or_create(&SinkReason {
-                sink: sink.into(),
-                reason: reason.into(),
-            })
-            .inc_by(n);
+        let c = self.sink_drops.get_or_create(&SinkReason {
+            sink: sink.into(),
+            reason: reason.into(),
+        });
+        c.inc_by(n);
+        self.loss.track(format!("sink_drops.{sink}"), reason, &c);
+    }
+
+    /// A failed request to the controller, by what it was
+    /// (`tapio_controller_send_failures_total{kind}`).
+    pub fn controller_send_failure(&self, kind: &str, n: u64) {
+        let c = self
+            .controller_send_failures
+            .get_or_create(&KindLabel { kind: kind.into() });
+        c.inc_by(n);
+        self.loss
+            .track(format!("controller_send_failures.{kind}"), "", &c);
     }
 
     pub fn correlation_drop(&self, observer: &str, reason: &str, n: u64) {
@@ -721,50 +749,20 @@ impl Metrics {
         }
     }
 
-    /// Loss totals for the heartbeat, parsed back from the exposition so the
-    /// names match what Prometheus sees (`<family>.<label value>`).
-    pub fn loss_counters(&self) -> std::collections::BTreeMap<String, u64> {
-        let mut out = std::collections::BTreeMap::new();
-        for line in self.encode().lines() {
-            let Some((series, value)) = line.rsplit_once(' ') else {
-                continue;
-            };
-            let Ok(v) = value.parse::<f64>() else {
-                continue;
-            };
-            for (family, key) in [
-                ("tapio_lost_events_total{observer=\"", "lost_events"),
-                (
-                    "tapio_malformed_events_total{observer=\"",
-                    "malformed_events",
-                ),
-                ("tapio_sink_drops_total{sink=\"", "sink_drops"),
-                (
-                    "tapio_controller_send_failures_total{kind=\"",
-                    "controller_send_failures",
-                ),
-            ] {
-                // Series initialised at 0 carry no loss: the heartbeat
-                // lists only what was actually lost.
-                if v == 0.0 {
-                    continue;
-                }
-                if let Some(rest) = series.strip_prefix(family) {
-                    let label = rest.split('"').next().unwrap_or_default();
-                    *out.entry(format!("{key}.{label}")).or_insert(0) += v as u64;
-                }
-            }
-            if series == "tapio_drain_cap_total" {
-                out.insert("drain_cap".into(), v as u64);
-            }
-        }
-        out
+    /// Loss totals for the heartbeat, keyed `<family>.<label value>` like
+    /// the series Prometheus sees, read from the counters themselves.
+    pub fn loss_counters(&self) -> BTreeMap<String, u64> {
+        self.loss.totals()
     }
 
     pub fn emitted(&self) -> u64 {
         self.emitted.load(Ordering::Relaxed)
     }
 }
+
+/// Content type of `/metrics`: the OpenMetrics text format that
+/// [`Metrics::encode`] writes.
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The `server` label of the agent's HTTP counters.
 pub const HTTP_SERVER: &str = "metrics";
@@ -811,15 +809,7 @@ pub fn router(
             "/metrics",
             get(move || {
                 let m = metrics.clone();
-                async move {
-                    (
-                        [(
-                            header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4; charset=utf-8",
-                        )],
-                        m.encode(),
-                    )
-                }
+                async move { ([(header::CONTENT_TYPE, OPENMETRICS)], m.encode()) }
             }),
         )
         .route(
@@ -933,13 +923,42 @@ mod tests {
         Metrics::observer_counter(&m.lost_events, "network", 3);
         m.sink_drop("http", "queue_full", 2);
         m.sink_drop("http", "send_failed", 5);
-        m.controller_send_failures
-            .get_or_create(&KindLabel {
-                kind: "hello".into(),
-            })
-            .inc();
+        m.controller_send_failure("hello", 1);
+        // A kind outside the initialised set (the controller sink's).
+        m.controller_send_failure("events", 2);
         m.drain_cap.inc_by(4);
         let loss = m.loss_counters();
+        assert_eq!(loss.get("controller_send_failures.events"), Some(&2));
+        // Each figure is what the exposition says for the same series.
+        let text = m.encode();
+        for (series, key) in [
+            (
+                "tapio_lost_events_total{observer=\"network\"}",
+                "lost_events.network",
+            ),
+            ("tapio_drain_cap_total", "drain_cap"),
+            (
+                "tapio_controller_send_failures_total{kind=\"events\"}",
+                "controller_send_failures.events",
+            ),
+        ] {
+            assert_eq!(
+                sample(&text, series).map(|v| v as u64),
+                loss.get(key).copied(),
+                "{series}"
+            );
+        }
+        let http: f64 = ["queue_full", "send_failed"]
+            .iter()
+            .map(|r| {
+                sample(
+                    &text,
+                    &format!("tapio_sink_drops_total{{sink=\"http\",reason=\"{r}\"}}"),
+                )
+                .unwrap()
+            })
+            .sum();
+        assert_eq!(http as u64, 7);
         assert_eq!(loss.get("lost_events.network"), Some(&3));
         assert_eq!(loss.get("sink_drops.http"), Some(&7), "summed over reasons");
         assert_eq!(loss.get("controller_send_failures.hello"), Some(&1));
@@ -967,15 +986,14 @@ mod tests {
             "tapio_correlation_drops_total{observer=\"storage\",reason=\"ambiguous_inflight_io\"} 1"
         ));
         assert!(text.contains("tapio_drain_cap_total 0"));
+        // OpenMetrics: the family is named without `_total`, its samples
+        // with it, and the text ends with the EOF marker.
+        assert!(text.contains("# TYPE tapio_anomalies counter"), "{text}");
         assert!(
-            text.contains("# TYPE tapio_anomalies_total counter"),
+            text.contains("# HELP tapio_anomalies Occurrences emitted."),
             "{text}"
         );
-        assert!(
-            text.contains("# HELP tapio_anomalies_total Occurrences emitted."),
-            "{text}"
-        );
-        assert!(!text.contains("# EOF"));
+        assert!(text.ends_with("# EOF\n"), "{text}");
     }
 
     #[test]
@@ -1312,7 +1330,7 @@ mod tests {
 
         let text = Metrics::new().encode();
         assert!(
-            text.contains("# TYPE process_cpu_seconds_total counter"),
+            text.contains("# TYPE process_cpu_seconds counter"),
             "{text}"
         );
         for name in [

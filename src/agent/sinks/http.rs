@@ -215,10 +215,7 @@ impl BatchPoster {
     fn count_failure(&self, n: u64) {
         self.metrics.sink_write(self.name, false, n);
         if let Some(kind) = self.failure_kind {
-            self.metrics
-                .controller_send_failures
-                .get_or_create(&crate::agent::metrics::KindLabel { kind: kind.into() })
-                .inc();
+            self.metrics.controller_send_failure(kind, 1);
         }
     }
 
