@@ -22,7 +22,8 @@ use crate::wire::Observer;
     non_upper_case_globals,
     unused_qualifications,
     clippy::all,
-    reason = "bindgen output: C typedef names and fully qualified std paths"
+    clippy::allow_attributes_without_reason,
+    reason = "bindgen output: C typedef names, fully qualified std paths, its own allows"
 )]
 mod generated {
     include!(concat!(env!("OUT_DIR"), "/tapio_abi.rs"));
@@ -146,12 +147,9 @@ impl TapioConfig {
         for k in &KNOBS {
             let mut codes_count = None;
             match (t.member(k.abi), k.get(cfg)) {
-                // `enabled` rows name `flags`: the observer's bit.
-                (Some(Member::U32(m)), KnobValue::Bool(on)) => {
-                    if on {
-                        *m |= observer_flag(k.observer);
-                    }
-                }
+                // `enabled` rows name `flags`: the observer's bit (a
+                // disabled observer sets none, below).
+                (Some(Member::U32(m)), KnobValue::Bool(true)) => *m |= observer_flag(k.observer),
                 (Some(Member::U32(m)), KnobValue::Scope(scope)) => *m = exit_scope(scope),
                 // The knob ranges keep u32 members far below u32::MAX;
                 // saturate, never wrap.
