@@ -312,7 +312,9 @@ pub struct Knob {
     pub kind: KnobKind,
     pub default: KnobValue,
     /// The `struct tapio_config` field it reaches (`bpf/include/tapio_abi.h`;
-    /// `flags` for `enabled`: the observer's bit).
+    /// `flags` for `enabled`: the observer's bit). `agent::abi` resolves it
+    /// through a member list the compiler checks against the generated
+    /// struct, and tests that every row's name is in that list.
     pub abi: &'static str,
     /// Whether a BPF program reads it (the rest is judged in user space).
     pub bpf: bool,
