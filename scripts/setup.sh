@@ -8,7 +8,11 @@ set -euo pipefail
 
 need_pkgs=()
 want() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$1"); }
-for p in clang libelf-dev zlib1g-dev pkg-config make gcc iproute2 nftables python3 python3-venv procps util-linux curl ca-certificates; do
+# libclang1: build.rs generates the Rust ABI types with bindgen, which loads
+# libclang.so.1 at build time (clang depends on it on today's Debian/Ubuntu;
+# named so it never goes missing). libclang-dev (240 MB of headers and
+# static libraries) is not needed: nothing links against libclang.
+for p in clang libclang1 libelf-dev zlib1g-dev pkg-config make gcc iproute2 nftables python3 python3-venv procps util-linux curl ca-certificates; do
   want "$p"
 done
 if [ "${1:-}" = "--test" ]; then

@@ -2,9 +2,12 @@
 /*
  * The one ABI between Tapio's BPF objects and the agent.
  *
- * Everything here is mirrored #[repr(C)] in src/agent/abi.rs; sizes and the
- * offsets the agent reads are asserted on both sides. No kernel types, no
- * pointers, no enums, no variable-length data: fixed-width integers only.
+ * The agent's Rust types and constants are generated from this file at build
+ * time (bindgen, build.rs -> src/agent/abi.rs): struct tapio_x_y becomes
+ * TapioXY, TAPIO_NAME becomes NAME, with every size and field offset
+ * asserted at compile time; the sizes are asserted here too. No kernel
+ * types, no pointers, no enums, no variable-length data: fixed-width
+ * integers only, explicit padding (the Rust side refuses implicit padding).
  * Bump TAPIO_ABI_VERSION on any change of layout or meaning.
  */
 #ifndef __TAPIO_ABI_H

@@ -28,11 +28,11 @@ const MAX_COMMANDS: usize = 64;
 
 fn size_of(observer: Observer) -> usize {
     match observer {
-        Observer::Network => abi::NET_EVENT_SIZE,
-        Observer::Container => abi::CTR_EVENT_SIZE,
-        Observer::Storage => abi::STO_EVENT_SIZE,
+        Observer::Network => std::mem::size_of::<abi::TapioNetEvent>(),
+        Observer::Container => std::mem::size_of::<abi::TapioCtrEvent>(),
+        Observer::Storage => std::mem::size_of::<abi::TapioStoEvent>(),
         // The node observer has no ring: any length will do.
-        Observer::Node => abi::EVENT_HDR_SIZE,
+        Observer::Node => std::mem::size_of::<abi::TapioEventHdr>(),
     }
 }
 

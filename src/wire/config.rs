@@ -16,8 +16,9 @@
 //! validation, the agent's TOML overrides, profile compilation,
 //! [`CompiledConfig::default`] and the agent's `tapio_config` writer all
 //! read it, so a standalone agent cannot accept a value a profile refuses.
-//! A new knob is one struct field and one row (plus the member, in the
-//! header and its Rust mirror, when the kernel needs it).
+//! A new knob is one struct field and one row (plus the member in the
+//! header, and its name in `agent::abi`'s compiler-checked member list,
+//! when the kernel needs it).
 //!
 //! Canonical bytes are `serde_json::to_vec` of the struct: field order is
 //! the declaration order below and there are no maps, so the bytes (and the
@@ -90,14 +91,6 @@ impl ExitScope {
             "init" => Some(ExitScope::Init),
             "all" => Some(ExitScope::All),
             _ => None,
-        }
-    }
-
-    /// Value of `tapio_config.ctr_exit_scope`.
-    pub fn abi_value(self) -> u32 {
-        match self {
-            ExitScope::Init => 0,
-            ExitScope::All => 1,
         }
     }
 }
@@ -319,7 +312,9 @@ pub struct Knob {
     pub kind: KnobKind,
     pub default: KnobValue,
     /// The `struct tapio_config` field it reaches (`bpf/include/tapio_abi.h`;
-    /// `flags` for `enabled`: the observer's bit).
+    /// `flags` for `enabled`: the observer's bit). `agent::abi` resolves it
+    /// through a member list the compiler checks against the generated
+    /// struct, and tests that every row's name is in that list.
     pub abi: &'static str,
     /// Whether a BPF program reads it (the rest is judged in user space).
     pub bpf: bool,
