@@ -5,7 +5,7 @@
 
 #![cfg(target_os = "linux")]
 
-mod common;
+use crate::common;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -34,9 +34,7 @@ fn refuse_once() -> u16 {
 
 #[test]
 fn inert_and_mismatched_configs_emit_nothing_valid_config_emits() {
-    if !common::require_ebpf("inert_and_mismatched_configs_emit_nothing_valid_config_emits") {
-        return;
-    }
+    require_ebpf!();
     let lo = load_object(Observer::Network, network_bytes()).expect("load network object");
     assert!(lo.failed.is_empty(), "{:?}", lo.failed);
     let seen: Rc<RefCell<Vec<Fact>>> = Rc::default();
@@ -112,9 +110,7 @@ fn inert_and_mismatched_configs_emit_nothing_valid_config_emits() {
 
 #[test]
 fn per_program_run_counts_are_read_from_the_kernel() {
-    if !common::require_ebpf("per_program_run_counts_are_read_from_the_kernel") {
-        return;
-    }
+    require_ebpf!();
     // BPF_ENABLE_STATS turns run-time accounting on only while this fd is
     // open (no sysctl is changed); closing it restores the previous state.
     // SAFETY: BPF_ENABLE_STATS takes a plain enum and returns a new fd or -errno.

@@ -9,8 +9,7 @@
 //! the host (netns, cgroups, loop devices) come from `common::unique`.
 //!
 //! Run one area with `cargo test --test tests <module>::`, e.g.
-//! `cargo test --test tests network_kernel::`. `tests/abi_layout.rs` and
-//! `tests/config_abi.rs` are still separate targets (see Cargo.toml).
+//! `cargo test --test tests network_kernel::`.
 
 #[macro_use]
 mod common;
@@ -21,6 +20,7 @@ mod alerts_kernel;
 mod bpf_attach;
 mod cli;
 mod cli_e2e_kernel;
+mod config_abi;
 mod container_storage;
 mod controller_bounded;
 mod controller_e2e;

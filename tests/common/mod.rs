@@ -10,16 +10,6 @@
 //! Every resource is released by `Drop`, so a failing assertion still
 //! cleans up. A helper lives here once two areas need it; nothing here
 //! changes process-wide state (one process runs every test).
-// Every helper is used by tests/tests.rs (it builds clean without this
-// allow); tests/config_abi.rs still includes this module on its own and
-// uses only the gate, until it joins the one test crate.
-#![allow(
-    dead_code,
-    unused_imports,
-    unused_macros,
-    reason = "tests/config_abi.rs includes this module and uses only the gate"
-)]
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
