@@ -22,8 +22,8 @@ fn occ(n: u32) -> Arc<Occurrence> {
         Severity::Warning,
         Outcome::Failure,
         format!("connect to 127.0.0.1:{n} refused (rst), count=1"),
-        &serde_json::json!({"pid": 4242, "comm": "curl", "family": "ipv4", "saddr": "127.0.0.1",
-                            "sport": 50000, "daddr": "127.0.0.1", "dport": n, "count": 1, "cause": "rst"}),
+        serde_json::from_value(serde_json::json!({"pid": 4242, "comm": "curl", "family": "ipv4", "saddr": "127.0.0.1",
+                            "sport": 50000, "daddr": "127.0.0.1", "dport": n, "count": 1, "cause": "rst"})).unwrap(),
         7,
         1_800_000_000_000_000_000 + u64::from(n),
     ))

@@ -66,7 +66,7 @@ fn occ(n: u32, place: Place) -> Arc<Occurrence> {
         Severity::Warning,
         Outcome::Failure,
         format!("connect to 127.0.0.1:{n} refused (rst), count=1"),
-        &data,
+        data.as_object().unwrap().clone(),
         7,
         1_800_000_000_000_000_000 + u64::from(n),
     ))

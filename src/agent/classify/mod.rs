@@ -11,24 +11,45 @@ pub mod network;
 pub mod node;
 pub mod storage;
 
-use serde_json::{Map, Value};
-
+use crate::wire::evidence::Evidence;
 use crate::wire::{AnomalyType, CompiledConfig, Outcome, Severity};
 
 use super::decode::Fact;
 
 /// An anomaly decided by a classifier, before it gets an id and wall time.
+/// Its facts are typed ([`Evidence`]): building one copies numbers and
+/// static names, never allocates; `data` and the message are rendered
+/// once, by the emitter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Finding {
-    pub anomaly: AnomalyType,
     pub severity: Severity,
     pub outcome: Outcome,
-    pub message: String,
-    pub data: Map<String, Value>,
+    pub evidence: Evidence,
     /// `config_generation` of the fact that judged it.
     pub generation: u32,
     /// CLOCK_MONOTONIC ns of the kernel fact.
     pub mono_ns: u64,
+}
+
+impl Finding {
+    pub fn anomaly(&self) -> AnomalyType {
+        self.evidence.anomaly()
+    }
+
+    pub fn message(&self) -> String {
+        self.evidence.message()
+    }
+
+    /// The type's `data` fields as the occurrence will carry them
+    /// (without attribution and the fields every occurrence has).
+    #[cfg(test)]
+    pub fn data(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut m = serde_json::Map::new();
+        self.evidence.visit(&mut |k, v| {
+            m.insert(k.to_string(), v);
+        });
+        m
+    }
 }
 
 /// Counts of facts a classifier deliberately did not turn into findings,

@@ -35,6 +35,7 @@ use crate::agent::decode::Fact;
 use crate::agent::kernel_enums::{DropReasonNames, VMLINUX_BTF};
 use crate::agent::metrics::{AnomalyLabels, Metrics, TypeLabel};
 use crate::agent::sinks::SinkHandle;
+use crate::wire::evidence::Container;
 use crate::wire::{CompiledConfig, Observer, Occurrence};
 
 /// Most finding batches waiting for the emitter.
@@ -186,17 +187,23 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Builds the occurrence for a finding.
-pub fn occurrence(f: Finding, id: ulid::Ulid, clock: &Clock) -> Occurrence {
-    Occurrence::new(
+/// Builds the occurrence for a finding whose fact happened at `wall_ns`
+/// (computed once by the caller, which also derives the id from it), in
+/// `container` when attribution found one.
+pub fn occurrence(
+    f: &Finding,
+    container: Option<&Container>,
+    id: ulid::Ulid,
+    wall_ns: u64,
+) -> Occurrence {
+    Occurrence::from_evidence(
         id,
-        f.anomaly,
         f.severity,
         f.outcome,
-        f.message,
-        &f.data,
+        &f.evidence,
+        container,
         f.generation,
-        clock.wall_ns(f.mono_ns),
+        wall_ns,
     )
 }
 
@@ -249,18 +256,23 @@ pub fn spawn_emitter(
                 // yet waits in its backlog (delivered, or counted as
                 // `shutdown_timeout`, when the sinks close).
                 for mut f in batch {
-                    attributor.enrich(&mut f.data);
-                    drop_reasons.enrich(&mut f.data);
+                    let container = attributor.enrich(&mut f.evidence);
+                    if let Some(failed) = f.evidence.connect_failed_mut() {
+                        drop_reasons.enrich(failed);
+                    }
+                    // Once: the id's time part and the occurrence's
+                    // timestamp are the same instant.
                     let wall = clock.wall_ns(f.mono_ns);
                     let id = ids.next(wall / 1_000_000);
+                    let anomaly = f.anomaly();
                     metrics
                         .anomalies
                         .get_or_create(&AnomalyLabels {
-                            observer: f.anomaly.observer().as_str().into(),
-                            kind: TypeLabel(f.anomaly.as_str().into()),
+                            observer: anomaly.observer().as_str().into(),
+                            kind: TypeLabel(anomaly.as_str().into()),
                         })
                         .inc();
-                    let occ = Arc::new(occurrence(f, id, &clock));
+                    let occ = Arc::new(occurrence(&f, container.as_ref(), id, wall));
                     for s in &sinks {
                         s.offer(occ.clone());
                     }
@@ -290,34 +302,45 @@ pub fn spawn_emitter(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{AnomalyType, Outcome, Severity};
+    use crate::wire::{Outcome, Severity};
 
     #[test]
     fn occurrence_carries_generation_and_wall_time() {
-        let f = Finding {
-            anomaly: AnomalyType::ConnectionTimeout,
-            severity: Severity::Error,
-            outcome: Outcome::Failure,
-            message: "m".into(),
-            data: serde_json::Map::new(),
-            generation: 4,
-            mono_ns: 1_000,
-        };
+        let mut f = finding();
+        f.severity = Severity::Error;
+        f.generation = 4;
+        f.mono_ns = 1_000;
         let clock = Clock::with_offset(1_743_691_381_042_000_000 - 1_000);
-        let o = occurrence(f, ulid::Ulid::nil(), &clock);
+        let o = occurrence(&f, None, ulid::Ulid::nil(), clock.wall_ns(f.mono_ns));
         assert_eq!(o.timestamp, "2025-04-03T14:43:01.042Z");
         assert_eq!(o.timestamp_ns(), Some(1_743_691_381_042_000_000));
         assert_eq!(o.config_generation(), Some(4));
-        assert_eq!(o.error.code, "CONNECTION_TIMEOUT");
+        assert_eq!(o.error.code, "CONNECTION_REFUSED");
+        assert_eq!(o.severity, Severity::Error);
+        assert_eq!(o.error.message, f.message());
+        assert_eq!(o.data["dport"], 9);
     }
 
     fn finding() -> Finding {
+        use crate::wire::evidence::{Comm, Conn, Evidence, Refused};
         Finding {
-            anomaly: AnomalyType::ConnectionRefused,
             severity: Severity::Warning,
             outcome: Outcome::Failure,
-            message: "m".into(),
-            data: serde_json::Map::new(),
+            evidence: Evidence::ConnectionRefused(Refused {
+                conn: Conn {
+                    pid: 1,
+                    tid: 1,
+                    comm: Comm::default(),
+                    saddr: "127.0.0.1".parse().unwrap(),
+                    sport: 40000,
+                    daddr: "127.0.0.1".parse().unwrap(),
+                    dport: 9,
+                    netns: 1,
+                    cgroup_id: 0,
+                },
+                count: 1,
+                cause: "rst",
+            }),
             generation: 1,
             mono_ns: 1,
         }
