@@ -452,4 +452,24 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn a_clean_exit_and_evidence_allocate_nothing() {
+        use crate::agent::classify::alloc_count::allocations;
+        let mut c = ContainerClassifier::with_page_size(&CompiledConfig::default(), PAGE);
+        let mut out = Vec::with_capacity(4);
+        let clean = Fact::Ctr(fact(CtrKind::Exit));
+        c.on_fact(&clean, &mut out); // warm-up: the drop reason's counter
+        let n = allocations(|| {
+            for _ in 0..100 {
+                c.on_fact(&clean, &mut out);
+            }
+        });
+        assert_eq!(n, 0);
+        assert!(out.is_empty());
+        assert_eq!(c.drops().get("not_abnormal"), 101);
+        let oom = Fact::Ctr(fact(CtrKind::Oom));
+        assert_eq!(allocations(|| c.on_fact(&oom, &mut out)), 0);
+        assert_eq!(out[0].anomaly(), AnomalyType::OomKill);
+    }
 }

@@ -1082,4 +1082,72 @@ mod tests {
         assert_eq!(out.len(), MAX_RTT_DESTS + 1);
         assert_eq!(c.rtt.len(), 1);
     }
+
+    #[test]
+    fn facts_that_fold_or_drop_allocate_nothing() {
+        use crate::agent::classify::alloc_count::allocations;
+        let mut cfg = CompiledConfig::default();
+        cfg.network.refused_min_count = 150;
+        cfg.network.refused_window_ms = 10_000;
+        cfg.network.retransmit_min_count = 5;
+        cfg.network.retransmit_window_ms = 10_000;
+        let mut c = NetworkClassifier::new(&cfg);
+        let mut out = Vec::with_capacity(16);
+        // Warm-up, as a running agent is: a refusal window that reached
+        // its threshold, one that did not, an open retransmit spike, an
+        // RTT cooldown, and every drop reason counted once.
+        for t in 0..150 {
+            c.on_fact(&refused(t / 100, 81), &mut out);
+        }
+        c.on_fact(&refused(0, 82), &mut out);
+        for t in 0..5 {
+            c.on_fact(&retrans(t), &mut out);
+        }
+        c.on_fact(&spike(0, 8080, 50_000, 1_000), &mut out);
+        c.on_fact(&spike(1, 8080, 50_000, 1_000), &mut out);
+        let reset_err = fact(NetKind::ConnectFail, 1, 80, 104);
+        c.on_fact(&reset_err, &mut out);
+        assert_eq!(out.len(), 3, "refused 81, the spike, the RTT: {out:?}");
+        out.clear();
+        let (folded, below, retransmit, cooled) = (
+            refused(10, 81),
+            refused(10, 82),
+            retrans(10),
+            spike(20, 8080, 60_000, 1_000),
+        );
+        let healthy_end = fact(NetKind::Rtt, 30, 9999, 0);
+        let n = allocations(|| {
+            for _ in 0..100 {
+                c.on_fact(&folded, &mut out);
+                c.on_fact(&below, &mut out);
+                c.on_fact(&retransmit, &mut out);
+                c.on_fact(&cooled, &mut out);
+                c.on_fact(&reset_err, &mut out);
+                c.on_fact(&healthy_end, &mut out);
+            }
+            c.on_tick(40 * MS, &mut out);
+        });
+        assert_eq!(n, 0, "allocations for 600 facts that made no occurrence");
+        assert!(out.is_empty(), "{out:?}");
+        // They were counted, not lost: the folds carry them.
+        c.flush(&mut out);
+        let by_port = |port: u64| -> u64 {
+            out.iter()
+                .filter(|f| f.data()["dport"] == port)
+                .map(|f| f.data()["count"].as_u64().unwrap())
+                .sum()
+        };
+        assert_eq!(by_port(81), 100);
+        assert_eq!(by_port(443), 100);
+        assert_eq!(c.drops().get("below_threshold"), 101);
+        assert_eq!(c.drops().get("rtt_cooldown"), 101);
+        assert_eq!(c.drops().get("unclassified_socket_error"), 101);
+
+        // Stating evidence allocates nothing either: a timeout becomes a
+        // finding with no allocation once `out` has room.
+        out.clear();
+        let timeout = fact(NetKind::ConnectFail, 50, 90, ETIMEDOUT);
+        assert_eq!(allocations(|| c.on_fact(&timeout, &mut out)), 0);
+        assert_eq!(out[0].anomaly(), AnomalyType::ConnectionTimeout);
+    }
 }

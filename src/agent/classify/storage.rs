@@ -525,4 +525,28 @@ mod tests {
         let (out, _) = classify(d);
         assert_eq!(out[0].data()["op"], "discard");
     }
+
+    #[test]
+    fn dropped_completions_and_evidence_allocate_nothing() {
+        use crate::agent::classify::alloc_count::allocations;
+        let mut c = StorageClassifier::new(&CompiledConfig::default());
+        let mut out = Vec::with_capacity(4);
+        let (uncorrelated, tail) = (fact(0, None), flush_tail(Some(5 * MS), 0));
+        // Warm-up: each drop reason counted once.
+        c.on_fact(&Fact::Sto(uncorrelated), &mut out);
+        c.on_fact(&Fact::Sto(tail), &mut out);
+        let n = allocations(|| {
+            for _ in 0..100 {
+                c.on_fact(&Fact::Sto(uncorrelated), &mut out);
+                c.on_fact(&Fact::Sto(tail), &mut out);
+            }
+        });
+        assert_eq!(n, 0);
+        assert!(out.is_empty());
+        assert_eq!(c.drops().get("uncorrelated_latency"), 101);
+        assert_eq!(c.drops().get("ambiguous_inflight_io"), 101);
+        let error = Fact::Sto(fact(10, Some(MS)));
+        assert_eq!(allocations(|| c.on_fact(&error, &mut out)), 0);
+        assert_eq!(out[0].anomaly(), AnomalyType::IoError);
+    }
 }
