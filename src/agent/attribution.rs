@@ -279,7 +279,7 @@ impl PodIndex {
     }
 }
 
-/// Resolves cgroup ids in occurrence data to containers. Owns bounded
+/// Resolves the cgroup ids of typed evidence to containers. Owns bounded
 /// caches; does filesystem reads only on a cache miss.
 pub struct Attributor {
     root: PathBuf,
