@@ -775,3 +775,259 @@ impl Container {
         v("cgroup_path", self.cgroup_path.as_ref().into());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn() -> Conn {
+        Conn {
+            pid: 1,
+            tid: 2,
+            comm: Comm(*b"curl\0\0\0\0\0\0\0\0\0\0\0\0"),
+            saddr: "::1".parse().unwrap(),
+            sport: 3,
+            daddr: "::1".parse().unwrap(),
+            dport: 4,
+            netns: 5,
+            cgroup_id: 6,
+        }
+    }
+
+    fn task() -> Task {
+        Task {
+            pid: 1,
+            tid: 2,
+            comm: Comm(*b"stress\0\0\0\0\0\0\0\0\0\0"),
+            ns_pid: 3,
+            cgroup_id: 4,
+            memcg_id: 5,
+        }
+    }
+
+    fn io() -> Io {
+        let mut flags = Flags::default();
+        flags.push("sync");
+        flags.push("fua");
+        Io {
+            major: 8,
+            minor: 1,
+            sector: 2048,
+            nr_sectors: 8,
+            bytes: 4096,
+            op: "write",
+            flags,
+            latency_ns: Some(7),
+            requeues: 1,
+            partial: true,
+        }
+    }
+
+    fn period() -> PmcPeriod {
+        PmcPeriod {
+            cpu: 3,
+            period_ns: 1,
+            cycles: 2,
+            running_permille: 1000,
+            scaled: false,
+        }
+    }
+
+    fn psi() -> Psi {
+        Psi {
+            period_us: 1,
+            some_stall_us: 2,
+            some_permille: 3,
+            full: Some((4, 5)),
+            threshold_permille: 6,
+            episode_periods: 7,
+        }
+    }
+
+    /// One of every variant, every optional fact present.
+    fn every_type() -> Vec<Evidence> {
+        let baseline = Baseline {
+            value: 1.4,
+            samples: 9,
+        };
+        let failed = ConnectFailed {
+            conn: conn(),
+            errno: "ETIMEDOUT",
+            drops: 2,
+            drop_reason_code: 12,
+            drop_reason: Some("NETFILTER_DROP".into()),
+        };
+        vec![
+            Evidence::ConnectionRefused(Refused {
+                conn: conn(),
+                count: 1,
+                cause: "rst",
+            }),
+            Evidence::ConnectionTimeout(failed.clone()),
+            Evidence::ConnectionUnreachable(ConnectFailed {
+                errno: "EHOSTUNREACH",
+                ..failed
+            }),
+            Evidence::ConnectionReset(Reset {
+                conn: conn(),
+                count: 1,
+                state: "ESTABLISHED",
+                errno: "ECONNRESET",
+                unacked_bytes: 10,
+            }),
+            Evidence::RetransmitSpike(RetransmitSpike {
+                conn: conn(),
+                retransmits: 5,
+                window_ms: 1000,
+                srtt_us: 9,
+            }),
+            Evidence::RttDegradation(RttDegradation {
+                conn: conn(),
+                srtt_us: 9,
+                baseline_srtt_us: 1,
+                baseline_samples: 8,
+            }),
+            Evidence::OomKill(OomKill {
+                task: task(),
+                rss: Some(Rss {
+                    anon: 1,
+                    file: 2,
+                    shmem: 3,
+                }),
+                memory_limit_bytes: 4,
+                memory_limit_source: "memcg",
+                memcg: Some((0, 5)),
+            }),
+            Evidence::AbnormalExit(AbnormalExit {
+                task: task(),
+                pidns_init: true,
+                core_dumped: true,
+                signal: 11,
+                signal_name: "SIGSEGV",
+                exit_code: 139,
+                sender: Some(Sender {
+                    pid: 7,
+                    comm: Comm::default(),
+                    cgroup_id: 8,
+                    container_id: Some("c".into()),
+                }),
+            }),
+            Evidence::IoError(IoError {
+                io: io(),
+                errno: "EIO",
+                errno_value: -5,
+                blk_status: 10,
+                blk_status_name: "BLK_STS_IOERR",
+            }),
+            Evidence::LatencySpike(LatencySpike {
+                io: io(),
+                latency_ns: 7,
+                slow_io_threshold_ns: 1,
+                io_latency_critical_ns: 2,
+            }),
+            Evidence::CpuStall(CpuStall::Pmc(PmcStall {
+                period: period(),
+                stall_event: "stalled-cycles-backend",
+                stalled_cycles: 1,
+                stall_permille: 500,
+                threshold_permille: 400,
+                baseline,
+                episode_periods: 1,
+            })),
+            Evidence::CpuStall(CpuStall::Psi(psi())),
+            Evidence::IpcDegradation(IpcDegradation {
+                period: period(),
+                instructions: 1,
+                ipc_milli: 2,
+                baseline,
+                ipc_drop_permille: 500,
+                episode_periods: 1,
+            }),
+            Evidence::MemoryPressure(MemoryPressure::Pmc(PmcMisses {
+                period: period(),
+                instructions: 1,
+                miss_event: "cache-misses",
+                cache_misses: 2,
+                mpki_milli: 3,
+                threshold_mpki_milli: 4,
+                baseline,
+                episode_periods: 1,
+            })),
+            Evidence::MemoryPressure(MemoryPressure::Psi(psi())),
+        ]
+    }
+
+    fn container() -> Container {
+        Container {
+            container_id: "c".into(),
+            runtime: Some("docker"),
+            cgroup_path: "/x".into(),
+            pod_uid: Some("u".into()),
+            pod: Some(("ns".into(), "pod".into())),
+        }
+    }
+
+    /// `data` is a JSON object: a name yielded twice would silently keep
+    /// only the last value. No type may yield one twice, also not with
+    /// attribution and the fields every occurrence adds.
+    #[test]
+    fn every_type_names_each_field_once() {
+        let types = every_type();
+        let mut kinds: Vec<AnomalyType> = types.iter().map(Evidence::anomaly).collect();
+        kinds.dedup();
+        assert_eq!(kinds, AnomalyType::ALL, "one variant per type, in order");
+        for e in &types {
+            let mut names = vec!["config_generation", "timestamp_ns"];
+            let mut put = |k: &'static str, _: Value| names.push(k);
+            e.visit(&mut put);
+            container().visit(&mut put);
+            let n = names.len();
+            names.sort_unstable();
+            names.dedup();
+            assert_eq!(names.len(), n, "{:?}: a field named twice", e.anomaly());
+            assert!(
+                !names
+                    .iter()
+                    .any(|k| crate::wire::REASONING_FIELDS.contains(k)),
+                "{:?}",
+                e.anomaly()
+            );
+            assert!(!e.message().is_empty());
+        }
+    }
+
+    #[test]
+    fn attribution_ids_and_optional_facts() {
+        let types = every_type();
+        assert_eq!(types[0].cgroup_ids(), (Some(6), None));
+        assert_eq!(types[6].cgroup_ids(), (Some(4), Some(5)));
+        assert_eq!(types[8].cgroup_ids(), (None, None));
+        // A connect without drops shows no drop field, even with a name.
+        let Evidence::ConnectionTimeout(mut quiet) = types[1].clone() else {
+            unreachable!("every_type()[1] is a timeout")
+        };
+        quiet.drops = 0;
+        let mut names = Vec::new();
+        Evidence::ConnectionTimeout(quiet).visit(&mut |k, _| names.push(k));
+        assert!(!names.iter().any(|k| k.starts_with("drop")), "{names:?}");
+        // An exit with a code names no signal.
+        let Evidence::AbnormalExit(mut coded) = types[7].clone() else {
+            unreachable!("every_type()[7] is an exit")
+        };
+        coded.signal = 0;
+        coded.sender = None;
+        coded.exit_code = 3;
+        let e = Evidence::AbnormalExit(coded);
+        let mut names = Vec::new();
+        e.visit(&mut |k, _| names.push(k));
+        assert!(!names.contains(&"signal_name"), "{names:?}");
+        assert_eq!(
+            e.message(),
+            "pid=1 (stress) exited with code 3 (init of its PID namespace)"
+        );
+        assert_eq!(
+            types[7].message(),
+            "pid=1 (stress) killed by SIGSEGV sent by pid=7 () (core dumped)"
+        );
+    }
+}

@@ -36,6 +36,9 @@ impl Finding {
         self.evidence.anomaly()
     }
 
+    /// The message the occurrence will carry (rendered by the emitter;
+    /// here for the classifiers' tests).
+    #[cfg(test)]
     pub fn message(&self) -> String {
         self.evidence.message()
     }
