@@ -1,4 +1,5 @@
-//! Per-occurrence cost of container attribution (`Attributor::enrich`):
+//! Per-occurrence cost of container attribution (`Attributor::container`,
+//! what `Attributor::enrich` does with an occurrence's cgroup ids):
 //! a cache hit, a miss (discovery + one bounded walk of the whole cgroup
 //! tree, then the lookup), and the path parser alone.
 //!
@@ -10,7 +11,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion};
-use serde_json::{Map, Value};
 use tapio::agent::attribution::{parse_cgroup_path, Attributor};
 
 fn build_tree(root: &Path) -> (PathBuf, usize) {
@@ -48,54 +48,24 @@ fn bench(c: &mut Criterion) {
     let (target, dirs) = build_tree(t.path());
     let id = std::fs::metadata(&target).unwrap().ino();
     eprintln!("synthetic cgroup tree: ~{dirs} directories");
-    let data = || {
-        let mut m = Map::new();
-        m.insert("pid".into(), 4242.into());
-        m.insert("cgroup_id".into(), Value::from(id));
-        m
-    };
-
     let mut warm = Attributor::new(t.path().to_path_buf());
-    warm.enrich(&mut data());
+    assert!(warm.container(Some(id), None).is_some());
     c.bench_function("enrich_cache_hit", |b| {
-        b.iter_batched(
-            data,
-            |mut m| {
-                warm.enrich(&mut m);
-                black_box(m)
-            },
-            BatchSize::SmallInput,
-        )
+        b.iter(|| black_box(warm.container(black_box(Some(id)), None)))
     });
 
     c.bench_function("enrich_cache_miss_walk", |b| {
         b.iter_batched(
-            || (Attributor::new(t.path().to_path_buf()), data()),
-            |(mut a, mut m)| {
-                a.enrich(&mut m);
-                black_box(m)
-            },
+            || Attributor::new(t.path().to_path_buf()),
+            |mut a| black_box(a.container(Some(id), None)),
             BatchSize::SmallInput,
         )
     });
 
     let mut absent = Attributor::new(t.path().to_path_buf());
-    let mut gone = Map::new();
-    gone.insert("cgroup_id".into(), Value::from(u64::MAX));
-    absent.enrich(&mut gone);
+    assert!(absent.container(Some(u64::MAX), None).is_none());
     c.bench_function("enrich_known_absent", |b| {
-        b.iter_batched(
-            || {
-                let mut m = Map::new();
-                m.insert("cgroup_id".into(), Value::from(u64::MAX));
-                m
-            },
-            |mut m| {
-                absent.enrich(&mut m);
-                black_box(m)
-            },
-            BatchSize::SmallInput,
-        )
+        b.iter(|| black_box(absent.container(black_box(Some(u64::MAX)), None)))
     });
 
     let path = "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod8d7f4e3a_1b2c_4d5e_9f01_23456789abcd.slice/cri-containerd-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope";

@@ -51,7 +51,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
+use crate::wire::evidence::{Container, Evidence};
 
 /// Longest cgroup path considered (the kernel's own PATH_MAX).
 pub const MAX_PATH_LEN: usize = 4096;
@@ -279,7 +279,7 @@ impl PodIndex {
     }
 }
 
-/// Resolves cgroup ids in occurrence data to containers. Owns bounded
+/// Resolves the cgroup ids of typed evidence to containers. Owns bounded
 /// caches; does filesystem reads only on a cache miss.
 pub struct Attributor {
     root: PathBuf,
@@ -339,24 +339,33 @@ impl Attributor {
             .then_some(memory);
     }
 
-    /// Adds `container_id`, `pod_uid` (when named), `pod_name` and
-    /// `namespace` (when the pod's log directory names them),
-    /// `container_runtime` (when named) and `cgroup_path` to `data` when
-    /// its `cgroup_id` or `memcg_id` resolves to a container's cgroup, and
-    /// `sender_container_id` when its `sender_cgroup_id` does. Leaves
-    /// `data` alone otherwise.
-    pub fn enrich(&mut self, data: &mut Map<String, Value>) {
+    /// The container of the process `evidence` is about, when its
+    /// `cgroup_id` or `memcg_id` resolves to a container's cgroup (with
+    /// `pod_uid` when the path names one, the pod's name and namespace
+    /// when its log directory does, the runtime when the layout names
+    /// it). Also names the container of a fatal signal's sender
+    /// (`sender_container_id`) when its cgroup resolves to one.
+    pub fn enrich(&mut self, evidence: &mut Evidence) -> Option<Container> {
         // The process that sent a fatal signal, when it runs in a container.
-        if let Some(id) = data.get("sender_cgroup_id").and_then(Value::as_u64) {
+        if let Some(sender) = evidence.sender_mut().filter(|s| s.cgroup_id != 0) {
             self.discover();
-            if let Some((_, a)) = self.resolve(Hier::V2, id) {
-                data.insert("sender_container_id".into(), a.container_id.into());
+            if let Some((_, a)) = self.resolve(Hier::V2, sender.cgroup_id) {
+                sender.container_id = Some(a.container_id);
             }
         }
-        let cgroup_id = data.get("cgroup_id").and_then(Value::as_u64);
-        let memcg_id = data.get("memcg_id").and_then(Value::as_u64);
+        let (cgroup_id, memcg_id) = evidence.cgroup_ids();
+        self.container(cgroup_id, memcg_id)
+    }
+
+    /// The container of a process with these ids (cgroup2 first, then the
+    /// memory cgroup in its own hierarchy).
+    pub fn container(
+        &mut self,
+        cgroup_id: Option<u64>,
+        memcg_id: Option<u64>,
+    ) -> Option<Container> {
         if cgroup_id.is_none() && memcg_id.is_none() {
-            return;
+            return None;
         }
         self.discover();
         let mut found = cgroup_id.and_then(|id| self.resolve(Hier::V2, id));
@@ -368,21 +377,18 @@ impl Attributor {
             };
             found = memcg_id.and_then(|id| self.resolve(hier, id));
         }
-        let Some((path, a)) = found else {
-            return;
+        let (path, a) = found?;
+        let pod = match &a.pod_uid {
+            Some(uid) => self.pods.lookup(uid, &mut self.stats),
+            None => None,
         };
-        data.insert("container_id".into(), a.container_id.into());
-        if let Some(uid) = a.pod_uid {
-            if let Some((ns, pod)) = self.pods.lookup(&uid, &mut self.stats) {
-                data.insert("pod_name".into(), pod.as_ref().into());
-                data.insert("namespace".into(), ns.as_ref().into());
-            }
-            data.insert("pod_uid".into(), uid.into());
-        }
-        if let Some(rt) = a.runtime {
-            data.insert("container_runtime".into(), rt.into());
-        }
-        data.insert("cgroup_path".into(), path.as_ref().into());
+        Some(Container {
+            container_id: a.container_id,
+            runtime: a.runtime,
+            cgroup_path: path,
+            pod_uid: a.pod_uid,
+            pod,
+        })
     }
 
     /// The container of cgroup `id` in `hier`, with its path.
@@ -485,6 +491,48 @@ fn walk(root: &Path, out: &mut HashMap<u64, Resolved>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::evidence::{AbnormalExit, Sender, Task};
+    use serde_json::{Map, Value};
+
+    /// An exit of a process with these ids (0: unknown), sent by a
+    /// process in `sender_cgroup` when given.
+    fn exit(cgroup_id: u64, memcg_id: u64, sender_cgroup: Option<u64>) -> Evidence {
+        Evidence::AbnormalExit(AbnormalExit {
+            task: Task {
+                pid: 1,
+                cgroup_id,
+                memcg_id,
+                ..Task::default()
+            },
+            pidns_init: false,
+            core_dumped: false,
+            signal: 9,
+            signal_name: "SIGKILL",
+            exit_code: 137,
+            sender: sender_cgroup.map(|cgroup_id| Sender {
+                pid: 2,
+                comm: Default::default(),
+                cgroup_id,
+                container_id: None,
+            }),
+        })
+    }
+
+    /// What attribution adds: the container's fields and the sender's
+    /// container, as `data` will show them.
+    fn added(at: &mut Attributor, mut ev: Evidence) -> Map<String, Value> {
+        let mut m = Map::new();
+        let mut put = |k: &'static str, v: Value| {
+            m.insert(k.to_string(), v);
+        };
+        if let Some(c) = at.enrich(&mut ev) {
+            c.visit(&mut put);
+        }
+        if let Some(id) = ev.sender_mut().and_then(|s| s.container_id.take()) {
+            put("sender_container_id", id.into());
+        }
+        m
+    }
 
     const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
     const UID: &str = "8d7f4e3a-1b2c-4d5e-9f01-23456789abcd";
@@ -661,9 +709,7 @@ mod tests {
     fn enrich_resolves_v2_ids_and_caches() {
         let (t, c) = tree();
         let mut at = Attributor::new(t.path().to_path_buf());
-        let mut data = Map::new();
-        data.insert("cgroup_id".into(), ino(&c).into());
-        at.enrich(&mut data);
+        let data = added(&mut at, exit(ino(&c), 0, None));
         assert_eq!(data["container_id"], ID);
         assert_eq!(data["container_runtime"], "docker");
         assert_eq!(
@@ -673,9 +719,7 @@ mod tests {
         assert!(!data.contains_key("pod_uid"));
         assert_eq!(at.stats().walks, 1);
         // Second lookup: from the cache, no walk.
-        let mut again = Map::new();
-        again.insert("cgroup_id".into(), ino(&c).into());
-        at.enrich(&mut again);
+        let again = added(&mut at, exit(ino(&c), 0, None));
         assert_eq!(again["container_id"], ID);
         assert_eq!(at.stats().walks, 1);
         assert_eq!(at.stats().hits, 1);
@@ -688,12 +732,12 @@ mod tests {
             .path()
             .join(format!("memory/kubepods/burstable/pod{UID}/{ID}"));
         let mut at = Attributor::new(t.path().to_path_buf());
-        let mut data = Map::new();
-        // The cgroup2 id is the root (a host-looking process)...
-        data.insert("cgroup_id".into(), ino(&t.path().join("unified")).into());
-        // ...but its memory cgroup is a pod's container.
-        data.insert("memcg_id".into(), ino(&leaf).into());
-        at.enrich(&mut data);
+        // The cgroup2 id is the root (a host-looking process), but its
+        // memory cgroup is a pod's container.
+        let data = added(
+            &mut at,
+            exit(ino(&t.path().join("unified")), ino(&leaf), None),
+        );
         assert_eq!(data["container_id"], ID);
         assert_eq!(data["pod_uid"], UID);
         assert!(!data.contains_key("container_runtime"));
@@ -705,42 +749,33 @@ mod tests {
         let mut at = Attributor::new(t.path().to_path_buf());
         let host = ino(&t.path().join("unified/system.slice/cron.service"));
         for _ in 0..3 {
-            let mut data = Map::new();
-            data.insert("cgroup_id".into(), host.into());
-            data.insert("pid".into(), 1.into());
-            at.enrich(&mut data);
-            assert_eq!(data.len(), 2, "{data:?}");
+            let data = added(&mut at, exit(host, 0, None));
+            assert!(data.is_empty(), "{data:?}");
         }
         assert_eq!(at.stats().walks, 1, "the host cgroup is cached too");
         for _ in 0..3 {
-            let mut data = Map::new();
-            data.insert("cgroup_id".into(), u64::MAX.into());
-            at.enrich(&mut data);
-            assert_eq!(data.len(), 1);
+            let data = added(&mut at, exit(u64::MAX, 0, None));
+            assert!(data.is_empty(), "{data:?}");
         }
         assert_eq!(at.stats().walks, 2, "an absent id walks once");
         assert_eq!(at.stats().absent_hits, 2);
         // No ids at all: nothing read.
-        let mut data = Map::new();
-        at.enrich(&mut data);
-        assert!(data.is_empty());
+        let walks = at.stats().walks;
+        assert!(added(&mut at, exit(0, 0, None)).is_empty());
+        assert_eq!(at.stats().walks, walks);
     }
 
     #[test]
     fn a_new_cgroup_is_found_by_the_next_walk() {
         let (t, _) = tree();
         let mut at = Attributor::new(t.path().to_path_buf());
-        let mut data = Map::new();
-        data.insert("cgroup_id".into(), 1u64.into());
-        at.enrich(&mut data);
+        added(&mut at, exit(1, 0, None));
         let other = "f".repeat(64);
         let newc = t
             .path()
             .join(format!("unified/machine.slice/libpod-{other}.scope"));
         std::fs::create_dir_all(&newc).unwrap();
-        let mut data = Map::new();
-        data.insert("cgroup_id".into(), ino(&newc).into());
-        at.enrich(&mut data);
+        let data = added(&mut at, exit(ino(&newc), 0, None));
         assert_eq!(data["container_id"], other);
         assert_eq!(data["container_runtime"], "podman");
     }
@@ -811,18 +846,11 @@ mod tests {
         (t, id, logs)
     }
 
-    fn with_ids(cgroup_id: u64) -> Map<String, Value> {
-        let mut data = Map::new();
-        data.insert("cgroup_id".into(), cgroup_id.into());
-        data
-    }
-
     #[test]
     fn pod_name_and_namespace_come_from_the_pod_log_directory() {
         let (t, id, logs) = pod_tree();
         let mut at = Attributor::new(t.path().join("cg")).with_pod_log_root(logs);
-        let mut data = with_ids(id);
-        at.enrich(&mut data);
+        let data = added(&mut at, exit(id, 0, None));
         assert_eq!(data["pod_uid"], UID);
         assert_eq!(data["pod_name"], "cart-5f9c");
         assert_eq!(data["namespace"], "shop");
@@ -830,8 +858,7 @@ mod tests {
         assert_eq!(at.stats().pod_walks, 1);
         // Cached: no second listing.
         for _ in 0..3 {
-            let mut data = with_ids(id);
-            at.enrich(&mut data);
+            let data = added(&mut at, exit(id, 0, None));
             assert_eq!(data["pod_name"], "cart-5f9c");
         }
         assert_eq!(at.stats().pod_walks, 1);
@@ -844,8 +871,7 @@ mod tests {
         std::fs::remove_dir_all(logs.join(format!("shop_cart-5f9c_{UID}"))).unwrap();
         let mut at = Attributor::new(t.path().join("cg")).with_pod_log_root(logs);
         for _ in 0..3 {
-            let mut data = with_ids(id);
-            at.enrich(&mut data);
+            let data = added(&mut at, exit(id, 0, None));
             assert_eq!(data["pod_uid"], UID, "the cgroup still names the pod");
             assert!(!data.contains_key("pod_name"), "{data:?}");
             assert!(!data.contains_key("namespace"));
@@ -854,8 +880,7 @@ mod tests {
         // No kubelet at all: harmless.
         let mut at = Attributor::new(t.path().join("cg"))
             .with_pod_log_root(PathBuf::from("/nonexistent/tapio-pods"));
-        let mut data = with_ids(id);
-        at.enrich(&mut data);
+        let data = added(&mut at, exit(id, 0, None));
         assert_eq!(data["pod_uid"], UID);
         assert!(!data.contains_key("pod_name"));
         // A container outside Kubernetes never lists the pod root.
@@ -865,8 +890,7 @@ mod tests {
             .join(format!("unified/system.slice/docker-{ID}.scope"));
         let mut at =
             Attributor::new(t2.path().to_path_buf()).with_pod_log_root(t.path().join("pods"));
-        let mut data = with_ids(ino(&c));
-        at.enrich(&mut data);
+        let data = added(&mut at, exit(ino(&c), 0, None));
         assert!(!data.contains_key("pod_name"));
         assert_eq!(at.stats().pod_walks, 0);
     }
@@ -892,29 +916,21 @@ mod tests {
         let (t, c) = tree();
         let mut at = Attributor::new(t.path().to_path_buf());
         let host = ino(&t.path().join("unified/system.slice/cron.service"));
-        let mut data = Map::new();
-        data.insert("cgroup_id".into(), host.into());
-        data.insert("sender_cgroup_id".into(), ino(&c).into());
-        at.enrich(&mut data);
+        let data = added(&mut at, exit(host, 0, Some(ino(&c))));
         assert_eq!(data["sender_container_id"], ID);
         assert!(
             !data.contains_key("container_id"),
             "the victim is a host process"
         );
         // A host sender: nothing added.
-        let mut data = Map::new();
-        data.insert("sender_cgroup_id".into(), host.into());
-        at.enrich(&mut data);
-        assert_eq!(data.len(), 1);
+        let data = added(&mut at, exit(0, 0, Some(host)));
+        assert!(data.is_empty(), "{data:?}");
     }
 
     #[test]
     fn missing_root_is_harmless() {
         let mut at = Attributor::new(PathBuf::from("/nonexistent/tapio-cgroup-root"));
-        let mut data = Map::new();
-        data.insert("cgroup_id".into(), 5u64.into());
-        at.enrich(&mut data);
-        assert_eq!(data.len(), 1);
+        assert!(added(&mut at, exit(5, 0, None)).is_empty());
         assert_eq!(at.stats().walks, 0);
     }
 }

@@ -15,7 +15,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use serde_json::{Map, Value};
+use std::sync::Arc;
+
+use crate::wire::evidence::ConnectFailed;
 
 /// Where the running kernel exposes its BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -142,15 +144,13 @@ impl DropReasonNames {
         self.by_value.is_empty()
     }
 
-    /// Adds `drop_reason` (the name) next to a `drop_reason_code` in
-    /// occurrence data, when the kernel names that code.
-    pub fn enrich(&self, data: &mut Map<String, Value>) {
-        let Some(code) = data.get("drop_reason_code").and_then(Value::as_u64) else {
+    /// Names the drop reason of a failed connect that saw drops, when
+    /// the kernel names its code.
+    pub fn enrich(&self, failed: &mut ConnectFailed) {
+        if failed.drops == 0 {
             return;
-        };
-        if let Some(name) = u32::try_from(code).ok().and_then(|c| self.name(c)) {
-            data.insert("drop_reason".into(), name.into());
         }
+        failed.drop_reason = self.name(failed.drop_reason_code).map(Arc::from);
     }
 }
 
@@ -259,14 +259,33 @@ mod tests {
         assert_eq!(names.name(1), Some("A"));
         assert_eq!(names.name(7), Some("B"));
         assert_eq!(names.name(2), None);
-        let mut data = Map::new();
-        data.insert("drop_reason_code".into(), 7.into());
-        names.enrich(&mut data);
-        assert_eq!(data["drop_reason"], "B");
-        let mut unknown = Map::new();
-        unknown.insert("drop_reason_code".into(), 99.into());
+        let failed = |drops, code| ConnectFailed {
+            conn: crate::wire::evidence::Conn {
+                pid: 1,
+                tid: 1,
+                comm: Default::default(),
+                saddr: "127.0.0.1".parse().unwrap(),
+                sport: 1,
+                daddr: "127.0.0.1".parse().unwrap(),
+                dport: 2,
+                netns: 0,
+                cgroup_id: 0,
+            },
+            errno: "ETIMEDOUT",
+            drops,
+            drop_reason_code: code,
+            drop_reason: None,
+        };
+        let mut known = failed(1, 7);
+        names.enrich(&mut known);
+        assert_eq!(known.drop_reason.as_deref(), Some("B"));
+        let mut unknown = failed(1, 99);
         names.enrich(&mut unknown);
-        assert!(!unknown.contains_key("drop_reason"));
+        assert_eq!(unknown.drop_reason, None);
+        // No drop seen: code 0 is not a reason, nothing is named.
+        let mut none = failed(0, 1);
+        names.enrich(&mut none);
+        assert_eq!(none.drop_reason, None);
         b.truncate(10);
         assert!(DropReasonNames::from_btf(&b).is_empty());
     }

@@ -1,6 +1,7 @@
 //! The Tapio protocol: everything that crosses a process boundary as bytes.
 //!
-//! This module owns the occurrence JSON (SPEC §2), the stable anomaly names,
+//! This module owns the occurrence JSON (SPEC §2), the typed evidence that
+//! becomes its `data` and message ([`evidence`]), the stable anomaly names,
 //! the compiled runtime configuration with its hash (SPEC §4–§5), and the
 //! `tapio-wire/v1` agent ↔ controller bodies ([`v1`], SPEC §6). It is
 //! pure data: serde types and the functions that format or hash them. It must
@@ -32,6 +33,7 @@
 
 pub mod anomaly;
 pub mod config;
+pub mod evidence;
 pub mod occurrence;
 pub mod time;
 pub mod v1;

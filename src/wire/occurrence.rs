@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::anomaly::AnomalyType;
+use super::evidence::{Container, Evidence};
 use super::time::format_rfc3339_millis;
 
 /// `protocol_version` of every occurrence this build writes.
@@ -68,9 +69,44 @@ pub struct Occurrence {
 }
 
 impl Occurrence {
-    /// Builds an occurrence of `kind` for a fact seen at `timestamp_ns`
-    /// (wall clock, ns since the epoch). `data` must serialise to a JSON
-    /// object; `config_generation` and `timestamp_ns` are added to it.
+    /// Builds the occurrence of `evidence` (its `container`, when
+    /// attribution found one) for a fact seen at `timestamp_ns` (wall
+    /// clock, ns since the epoch): the one place typed evidence becomes
+    /// `data` and `error.message`. Every value is a number, string, bool or
+    /// list of strings, so it cannot fail.
+    pub fn from_evidence(
+        id: ulid::Ulid,
+        severity: Severity,
+        outcome: Outcome,
+        evidence: &Evidence,
+        container: Option<&Container>,
+        config_generation: u32,
+        timestamp_ns: u64,
+    ) -> Occurrence {
+        let mut data = Map::new();
+        let mut put = |k: &'static str, v: Value| {
+            data.insert(k.to_string(), v);
+        };
+        evidence.visit(&mut put);
+        if let Some(c) = container {
+            c.visit(&mut put);
+        }
+        let kind = evidence.anomaly();
+        Occurrence::new(
+            id,
+            kind,
+            severity,
+            outcome,
+            evidence.message(),
+            data,
+            config_generation,
+            timestamp_ns,
+        )
+    }
+
+    /// Builds an occurrence of `kind` from `data` as it is (readers and
+    /// tests that hold JSON already); `config_generation` and
+    /// `timestamp_ns` are added to it.
     #[expect(
         clippy::too_many_arguments,
         reason = "one argument per required occurrence fact; a builder would only hide them"
@@ -81,16 +117,10 @@ impl Occurrence {
         severity: Severity,
         outcome: Outcome,
         message: String,
-        data: &impl Serialize,
+        mut data: Map<String, Value>,
         config_generation: u32,
         timestamp_ns: u64,
     ) -> Occurrence {
-        let mut data = match serde_json::to_value(data) {
-            Ok(Value::Object(map)) => map,
-            // Data structs are plain structs of numbers and strings; anything
-            // else is a programming error caught by the unit tests.
-            _ => Map::new(),
-        };
         data.insert("config_generation".into(), Value::from(config_generation));
         data.insert("timestamp_ns".into(), Value::from(timestamp_ns));
         Occurrence {
@@ -144,6 +174,13 @@ mod tests {
         cgroup_id: u64,
     }
 
+    fn as_map(d: Data) -> Map<String, Value> {
+        match serde_json::to_value(d).unwrap() {
+            Value::Object(m) => m,
+            other => panic!("not an object: {other}"),
+        }
+    }
+
     fn spec_example() -> Occurrence {
         let id: ulid::Ulid = "01JA1B2C3D4E5F6G7H8J9K0M1N".parse().unwrap();
         Occurrence::new(
@@ -152,7 +189,7 @@ mod tests {
             Severity::Critical,
             Outcome::Failure,
             "OOM kill pid=1234 (usage=512MB, limit=0MB)".into(),
-            &Data {
+            as_map(Data {
                 pid: 1234,
                 tid: 1234,
                 exit_code: 137,
@@ -160,7 +197,7 @@ mod tests {
                 memory_usage_bytes: 536870912,
                 memory_limit_bytes: 0,
                 cgroup_id: 8429,
-            },
+            }),
             1,
             1743691381042000000,
         )
@@ -217,5 +254,83 @@ mod tests {
         assert_eq!(crate::wire::find_reasoning_field(&v), None);
         let bad: Value = serde_json::json!({"data": {"nested": [{"root_cause": "x"}]}});
         assert_eq!(crate::wire::find_reasoning_field(&bad), Some("root_cause"));
+    }
+
+    fn refused() -> Evidence {
+        use crate::wire::evidence::{Comm, Conn, Refused};
+        let mut comm = [0u8; 16];
+        comm[..4].copy_from_slice(b"bash");
+        Evidence::ConnectionRefused(Refused {
+            conn: Conn {
+                pid: 4242,
+                tid: 4243,
+                comm: Comm(comm),
+                saddr: "127.0.0.1".parse().unwrap(),
+                sport: 50312,
+                daddr: "127.0.0.1".parse().unwrap(),
+                dport: 9,
+                netns: 4026531840,
+                cgroup_id: 0,
+            },
+            count: 3,
+            cause: "rst",
+        })
+    }
+
+    #[test]
+    fn typed_evidence_renders_the_wire_bytes() {
+        let id: ulid::Ulid = "01JA1B2C3D4E5F6G7H8J9K0M1N".parse().unwrap();
+        let o = Occurrence::from_evidence(
+            id,
+            Severity::Warning,
+            Outcome::Failure,
+            &refused(),
+            None,
+            2,
+            1743691381042000000,
+        );
+        // Byte for byte what the agent wrote before evidence was typed:
+        // `data` keys sorted, numbers as integers, no cgroup_id when 0.
+        assert_eq!(
+            serde_json::to_string(&o).unwrap(),
+            concat!(
+                r#"{"id":"01JA1B2C3D4E5F6G7H8J9K0M1N","timestamp":"2025-04-03T14:43:01.042Z","#,
+                r#""source":"tapio","type":"kernel.network.connection_refused","#,
+                r#""protocol_version":"1.0","severity":"warning","outcome":"failure","#,
+                r#""error":{"code":"CONNECTION_REFUSED","message":"connect to 127.0.0.1:9 refused (rst), count=3"},"#,
+                r#""data":{"cause":"rst","comm":"bash","config_generation":2,"count":3,"#,
+                r#""daddr":"127.0.0.1","dport":9,"errno":"ECONNREFUSED","family":"ipv4","#,
+                r#""netns":4026531840,"pid":4242,"saddr":"127.0.0.1","sport":50312,"tid":4243,"#,
+                r#""timestamp_ns":1743691381042000000}}"#
+            )
+        );
+    }
+
+    #[test]
+    fn container_identity_joins_the_data() {
+        use crate::wire::evidence::Container;
+        let c = Container {
+            container_id: "c".repeat(64),
+            runtime: Some("containerd"),
+            cgroup_path: "/kubepods.slice/x".into(),
+            pod_uid: Some("u".into()),
+            pod: Some(("shop".into(), "cart".into())),
+        };
+        let o = Occurrence::from_evidence(
+            ulid::Ulid::nil(),
+            Severity::Warning,
+            Outcome::Failure,
+            &refused(),
+            Some(&c),
+            1,
+            5,
+        );
+        assert_eq!(o.data["container_id"], "c".repeat(64));
+        assert_eq!(o.data["container_runtime"], "containerd");
+        assert_eq!(o.data["cgroup_path"], "/kubepods.slice/x");
+        assert_eq!(o.data["pod_uid"], "u");
+        assert_eq!(o.data["pod_name"], "cart");
+        assert_eq!(o.data["namespace"], "shop");
+        assert_eq!(o.timestamp_ns(), Some(5));
     }
 }

@@ -16,7 +16,7 @@ pub fn refused_occurrence(n: u32, data: &Value) -> Arc<tapio::wire::Occurrence> 
         Severity::Warning,
         Outcome::Failure,
         format!("connect to 127.0.0.1:{n} refused (rst), count=1"),
-        data,
+        data.as_object().expect("fixture data is an object").clone(),
         7,
         1_800_000_000_000_000_000 + u64::from(n),
     ))

@@ -27,13 +27,10 @@
 //!
 //! No I/O and no clock: the page size is an input of the constructor.
 
-use serde_json::{Map, Value};
-
 use super::{Classifier, DropCounts, Finding};
 use crate::agent::decode::{CtrFact, CtrKind, Fact};
-use crate::wire::{AnomalyType, CompiledConfig, Outcome, Severity};
-
-const SIGKILL: u32 = 9;
+use crate::wire::evidence::{AbnormalExit, Comm, Evidence, OomKill, Rss, Sender, Task};
+use crate::wire::{CompiledConfig, Outcome, Severity};
 
 pub struct ContainerClassifier {
     page_size: u64,
@@ -66,48 +63,25 @@ impl ContainerClassifier {
     }
 
     fn oom(&self, f: &CtrFact) -> Finding {
-        let mut data = base_data(f);
-        data.insert("exit_code".into(), (128 + SIGKILL).into());
-        data.insert("signal".into(), SIGKILL.into());
-        let usage = if f.mm_known {
-            let anon = self.bytes(f.anon_rss_pages);
-            let file = self.bytes(f.file_rss_pages);
-            let shmem = self.bytes(f.shmem_rss_pages);
-            let total = anon.saturating_add(file).saturating_add(shmem);
-            data.insert("memory_usage_bytes".into(), total.into());
-            data.insert("anon_rss_bytes".into(), anon.into());
-            data.insert("file_rss_bytes".into(), file.into());
-            data.insert("shmem_rss_bytes".into(), shmem.into());
-            Some(total)
-        } else {
-            None
-        };
+        let rss = f.mm_known.then(|| Rss {
+            anon: self.bytes(f.anon_rss_pages),
+            file: self.bytes(f.file_rss_pages),
+            shmem: self.bytes(f.shmem_rss_pages),
+        });
         let (limit, source) = self.limit(f);
-        data.insert("memory_limit_bytes".into(), limit.into());
-        data.insert("memory_limit_source".into(), source.into());
-        if f.memcg_known {
-            data.insert("memory_limit_depth".into(), f.memcg_limit_depth.into());
-            data.insert(
-                "memcg_usage_bytes".into(),
-                self.bytes(f.memcg_usage_pages).into(),
-            );
-        }
-        let usage_txt = usage.map_or("unknown".to_string(), mb);
-        let limit_txt = match source {
-            "unlimited" => "none".to_string(),
-            "unknown" => "unknown".to_string(),
-            _ => mb(limit),
-        };
+        let memcg = f
+            .memcg_known
+            .then(|| (f.memcg_limit_depth, self.bytes(f.memcg_usage_pages)));
         Finding {
-            anomaly: AnomalyType::OomKill,
             severity: Severity::Critical,
             outcome: Outcome::Failure,
-            message: format!(
-                "OOM kill pid={} ({}) usage={usage_txt} limit={limit_txt}",
-                f.pid,
-                f.comm_str()
-            ),
-            data,
+            evidence: Evidence::OomKill(OomKill {
+                task: task(f),
+                rss,
+                memory_limit_bytes: limit,
+                memory_limit_source: source,
+                memcg,
+            }),
             generation: f.generation,
             mono_ns: f.mono_ns,
         }
@@ -137,85 +111,45 @@ impl ContainerClassifier {
             self.drops.add("not_abnormal", 1);
             return None;
         }
-        let mut data = base_data(f);
-        data.insert("pidns_init".into(), f.pidns_init.into());
-        data.insert("core_dumped".into(), f.core_dumped().into());
-        data.insert("signal".into(), sig.into());
-        let (severity, message) = if sig != 0 {
-            data.insert("exit_code".into(), (128 + sig).into());
-            data.insert("signal_name".into(), signal_name(sig).into());
-            let core = if f.core_dumped() {
-                " (core dumped)"
-            } else {
-                ""
-            };
-            let from = match &f.sender {
-                Some(s) => {
-                    data.insert("sender_pid".into(), s.pid.into());
-                    data.insert("sender_comm".into(), s.comm_str().into());
-                    if s.cgroup_id != 0 {
-                        data.insert("sender_cgroup_id".into(), s.cgroup_id.into());
-                    }
-                    format!(" sent by pid={} ({})", s.pid, s.comm_str())
-                }
-                None => String::new(),
-            };
-            (
-                Severity::Error,
-                format!(
-                    "pid={} ({}) killed by {}{from}{core}",
-                    f.pid,
-                    f.comm_str(),
-                    signal_name(sig)
-                ),
-            )
+        // A signal death shows 128 + the signal, as a shell does.
+        let (severity, exit_code, sender) = if sig != 0 {
+            let sender = f.sender.map(|s| Sender {
+                pid: s.pid,
+                comm: Comm(s.comm),
+                cgroup_id: s.cgroup_id,
+                container_id: None,
+            });
+            (Severity::Error, 128 + sig, sender)
         } else {
-            data.insert("exit_code".into(), code.into());
-            (
-                Severity::Warning,
-                format!(
-                    "pid={} ({}) exited with code {code}{}",
-                    f.pid,
-                    f.comm_str(),
-                    if f.pidns_init {
-                        " (init of its PID namespace)"
-                    } else {
-                        ""
-                    }
-                ),
-            )
+            (Severity::Warning, code, None)
         };
         Some(Finding {
-            anomaly: AnomalyType::AbnormalExit,
             severity,
             outcome: Outcome::Failure,
-            message,
-            data,
+            evidence: Evidence::AbnormalExit(AbnormalExit {
+                task: task(f),
+                pidns_init: f.pidns_init,
+                core_dumped: f.core_dumped(),
+                signal: sig,
+                signal_name: signal_name(sig),
+                exit_code,
+                sender,
+            }),
             generation: f.generation,
             mono_ns: f.mono_ns,
         })
     }
 }
 
-fn mb(bytes: u64) -> String {
-    format!("{}MB", bytes / (1024 * 1024))
-}
-
-fn base_data(f: &CtrFact) -> Map<String, Value> {
-    let mut m = Map::new();
-    m.insert("pid".into(), f.pid.into());
-    m.insert("tid".into(), f.tid.into());
-    m.insert("comm".into(), f.comm_str().into());
-    if f.ns_pid != 0 {
-        m.insert("ns_pid".into(), f.ns_pid.into());
+fn task(f: &CtrFact) -> Task {
+    Task {
+        pid: f.pid,
+        tid: f.tid,
+        comm: Comm(f.comm),
+        ns_pid: f.ns_pid,
+        cgroup_id: f.cgroup_id,
+        memcg_id: f.memcg_id,
     }
-    if f.cgroup_id != 0 {
-        m.insert("cgroup_id".into(), f.cgroup_id.into());
-    }
-    if f.memcg_id != 0 {
-        m.insert("memcg_id".into(), f.memcg_id.into());
-    }
-    m
 }
 
 /// The conventional name of a Linux signal number (x86/arm64 numbering).
@@ -264,6 +198,7 @@ impl Classifier for ContainerClassifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::AnomalyType;
 
     const PAGE: u64 = 4096;
 
@@ -304,11 +239,11 @@ mod tests {
         let out = classify(fact(CtrKind::Oom));
         assert_eq!(out.len(), 1);
         let o = &out[0];
-        assert_eq!(o.anomaly, AnomalyType::OomKill);
+        assert_eq!(o.anomaly(), AnomalyType::OomKill);
         assert_eq!(o.severity, Severity::Critical);
         assert_eq!(o.outcome, Outcome::Failure);
         assert_eq!((o.generation, o.mono_ns), (3, 1_000));
-        let d = &o.data;
+        let d = &o.data();
         assert_eq!(d["pid"], 4242);
         assert_eq!(d["tid"], 4243);
         assert_eq!(d["comm"], "stress");
@@ -322,7 +257,7 @@ mod tests {
         assert_eq!(d["cgroup_id"], 8429);
         assert_eq!(d["memcg_id"], 77);
         assert_eq!(
-            o.message,
+            o.message(),
             "OOM kill pid=4242 (stress) usage=64MB limit=64MB"
         );
     }
@@ -344,7 +279,7 @@ mod tests {
             f.memcg_max_pages = max;
             f.memcg_limit_depth = depth;
             let out = classify(f);
-            let d = &out[0].data;
+            let d = &out[0].data();
             assert_eq!(d["memory_limit_bytes"], limit, "{known} {max} {depth}");
             assert_eq!(d["memory_limit_source"], source);
             assert_eq!(d.contains_key("memory_limit_depth"), known);
@@ -357,9 +292,9 @@ mod tests {
         f.mm_known = false;
         f.memcg_known = false;
         let out = classify(f);
-        assert!(!out[0].data.contains_key("memory_usage_bytes"));
+        assert!(!out[0].data().contains_key("memory_usage_bytes"));
         assert_eq!(
-            out[0].message,
+            out[0].message(),
             "OOM kill pid=4242 (stress) usage=unknown limit=unknown"
         );
     }
@@ -371,11 +306,11 @@ mod tests {
         let mut f = fact(CtrKind::Oom);
         f.memcg_max_pages = 1024;
         c.on_fact(&Fact::Ctr(f), &mut out);
-        assert_eq!(out[0].data["memory_limit_bytes"], 64 << 20);
+        assert_eq!(out[0].data()["memory_limit_bytes"], 64 << 20);
         // PAGE_COUNTER_MAX depends on the page size too.
         f.memcg_max_pages = i64::MAX as u64 / 65536;
         c.on_fact(&Fact::Ctr(f), &mut out);
-        assert_eq!(out[1].data["memory_limit_source"], "unlimited");
+        assert_eq!(out[1].data()["memory_limit_source"], "unlimited");
     }
 
     #[test]
@@ -436,17 +371,17 @@ mod tests {
             let out = classify(f);
             assert_eq!(out.len(), 1, "{status:#x}");
             let o = &out[0];
-            assert_eq!(o.anomaly, AnomalyType::AbnormalExit);
+            assert_eq!(o.anomaly(), AnomalyType::AbnormalExit);
             assert_eq!(o.severity, sev, "{status:#x}");
             assert_eq!(o.outcome, Outcome::Failure);
-            assert_eq!(o.data["exit_code"], code, "{status:#x}");
-            assert_eq!(o.data["signal"], sig);
-            assert_eq!(o.data["core_dumped"], core);
-            assert_eq!(o.data["pidns_init"], init);
-            assert_eq!(o.data["pid"], 4242);
-            assert_eq!(o.data["cgroup_id"], 8429);
-            assert_eq!(o.message, msg);
-            assert!(!o.data.contains_key("memory_limit_bytes"));
+            assert_eq!(o.data()["exit_code"], code, "{status:#x}");
+            assert_eq!(o.data()["signal"], sig);
+            assert_eq!(o.data()["core_dumped"], core);
+            assert_eq!(o.data()["pidns_init"], init);
+            assert_eq!(o.data()["pid"], 4242);
+            assert_eq!(o.data()["cgroup_id"], 8429);
+            assert_eq!(o.message(), msg);
+            assert!(!o.data().contains_key("memory_limit_bytes"));
         }
     }
 
@@ -460,24 +395,24 @@ mod tests {
             cgroup_id: 55,
         });
         let out = classify(f);
-        let d = &out[0].data;
+        let d = &out[0].data();
         assert_eq!(d["sender_pid"], 777);
         assert_eq!(d["sender_comm"], "kubelet");
         assert_eq!(d["sender_cgroup_id"], 55);
         assert_eq!(
-            out[0].message,
+            out[0].message(),
             "pid=4242 (stress) killed by SIGKILL sent by pid=777 (kubelet)"
         );
         // A kernel-raised signal: no sender fields at all.
         let mut f = fact(CtrKind::Exit);
         f.exit_status = 11 | 0x80;
         let out = classify(f);
-        let d = &out[0].data;
+        let d = &out[0].data();
         for k in ["sender_pid", "sender_comm", "sender_cgroup_id"] {
             assert!(!d.contains_key(k), "{k}");
         }
         assert_eq!(
-            out[0].message,
+            out[0].message(),
             "pid=4242 (stress) killed by SIGSEGV (core dumped)"
         );
     }
@@ -498,7 +433,7 @@ mod tests {
         f.cgroup_id = 0;
         f.memcg_id = 0;
         f.ns_pid = 0;
-        let d = &classify(f)[0].data;
+        let d = &classify(f)[0].data();
         for k in ["cgroup_id", "memcg_id", "ns_pid"] {
             assert!(!d.contains_key(k), "{k}");
         }
@@ -513,8 +448,28 @@ mod tests {
             .chain(classify(fact(CtrKind::Oom)).iter())
         {
             for k in ["reason", "reasoning", "explanation", "root_cause"] {
-                assert!(!o.data.contains_key(k));
+                assert!(!o.data().contains_key(k));
             }
         }
+    }
+
+    #[test]
+    fn a_clean_exit_and_evidence_allocate_nothing() {
+        use crate::agent::classify::alloc_count::allocations;
+        let mut c = ContainerClassifier::with_page_size(&CompiledConfig::default(), PAGE);
+        let mut out = Vec::with_capacity(4);
+        let clean = Fact::Ctr(fact(CtrKind::Exit));
+        c.on_fact(&clean, &mut out); // warm-up: the drop reason's counter
+        let n = allocations(|| {
+            for _ in 0..100 {
+                c.on_fact(&clean, &mut out);
+            }
+        });
+        assert_eq!(n, 0);
+        assert!(out.is_empty());
+        assert_eq!(c.drops().get("not_abnormal"), 101);
+        let oom = Fact::Ctr(fact(CtrKind::Oom));
+        assert_eq!(allocations(|| c.on_fact(&oom, &mut out)), 0);
+        assert_eq!(out[0].anomaly(), AnomalyType::OomKill);
     }
 }

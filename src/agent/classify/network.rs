@@ -60,12 +60,14 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
-use serde_json::{Map, Value};
-
 use super::{Classifier, DropCounts, Finding};
 use crate::agent::decode::{Fact, NetFact, NetKind};
 use crate::wire::config::NetworkConfig;
-use crate::wire::{AnomalyType, CompiledConfig, Outcome, Severity};
+use crate::wire::evidence::{
+    Comm, Conn as ConnFacts, ConnectFailed, Evidence, Refused, Reset, RetransmitSpike,
+    RttDegradation,
+};
+use crate::wire::{CompiledConfig, Outcome, Severity};
 
 const ETIMEDOUT: i32 = 110;
 const ECONNREFUSED: i32 = 111;
@@ -304,68 +306,45 @@ impl NetworkClassifier {
                 },
             );
         }
-        let mut data = conn_data(f);
-        data.insert("srtt_us".into(), f.srtt_us.into());
-        data.insert("baseline_srtt_us".into(), f.rtt_baseline_us.into());
-        data.insert("baseline_samples".into(), f.rtt_samples.into());
         out.push(Finding {
-            anomaly: AnomalyType::RttDegradation,
             severity: Severity::Warning,
             outcome: Outcome::Degraded,
-            message: format!(
-                "srtt {}us to {} is {:.1}x its baseline {}us",
-                f.srtt_us,
-                endpoint(f.daddr, f.dport),
-                f64::from(f.srtt_us) / f64::from(f.rtt_baseline_us.max(1)),
-                f.rtt_baseline_us
-            ),
-            data,
+            evidence: Evidence::RttDegradation(RttDegradation {
+                conn: conn(f),
+                srtt_us: f.srtt_us,
+                baseline_srtt_us: f.rtt_baseline_us,
+                baseline_samples: f.rtt_samples,
+            }),
             generation: f.generation,
             mono_ns: f.mono_ns,
         });
     }
 }
 
-fn endpoint(addr: IpAddr, port: u16) -> String {
-    match addr {
-        IpAddr::V4(a) => format!("{a}:{port}"),
-        IpAddr::V6(a) => format!("[{a}]:{port}"),
+fn conn(f: &NetFact) -> ConnFacts {
+    ConnFacts {
+        pid: f.pid,
+        tid: f.tid,
+        comm: Comm(f.comm),
+        saddr: f.saddr,
+        sport: f.sport,
+        daddr: f.daddr,
+        dport: f.dport,
+        netns: f.netns,
+        cgroup_id: f.cgroup_id,
     }
-}
-
-fn conn_data(f: &NetFact) -> Map<String, Value> {
-    let mut m = Map::new();
-    m.insert("pid".into(), f.pid.into());
-    m.insert("tid".into(), f.tid.into());
-    m.insert("comm".into(), f.comm_str().into());
-    m.insert("family".into(), f.family_str().into());
-    m.insert("saddr".into(), f.saddr.to_string().into());
-    m.insert("sport".into(), f.sport.into());
-    m.insert("daddr".into(), f.daddr.to_string().into());
-    m.insert("dport".into(), f.dport.into());
-    m.insert("netns".into(), f.netns.into());
-    if f.cgroup_id != 0 {
-        m.insert("cgroup_id".into(), f.cgroup_id.into());
-    }
-    m
 }
 
 fn spike_finding(f: &NetFact, n: u32, srtt_us: u32, window_ms: u32) -> Finding {
-    let mut data = conn_data(f);
-    data.insert("retransmits".into(), n.into());
-    data.insert("count".into(), n.into());
-    data.insert("window_ms".into(), window_ms.into());
-    data.insert("srtt_us".into(), srtt_us.into());
     Finding {
-        anomaly: AnomalyType::RetransmitSpike,
         severity: Severity::Warning,
         outcome: Outcome::Degraded,
-        message: format!(
-            "{n} retransmits within {window_ms}ms on {} -> {}",
-            endpoint(f.saddr, f.sport),
-            endpoint(f.daddr, f.dport)
-        ),
-        data,
+        evidence: Evidence::RetransmitSpike(RetransmitSpike {
+            conn: conn(f),
+            retransmits: n,
+            window_ms,
+            srtt_us,
+        }),
         generation: f.generation,
         mono_ns: f.mono_ns,
     }
@@ -415,68 +394,53 @@ fn reset_errno(state: u32) -> &'static str {
 }
 
 fn reset_finding(first: &NetFact, count: u32) -> Finding {
-    let mut data = conn_data(first);
-    let state = tcp_state_name(first.state);
-    let errno = reset_errno(first.state);
-    data.insert("count".into(), count.into());
-    data.insert("state".into(), state.into());
-    data.insert("errno".into(), errno.into());
-    data.insert("unacked_bytes".into(), first.unacked.into());
     Finding {
-        anomaly: AnomalyType::ConnectionReset,
         severity: Severity::Warning,
         outcome: Outcome::Failure,
-        message: format!(
-            "connection {} -> {} reset by peer in {state} ({errno}), {} bytes unacknowledged, count={count}",
-            endpoint(first.saddr, first.sport),
-            endpoint(first.daddr, first.dport),
-            first.unacked
-        ),
-        data,
+        evidence: Evidence::ConnectionReset(Reset {
+            conn: conn(first),
+            count,
+            state: tcp_state_name(first.state),
+            errno: reset_errno(first.state),
+            unacked_bytes: first.unacked,
+        }),
         generation: first.generation,
         mono_ns: first.mono_ns,
     }
 }
 
 fn refused_finding(first: &NetFact, count: u32) -> Finding {
-    let cause = if first.rst { "rst" } else { "icmp" };
-    let mut data = conn_data(first);
-    data.insert("count".into(), count.into());
-    data.insert("cause".into(), cause.into());
-    data.insert("errno".into(), "ECONNREFUSED".into());
     Finding {
-        anomaly: AnomalyType::ConnectionRefused,
         severity: Severity::Warning,
         outcome: Outcome::Failure,
-        message: format!(
-            "connect to {} refused ({cause}), count={count}",
-            endpoint(first.daddr, first.dport)
-        ),
-        data,
+        evidence: Evidence::ConnectionRefused(Refused {
+            conn: conn(first),
+            count,
+            cause: if first.rst { "rst" } else { "icmp" },
+        }),
         generation: first.generation,
         mono_ns: first.mono_ns,
     }
 }
 
-fn close_finding(f: &NetFact, anomaly: AnomalyType, errno: &str) -> Finding {
-    let mut data = conn_data(f);
-    data.insert("errno".into(), errno.into());
-    if f.drops > 0 {
-        // The name is added where the kernel's BTF is read (the emitter).
-        data.insert("drops".into(), f.drops.into());
-        data.insert("drop_reason_code".into(), f.drop_reason.into());
-    }
-    let what = if anomaly == AnomalyType::ConnectionTimeout {
-        "timed out"
-    } else {
-        "unreachable"
+/// A timed-out or unreachable connect. The drop reason's name is added
+/// where the kernel's BTF is read (the emitter).
+fn close_finding(f: &NetFact, timed_out: bool, errno: &'static str) -> Finding {
+    let failed = ConnectFailed {
+        conn: conn(f),
+        errno,
+        drops: f.drops,
+        drop_reason_code: f.drop_reason,
+        drop_reason: None,
     };
     Finding {
-        anomaly,
         severity: Severity::Error,
         outcome: Outcome::Failure,
-        message: format!("connect to {} {what} ({errno})", endpoint(f.daddr, f.dport)),
-        data,
+        evidence: if timed_out {
+            Evidence::ConnectionTimeout(failed)
+        } else {
+            Evidence::ConnectionUnreachable(failed)
+        },
         generation: f.generation,
         mono_ns: f.mono_ns,
     }
@@ -494,21 +458,9 @@ impl Classifier for NetworkClassifier {
         match f.kind {
             NetKind::ConnectFail => match f.sk_err {
                 ECONNREFUSED => self.on_refused(f, out),
-                ETIMEDOUT => out.push(close_finding(
-                    f,
-                    AnomalyType::ConnectionTimeout,
-                    "ETIMEDOUT",
-                )),
-                EHOSTUNREACH => out.push(close_finding(
-                    f,
-                    AnomalyType::ConnectionUnreachable,
-                    "EHOSTUNREACH",
-                )),
-                ENETUNREACH => out.push(close_finding(
-                    f,
-                    AnomalyType::ConnectionUnreachable,
-                    "ENETUNREACH",
-                )),
+                ETIMEDOUT => out.push(close_finding(f, true, "ETIMEDOUT")),
+                EHOSTUNREACH => out.push(close_finding(f, false, "EHOSTUNREACH")),
+                ENETUNREACH => out.push(close_finding(f, false, "ENETUNREACH")),
                 _ => self.drops.add("unclassified_socket_error", 1),
             },
             NetKind::Retransmit => {
@@ -576,6 +528,7 @@ impl Classifier for NetworkClassifier {
 mod tests {
     use super::*;
     use crate::wire::config::CompiledConfig;
+    use crate::wire::AnomalyType;
 
     const MS: u64 = 1_000_000;
 
@@ -614,7 +567,7 @@ mod tests {
 
     fn counts(out: &[Finding]) -> Vec<u64> {
         out.iter()
-            .map(|f| f.data["count"].as_u64().unwrap())
+            .map(|f| f.data()["count"].as_u64().unwrap())
             .collect()
     }
 
@@ -625,11 +578,11 @@ mod tests {
         c.on_fact(&refused(0, 9), &mut out);
         assert_eq!(counts(&out), vec![1]);
         let f = &out[0];
-        assert_eq!(f.anomaly, AnomalyType::ConnectionRefused);
-        assert_eq!(f.data["dport"], 9);
-        assert_eq!(f.data["daddr"], "127.0.0.1");
-        assert_eq!(f.data["cause"], "rst");
-        assert_eq!(f.data["comm"], "client");
+        assert_eq!(f.anomaly(), AnomalyType::ConnectionRefused);
+        assert_eq!(f.data()["dport"], 9);
+        assert_eq!(f.data()["daddr"], "127.0.0.1");
+        assert_eq!(f.data()["cause"], "rst");
+        assert_eq!(f.data()["comm"], "client");
         for t in 1..=4 {
             c.on_fact(&refused(t * 100, 9), &mut out);
         }
@@ -671,7 +624,7 @@ mod tests {
         }
         c.on_fact(&other, &mut out);
         assert_eq!(counts(&out), vec![1, 1], "both emit at once");
-        assert_eq!(out[1].data["netns"], 4026532000u64);
+        assert_eq!(out[1].data()["netns"], 4026532000u64);
     }
 
     #[test]
@@ -727,7 +680,7 @@ mod tests {
         c.on_fact(&fact(NetKind::ConnectFail, 0, 83, 13), &mut out);
         let types: Vec<_> = out
             .iter()
-            .map(|f| (f.anomaly, f.data["errno"].clone()))
+            .map(|f| (f.anomaly(), f.data()["errno"].clone()))
             .collect();
         assert_eq!(
             types,
@@ -750,7 +703,7 @@ mod tests {
         };
         f.rst = false;
         c.on_fact(&Fact::Net(f), &mut out);
-        assert_eq!(out[0].data["cause"], "icmp");
+        assert_eq!(out[0].data()["cause"], "icmp");
     }
 
     fn retrans(t_ms: u64) -> Fact {
@@ -760,9 +713,9 @@ mod tests {
     fn retransmits(out: &[Finding]) -> Vec<u64> {
         out.iter()
             .map(|f| {
-                assert_eq!(f.anomaly, AnomalyType::RetransmitSpike);
-                assert_eq!(f.data["count"], f.data["retransmits"]);
-                f.data["retransmits"].as_u64().unwrap()
+                assert_eq!(f.anomaly(), AnomalyType::RetransmitSpike);
+                assert_eq!(f.data()["count"], f.data()["retransmits"]);
+                f.data()["retransmits"].as_u64().unwrap()
             })
             .collect()
     }
@@ -780,7 +733,7 @@ mod tests {
         assert!(out.is_empty());
         c.on_fact(&retrans(1050), &mut out);
         assert_eq!(retransmits(&out), vec![5]);
-        assert_eq!(out[0].data["window_ms"], 1000);
+        assert_eq!(out[0].data()["window_ms"], 1000);
         assert_eq!(out[0].mono_ns, 1050 * MS);
         // The rest of the spike window is counted, not emitted yet.
         for t in [1100, 1200, 1300, 1400, 1500, 2049] {
@@ -845,7 +798,7 @@ mod tests {
         c.on_fact(&fact(NetKind::Rtt, 20, 443, 0), &mut out);
         let spikes: Vec<Finding> = out
             .iter()
-            .filter(|f| f.anomaly == AnomalyType::RetransmitSpike)
+            .filter(|f| f.anomaly() == AnomalyType::RetransmitSpike)
             .cloned()
             .collect();
         assert_eq!(retransmits(&spikes), vec![5, 3]);
@@ -890,8 +843,8 @@ mod tests {
         for port in [1u64, 2, 3] {
             let sum: u64 = out
                 .iter()
-                .filter(|f| f.data["sport"] == port)
-                .map(|f| f.data["retransmits"].as_u64().unwrap())
+                .filter(|f| f.data()["sport"] == port)
+                .map(|f| f.data()["retransmits"].as_u64().unwrap())
                 .sum();
             assert_eq!(sum, 200, "sport {port}");
         }
@@ -935,10 +888,10 @@ mod tests {
         c.on_fact(&reset(0, 8080, 1, 1000), &mut out);
         assert_eq!(out.len(), 1);
         let o = &out[0];
-        assert_eq!(o.anomaly, AnomalyType::ConnectionReset);
+        assert_eq!(o.anomaly(), AnomalyType::ConnectionReset);
         assert_eq!(o.severity, Severity::Warning);
         assert_eq!(o.outcome, Outcome::Failure);
-        let d = &o.data;
+        let d = &o.data();
         assert_eq!(d["count"], 1);
         assert_eq!(d["state"], "ESTABLISHED");
         assert_eq!(d["errno"], "ECONNRESET");
@@ -947,7 +900,7 @@ mod tests {
         assert_eq!(d["comm"], "client");
         assert_eq!(d["dport"], 8080);
         assert_eq!(
-            o.message,
+            o.message(),
             "connection 127.0.0.1:40000 -> 127.0.0.1:8080 reset by peer in ESTABLISHED (ECONNRESET), 1000 bytes unacknowledged, count=1"
         );
         // Three more to it in the window, one elsewhere.
@@ -956,14 +909,17 @@ mod tests {
         }
         c.on_fact(&reset(40, 9090, 8, 0), &mut out);
         assert_eq!(out.len(), 2);
-        assert_eq!(out[1].data["dport"], 9090);
-        assert_eq!(out[1].data["errno"], "EPIPE", "from CLOSE_WAIT");
-        assert_eq!(out[1].data["state"], "CLOSE_WAIT");
+        assert_eq!(out[1].data()["dport"], 9090);
+        assert_eq!(out[1].data()["errno"], "EPIPE", "from CLOSE_WAIT");
+        assert_eq!(out[1].data()["state"], "CLOSE_WAIT");
         c.on_tick(1000 * MS, &mut out);
         assert_eq!(out.len(), 3);
-        assert_eq!(out[2].data["count"], 3);
-        assert_eq!(out[2].data["state"], "CLOSE_WAIT", "the first it counts");
-        let total: u64 = out.iter().map(|o| o.data["count"].as_u64().unwrap()).sum();
+        assert_eq!(out[2].data()["count"], 3);
+        assert_eq!(out[2].data()["state"], "CLOSE_WAIT", "the first it counts");
+        let total: u64 = out
+            .iter()
+            .map(|o| o.data()["count"].as_u64().unwrap())
+            .sum();
         assert_eq!(total, 5);
     }
 
@@ -978,7 +934,7 @@ mod tests {
         c.on_fact(&refused(2, 80), &mut out);
         // The reset emitted at once (min 1); refusals wait for 3.
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].anomaly, AnomalyType::ConnectionReset);
+        assert_eq!(out[0].anomaly(), AnomalyType::ConnectionReset);
         c.flush(&mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(c.drops().get("below_threshold"), 2);
@@ -999,11 +955,11 @@ mod tests {
         c.on_fact(&fact(NetKind::ConnectFail, 0, 82, ETIMEDOUT), &mut out);
         assert_eq!(out.len(), 3);
         for o in &out[..2] {
-            assert_eq!(o.data["drops"], 3);
-            assert_eq!(o.data["drop_reason_code"], 12);
+            assert_eq!(o.data()["drops"], 3);
+            assert_eq!(o.data()["drop_reason_code"], 12);
         }
-        assert!(!out[2].data.contains_key("drops"));
-        assert!(!out[2].data.contains_key("drop_reason_code"));
+        assert!(!out[2].data().contains_key("drops"));
+        assert!(!out[2].data().contains_key("drop_reason_code"));
     }
 
     #[test]
@@ -1048,13 +1004,13 @@ mod tests {
         c.on_fact(&spike(2000, 8080, 50_000, 1_000), &mut out);
         assert_eq!(out.len(), 1);
         let f = &out[0];
-        assert_eq!(f.anomaly, AnomalyType::RttDegradation);
-        assert_eq!(f.data["srtt_us"], 50_000);
-        assert_eq!(f.data["baseline_srtt_us"], 1_000);
-        assert_eq!(f.data["baseline_samples"], 8);
-        assert_eq!(f.data["pid"], 100);
+        assert_eq!(f.anomaly(), AnomalyType::RttDegradation);
+        assert_eq!(f.data()["srtt_us"], 50_000);
+        assert_eq!(f.data()["baseline_srtt_us"], 1_000);
+        assert_eq!(f.data()["baseline_samples"], 8);
+        assert_eq!(f.data()["pid"], 100);
         assert_eq!(
-            f.message,
+            f.message(),
             "srtt 50000us to 127.0.0.1:8080 is 50.0x its baseline 1000us"
         );
         // Within a second of it: not repeated, counted.
@@ -1101,7 +1057,7 @@ mod tests {
         f.kind = NetKind::Retransmit;
         c.on_fact(&Fact::Net(f), &mut out);
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].anomaly, AnomalyType::RttDegradation);
+        assert_eq!(out[0].anomaly(), AnomalyType::RttDegradation);
     }
 
     #[test]
@@ -1125,5 +1081,73 @@ mod tests {
         c.on_fact(&Fact::Net(f), &mut out);
         assert_eq!(out.len(), MAX_RTT_DESTS + 1);
         assert_eq!(c.rtt.len(), 1);
+    }
+
+    #[test]
+    fn facts_that_fold_or_drop_allocate_nothing() {
+        use crate::agent::classify::alloc_count::allocations;
+        let mut cfg = CompiledConfig::default();
+        cfg.network.refused_min_count = 150;
+        cfg.network.refused_window_ms = 10_000;
+        cfg.network.retransmit_min_count = 5;
+        cfg.network.retransmit_window_ms = 10_000;
+        let mut c = NetworkClassifier::new(&cfg);
+        let mut out = Vec::with_capacity(16);
+        // Warm-up, as a running agent is: a refusal window that reached
+        // its threshold, one that did not, an open retransmit spike, an
+        // RTT cooldown, and every drop reason counted once.
+        for t in 0..150 {
+            c.on_fact(&refused(t / 100, 81), &mut out);
+        }
+        c.on_fact(&refused(0, 82), &mut out);
+        for t in 0..5 {
+            c.on_fact(&retrans(t), &mut out);
+        }
+        c.on_fact(&spike(0, 8080, 50_000, 1_000), &mut out);
+        c.on_fact(&spike(1, 8080, 50_000, 1_000), &mut out);
+        let reset_err = fact(NetKind::ConnectFail, 1, 80, 104);
+        c.on_fact(&reset_err, &mut out);
+        assert_eq!(out.len(), 3, "refused 81, the spike, the RTT: {out:?}");
+        out.clear();
+        let (folded, below, retransmit, cooled) = (
+            refused(10, 81),
+            refused(10, 82),
+            retrans(10),
+            spike(20, 8080, 60_000, 1_000),
+        );
+        let healthy_end = fact(NetKind::Rtt, 30, 9999, 0);
+        let n = allocations(|| {
+            for _ in 0..100 {
+                c.on_fact(&folded, &mut out);
+                c.on_fact(&below, &mut out);
+                c.on_fact(&retransmit, &mut out);
+                c.on_fact(&cooled, &mut out);
+                c.on_fact(&reset_err, &mut out);
+                c.on_fact(&healthy_end, &mut out);
+            }
+            c.on_tick(40 * MS, &mut out);
+        });
+        assert_eq!(n, 0, "allocations for 600 facts that made no occurrence");
+        assert!(out.is_empty(), "{out:?}");
+        // They were counted, not lost: the folds carry them.
+        c.flush(&mut out);
+        let by_port = |port: u64| -> u64 {
+            out.iter()
+                .filter(|f| f.data()["dport"] == port)
+                .map(|f| f.data()["count"].as_u64().unwrap())
+                .sum()
+        };
+        assert_eq!(by_port(81), 100);
+        assert_eq!(by_port(443), 100);
+        assert_eq!(c.drops().get("below_threshold"), 101);
+        assert_eq!(c.drops().get("rtt_cooldown"), 101);
+        assert_eq!(c.drops().get("unclassified_socket_error"), 101);
+
+        // Stating evidence allocates nothing either: a timeout becomes a
+        // finding with no allocation once `out` has room.
+        out.clear();
+        let timeout = fact(NetKind::ConnectFail, 50, 90, ETIMEDOUT);
+        assert_eq!(allocations(|| c.on_fact(&timeout, &mut out)), 0);
+        assert_eq!(out[0].anomaly(), AnomalyType::ConnectionTimeout);
     }
 }

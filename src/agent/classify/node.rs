@@ -83,11 +83,13 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Map, Value};
-
 use super::{DropCounts, Finding};
 use crate::wire::config::NodeConfig;
-use crate::wire::{AnomalyType, Outcome, Severity};
+use crate::wire::evidence::{
+    Baseline, CpuStall, Evidence, IpcDegradation, MemoryPressure, PmcMisses, PmcPeriod, PmcStall,
+    Psi,
+};
+use crate::wire::{Outcome, Severity};
 
 /// While a condition holds, at most one occurrence per this many periods.
 pub const REPEAT_EVERY_PERIODS: u32 = 60;
@@ -220,6 +222,14 @@ struct Ewma {
 }
 
 impl Ewma {
+    /// The baseline as an occurrence states it.
+    fn judged(self) -> Baseline {
+        Baseline {
+            value: self.value,
+            samples: self.samples,
+        }
+    }
+
     fn fold(&mut self, x: f64) {
         self.value = if self.samples == 0 {
             x
@@ -421,19 +431,17 @@ impl NodeClassifier {
             st.mem_ep.end();
             return;
         }
-        let mut base = Map::new();
-        base.insert("cpu".into(), i64::from(r.cpu).into());
-        base.insert("source".into(), "pmc".into());
-        base.insert("period_ns".into(), d.enabled_ns.into());
-        base.insert("cycles".into(), d.cycles.into());
-        base.insert("running_permille".into(), d.running_permille.into());
-        base.insert("scaled".into(), d.scaled.into());
-        let finding = |anomaly, message, data| Finding {
-            anomaly,
+        let period = PmcPeriod {
+            cpu: r.cpu,
+            period_ns: d.enabled_ns,
+            cycles: d.cycles,
+            running_permille: d.running_permille,
+            scaled: d.scaled,
+        };
+        let finding = |evidence| Finding {
             severity: Severity::Warning,
             outcome: Outcome::Degraded,
-            message,
-            data,
+            evidence,
             generation,
             mono_ns,
         };
@@ -445,21 +453,15 @@ impl NodeClassifier {
             let threshold = cfg.cpu_stall_permille;
             if threshold > 0 && permille >= u64::from(threshold) {
                 if st.stall_ep.over() {
-                    let mut data = base.clone();
-                    data.insert("stall_event".into(), stalled.event.into());
-                    data.insert("stalled_cycles".into(), stalled.value.into());
-                    data.insert("stall_permille".into(), permille.into());
-                    data.insert("threshold_permille".into(), threshold.into());
-                    insert_baseline(&mut data, "baseline_stall_permille", baseline);
-                    data.insert("episode_periods".into(), st.stall_ep.periods.into());
-                    out.push(finding(
-                        AnomalyType::CpuStall,
-                        format!(
-                            "cpu {}: {} of {} cycles stalled ({}‰, threshold {}‰, {})",
-                            r.cpu, stalled.value, d.cycles, permille, threshold, stalled.event
-                        ),
-                        data,
-                    ));
+                    out.push(finding(Evidence::CpuStall(CpuStall::Pmc(PmcStall {
+                        period,
+                        stall_event: stalled.event,
+                        stalled_cycles: stalled.value,
+                        stall_permille: permille,
+                        threshold_permille: threshold,
+                        baseline: baseline.judged(),
+                        episode_periods: st.stall_ep.periods,
+                    }))));
                 }
             } else {
                 st.stall_ep.end();
@@ -477,25 +479,14 @@ impl NodeClassifier {
             let limit = baseline.value * f64::from(drop) / 1000.0;
             if judged && (ipc_milli as f64) < limit {
                 if st.ipc_ep.over() {
-                    let mut data = base.clone();
-                    data.insert("instructions".into(), instr.into());
-                    data.insert("ipc_milli".into(), ipc_milli.into());
-                    insert_baseline(&mut data, "baseline_ipc_milli", baseline);
-                    data.insert("ipc_drop_permille".into(), drop.into());
-                    data.insert("episode_periods".into(), st.ipc_ep.periods.into());
-                    out.push(finding(
-                        AnomalyType::IpcDegradation,
-                        format!(
-                            "cpu {}: IPC {:.3} below {}‰ of its baseline {:.3} ({} instructions, {} cycles)",
-                            r.cpu,
-                            ipc_milli as f64 / 1000.0,
-                            drop,
-                            baseline.value / 1000.0,
-                            instr,
-                            d.cycles
-                        ),
-                        data,
-                    ));
+                    out.push(finding(Evidence::IpcDegradation(IpcDegradation {
+                        period,
+                        instructions: instr,
+                        ipc_milli,
+                        baseline: baseline.judged(),
+                        ipc_drop_permille: drop,
+                        episode_periods: st.ipc_ep.periods,
+                    })));
                 }
             } else if judged {
                 st.ipc_ep.end();
@@ -510,25 +501,18 @@ impl NodeClassifier {
                 let threshold = cfg.memory_pressure_mpki_milli;
                 if threshold > 0 && mpki_milli >= u64::from(threshold) {
                     if st.mem_ep.over() {
-                        let mut data = base.clone();
-                        data.insert("instructions".into(), instr.into());
-                        data.insert("miss_event".into(), misses.event.into());
-                        data.insert("cache_misses".into(), misses.value.into());
-                        data.insert("mpki_milli".into(), mpki_milli.into());
-                        data.insert("threshold_mpki_milli".into(), threshold.into());
-                        insert_baseline(&mut data, "baseline_mpki_milli", baseline);
-                        data.insert("episode_periods".into(), st.mem_ep.periods.into());
-                        out.push(finding(
-                            AnomalyType::MemoryPressure,
-                            format!(
-                                "cpu {}: {:.3} {} per kilo-instruction (threshold {:.3})",
-                                r.cpu,
-                                mpki_milli as f64 / 1000.0,
-                                misses.event,
-                                f64::from(threshold) / 1000.0
-                            ),
-                            data,
-                        ));
+                        out.push(finding(Evidence::MemoryPressure(MemoryPressure::Pmc(
+                            PmcMisses {
+                                period,
+                                instructions: instr,
+                                miss_event: misses.event,
+                                cache_misses: misses.value,
+                                mpki_milli,
+                                threshold_mpki_milli: threshold,
+                                baseline: baseline.judged(),
+                                episode_periods: st.mem_ep.periods,
+                            },
+                        ))));
                     }
                 } else {
                     st.mem_ep.end();
@@ -571,34 +555,21 @@ impl NodeClassifier {
         if !state.episode.over() {
             return;
         }
-        let mut data = Map::new();
-        data.insert("cpu".into(), NODE_WIDE_CPU.into());
-        data.insert("source".into(), "psi".into());
-        data.insert("resource".into(), res.as_str().into());
-        data.insert("period_us".into(), period_us.into());
-        data.insert("some_stall_us".into(), some_us.into());
-        data.insert("some_permille".into(), some_permille.into());
-        if let Some(f) = full_us {
-            data.insert("full_stall_us".into(), f.into());
-            data.insert(
-                "full_permille".into(),
-                ratio(f, 1_000_000, period_ns).into(),
-            );
-        }
-        data.insert("threshold_permille".into(), threshold.into());
-        data.insert("episode_periods".into(), state.episode.periods.into());
-        let (anomaly, what) = match res {
-            Resource::Memory => (AnomalyType::MemoryPressure, "waiting on memory"),
-            Resource::Cpu => (AnomalyType::CpuStall, "waiting for a CPU"),
+        let psi = Psi {
+            period_us,
+            some_stall_us: some_us,
+            some_permille,
+            full: full_us.map(|f| (f, ratio(f, 1_000_000, period_ns))),
+            threshold_permille: threshold,
+            episode_periods: state.episode.periods,
         };
         out.push(Finding {
-            anomaly,
             severity: Severity::Warning,
             outcome: Outcome::Degraded,
-            message: format!(
-                "tasks {what} {some_us}us of the last {period_us}us ({some_permille}‰ PSI some, threshold {threshold}‰)"
-            ),
-            data,
+            evidence: match res {
+                Resource::Memory => Evidence::MemoryPressure(MemoryPressure::Psi(psi)),
+                Resource::Cpu => Evidence::CpuStall(CpuStall::Psi(psi)),
+            },
             generation: self.generation,
             mono_ns,
         });
@@ -611,15 +582,6 @@ enum Resource {
     Cpu,
 }
 
-impl Resource {
-    fn as_str(self) -> &'static str {
-        match self {
-            Resource::Memory => "memory",
-            Resource::Cpu => "cpu",
-        }
-    }
-}
-
 /// `num × scale / den` in integers, 0 when `den` is 0.
 fn ratio(num: u64, scale: u64, den: u64) -> u64 {
     if den == 0 {
@@ -628,14 +590,10 @@ fn ratio(num: u64, scale: u64, den: u64) -> u64 {
     (u128::from(num) * u128::from(scale) / u128::from(den)).min(u128::from(u64::MAX)) as u64
 }
 
-fn insert_baseline(data: &mut Map<String, Value>, key: &str, b: Ewma) {
-    data.insert(key.into(), (b.value.round() as u64).into());
-    data.insert("baseline_samples".into(), b.samples.into());
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::AnomalyType;
     use crate::wire::CompiledConfig;
 
     const MS: u64 = 1_000_000;
@@ -746,7 +704,7 @@ mod tests {
     }
 
     fn types(f: &[Finding]) -> Vec<&'static str> {
-        f.iter().map(|f| f.anomaly.as_str()).collect()
+        f.iter().map(|f| f.anomaly().as_str()).collect()
     }
 
     #[test]
@@ -840,11 +798,11 @@ mod tests {
             let out = run(&mut c, &sample(t0, vec![cpu.step(load)]));
             let stalls: Vec<_> = out
                 .iter()
-                .filter(|f| f.anomaly == AnomalyType::CpuStall)
+                .filter(|f| f.anomaly() == AnomalyType::CpuStall)
                 .collect();
             assert_eq!(stalls.len(), usize::from(fires), "{permille}‰: {out:?}");
             if let Some(f) = stalls.first() {
-                let d = &f.data;
+                let d = &f.data();
                 assert_eq!(d["cpu"], 2);
                 assert_eq!(d["source"], "pmc");
                 assert_eq!(d["cycles"], PERIOD);
@@ -882,7 +840,7 @@ mod tests {
                 "ipc {ipc}: {out:?}"
             );
             if fires {
-                let d = &out[0].data;
+                let d = &out[0].data();
                 assert_eq!(d["ipc_milli"], ipc);
                 assert_eq!(d["baseline_ipc_milli"], 2000);
                 assert_eq!(d["ipc_drop_permille"], 500);
@@ -930,7 +888,7 @@ mod tests {
                 "{mpki}: {out:?}"
             );
             if fires {
-                let d = &out[0].data;
+                let d = &out[0].data();
                 assert_eq!(d["source"], "pmc");
                 assert_eq!(d["mpki_milli"], mpki);
                 assert_eq!(d["miss_event"], "LLC-load-misses");
@@ -953,8 +911,8 @@ mod tests {
         for i in 0..(2 * REPEAT_EVERY_PERIODS + 1) {
             let out = run(&mut c, &sample(t, vec![cpu.step(stalled)]));
             t += 1;
-            for f in out.iter().filter(|f| f.anomaly == AnomalyType::CpuStall) {
-                emitted_at.push((i, f.data["episode_periods"].as_u64().unwrap()));
+            for f in out.iter().filter(|f| f.anomaly() == AnomalyType::CpuStall) {
+                emitted_at.push((i, f.data()["episode_periods"].as_u64().unwrap()));
             }
         }
         let n = u64::from(REPEAT_EVERY_PERIODS);
@@ -970,7 +928,7 @@ mod tests {
         assert!(run(&mut c, &sample(t, vec![cpu.step(HEALTHY)])).is_empty());
         let out = run(&mut c, &sample(t + 1, vec![cpu.step(stalled)]));
         assert_eq!(types(&out), ["kernel.node.cpu_stall"]);
-        assert_eq!(out[0].data["episode_periods"], 1);
+        assert_eq!(out[0].data()["episode_periods"], 1);
     }
 
     #[test]
@@ -994,8 +952,8 @@ mod tests {
         assert!(r.cycles < near, "wrapped");
         let out = run(&mut c, &sample(1, vec![r]));
         assert_eq!(types(&out), ["kernel.node.cpu_stall"]);
-        assert_eq!(out[0].data["cycles"], PERIOD);
-        assert_eq!(out[0].data["stall_permille"], 700);
+        assert_eq!(out[0].data()["cycles"], PERIOD);
+        assert_eq!(out[0].data()["stall_permille"], 700);
         assert_eq!(c.drops(), &DropCounts::default());
     }
 
@@ -1047,7 +1005,7 @@ mod tests {
             &sample(t0, vec![cpu.step_mux(stalled, PERIOD, PERIOD / 2)]),
         );
         assert_eq!(types(&out), ["kernel.node.cpu_stall"]);
-        let d = &out[0].data;
+        let d = &out[0].data();
         assert_eq!(d["scaled"], true);
         assert_eq!(d["running_permille"], 500);
         assert_eq!(d["cycles"], PERIOD);
@@ -1125,7 +1083,7 @@ mod tests {
         assert_eq!(c.drops(), &DropCounts::default());
         let out = run(&mut c, &sample(5, vec![a.step(HEALTHY), b2.step(stalled)]));
         assert_eq!(types(&out), ["kernel.node.cpu_stall"]);
-        assert_eq!(out[0].data["cpu"], 1);
+        assert_eq!(out[0].data()["cpu"], 1);
         // Same epoch coming back (a group that survived offline): the gap
         // is never judged, because the absent CPU forgot its reading.
         let out = run(&mut c, &sample(6, vec![a.step(HEALTHY)]));
@@ -1148,7 +1106,7 @@ mod tests {
         run(&mut c, &sample(0, vec![a.step(HEALTHY), b.step(HEALTHY)]));
         let out = run(&mut c, &sample(1, vec![a.step(HEALTHY), b.step(stalled)]));
         assert_eq!(types(&out), ["kernel.node.cpu_stall"]);
-        assert_eq!(out[0].data["cpu"], 7);
+        assert_eq!(out[0].data()["cpu"], 7);
     }
 
     #[test]
@@ -1171,7 +1129,7 @@ mod tests {
             all.extend(run(&mut c, &sample(t, vec![cpu.step(load)])));
         }
         assert_eq!(types(&all), ["kernel.node.cpu_stall"]);
-        assert_eq!(all[0].data["stall_event"], "stalled-cycles-frontend");
+        assert_eq!(all[0].data()["stall_event"], "stalled-cycles-frontend");
     }
 
     fn psi(t: u64, some_us: u64, full_us: u64) -> NodeSample {
@@ -1201,9 +1159,9 @@ mod tests {
             assert_eq!(!out.is_empty(), fires, "{stall_us}: {out:?}");
             if fires {
                 let f = &out[0];
-                assert_eq!(f.anomaly, AnomalyType::MemoryPressure);
+                assert_eq!(f.anomaly(), AnomalyType::MemoryPressure);
                 assert_eq!(f.mono_ns, 11 * PERIOD);
-                let d = &f.data;
+                let d = &f.data();
                 assert_eq!(d["cpu"], NODE_WIDE_CPU);
                 assert_eq!(d["source"], "psi");
                 assert_eq!(d["resource"], "memory");
@@ -1232,9 +1190,9 @@ mod tests {
         });
         let out = run(&mut c, &s);
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].data["some_permille"], 120);
-        assert_eq!(out[0].data["period_us"], 500_000);
-        assert!(out[0].data.get("full_stall_us").is_none());
+        assert_eq!(out[0].data()["some_permille"], 120);
+        assert_eq!(out[0].data()["period_us"], 500_000);
+        assert!(out[0].data().get("full_stall_us").is_none());
         // The same instant again is no period at all.
         let out = run(&mut c, &s);
         assert!(out.is_empty());
@@ -1252,7 +1210,7 @@ mod tests {
         // The last reading is the new base.
         let out = run(&mut c, &psi(3, 1_000_000 + 200_000, 9));
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].data["some_stall_us"], 200_000);
+        assert_eq!(out[0].data()["some_stall_us"], 200_000);
     }
 
     #[test]
@@ -1272,12 +1230,12 @@ mod tests {
             };
             total += 960_000;
             for f in run(&mut c, &s) {
-                assert_eq!(f.anomaly, AnomalyType::CpuStall);
-                assert_eq!(f.data["source"], "psi");
-                assert_eq!(f.data["resource"], "cpu");
-                assert_eq!(f.data["cpu"], -1);
-                assert_eq!(f.data["some_permille"], 960);
-                assert_eq!(f.data["threshold_permille"], 950);
+                assert_eq!(f.anomaly(), AnomalyType::CpuStall);
+                assert_eq!(f.data()["source"], "psi");
+                assert_eq!(f.data()["resource"], "cpu");
+                assert_eq!(f.data()["cpu"], -1);
+                assert_eq!(f.data()["some_permille"], 960);
+                assert_eq!(f.data()["threshold_permille"], 950);
                 emitted.push(t);
             }
         }
@@ -1324,7 +1282,7 @@ mod tests {
         c.set_config(&low, 9);
         let out = run(&mut c, &psi(2, 100_000, 0));
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].data["threshold_permille"], 1);
+        assert_eq!(out[0].data()["threshold_permille"], 1);
         assert_eq!(out[0].generation, 9);
     }
 }

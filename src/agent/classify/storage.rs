@@ -36,12 +36,11 @@
 //! both map to EINVAL. Anything else maps to EIO, as
 //! `blk_status_to_errno` does. The raw status is kept in `blk_status`.
 
-use serde_json::{Map, Value};
-
 use super::{Classifier, DropCounts, Finding};
 use crate::agent::decode::{Fact, StoFact};
 use crate::wire::config::StorageConfig;
-use crate::wire::{AnomalyType, CompiledConfig, Outcome, Severity};
+use crate::wire::evidence::{Evidence, Flags, Io, IoError, LatencySpike};
+use crate::wire::{CompiledConfig, Outcome, Severity};
 
 pub struct StorageClassifier {
     cfg: StorageConfig,
@@ -123,13 +122,15 @@ pub fn op_of(f: &StoFact) -> &'static str {
     }
 }
 
-/// The modifiers set in `cmd_flags`, named.
-pub fn flag_names(cmd_flags: u32) -> Vec<&'static str> {
-    REQ_FLAGS
-        .iter()
-        .filter(|(bit, _)| cmd_flags & (1 << bit) != 0)
-        .map(|(_, n)| *n)
-        .collect()
+/// The modifiers set in `cmd_flags`, named (no allocation).
+pub fn flag_names(cmd_flags: u32) -> Flags {
+    let mut flags = Flags::default();
+    for (bit, name) in REQ_FLAGS {
+        if cmd_flags & (1 << bit) != 0 {
+            flags.push(name);
+        }
+    }
+    flags
 }
 
 impl StorageClassifier {
@@ -140,24 +141,19 @@ impl StorageClassifier {
         }
     }
 
-    fn data(f: &StoFact) -> Map<String, Value> {
-        let mut m = Map::new();
-        m.insert("dev".into(), format!("{}:{}", f.major(), f.minor()).into());
-        m.insert("sector".into(), f.sector.into());
-        m.insert("nr_sectors".into(), f.nr_sectors.into());
-        m.insert("bytes".into(), f.bytes.into());
-        m.insert("op".into(), op_of(f).into());
-        m.insert("flags".into(), flag_names(f.cmd_flags).into());
-        if let Some(l) = Self::latency(f) {
-            m.insert("latency_ns".into(), l.into());
+    fn io(f: &StoFact) -> Io {
+        Io {
+            major: f.major(),
+            minor: f.minor(),
+            sector: f.sector,
+            nr_sectors: f.nr_sectors,
+            bytes: f.bytes,
+            op: op_of(f),
+            flags: flag_names(f.cmd_flags),
+            latency_ns: Self::latency(f),
+            requeues: f.requeues,
+            partial: f.partial,
         }
-        if f.requeues > 0 {
-            m.insert("requeues".into(), f.requeues.into());
-        }
-        if f.partial {
-            m.insert("partial".into(), true.into());
-        }
-        m
     }
 
     /// The latency the fact may carry: none for a flush's tail.
@@ -166,24 +162,18 @@ impl StorageClassifier {
     }
 
     fn classify(&mut self, f: &StoFact) -> Option<Finding> {
-        let dev = format!("{}:{}", f.major(), f.minor());
         if f.status != 0 {
-            let (errno, name, sts) = blk_status_errno(f.status);
-            let mut data = Self::data(f);
-            data.insert("errno".into(), name.into());
-            data.insert("errno_value".into(), errno.into());
-            data.insert("blk_status".into(), f.status.into());
+            let (errno_value, errno, blk_status_name) = blk_status_errno(f.status);
             return Some(Finding {
-                anomaly: AnomalyType::IoError,
                 severity: Severity::Error,
                 outcome: Outcome::Failure,
-                message: format!(
-                    "{} of {} bytes at sector {} on {dev} failed: {name} ({sts})",
-                    op_of(f),
-                    f.bytes,
-                    f.sector
-                ),
-                data,
+                evidence: Evidence::IoError(IoError {
+                    io: Self::io(f),
+                    errno,
+                    errno_value,
+                    blk_status: f.status,
+                    blk_status_name,
+                }),
                 generation: f.generation,
                 mono_ns: f.mono_ns,
             });
@@ -206,24 +196,15 @@ impl StorageClassifier {
         } else {
             Severity::Warning
         };
-        let mut data = Self::data(f);
-        data.insert(
-            "slow_io_threshold_ns".into(),
-            self.cfg.slow_io_threshold_ns.into(),
-        );
-        data.insert("io_latency_critical_ns".into(), critical.into());
         Some(Finding {
-            anomaly: AnomalyType::LatencySpike,
             severity,
             outcome: Outcome::Degraded,
-            message: format!(
-                "{} of {} bytes at sector {} on {dev} took {:.1}ms",
-                op_of(f),
-                f.bytes,
-                f.sector,
-                latency as f64 / 1e6
-            ),
-            data,
+            evidence: Evidence::LatencySpike(LatencySpike {
+                io: Self::io(f),
+                latency_ns: latency,
+                slow_io_threshold_ns: self.cfg.slow_io_threshold_ns,
+                io_latency_critical_ns: critical,
+            }),
             generation: f.generation,
             mono_ns: f.mono_ns,
         })
@@ -250,6 +231,7 @@ impl Classifier for StorageClassifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::AnomalyType;
 
     const MS: u64 = 1_000_000;
 
@@ -281,11 +263,11 @@ mod tests {
         let (out, _) = classify(fact(3, Some(2 * MS)));
         assert_eq!(out.len(), 1);
         let o = &out[0];
-        assert_eq!(o.anomaly, AnomalyType::IoError);
+        assert_eq!(o.anomaly(), AnomalyType::IoError);
         assert_eq!(o.severity, Severity::Error);
         assert_eq!(o.outcome, Outcome::Failure);
         assert_eq!((o.generation, o.mono_ns), (2, 9));
-        let d = &o.data;
+        let d = &o.data();
         assert_eq!(d["dev"], "7:3");
         assert_eq!(d["sector"], 2048);
         assert_eq!(d["nr_sectors"], 8);
@@ -296,7 +278,7 @@ mod tests {
         assert_eq!(d["blk_status"], 3);
         assert_eq!(d["latency_ns"], 2 * MS);
         assert_eq!(
-            o.message,
+            o.message(),
             "write of 4096 bytes at sector 2048 on 7:3 failed: ENOSPC (BLK_STS_NOSPC)"
         );
     }
@@ -304,8 +286,8 @@ mod tests {
     #[test]
     fn io_error_without_correlation_has_no_latency() {
         let (out, drops) = classify(fact(10, None));
-        assert_eq!(out[0].data["errno"], "EIO");
-        assert!(!out[0].data.contains_key("latency_ns"));
+        assert_eq!(out[0].data()["errno"], "EIO");
+        assert!(!out[0].data().contains_key("latency_ns"));
         assert_eq!(drops, DropCounts::default());
     }
 
@@ -353,15 +335,15 @@ mod tests {
             let (out, _) = classify(fact(0, Some(lat)));
             assert_eq!(out.len(), 1);
             let o = &out[0];
-            assert_eq!(o.anomaly, AnomalyType::LatencySpike);
+            assert_eq!(o.anomaly(), AnomalyType::LatencySpike);
             assert_eq!(o.severity, sev, "{lat}");
             assert_eq!(o.outcome, Outcome::Degraded);
-            assert_eq!(o.data["latency_ns"], lat);
-            assert!(!o.data.contains_key("errno"));
+            assert_eq!(o.data()["latency_ns"], lat);
+            assert!(!o.data().contains_key("errno"));
         }
         let (out, _) = classify(fact(0, Some(150 * MS)));
         assert_eq!(
-            out[0].message,
+            out[0].message(),
             "write of 4096 bytes at sector 2048 on 7:3 took 150.0ms"
         );
     }
@@ -375,7 +357,7 @@ mod tests {
         let mut out = Vec::new();
         c.on_fact(&Fact::Sto(fact(0, Some(250 * MS))), &mut out);
         assert_eq!(out[0].severity, Severity::Critical);
-        assert_eq!(out[0].data["io_latency_critical_ns"], 200 * MS);
+        assert_eq!(out[0].data()["io_latency_critical_ns"], 200 * MS);
     }
 
     #[test]
@@ -448,9 +430,9 @@ mod tests {
         f.partial = true;
         f.dev = (259 << 20) | 1_048_575;
         let (out, _) = classify(f);
-        assert_eq!(out[0].data["requeues"], 2);
-        assert_eq!(out[0].data["partial"], true);
-        assert_eq!(out[0].data["dev"], "259:1048575");
+        assert_eq!(out[0].data()["requeues"], 2);
+        assert_eq!(out[0].data()["partial"], true);
+        assert_eq!(out[0].data()["dev"], "259:1048575");
     }
 
     const SYNC: u32 = 1 << 11;
@@ -460,15 +442,15 @@ mod tests {
 
     #[test]
     fn flags_name_the_modifiers_the_kernel_set() {
-        assert!(flag_names(1).is_empty());
-        assert_eq!(flag_names(1 | SYNC), vec!["sync"]);
+        assert!(flag_names(1).as_slice().is_empty());
+        assert_eq!(flag_names(1 | SYNC).as_slice(), ["sync"]);
         assert_eq!(
-            flag_names(1 | SYNC | META | FUA | PREFLUSH | (1 << 14)),
-            vec!["sync", "meta", "fua", "preflush"],
+            flag_names(1 | SYNC | META | FUA | PREFLUSH | (1 << 14)).as_slice(),
+            ["sync", "meta", "fua", "preflush"],
             "others (NOMERGE) are not listed"
         );
         let (out, _) = classify(fact(0, Some(200 * MS)));
-        assert_eq!(out[0].data["flags"], serde_json::json!(["sync"]));
+        assert_eq!(out[0].data()["flags"], serde_json::json!(["sync"]));
     }
 
     /// A flush as the block layer makes it: REQ_OP_FLUSH|REQ_PREFLUSH,
@@ -496,12 +478,12 @@ mod tests {
     fn a_slow_flush_is_a_flush_with_its_flags() {
         let (out, _) = classify(flush(Some(150 * MS), 0));
         let o = &out[0];
-        assert_eq!(o.anomaly, AnomalyType::LatencySpike);
-        assert_eq!(o.data["op"], "flush");
-        assert_eq!(o.data["flags"], serde_json::json!(["preflush"]));
-        assert_eq!(o.data["bytes"], 0);
+        assert_eq!(o.anomaly(), AnomalyType::LatencySpike);
+        assert_eq!(o.data()["op"], "flush");
+        assert_eq!(o.data()["flags"], serde_json::json!(["preflush"]));
+        assert_eq!(o.data()["bytes"], 0);
         assert_eq!(
-            o.message,
+            o.message(),
             "flush of 0 bytes at sector 0 on 7:3 took 150.0ms"
         );
     }
@@ -520,12 +502,12 @@ mod tests {
         // A failed flush is still an error, named a flush, without latency.
         let (out, _) = classify(flush_tail(Some(124 * MS), 10));
         let o = &out[0];
-        assert_eq!(o.anomaly, AnomalyType::IoError);
-        assert_eq!(o.data["op"], "flush");
-        assert_eq!(o.data["flags"], serde_json::json!(["sync"]));
-        assert!(!o.data.contains_key("latency_ns"));
+        assert_eq!(o.anomaly(), AnomalyType::IoError);
+        assert_eq!(o.data()["op"], "flush");
+        assert_eq!(o.data()["flags"], serde_json::json!(["sync"]));
+        assert!(!o.data().contains_key("latency_ns"));
         assert_eq!(
-            o.message,
+            o.message(),
             "flush of 0 bytes at sector 0 on 7:3 failed: EIO (BLK_STS_IOERR)"
         );
     }
@@ -535,12 +517,36 @@ mod tests {
         let mut f = fact(0, Some(120 * MS));
         f.cmd_flags = 1 | SYNC | FUA;
         let (out, _) = classify(f);
-        assert_eq!(out[0].data["op"], "write");
-        assert_eq!(out[0].data["flags"], serde_json::json!(["sync", "fua"]));
+        assert_eq!(out[0].data()["op"], "write");
+        assert_eq!(out[0].data()["flags"], serde_json::json!(["sync", "fua"]));
         // A discard of 0 bytes is not a flush.
         let mut d = flush_tail(Some(120 * MS), 0);
         d.cmd_flags = 3;
         let (out, _) = classify(d);
-        assert_eq!(out[0].data["op"], "discard");
+        assert_eq!(out[0].data()["op"], "discard");
+    }
+
+    #[test]
+    fn dropped_completions_and_evidence_allocate_nothing() {
+        use crate::agent::classify::alloc_count::allocations;
+        let mut c = StorageClassifier::new(&CompiledConfig::default());
+        let mut out = Vec::with_capacity(4);
+        let (uncorrelated, tail) = (fact(0, None), flush_tail(Some(5 * MS), 0));
+        // Warm-up: each drop reason counted once.
+        c.on_fact(&Fact::Sto(uncorrelated), &mut out);
+        c.on_fact(&Fact::Sto(tail), &mut out);
+        let n = allocations(|| {
+            for _ in 0..100 {
+                c.on_fact(&Fact::Sto(uncorrelated), &mut out);
+                c.on_fact(&Fact::Sto(tail), &mut out);
+            }
+        });
+        assert_eq!(n, 0);
+        assert!(out.is_empty());
+        assert_eq!(c.drops().get("uncorrelated_latency"), 101);
+        assert_eq!(c.drops().get("ambiguous_inflight_io"), 101);
+        let error = Fact::Sto(fact(10, Some(MS)));
+        assert_eq!(allocations(|| c.on_fact(&error, &mut out)), 0);
+        assert_eq!(out[0].anomaly(), AnomalyType::IoError);
     }
 }

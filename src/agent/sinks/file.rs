@@ -421,7 +421,7 @@ mod tests {
             crate::wire::Severity::Warning,
             crate::wire::Outcome::Failure,
             "x".repeat(n as usize * 7),
-            &serde_json::json!({"dport": n}),
+            [("dport".to_string(), n.into())].into_iter().collect(),
             1,
             ms * 1_000_000,
         ))

@@ -469,7 +469,7 @@ mod tests {
             crate::wire::Severity::Warning,
             crate::wire::Outcome::Failure,
             format!("m{n}"),
-            &serde_json::json!({"dport": n}),
+            [("dport".to_string(), n.into())].into_iter().collect(),
             1,
             1_700_000_000_000_000_000 + u64::from(n),
         ))

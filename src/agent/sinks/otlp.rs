@@ -590,13 +590,16 @@ mod tests {
     use super::*;
 
     fn occ_with(n: u128, data: Value) -> Arc<Occurrence> {
+        let Value::Object(data) = data else {
+            panic!("occurrence data must be an object: {data}")
+        };
         Arc::new(Occurrence::new(
             ulid::Ulid::from_parts(1, n),
             crate::wire::AnomalyType::ConnectionRefused,
             Severity::Warning,
             crate::wire::Outcome::Failure,
             "connect to 127.0.0.1:9 refused (rst), count=1".into(),
-            &data,
+            data,
             3,
             1_700_000_000_123_000_000,
         ))

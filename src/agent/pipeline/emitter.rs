@@ -1,10 +1,14 @@
-//! The platform-neutral middle of the agent: shared state between the
-//! drain thread and the rest, the classifier set, and the emitter thread
-//! that turns findings into occurrences (id, wall-clock time) and offers
-//! them to the sinks.
+//! The findings queue and the emitter thread: producers (the drain
+//! thread, the node sampler) offer batches of findings without waiting;
+//! the emitter turns each finding into an occurrence (container
+//! attribution, drop reason names, id and wall-clock time) and offers it
+//! to the sinks. Also the classifier set the drain thread runs and the
+//! clock that maps kernel (monotonic) time to wall time.
 //!
 //! The drain thread only decodes and classifies; everything that allocates
 //! per occurrence or may touch the filesystem happens on the emitter.
+//! This module must not hold shared agent state (that is
+//! [`super::shared`]) nor wait for a sink while the agent runs.
 //!
 //! Shutdown (SPEC §3): while the agent runs, nothing here ever waits for a
 //! sink (a full queue drops and counts). Once the stop signal has set the
@@ -14,212 +18,28 @@
 //! past the budget's deadline; whatever misses it is counted as
 //! `reason="shutdown_timeout"`.
 
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
-
-use super::attribution::Attributor;
-use super::classify::container::ContainerClassifier;
-use super::classify::network::NetworkClassifier;
-use super::classify::storage::StorageClassifier;
-use super::classify::{Classifier, Finding};
-use super::decode::Fact;
-use super::kernel_enums::{DropReasonNames, VMLINUX_BTF};
-use super::metrics::{AnomalyLabels, Metrics, TypeLabel};
-use super::sinks::SinkHandle;
-use crate::wire::{CompiledConfig, ConfigHash, Observer, Occurrence};
+use super::shared::Shutdown;
+use crate::agent::attribution::Attributor;
+use crate::agent::classify::container::ContainerClassifier;
+use crate::agent::classify::network::NetworkClassifier;
+use crate::agent::classify::storage::StorageClassifier;
+use crate::agent::classify::{Classifier, Finding};
+use crate::agent::decode::Fact;
+use crate::agent::kernel_enums::{DropReasonNames, VMLINUX_BTF};
+use crate::agent::metrics::{AnomalyLabels, Metrics, TypeLabel};
+use crate::agent::sinks::SinkHandle;
+use crate::wire::evidence::Container;
+use crate::wire::{CompiledConfig, Observer, Occurrence};
 
 /// Most finding batches waiting for the emitter.
 pub const FINDINGS_QUEUE: usize = 1024;
-
-/// What an observer is doing right now.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ObserverStatus {
-    /// `active`, `degraded` (some programs missing) or `unavailable`.
-    pub state: &'static str,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub reason: String,
-}
-
-/// How a controller-mode agent's link to its controller stands.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ControllerLink {
-    /// The `--controller-endpoint` base URL.
-    pub endpoint: String,
-    /// `connecting` (nothing answered yet), `ok`, `unreachable` (connect,
-    /// DNS or timeout), `unauthorized` (401/403) or `error` (other answers).
-    pub state: &'static str,
-    /// Why, for anything but `ok`: the cause as the client saw it.
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub reason: String,
-}
-
-/// A config to apply, with the generation that will judge events.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Applied {
-    pub config: CompiledConfig,
-    pub generation: u32,
-    pub hash: ConfigHash,
-}
-
-/// The shutdown budget. Unset while the agent runs; set once, by the stop
-/// signal, to the instant by which every sink must have delivered or given
-/// up. Cloned into the emitter and every sink, which check it rather than a
-/// flag so that a retry loop or a full queue can wait exactly until then.
-#[derive(Debug, Clone, Default)]
-pub struct Shutdown(Arc<OnceLock<Instant>>);
-
-impl Shutdown {
-    pub fn new() -> Shutdown {
-        Shutdown::default()
-    }
-
-    /// Starts the budget (the first call wins) and returns its deadline.
-    pub fn begin(&self, budget: Duration) -> Instant {
-        *self.0.get_or_init(|| Instant::now() + budget)
-    }
-
-    /// `None` while the agent runs.
-    pub fn deadline(&self) -> Option<Instant> {
-        self.0.get().copied()
-    }
-
-    pub fn started(&self) -> bool {
-        self.0.get().is_some()
-    }
-
-    /// True once the budget has run out.
-    pub fn expired(&self) -> bool {
-        self.deadline().is_some_and(|d| Instant::now() >= d)
-    }
-
-    /// Time left in the budget; `None` while the agent runs.
-    pub fn remaining(&self) -> Option<Duration> {
-        self.deadline()
-            .map(|d| d.saturating_duration_since(Instant::now()))
-    }
-
-    /// Sleeps `d`, but not past the deadline. Returns false if the budget
-    /// ran out first.
-    pub fn sleep(&self, d: Duration) -> bool {
-        let until = Instant::now() + d;
-        loop {
-            let now = Instant::now();
-            let end = match self.deadline() {
-                Some(dl) if dl <= until => dl,
-                _ => until,
-            };
-            if now >= end {
-                return !self.expired();
-            }
-            // Short steps: the budget may start while we sleep.
-            std::thread::sleep((end - now).min(Duration::from_millis(50)));
-        }
-    }
-}
-
-/// State shared between the drain thread and the rest of the agent.
-#[derive(Default)]
-pub struct Shared {
-    pub stop: AtomicBool,
-    /// Set together with `stop`; see [`Shutdown`].
-    pub shutdown: Shutdown,
-    /// Set by whoever owns config (start-up, controller client); taken by
-    /// the drain thread, which writes the carriers.
-    pending: Mutex<Option<Applied>>,
-    /// What the carriers hold now.
-    applied: Mutex<Option<Applied>>,
-    statuses: Mutex<BTreeMap<String, ObserverStatus>>,
-    /// `None` for a standalone agent.
-    controller: Mutex<Option<ControllerLink>>,
-    /// CLOCK_MONOTONIC ns of the drain thread's latest loop pass (0 before
-    /// the first): liveness for `/healthz`.
-    last_drain_tick_ns: AtomicU64,
-}
-
-impl Shared {
-    pub fn new() -> Arc<Shared> {
-        Arc::new(Shared::default())
-    }
-
-    pub fn request_config(&self, config: CompiledConfig, generation: u32) {
-        let hash = config.hash();
-        *lock(&self.pending) = Some(Applied {
-            config,
-            generation,
-            hash,
-        });
-    }
-
-    pub fn take_pending(&self) -> Option<Applied> {
-        lock(&self.pending).take()
-    }
-
-    pub fn mark_applied(&self, a: Applied) {
-        *lock(&self.applied) = Some(a);
-    }
-
-    pub fn applied(&self) -> Option<Applied> {
-        lock(&self.applied).clone()
-    }
-
-    pub fn set_status(&self, observer: &str, state: &'static str, reason: impl Into<String>) {
-        lock(&self.statuses).insert(
-            observer.to_string(),
-            ObserverStatus {
-                state,
-                reason: reason.into(),
-            },
-        );
-    }
-
-    pub fn statuses(&self) -> BTreeMap<String, ObserverStatus> {
-        lock(&self.statuses).clone()
-    }
-
-    pub fn set_controller(&self, link: ControllerLink) {
-        *lock(&self.controller) = Some(link);
-    }
-
-    pub fn controller(&self) -> Option<ControllerLink> {
-        lock(&self.controller).clone()
-    }
-
-    /// Called by the drain thread once per loop pass.
-    pub fn note_drain_tick(&self, now_mono_ns: u64) {
-        self.last_drain_tick_ns
-            .store(now_mono_ns, Ordering::Relaxed);
-    }
-
-    /// CLOCK_MONOTONIC ns of the drain thread's latest pass; 0 if none yet.
-    pub fn last_drain_tick_ns(&self) -> u64 {
-        self.last_drain_tick_ns.load(Ordering::Relaxed)
-    }
-
-    pub fn stopping(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
-    }
-
-    /// Starts the shutdown budget, then tells every thread to stop. The
-    /// budget comes first so no thread sees `stop` without a deadline.
-    pub fn begin_stop(&self, budget: Duration) -> Instant {
-        let deadline = self.shutdown.begin(budget);
-        self.stop.store(true, Ordering::Relaxed);
-        deadline
-    }
-}
-
-/// A poisoned lock only means another thread panicked mid-update of plain
-/// data; the data is still the best we have.
-pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// One classifier per observer that has one.
 pub struct Classifiers {
@@ -367,17 +187,23 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Builds the occurrence for a finding.
-pub fn occurrence(f: Finding, id: ulid::Ulid, clock: &Clock) -> Occurrence {
-    Occurrence::new(
+/// Builds the occurrence for a finding whose fact happened at `wall_ns`
+/// (computed once by the caller, which also derives the id from it), in
+/// `container` when attribution found one.
+pub fn occurrence(
+    f: &Finding,
+    container: Option<&Container>,
+    id: ulid::Ulid,
+    wall_ns: u64,
+) -> Occurrence {
+    Occurrence::from_evidence(
         id,
-        f.anomaly,
         f.severity,
         f.outcome,
-        f.message,
-        &f.data,
+        &f.evidence,
+        container,
         f.generation,
-        clock.wall_ns(f.mono_ns),
+        wall_ns,
     )
 }
 
@@ -398,7 +224,7 @@ pub fn spawn_emitter(
     std::thread::Builder::new()
         .name("emitter".into())
         .spawn(move || {
-            let mut ids = super::ids::IdGen::new();
+            let mut ids = crate::agent::ids::IdGen::new();
             // Container attribution reads /sys/fs/cgroup on a cache miss:
             // here, never on the drain thread.
             let mut attributor = Attributor::new("/sys/fs/cgroup".into());
@@ -430,18 +256,23 @@ pub fn spawn_emitter(
                 // yet waits in its backlog (delivered, or counted as
                 // `shutdown_timeout`, when the sinks close).
                 for mut f in batch {
-                    attributor.enrich(&mut f.data);
-                    drop_reasons.enrich(&mut f.data);
+                    let container = attributor.enrich(&mut f.evidence);
+                    if let Some(failed) = f.evidence.connect_failed_mut() {
+                        drop_reasons.enrich(failed);
+                    }
+                    // Once: the id's time part and the occurrence's
+                    // timestamp are the same instant.
                     let wall = clock.wall_ns(f.mono_ns);
                     let id = ids.next(wall / 1_000_000);
+                    let anomaly = f.anomaly();
                     metrics
                         .anomalies
                         .get_or_create(&AnomalyLabels {
-                            observer: f.anomaly.observer().as_str().into(),
-                            kind: TypeLabel(f.anomaly.as_str().into()),
+                            observer: anomaly.observer().as_str().into(),
+                            kind: TypeLabel(anomaly.as_str().into()),
                         })
                         .inc();
-                    let occ = Arc::new(occurrence(f, id, &clock));
+                    let occ = Arc::new(occurrence(&f, container.as_ref(), id, wall));
                     for s in &sinks {
                         s.offer(occ.clone());
                     }
@@ -471,44 +302,45 @@ pub fn spawn_emitter(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{AnomalyType, Outcome, Severity};
+    use crate::wire::{Outcome, Severity};
 
     #[test]
     fn occurrence_carries_generation_and_wall_time() {
-        let f = Finding {
-            anomaly: AnomalyType::ConnectionTimeout,
-            severity: Severity::Error,
-            outcome: Outcome::Failure,
-            message: "m".into(),
-            data: serde_json::Map::new(),
-            generation: 4,
-            mono_ns: 1_000,
-        };
+        let mut f = finding();
+        f.severity = Severity::Error;
+        f.generation = 4;
+        f.mono_ns = 1_000;
         let clock = Clock::with_offset(1_743_691_381_042_000_000 - 1_000);
-        let o = occurrence(f, ulid::Ulid::nil(), &clock);
+        let o = occurrence(&f, None, ulid::Ulid::nil(), clock.wall_ns(f.mono_ns));
         assert_eq!(o.timestamp, "2025-04-03T14:43:01.042Z");
         assert_eq!(o.timestamp_ns(), Some(1_743_691_381_042_000_000));
         assert_eq!(o.config_generation(), Some(4));
-        assert_eq!(o.error.code, "CONNECTION_TIMEOUT");
-    }
-
-    #[test]
-    fn pending_config_is_taken_once() {
-        let s = Shared::new();
-        s.request_config(CompiledConfig::default(), 2);
-        let a = s.take_pending().unwrap();
-        assert_eq!(a.generation, 2);
-        assert_eq!(a.hash, CompiledConfig::default().hash());
-        assert!(s.take_pending().is_none());
+        assert_eq!(o.error.code, "CONNECTION_REFUSED");
+        assert_eq!(o.severity, Severity::Error);
+        assert_eq!(o.error.message, f.message());
+        assert_eq!(o.data["dport"], 9);
     }
 
     fn finding() -> Finding {
+        use crate::wire::evidence::{Comm, Conn, Evidence, Refused};
         Finding {
-            anomaly: AnomalyType::ConnectionRefused,
             severity: Severity::Warning,
             outcome: Outcome::Failure,
-            message: "m".into(),
-            data: serde_json::Map::new(),
+            evidence: Evidence::ConnectionRefused(Refused {
+                conn: Conn {
+                    pid: 1,
+                    tid: 1,
+                    comm: Comm::default(),
+                    saddr: "127.0.0.1".parse().unwrap(),
+                    sport: 40000,
+                    daddr: "127.0.0.1".parse().unwrap(),
+                    dport: 9,
+                    netns: 1,
+                    cgroup_id: 0,
+                },
+                count: 1,
+                cause: "rst",
+            }),
             generation: 1,
             mono_ns: 1,
         }
