@@ -113,13 +113,13 @@ fn check_findings(findings: &mut Vec<tapio::agent::classify::Finding>, from: Opt
     let clock = Clock::with_offset(CLOCK_OFFSET_NS);
     for f in findings.drain(..) {
         if let Some(observer) = from {
-            assert_eq!(f.anomaly.observer(), observer, "{f:?}");
+            assert_eq!(f.anomaly().observer(), observer, "{f:?}");
         }
         let wall = clock.wall_ns(f.mono_ns);
         // The emitter mints the id from the fact's wall time; any id works
         // for the round trip.
         let id = ulid::Ulid::from_parts(wall / 1_000_000, 0);
-        let occ = occurrence(f, id, &clock);
+        let occ = occurrence(&f, None, id, wall);
         if std::env::var_os("TAPIO_FUZZ_PRINT").is_some() {
             // For checking by hand which inputs reach an occurrence.
             eprintln!("occurrence: {} {}", occ.kind, occ.error.message);
