@@ -24,6 +24,7 @@ use crate::agent::classify::Finding;
 use crate::agent::decode::{decode, Fact};
 use crate::agent::metrics::{Metrics, ObserverMap, ObserverReason};
 use crate::agent::pipeline::{monotonic_ns, offer_findings, Classifiers, Shared};
+use crate::wire::status::ObserverState;
 use crate::wire::{CompiledConfig, Observer};
 
 /// Most records consumed per tick before classification runs.
@@ -98,7 +99,7 @@ fn load_all(ebpf_dir: Option<&std::path::Path>, shared: &Shared) -> Vec<LoadedOb
             Ok(b) => b,
             Err(reason) => {
                 tracing::warn!(observer = name, "observer unavailable: {reason}");
-                shared.set_status(name, "unavailable", reason);
+                shared.set_status(observer, ObserverState::Unavailable, reason);
                 continue;
             }
         };
@@ -113,7 +114,7 @@ fn load_all(ebpf_dir: Option<&std::path::Path>, shared: &Shared) -> Vec<LoadedOb
                         .join("; ")
                 );
                 tracing::warn!(observer = name, "observer unavailable: {reason}");
-                shared.set_status(name, "unavailable", reason);
+                shared.set_status(observer, ObserverState::Unavailable, reason);
             }
             Ok(lo) => {
                 if lo.failed.is_empty() {
@@ -122,7 +123,7 @@ fn load_all(ebpf_dir: Option<&std::path::Path>, shared: &Shared) -> Vec<LoadedOb
                         programs = lo.links.len(),
                         "observer active (tp_btf attach, tracefs not needed)"
                     );
-                    shared.set_status(name, "active", "");
+                    shared.set_status(observer, ObserverState::Active, "");
                 } else {
                     let reason = lo
                         .failed
@@ -131,14 +132,14 @@ fn load_all(ebpf_dir: Option<&std::path::Path>, shared: &Shared) -> Vec<LoadedOb
                         .collect::<Vec<_>>()
                         .join("; ");
                     tracing::warn!(observer = name, "observer degraded: {reason}");
-                    shared.set_status(name, "degraded", reason);
+                    shared.set_status(observer, ObserverState::Degraded, reason);
                 }
                 objects.push(lo);
             }
             Err(e) => {
                 let reason = format!("{e:#}");
                 tracing::warn!(observer = name, "observer unavailable: {reason}");
-                shared.set_status(name, "unavailable", reason);
+                shared.set_status(observer, ObserverState::Unavailable, reason);
             }
         }
     }

@@ -14,4 +14,4 @@ pub use emitter::{
     monotonic_ns, occurrence, offer_findings, send_findings, spawn_emitter, Classifiers, Clock,
     FINDINGS_QUEUE,
 };
-pub use shared::{lock, Applied, ControllerLink, ObserverStatus, Shared, Shutdown};
+pub use shared::{lock, Applied, ControllerLink, Shared, Shutdown};

@@ -51,7 +51,8 @@ use crate::agent::classify::node::{parse_psi, NodeClassifier, NodeSample, PsiTot
 use crate::agent::classify::{DropCounts, Finding};
 use crate::agent::metrics::Metrics;
 use crate::agent::pipeline::{monotonic_ns, send_findings, Shared};
-use crate::wire::CompiledConfig;
+use crate::wire::status::ObserverState;
+use crate::wire::{CompiledConfig, Observer};
 
 pub mod perf;
 
@@ -100,7 +101,7 @@ fn probe(events: &EventSet) -> Sources {
 }
 
 /// The observer status and its reason, from what could be opened.
-fn status(s: &Sources) -> (&'static str, String) {
+fn status(s: &Sources) -> (ObserverState, String) {
     let mut missing: Vec<String> = Vec::new();
     let (stall_pmc, ipc_pmc, miss_pmc) = match &s.pmc {
         Ok(p) => {
@@ -147,13 +148,13 @@ fn status(s: &Sources) -> (&'static str, String) {
         (false, false) => "memory_pressure not judged",
     };
     if missing.is_empty() {
-        return ("active", String::new());
+        return (ObserverState::Active, String::new());
     }
     let judged_any = stall_pmc || psi_cpu || ipc_pmc || miss_pmc || psi_mem;
     let state = if judged_any {
-        "degraded"
+        ObserverState::Degraded
     } else {
-        "unavailable"
+        ObserverState::Unavailable
     };
     (
         state,
@@ -235,11 +236,17 @@ pub fn start(
     let sources = probe(&PMC_EVENTS);
     let (state, reason) = status(&sources);
     match state {
-        "active" => tracing::info!(observer = OBSERVER, "observer active (pmc and psi)"),
-        "degraded" => tracing::warn!(observer = OBSERVER, "observer degraded: {reason}"),
-        _ => tracing::warn!(observer = OBSERVER, "observer unavailable: {reason}"),
+        ObserverState::Active => {
+            tracing::info!(observer = OBSERVER, "observer active (pmc and psi)")
+        }
+        ObserverState::Degraded => {
+            tracing::warn!(observer = OBSERVER, "observer degraded: {reason}")
+        }
+        ObserverState::Unavailable | ObserverState::Disabled => {
+            tracing::warn!(observer = OBSERVER, "observer unavailable: {reason}")
+        }
     }
-    shared.set_status(OBSERVER, state, reason);
+    shared.set_status(Observer::Node, state, reason);
     let generation = shared.applied().map_or(1, |a| a.generation);
     let sampler = Sampler {
         sources,
@@ -348,7 +355,7 @@ mod tests {
         assert_eq!(
             status(&s),
             (
-                "degraded",
+                ObserverState::Degraded,
                 "pmc unavailable: perf_event_open(cycles, cpu 0) failed: ENOENT (No such file or directory); rules: cpu_stall from psi, ipc_degradation not judged, memory_pressure from psi".into()
             )
         );
@@ -359,7 +366,7 @@ mod tests {
             psi_cpu: no("/proc/pressure/cpu: gone"),
         };
         let (state, reason) = status(&s);
-        assert_eq!(state, "unavailable");
+        assert_eq!(state, ObserverState::Unavailable);
         assert!(reason.ends_with("rules: cpu_stall not judged, ipc_degradation not judged, memory_pressure not judged"), "{reason}");
         // Everything.
         let s = Sources {
@@ -367,7 +374,7 @@ mod tests {
             psi_memory: psi(),
             psi_cpu: no("not needed"),
         };
-        assert_eq!(status(&s), ("active", String::new()));
+        assert_eq!(status(&s), (ObserverState::Active, String::new()));
         // Modern Intel: no stall events; CPU PSI stands in.
         let mut l = layout_with(false, true, true);
         l.missing.push(OpenError {
@@ -383,7 +390,7 @@ mod tests {
         assert_eq!(
             status(&s),
             (
-                "degraded",
+                ObserverState::Degraded,
                 "pmc perf_event_open(stalled-cycles-frontend, cpu 0) failed: ENOENT (No such file or directory); rules: cpu_stall from psi, ipc_degradation from pmc, memory_pressure from pmc and psi".into()
             )
         );
