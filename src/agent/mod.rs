@@ -24,6 +24,7 @@ pub mod health;
 pub mod ids;
 pub mod kernel_enums;
 pub mod metrics;
+pub mod observers;
 pub mod pipeline;
 pub mod signals;
 pub mod sinks;

@@ -4,7 +4,9 @@
 //! correlation. No I/O, no clock reads, no randomness: time arrives as the
 //! fact's kernel timestamp or as the `now` of a tick, so every rule is
 //! testable with synthetic facts. A finding becomes an occurrence (id, wall
-//! time) outside this module.
+//! time) outside this module. What every classifier answers to (config,
+//! ticks, flush, drop counts) is the observers' lifecycle,
+//! [`crate::agent::observers`].
 
 pub mod container;
 pub mod network;
@@ -12,9 +14,7 @@ pub mod node;
 pub mod storage;
 
 use crate::wire::evidence::Evidence;
-use crate::wire::{AnomalyType, CompiledConfig, Outcome, Severity};
-
-use super::decode::Fact;
+use crate::wire::{AnomalyType, Outcome, Severity};
 
 /// An anomaly decided by a classifier, before it gets an id and wall time.
 /// Its facts are typed ([`Evidence`]): building one copies numbers and
@@ -69,21 +69,6 @@ impl DropCounts {
     pub fn get(&self, reason: &str) -> u64 {
         self.0.get(reason).copied().unwrap_or(0)
     }
-}
-
-/// What every observer's classifier does.
-pub trait Classifier: Send {
-    /// Applies new thresholds. State (windows, baselines) carries over.
-    fn set_config(&mut self, cfg: &CompiledConfig);
-    fn on_fact(&mut self, fact: &Fact, out: &mut Vec<Finding>);
-    /// Closes windows that ended by `now_mono_ns`. The default, for a
-    /// classifier without windows, does nothing.
-    fn on_tick(&mut self, _now_mono_ns: u64, _out: &mut Vec<Finding>) {}
-    /// Emits everything still pending (shutdown). The default, for a
-    /// classifier that holds nothing back, does nothing.
-    fn flush(&mut self, _out: &mut Vec<Finding>) {}
-    /// Cumulative drop counts since start.
-    fn drops(&self) -> &DropCounts;
 }
 
 /// Counts heap allocations per thread, for the tests that hold the drain

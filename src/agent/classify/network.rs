@@ -60,14 +60,15 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
-use super::{Classifier, DropCounts, Finding};
+use super::{DropCounts, Finding};
 use crate::agent::decode::{Fact, NetFact, NetKind};
+use crate::agent::observers::{Lifecycle, RingObserver};
 use crate::wire::config::NetworkConfig;
 use crate::wire::evidence::{
     Comm, Conn as ConnFacts, ConnectFailed, Evidence, Refused, Reset, RetransmitSpike,
     RttDegradation,
 };
-use crate::wire::{CompiledConfig, Outcome, Severity};
+use crate::wire::{CompiledConfig, Observer, Outcome, Severity};
 
 const ETIMEDOUT: i32 = 110;
 const ECONNREFUSED: i32 = 111;
@@ -446,11 +447,21 @@ fn close_finding(f: &NetFact, timed_out: bool, errno: &'static str) -> Finding {
     }
 }
 
-impl Classifier for NetworkClassifier {
-    fn set_config(&mut self, cfg: &CompiledConfig) {
+impl Lifecycle for NetworkClassifier {
+    fn observer(&self) -> Observer {
+        Observer::Network
+    }
+
+    fn apply_config(&mut self, cfg: &CompiledConfig, _generation: u32) {
         self.cfg = cfg.network.clone();
     }
 
+    fn drops(&self) -> &DropCounts {
+        &self.drops
+    }
+}
+
+impl RingObserver for NetworkClassifier {
     fn on_fact(&mut self, fact: &Fact, out: &mut Vec<Finding>) {
         let Fact::Net(f) = fact else {
             return;
@@ -517,10 +528,6 @@ impl Classifier for NetworkClassifier {
                 .drain()
                 .filter_map(|(_, h)| spike_followup(h.spike)),
         );
-    }
-
-    fn drops(&self) -> &DropCounts {
-        &self.drops
     }
 }
 

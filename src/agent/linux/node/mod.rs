@@ -48,10 +48,11 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::agent::classify::node::{parse_psi, NodeClassifier, NodeSample, PsiTotals};
-use crate::agent::classify::{DropCounts, Finding};
+use crate::agent::classify::Finding;
 use crate::agent::metrics::Metrics;
+use crate::agent::observers::{report, DropsExported, Lifecycle};
 use crate::agent::pipeline::{monotonic_ns, send_findings, Shared};
-use crate::wire::status::ObserverState;
+use crate::wire::status::{ObserverState, ObserverStatus};
 use crate::wire::{CompiledConfig, Observer};
 
 pub mod perf;
@@ -177,7 +178,7 @@ struct Sampler {
     sources: Sources,
     classifier: NodeClassifier,
     generation: u32,
-    drops_prev: DropCounts,
+    drops: DropsExported,
 }
 
 impl Sampler {
@@ -197,14 +198,7 @@ impl Sampler {
     }
 
     fn export_drops(&mut self, metrics: &Metrics) {
-        let now = self.classifier.drops();
-        for (reason, n) in &now.0 {
-            let before = self.drops_prev.get(reason);
-            if *n > before {
-                metrics.correlation_drop(OBSERVER, reason, n - before);
-            }
-        }
-        self.drops_prev = now.clone();
+        self.drops.export(&self.classifier, metrics);
     }
 }
 
@@ -235,24 +229,18 @@ pub fn start(
 ) -> anyhow::Result<JoinHandle<()>> {
     let sources = probe(&PMC_EVENTS);
     let (state, reason) = status(&sources);
-    match state {
-        ObserverState::Active => {
-            tracing::info!(observer = OBSERVER, "observer active (pmc and psi)")
-        }
-        ObserverState::Degraded => {
-            tracing::warn!(observer = OBSERVER, "observer degraded: {reason}")
-        }
-        ObserverState::Unavailable | ObserverState::Disabled => {
-            tracing::warn!(observer = OBSERVER, "observer unavailable: {reason}")
-        }
-    }
-    shared.set_status(Observer::Node, state, reason);
+    report(
+        &shared,
+        Observer::Node,
+        ObserverStatus::new(state, reason),
+        "pmc and psi",
+    );
     let generation = shared.applied().map_or(1, |a| a.generation);
     let sampler = Sampler {
         sources,
         classifier: NodeClassifier::new(&initial.node, generation),
         generation,
-        drops_prev: DropCounts::default(),
+        drops: DropsExported::default(),
     };
     std::thread::Builder::new()
         .name("node-sampler".into())
@@ -287,7 +275,7 @@ fn run(
         if let Some(a) = shared.applied().filter(|a| a.generation != s.generation) {
             s.generation = a.generation;
             cfg = a.config.node.clone();
-            s.classifier.set_config(&cfg, a.generation);
+            s.classifier.apply_config(&a.config, a.generation);
         }
         // Inert until a config is applied (controller mode starts unconfigured).
         if cfg.enabled && shared.applied().is_some() {
@@ -410,7 +398,7 @@ mod tests {
             },
             classifier: NodeClassifier::new(&CompiledConfig::default().node, 1),
             generation: 1,
-            drops_prev: DropCounts::default(),
+            drops: DropsExported::default(),
         };
         let metrics = Metrics::new();
         let n = 10_000u64;
