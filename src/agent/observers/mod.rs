@@ -23,9 +23,14 @@
 //! Pure dispatch and bookkeeping: must not do I/O (decoding records and
 //! loading objects stay with the drain thread and `decode`).
 
-use super::classify::container::ContainerClassifier;
-use super::classify::network::NetworkClassifier;
-use super::classify::storage::StorageClassifier;
+pub mod container;
+pub mod network;
+pub mod node;
+pub mod storage;
+
+use self::container::ContainerClassifier;
+use self::network::NetworkClassifier;
+use self::storage::StorageClassifier;
 use super::classify::{DropCounts, Finding};
 use super::decode::Fact;
 use super::metrics::Metrics;

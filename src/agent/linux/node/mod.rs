@@ -1,6 +1,6 @@
 //! The node sampler: per-CPU hardware counters and PSI, read once per
 //! `sample_period_ms` on a thread of its own, judged by
-//! [`crate::agent::classify::node`].
+//! [`crate::agent::observers::node`].
 //!
 //! Owns: which sources the sampler found at start, the observer status it
 //! reports from them, PSI reads, and the sampling thread. The counters
@@ -47,9 +47,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::agent::classify::node::{parse_psi, NodeClassifier, NodeSample, PsiTotals};
 use crate::agent::classify::Finding;
 use crate::agent::metrics::Metrics;
+use crate::agent::observers::node::{parse_psi, NodeClassifier, NodeSample, PsiTotals};
 use crate::agent::observers::{report, DropsExported, Lifecycle};
 use crate::agent::pipeline::{monotonic_ns, send_findings, Shared};
 use crate::wire::status::{ObserverState, ObserverStatus};

@@ -36,9 +36,9 @@
 //! both map to EINVAL. Anything else maps to EIO, as
 //! `blk_status_to_errno` does. The raw status is kept in `blk_status`.
 
-use super::{DropCounts, Finding};
+use super::{Lifecycle, RingObserver};
+use crate::agent::classify::{DropCounts, Finding};
 use crate::agent::decode::{Fact, StoFact};
-use crate::agent::observers::{Lifecycle, RingObserver};
 use crate::wire::config::StorageConfig;
 use crate::wire::evidence::{Evidence, Flags, Io, IoError, LatencySpike};
 use crate::wire::{CompiledConfig, Observer, Outcome, Severity};

@@ -27,9 +27,9 @@
 //!
 //! No I/O and no clock: the page size is an input of the constructor.
 
-use super::{DropCounts, Finding};
+use super::{Lifecycle, RingObserver};
+use crate::agent::classify::{DropCounts, Finding};
 use crate::agent::decode::{CtrFact, CtrKind, Fact};
-use crate::agent::observers::{Lifecycle, RingObserver};
 use crate::wire::evidence::{AbnormalExit, Comm, Evidence, OomKill, Rss, Sender, Task};
 use crate::wire::{CompiledConfig, Observer, Outcome, Severity};
 

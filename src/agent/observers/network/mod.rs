@@ -52,17 +52,17 @@
 //!   baseline has `rtt_min_baseline_samples` samples and
 //!   srtt ≥ multiplier × baseline and srtt ≥ `rtt_spike_abs_us`. The
 //!   baseline and that judgement live in the kernel (`rtt_baselines` in
-//!   bpf/network.bpf.c), so a healthy connection's end crosses no ring
-//!   buffer; a qualifying sample arrives flagged with the baseline it was
-//!   judged against. Here: at most one occurrence per destination per
-//!   second.
+//!   `network.bpf.c`, next to this file), so a healthy connection's end
+//!   crosses no ring buffer; a qualifying sample arrives flagged with the
+//!   baseline it was judged against. Here: at most one occurrence per
+//!   destination per second.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
-use super::{DropCounts, Finding};
+use super::{Lifecycle, RingObserver};
+use crate::agent::classify::{DropCounts, Finding};
 use crate::agent::decode::{Fact, NetFact, NetKind};
-use crate::agent::observers::{Lifecycle, RingObserver};
 use crate::wire::config::NetworkConfig;
 use crate::wire::evidence::{
     Comm, Conn as ConnFacts, ConnectFailed, Evidence, Refused, Reset, RetransmitSpike,

@@ -1,17 +1,14 @@
-//! Classification: typed facts in, findings out.
+//! What classification produces and counts: [`Finding`] (an anomaly
+//! decided from typed facts, before it gets an id and wall time) and
+//! [`DropCounts`] (facts deliberately not turned into findings).
 //!
-//! Pure state machines, one per observer: thresholds, windows, baselines and
-//! correlation. No I/O, no clock reads, no randomness: time arrives as the
-//! fact's kernel timestamp or as the `now` of a tick, so every rule is
-//! testable with synthetic facts. A finding becomes an occurrence (id, wall
-//! time) outside this module. What every classifier answers to (config,
-//! ticks, flush, drop counts) is the observers' lifecycle,
-//! [`crate::agent::observers`].
-
-pub mod container;
-pub mod network;
-pub mod node;
-pub mod storage;
+//! The classifiers themselves live with their observers
+//! (`agent/observers/<name>/`): pure state machines, one per observer
+//! (thresholds, windows, baselines, correlation). No I/O, no clock reads,
+//! no randomness: time arrives as the fact's kernel timestamp or as the
+//! `now` of a tick, so every rule is testable with synthetic facts. What
+//! every classifier answers to (config, ticks, flush, drop counts) is the
+//! observers' lifecycle, [`crate::agent::observers`].
 
 use crate::wire::evidence::Evidence;
 use crate::wire::{AnomalyType, Outcome, Severity};

@@ -83,8 +83,8 @@
 
 use std::collections::BTreeMap;
 
-use super::{DropCounts, Finding};
-use crate::agent::observers::Lifecycle;
+use super::Lifecycle;
+use crate::agent::classify::{DropCounts, Finding};
 use crate::wire::config::NodeConfig;
 use crate::wire::evidence::{
     Baseline, CpuStall, Evidence, IpcDegradation, MemoryPressure, PmcMisses, PmcPeriod, PmcStall,
