@@ -7,10 +7,13 @@
 //!   header itself instead of a hand-kept mirror. Needs libclang at build
 //!   time (Debian/Ubuntu: `libclang-dev`, installed by `scripts/setup.sh`;
 //!   macOS: the Xcode command line tools' libclang).
-//! * Compiles every `bpf/<name>.bpf.c` into `OUT_DIR/<name>.bpf.o` with
-//!   libbpf-cargo (Linux targets only) and writes `bpf_objects.rs`, which
-//!   embeds the objects in the binary. `--ebpf-dir` can replace them at run
-//!   time with `.o` files of the same names.
+//! * Compiles every observer's BPF source,
+//!   `src/agent/observers/<observer>/<name>.bpf.c` (next to its
+//!   classifier; the shared headers stay in `bpf/include/`), into
+//!   `OUT_DIR/<name>.bpf.o` with libbpf-cargo (Linux targets only) and
+//!   writes `bpf_objects.rs`, which embeds the objects in the binary.
+//!   `--ebpf-dir` can replace them at run time with `.o` files of the same
+//!   names.
 
 use std::env;
 use std::fmt::Write as _;
@@ -18,6 +21,34 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use bindgen::callbacks::{DeriveInfo, IntKind, ItemInfo, ParseCallbacks, TypeKind};
+
+/// Where the observers' folders are.
+const OBSERVERS: &str = "src/agent/observers";
+
+/// Every `<observer>/<name>.bpf.c` under [`OBSERVERS`], sorted, each
+/// watched for changes. The folder itself is not watched (cargo would
+/// rerun this script for any `.rs` edit in it); its `mod.rs`, which lists
+/// every observer, is, so a new observer's source is found.
+fn bpf_sources() -> Vec<PathBuf> {
+    println!("cargo:rerun-if-changed={OBSERVERS}/mod.rs");
+    let mut sources: Vec<PathBuf> = fs::read_dir(OBSERVERS)
+        .unwrap_or_else(|e| panic!("read {OBSERVERS}: {e}"))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|dir| dir.is_dir())
+        .flat_map(|dir| {
+            fs::read_dir(&dir)
+                .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .collect::<Vec<_>>()
+        })
+        .filter(|p| p.to_string_lossy().ends_with(".bpf.c"))
+        .collect();
+    sources.sort();
+    for src in &sources {
+        println!("cargo:rerun-if-changed={}", src.display());
+    }
+    sources
+}
 
 fn main() {
     println!("cargo:rerun-if-changed=bpf");
@@ -43,13 +74,7 @@ fn main() {
             "missing {}/vmlinux.h: generate it on a {arch} machine (see bpf/include/x86/README.md)",
             vmlinux_dir.display()
         );
-        let mut sources: Vec<PathBuf> = fs::read_dir("bpf")
-            .expect("read bpf/")
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.to_string_lossy().ends_with(".bpf.c"))
-            .collect();
-        sources.sort();
-        for src in sources {
+        for src in bpf_sources() {
             let file = src.file_name().unwrap().to_string_lossy().to_string();
             let name = file.trim_end_matches(".bpf.c").to_string();
             let obj = out.join(format!("{name}.bpf.o"));

@@ -352,8 +352,16 @@ fn knob_table_abi_and_bpf_columns_match_the_sources() {
         .and_then(|rest| rest.split("};").next())
         .expect("struct tapio_config in tapio_abi.h");
     let mut sources = String::new();
-    for dir in ["bpf", "bpf/include"] {
-        for entry in std::fs::read_dir(fixture(dir)).unwrap() {
+    // The shared headers, and each observer's source in its own folder.
+    let mut dirs = vec![fixture("bpf/include")];
+    for entry in std::fs::read_dir(fixture("src/agent/observers")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            dirs.push(path);
+        }
+    }
+    for dir in dirs {
+        for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
             let name = path.file_name().unwrap().to_string_lossy().into_owned();
             if name.ends_with(".bpf.c") || name.ends_with(".bpf.h") {

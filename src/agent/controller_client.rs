@@ -33,8 +33,8 @@ use std::time::{Duration, Instant};
 use super::metrics::{Metrics, ResultLabel};
 use super::pipeline::{ControllerLink, Shared};
 use crate::wire::v1::{
-    ConfigResponse, Heartbeat, HeartbeatAck, Hello, ObserverState, ObserverStatus, PATH_CONFIG,
-    PATH_HEARTBEAT, PATH_HELLO,
+    ConfigResponse, Heartbeat, HeartbeatAck, Hello, ObserverStatus, PATH_CONFIG, PATH_HEARTBEAT,
+    PATH_HELLO,
 };
 
 /// What the client needs to know.
@@ -388,17 +388,11 @@ impl ControllerClient {
             .shared
             .statuses()
             .into_iter()
-            .map(|(name, s)| {
-                let state = match s.state {
-                    "active" => ObserverState::Running,
-                    "degraded" => ObserverState::Degraded,
-                    "disabled" => ObserverState::Disabled,
-                    _ => ObserverState::Unavailable,
-                };
+            .map(|(o, s)| {
                 (
-                    name,
+                    o.as_str().to_string(),
                     ObserverStatus {
-                        state,
+                        state: s.state.into(),
                         reason: s.reason,
                     },
                 )

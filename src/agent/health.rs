@@ -10,7 +10,8 @@
 
 use std::collections::BTreeMap;
 
-use super::pipeline::{Applied, ControllerLink, ObserverStatus};
+use super::pipeline::{Applied, ControllerLink};
+use crate::wire::status::{ObserverState, ObserverStatus};
 use crate::wire::{CompiledConfig, Observer};
 
 /// `/healthz` fails when the drain thread has not ticked for this long. It
@@ -35,13 +36,12 @@ pub fn liveness(now_ns: u64, last_tick_ns: u64) -> Result<(), String> {
 }
 
 /// Whether the applied config runs `observer`.
-pub fn observer_enabled(cfg: &CompiledConfig, observer: &str) -> bool {
+pub fn observer_enabled(cfg: &CompiledConfig, observer: Observer) -> bool {
     match observer {
-        "network" => cfg.network.enabled,
-        "container" => cfg.container.enabled,
-        "storage" => cfg.storage.enabled,
-        "node" => cfg.node.enabled,
-        _ => true,
+        Observer::Network => cfg.network.enabled,
+        Observer::Container => cfg.container.enabled,
+        Observer::Storage => cfg.storage.enabled,
+        Observer::Node => cfg.node.enabled,
     }
 }
 
@@ -50,24 +50,25 @@ pub fn observer_enabled(cfg: &CompiledConfig, observer: &str) -> bool {
 /// off, and `unavailable` while it has reported nothing yet.
 pub fn observer_states(
     applied: Option<&Applied>,
-    statuses: &BTreeMap<String, ObserverStatus>,
-) -> BTreeMap<String, ObserverStatus> {
+    statuses: &BTreeMap<Observer, ObserverStatus>,
+) -> BTreeMap<Observer, ObserverStatus> {
     Observer::ALL
-        .iter()
+        .into_iter()
         .map(|o| {
-            let name = o.as_str();
-            let shown = if applied.is_some_and(|a| !observer_enabled(&a.config, name)) {
-                ObserverStatus {
-                    state: "disabled",
-                    reason: "switched off by the applied config".into(),
-                }
+            let shown = if applied.is_some_and(|a| !observer_enabled(&a.config, o)) {
+                ObserverStatus::new(
+                    ObserverState::Disabled,
+                    "switched off by the applied config",
+                )
             } else {
-                statuses.get(name).cloned().unwrap_or(ObserverStatus {
-                    state: "unavailable",
-                    reason: "no status reported yet (starting)".into(),
+                statuses.get(&o).cloned().unwrap_or_else(|| {
+                    ObserverStatus::new(
+                        ObserverState::Unavailable,
+                        "no status reported yet (starting)",
+                    )
                 })
             };
-            (name.to_string(), shown)
+            (o, shown)
         })
         .collect()
 }
@@ -91,7 +92,7 @@ fn link_words(endpoint: &str, link: Option<&ControllerLink>) -> String {
 /// mode. Notes name the observers that are not fully active.
 pub fn readiness(
     applied: Option<&Applied>,
-    statuses: &BTreeMap<String, ObserverStatus>,
+    statuses: &BTreeMap<Observer, ObserverStatus>,
     controller_endpoint: Option<&str>,
     link: Option<&ControllerLink>,
 ) -> Result<Vec<String>, Vec<String>> {
@@ -108,20 +109,25 @@ pub fn readiness(
     }
     for o in Observer::ALL {
         let name = o.as_str();
-        if applied.is_some_and(|a| !observer_enabled(&a.config, name)) {
+        if applied.is_some_and(|a| !observer_enabled(&a.config, o)) {
             continue;
         }
-        match statuses.get(name) {
+        match statuses.get(&o) {
             None => failing.push(format!("observer {name}: no status reported yet")),
             Some(s) => match (s.state, s.reason.is_empty()) {
-                ("active", _) => {}
-                ("degraded", _) | ("unavailable", false) => {
-                    notes.push(format!("observer {name}: {}: {}", s.state, s.reason))
-                }
-                ("unavailable", true) => {
+                (ObserverState::Active, _) => {}
+                (ObserverState::Degraded, _) | (ObserverState::Unavailable, false) => notes.push(
+                    format!("observer {name}: {}: {}", s.state.as_str(), s.reason),
+                ),
+                (ObserverState::Unavailable, true) => {
                     failing.push(format!("observer {name}: unavailable, no reason reported"))
                 }
-                (other, _) => failing.push(format!("observer {name}: unknown state {other}")),
+                // `disabled` is derived from the applied config (skipped
+                // above); an observer reporting it itself is a bug that
+                // must not pass as ready.
+                (ObserverState::Disabled, _) => failing.push(format!(
+                    "observer {name}: disabled without an applied config"
+                )),
             },
         }
     }
@@ -165,17 +171,16 @@ mod tests {
         );
     }
 
-    fn st(state: &'static str, reason: &str) -> ObserverStatus {
-        ObserverStatus {
-            state,
-            reason: reason.into(),
-        }
+    use ObserverState::{Active, Degraded, Disabled, Unavailable};
+
+    fn st(state: ObserverState, reason: &str) -> ObserverStatus {
+        ObserverStatus::new(state, reason)
     }
 
-    fn all_active() -> BTreeMap<String, ObserverStatus> {
+    fn all_active() -> BTreeMap<Observer, ObserverStatus> {
         Observer::ALL
-            .iter()
-            .map(|o| (o.as_str().to_string(), st("active", "")))
+            .into_iter()
+            .map(|o| (o, st(Active, "")))
             .collect()
     }
 
@@ -202,21 +207,21 @@ mod tests {
         let mut storage_off = CompiledConfig::default();
         storage_off.storage.enabled = false;
         let storage_off = applied(storage_off);
-        let with = |name: &str, s: ObserverStatus| {
+        let with = |o: Observer, s: ObserverStatus| {
             let mut m = all_active();
-            m.insert(name.into(), s);
+            m.insert(o, s);
             m
         };
-        let without = |name: &str| {
+        let without = |o: Observer| {
             let mut m = all_active();
-            m.remove(name);
+            m.remove(&o);
             m
         };
         let ep = Some("http://c:8080");
         type Case<'a> = (
             &'a str,
             Option<&'a Applied>,
-            BTreeMap<String, ObserverStatus>,
+            BTreeMap<Observer, ObserverStatus>,
             Option<&'a str>,
             Option<ControllerLink>,
             Result<Vec<&'a str>, Vec<&'a str>>,
@@ -274,7 +279,7 @@ mod tests {
             (
                 "node unavailable with a reason is ready, noted",
                 Some(&on),
-                with("node", st("unavailable", "pmc unavailable: ENOENT")),
+                with(Observer::Node, st(Unavailable, "pmc unavailable: ENOENT")),
                 None,
                 None,
                 Ok(vec!["observer node: unavailable: pmc unavailable: ENOENT"]),
@@ -282,7 +287,7 @@ mod tests {
             (
                 "degraded is ready, noted",
                 Some(&on),
-                with("network", st("degraded", "p: EINVAL")),
+                with(Observer::Network, st(Degraded, "p: EINVAL")),
                 None,
                 None,
                 Ok(vec!["observer network: degraded: p: EINVAL"]),
@@ -290,7 +295,7 @@ mod tests {
             (
                 "unavailable without a reason",
                 Some(&on),
-                with("storage", st("unavailable", "")),
+                with(Observer::Storage, st(Unavailable, "")),
                 None,
                 None,
                 Err(vec!["observer storage: unavailable, no reason reported"]),
@@ -298,7 +303,7 @@ mod tests {
             (
                 "an observer that never reported",
                 Some(&on),
-                without("container"),
+                without(Observer::Container),
                 None,
                 None,
                 Err(vec!["observer container: no status reported yet"]),
@@ -306,23 +311,26 @@ mod tests {
             (
                 "a disabled observer is not waited for",
                 Some(&storage_off),
-                without("storage"),
+                without(Observer::Storage),
                 None,
                 None,
                 Ok(vec![]),
             ),
             (
-                "unknown state",
-                Some(&on),
-                with("node", st("weird", "")),
+                "disabled reported before any config",
+                None,
+                with(Observer::Node, st(Disabled, "")),
                 None,
                 None,
-                Err(vec!["observer node: unknown state weird"]),
+                Err(vec![
+                    "unconfigured: the start-up config is not applied yet",
+                    "observer node: disabled without an applied config",
+                ]),
             ),
             (
                 "every reason at once",
                 None,
-                without("node"),
+                without(Observer::Node),
                 ep,
                 Some(link("error", "500 internal server error")),
                 Err(vec![
@@ -346,22 +354,22 @@ mod tests {
         cfg.container.enabled = false;
         let a = applied(cfg);
         let mut statuses = all_active();
-        statuses.remove("node");
-        statuses.insert("storage".into(), st("degraded", "x: EPERM"));
+        statuses.remove(&Observer::Node);
+        statuses.insert(Observer::Storage, st(Degraded, "x: EPERM"));
         let got = observer_states(Some(&a), &statuses);
         assert_eq!(got.len(), 4);
-        assert_eq!(got["network"], st("active", ""));
+        assert_eq!(got[&Observer::Network], st(Active, ""));
         assert_eq!(
-            got["container"],
-            st("disabled", "switched off by the applied config")
+            got[&Observer::Container],
+            st(Disabled, "switched off by the applied config")
         );
-        assert_eq!(got["storage"], st("degraded", "x: EPERM"));
+        assert_eq!(got[&Observer::Storage], st(Degraded, "x: EPERM"));
         assert_eq!(
-            got["node"],
-            st("unavailable", "no status reported yet (starting)")
+            got[&Observer::Node],
+            st(Unavailable, "no status reported yet (starting)")
         );
         // Without an applied config nothing is called disabled.
         let got = observer_states(None, &all_active());
-        assert!(got.values().all(|s| s.state == "active"), "{got:?}");
+        assert!(got.values().all(|s| s.state == Active), "{got:?}");
     }
 }

@@ -28,6 +28,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use super::pipeline::Shared;
+use crate::wire::status::ObserverState;
 use crate::wire::{AnomalyType, Observer};
 
 /// Every `reason` a sink or its queue puts on `tapio_sink_drops_total`
@@ -56,9 +57,6 @@ pub const CONFIG_FETCH_RESULTS: [&str; 4] = ["updated", "not_modified", "error",
 /// Every `reason` of `tapio_sink_pruned_total` (the file sink's retention
 /// bounds: `--retain-files`, `--retain-bytes`, `--retain-age`).
 pub const PRUNE_REASONS: [&str; 3] = ["files", "bytes", "age"];
-
-/// Every state `tapio_observer_state` has a series for.
-pub const OBSERVER_STATES: [&str; 4] = ["active", "degraded", "unavailable", "disabled"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ObserverLabel {
@@ -154,7 +152,7 @@ struct VersionLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ObserverState {
+struct ObserverStateLabel {
     observer: String,
     state: String,
 }
@@ -196,16 +194,11 @@ impl Collector for StateCollector {
         )?;
         for obs in Observer::ALL {
             // An observer not reported yet has no current state: all 0.
-            let current = statuses.get(obs.as_str()).map(|s| s.state);
-            let mut states: Vec<&str> = OBSERVER_STATES.to_vec();
-            // A state outside the fixed list is still shown, not hidden.
-            if let Some(c) = current.filter(|c| !OBSERVER_STATES.contains(c)) {
-                states.push(c);
-            }
-            for state in states {
-                let label = ObserverState {
+            let current = statuses.get(&obs).map(|s| s.state);
+            for state in ObserverState::ALL {
+                let label = ObserverStateLabel {
                     observer: obs.as_str().into(),
-                    state: state.into(),
+                    state: state.as_str().into(),
                 };
                 ConstGauge::new(i64::from(current == Some(state)))
                     .encode(fam.encode_family(&label)?)?;
@@ -1215,7 +1208,7 @@ mod tests {
         let text = m.encode();
         // Nothing reported yet: every observer × state series exists, at 0.
         for obs in ["network", "container", "storage", "node"] {
-            for state in OBSERVER_STATES {
+            for state in ObserverState::ALL.map(ObserverState::as_str) {
                 let series =
                     format!("tapio_observer_state{{observer=\"{obs}\",state=\"{state}\"}}");
                 assert_eq!(sample(&text, &series), Some(0.0), "{series} in\n{text}");
@@ -1225,8 +1218,8 @@ mod tests {
         assert_eq!(sample(&text, "tapio_config_generation"), Some(0.0));
         assert_eq!(sample(&text, "tapio_controller_connected"), Some(0.0));
 
-        shared.set_status("network", "active", "");
-        shared.set_status("node", "degraded", "pmc unavailable");
+        shared.set_status(Observer::Network, ObserverState::Active, "");
+        shared.set_status(Observer::Node, ObserverState::Degraded, "pmc unavailable");
         shared.request_config(crate::wire::CompiledConfig::default(), 7);
         let applied = shared.take_pending().unwrap();
         shared.mark_applied(applied);

@@ -24,6 +24,7 @@ pub mod health;
 pub mod ids;
 pub mod kernel_enums;
 pub mod metrics;
+pub mod observers;
 pub mod pipeline;
 pub mod signals;
 pub mod sinks;
@@ -227,7 +228,11 @@ fn start_controller_client(
             agent_id: agent_id.to_string(),
             node_name: cfg.node_name.clone(),
             interval: Duration::from_secs(cfg.heartbeat_interval_secs),
-            observers: shared.statuses().into_keys().collect(),
+            observers: shared
+                .statuses()
+                .into_keys()
+                .map(|o| o.as_str().to_string())
+                .collect(),
         },
         shared.clone(),
         metrics.clone(),

@@ -23,7 +23,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use super::health;
-use super::pipeline::{Applied, ControllerLink, ObserverStatus, Shared};
+use super::pipeline::{Applied, ControllerLink, Shared};
+use crate::wire::status::ObserverStatus;
+use crate::wire::Observer;
 
 pub const FILE_NAME: &str = ".agent-status.json";
 pub const SCHEMA: u32 = 1;
@@ -60,13 +62,6 @@ pub struct ControllerDoc {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ObserverDoc {
-    /// `active`, `degraded`, `unavailable` or `disabled`.
-    pub state: String,
-    pub reason: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StatusDoc {
     pub schema: u32,
     pub agent_id: String,
@@ -78,7 +73,8 @@ pub struct StatusDoc {
     pub updated_unix_ms: u64,
     pub config: ConfigDoc,
     pub controller: Option<ControllerDoc>,
-    pub observers: BTreeMap<String, ObserverDoc>,
+    /// By observer name (so in name order on disk).
+    pub observers: BTreeMap<String, ObserverStatus>,
 }
 
 /// The document for this moment. `running` is false for the final write.
@@ -87,7 +83,7 @@ pub fn render(
     running: bool,
     now_unix_ms: u64,
     applied: Option<&Applied>,
-    statuses: &BTreeMap<String, ObserverStatus>,
+    statuses: &BTreeMap<Observer, ObserverStatus>,
     link: Option<&ControllerLink>,
 ) -> StatusDoc {
     let config = match applied {
@@ -127,15 +123,7 @@ pub fn render(
     });
     let observers = health::observer_states(applied, statuses)
         .into_iter()
-        .map(|(name, s)| {
-            (
-                name,
-                ObserverDoc {
-                    state: s.state.into(),
-                    reason: s.reason,
-                },
-            )
-        })
+        .map(|(o, s)| (o.as_str().to_string(), s))
         .collect();
     StatusDoc {
         schema: SCHEMA,
@@ -296,20 +284,15 @@ mod tests {
             generation: 2,
             hash: hash.clone(),
         };
+        use crate::wire::status::ObserverState::{Active, Degraded};
         let mut statuses = BTreeMap::new();
-        for (name, state, reason) in [
-            ("network", "active", ""),
-            ("container", "active", ""),
-            ("storage", "active", ""),
-            ("node", "degraded", "pmc unavailable: ENOENT"),
+        for (o, state, reason) in [
+            (Observer::Network, Active, ""),
+            (Observer::Container, Active, ""),
+            (Observer::Storage, Active, ""),
+            (Observer::Node, Degraded, "pmc unavailable: ENOENT"),
         ] {
-            statuses.insert(
-                name.to_string(),
-                ObserverStatus {
-                    state,
-                    reason: reason.into(),
-                },
-            );
+            statuses.insert(o, ObserverStatus::new(state, reason));
         }
         let link = ControllerLink {
             endpoint: "http://c:8080".into(),
@@ -338,6 +321,16 @@ mod tests {
             }
         });
         assert_eq!(got, want);
+        // The bytes too: observers in name order, both fields always there.
+        assert_eq!(
+            serde_json::to_string(&doc.observers).unwrap(),
+            concat!(
+                r#"{"container":{"state":"active","reason":""},"#,
+                r#""network":{"state":"active","reason":""},"#,
+                r#""node":{"state":"degraded","reason":"pmc unavailable: ENOENT"},"#,
+                r#""storage":{"state":"disabled","reason":"switched off by the applied config"}}"#
+            )
+        );
         assert!(doc.config.hash.starts_with("sha256:"));
     }
 

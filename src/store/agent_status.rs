@@ -54,13 +54,11 @@ pub struct ControllerStatus {
     pub reason: String,
 }
 
-/// One observer as the agent reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-pub struct ObserverStatus {
-    /// `active`, `degraded`, `unavailable` or `disabled`.
-    pub state: String,
-    pub reason: String,
-}
+/// One observer as the agent reports it: the agent's own type, so the
+/// writer and this reader share the states and their spellings. A state
+/// this build does not know makes the file [`StatusRead::Invalid`] (the
+/// states are part of schema 1; a new one is a new schema).
+pub use crate::wire::status::ObserverStatus;
 
 /// The status file's content (schema in the module docs).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -126,6 +124,7 @@ pub fn read(dir: &Path) -> StatusRead {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::status::ObserverState;
 
     pub const GOOD: &str = r#"{"schema":1,"agent_id":"01JQY0HADQ0000000000000003","node_name":"n1","version":"0.1.0","pid":1234,"state":"running","updated_unix_ms":1795723045170,"config":{"applied":true,"hash":"sha256:ab","generation":3},"controller":null,"observers":{"network":{"state":"active","reason":""},"node":{"state":"degraded","reason":"pmc unavailable: no PMU"}},"future_field":[1]}"#;
 
@@ -137,6 +136,18 @@ mod tests {
         assert_eq!(s.config.generation, 3);
         assert_eq!(s.controller, None);
         assert_eq!(s.observers["node"].reason, "pmc unavailable: no PMU");
+        assert_eq!(s.observers["node"].state, ObserverState::Degraded);
+        assert_eq!(s.observers["network"].state, ObserverState::Active);
+    }
+
+    #[test]
+    fn an_unknown_observer_state_is_not_schema_1() {
+        let bytes = GOOD.replace(r#""state":"degraded""#, r#""state":"sleepy""#);
+        let err = parse(bytes.as_bytes()).unwrap_err();
+        assert!(
+            err.starts_with("not a status file: unknown variant `sleepy`"),
+            "{err}"
+        );
     }
 
     #[test]

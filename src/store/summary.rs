@@ -49,6 +49,7 @@ use serde::Serialize;
 
 use super::agent_status::{ConfigStatus, ControllerStatus, StatusRead};
 use super::Record;
+use crate::wire::status::ObserverState;
 use crate::wire::time::format_rfc3339_millis;
 use crate::wire::{Observer, Occurrence, Severity};
 
@@ -387,25 +388,29 @@ pub fn judge(
                     h.state_reason = "not in the agent status file".into();
                     continue;
                 };
-                h.state = o.state.clone();
+                h.state = o.state.as_str().to_string();
                 h.state_reason = o.reason.clone();
-                match o.state.as_str() {
-                    "degraded" => {
+                match o.state {
+                    ObserverState::Degraded => {
                         h.verdict = h.verdict.max(Verdict::Degraded);
                         raised.push(with_reason(
                             format!("{} observer degraded", h.observer.as_str()),
                             &o.reason,
                         ));
                     }
-                    "unavailable" | "disabled" => h.verdict = Verdict::Unknown,
-                    _ => {}
+                    ObserverState::Unavailable | ObserverState::Disabled => {
+                        h.verdict = Verdict::Unknown
+                    }
+                    ObserverState::Active => {}
                 }
             }
-            let enabled: Vec<&ObserverHealth> =
-                observers.iter().filter(|h| h.state != "disabled").collect();
+            let enabled: Vec<&ObserverHealth> = observers
+                .iter()
+                .filter(|h| h.state != ObserverState::Disabled.as_str())
+                .collect();
             let unavailable: Vec<String> = enabled
                 .iter()
-                .filter(|h| h.state == "unavailable")
+                .filter(|h| h.state == ObserverState::Unavailable.as_str())
                 .map(|h| with_reason(h.observer.as_str().to_string(), &h.state_reason))
                 .collect();
             if enabled.is_empty() {
@@ -449,7 +454,7 @@ pub fn judge(
     } else {
         let worst = observers
             .iter()
-            .filter(|h| h.state != "disabled")
+            .filter(|h| h.state != ObserverState::Disabled.as_str())
             // An unavailable observer next to working ones: degraded.
             .map(|h| match h.verdict {
                 Verdict::Unknown => Verdict::Degraded,
@@ -542,11 +547,8 @@ mod tests {
     }
 
     fn observer(state: &str, reason: &str) -> serde_json::Value {
-        serde_json::to_value(ObserverStatus {
-            state: state.into(),
-            reason: reason.into(),
-        })
-        .unwrap()
+        let state = serde_json::from_value(serde_json::json!(state)).unwrap();
+        serde_json::to_value(ObserverStatus::new(state, reason)).unwrap()
     }
 
     const DIR: StoreFacts<'static> = StoreFacts {

@@ -35,6 +35,7 @@ pub mod anomaly;
 pub mod config;
 pub mod evidence;
 pub mod occurrence;
+pub mod status;
 pub mod time;
 pub mod v1;
 

@@ -383,6 +383,19 @@ pub enum ObserverState {
     Unknown,
 }
 
+/// The heartbeat's spelling of the state the agent reports on the node.
+impl From<super::status::ObserverState> for ObserverState {
+    fn from(s: super::status::ObserverState) -> ObserverState {
+        use super::status::ObserverState as Local;
+        match s {
+            Local::Active => ObserverState::Running,
+            Local::Degraded => ObserverState::Degraded,
+            Local::Unavailable => ObserverState::Unavailable,
+            Local::Disabled => ObserverState::Disabled,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ObserverStatus {
     #[serde(default)]
@@ -641,6 +654,25 @@ mod tests {
         let e: ErrorBody =
             serde_json::from_str(r#"{"error":{"code":"TEAPOT","message":"m"}}"#).unwrap();
         assert_eq!(e.error.code, ErrorCode::Unknown);
+    }
+
+    /// The heartbeat keeps its own spelling of the agent's local states.
+    #[test]
+    fn local_states_map_to_the_heartbeat_spelling() {
+        use crate::wire::status::ObserverState as Local;
+        let got: Vec<String> = Local::ALL
+            .into_iter()
+            .map(|s| serde_json::to_string(&ObserverState::from(s)).unwrap())
+            .collect();
+        assert_eq!(
+            got,
+            [
+                r#""running""#,
+                r#""degraded""#,
+                r#""unavailable""#,
+                r#""disabled""#
+            ]
+        );
     }
 
     #[test]

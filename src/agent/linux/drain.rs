@@ -23,7 +23,9 @@ use crate::agent::abi::{self, TapioConfig, STAT_MAX};
 use crate::agent::classify::Finding;
 use crate::agent::decode::{decode, Fact};
 use crate::agent::metrics::{Metrics, ObserverMap, ObserverReason};
-use crate::agent::pipeline::{monotonic_ns, offer_findings, Classifiers, Shared};
+use crate::agent::observers::{report, DropsExported, RingObservers};
+use crate::agent::pipeline::{monotonic_ns, offer_findings, Shared};
+use crate::wire::status::{ObserverState, ObserverStatus};
 use crate::wire::{CompiledConfig, Observer};
 
 /// Most records consumed per tick before classification runs.
@@ -39,11 +41,18 @@ const STATS_EVERY_NS: u64 = 1_000_000_000;
 pub const MAP_COUNT_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What one tick pulled out of the rings.
-#[derive(Default)]
 struct Batch {
-    facts: Vec<(Observer, Fact)>,
-    events: [u64; 4],
-    malformed: [u64; 4],
+    facts: Vec<Fact>,
+    /// One entry per ring, in the order the rings were added (each ring's
+    /// callback holds its entry's position).
+    rings: Vec<RingCounts>,
+}
+
+/// Records a ring delivered since the last export.
+struct RingCounts {
+    observer: Observer,
+    events: u64,
+    malformed: u64,
 }
 
 /// Starts the drain thread. Returns once every object has been loaded and
@@ -90,59 +99,51 @@ pub fn start(
     Ok(handle)
 }
 
+/// The probe of every BPF observer: load and attach its object. Each
+/// one's status is reported; the objects with at least one program
+/// attached are returned.
 fn load_all(ebpf_dir: Option<&std::path::Path>, shared: &Shared) -> Vec<LoadedObject> {
     let mut objects = Vec::new();
     for (observer, src) in object_sources(ebpf_dir) {
-        let name = observer.as_str();
-        let bytes = match src {
-            Ok(b) => b,
-            Err(reason) => {
-                tracing::warn!(observer = name, "observer unavailable: {reason}");
-                shared.set_status(name, "unavailable", reason);
-                continue;
-            }
+        let loaded =
+            src.and_then(|bytes| load_object(observer, &bytes).map_err(|e| format!("{e:#}")));
+        let detail = match &loaded {
+            Ok(lo) => format!(
+                "{} programs, tp_btf attach, tracefs not needed",
+                lo.links.len()
+            ),
+            Err(_) => String::new(),
         };
-        match load_object(observer, &bytes) {
-            Ok(lo) if lo.links.is_empty() => {
-                let reason = format!(
-                    "no program attached: {}",
-                    lo.failed
-                        .iter()
-                        .map(|(p, e)| format!("{p}: {e}"))
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                );
-                tracing::warn!(observer = name, "observer unavailable: {reason}");
-                shared.set_status(name, "unavailable", reason);
-            }
-            Ok(lo) => {
-                if lo.failed.is_empty() {
-                    tracing::info!(
-                        observer = name,
-                        programs = lo.links.len(),
-                        "observer active (tp_btf attach, tracefs not needed)"
-                    );
-                    shared.set_status(name, "active", "");
-                } else {
-                    let reason = lo
-                        .failed
-                        .iter()
-                        .map(|(p, e)| format!("{p}: {e}"))
-                        .collect::<Vec<_>>()
-                        .join("; ");
-                    tracing::warn!(observer = name, "observer degraded: {reason}");
-                    shared.set_status(name, "degraded", reason);
-                }
-                objects.push(lo);
-            }
-            Err(e) => {
-                let reason = format!("{e:#}");
-                tracing::warn!(observer = name, "observer unavailable: {reason}");
-                shared.set_status(name, "unavailable", reason);
-            }
+        let status = match &loaded {
+            Ok(lo) => attach_status(lo.links.len(), &lo.failed),
+            Err(reason) => ObserverStatus::new(ObserverState::Unavailable, reason.as_str()),
+        };
+        let attached = status.state != ObserverState::Unavailable;
+        report(shared, observer, status, &detail);
+        if let (true, Ok(lo)) = (attached, loaded) {
+            objects.push(lo);
         }
     }
     objects
+}
+
+/// A BPF observer's status from its attach result: active with every
+/// program attached, degraded with some, unavailable with none; the
+/// reason names each program that failed and why.
+fn attach_status(attached: usize, failed: &[(String, String)]) -> ObserverStatus {
+    let failures = failed
+        .iter()
+        .map(|(p, e)| format!("{p}: {e}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    match (attached, failed.is_empty()) {
+        (0, _) => ObserverStatus::new(
+            ObserverState::Unavailable,
+            format!("no program attached: {failures}"),
+        ),
+        (_, true) => ObserverStatus::new(ObserverState::Active, ""),
+        (_, false) => ObserverStatus::new(ObserverState::Degraded, failures),
+    }
 }
 
 fn apply_config(objects: &[LoadedObject], cfg: &TapioConfig) -> anyhow::Result<()> {
@@ -161,7 +162,7 @@ fn drain_loop(
 ) -> anyhow::Result<()> {
     let batch = Rc::new(RefCell::new(Batch {
         facts: Vec::with_capacity(DRAIN_CAP),
-        ..Batch::default()
+        rings: Vec::with_capacity(objects.len()),
     }));
     let rings: Vec<_> = objects
         .iter()
@@ -177,12 +178,21 @@ fn drain_loop(
     for (observer, map) in &rings {
         let b = batch.clone();
         let obs = *observer;
+        let slot = {
+            let mut b = batch.borrow_mut();
+            b.rings.push(RingCounts {
+                observer: obs,
+                events: 0,
+                malformed: 0,
+            });
+            b.rings.len() - 1
+        };
         builder.add(map, move |data: &[u8]| {
             let mut b = b.borrow_mut();
-            b.events[obs as usize] += 1;
+            b.rings[slot].events += 1;
             match decode(obs, data) {
-                Ok(f) => b.facts.push((obs, f)),
-                Err(_) => b.malformed[obs as usize] += 1,
+                Ok(f) => b.facts.push(f),
+                Err(_) => b.rings[slot].malformed += 1,
             }
             0
         })?;
@@ -190,7 +200,7 @@ fn drain_loop(
     let rb = builder.build().context("failed to set up ring buffers")?;
     let epfd = rb.epoll_fd();
 
-    let mut classifiers = Classifiers::new(&initial);
+    let mut observers = RingObservers::new(&initial);
     let mut stats_prev: Vec<[u64; STAT_MAX]> = vec![[0; STAT_MAX]; objects.len()];
     let mut prog_prev: std::collections::HashMap<(Observer, String), (u64, u64)> =
         std::collections::HashMap::new();
@@ -198,7 +208,7 @@ fn drain_loop(
     {
         tracing::info!("per-program BPF run time is not collected: sysctl kernel.bpf_stats_enabled=1 turns it on (the kernel then times every program run)");
     }
-    let mut drops_prev: Vec<(Observer, &'static str, u64)> = Vec::new();
+    let mut drops_exported = DropsExported::default();
     let mut next_stats = 0u64;
     let mut next_tick = 0u64;
     let mut out: Vec<Finding> = Vec::new();
@@ -210,7 +220,7 @@ fn drain_loop(
             let abi_cfg = TapioConfig::from_compiled(&a.config, a.generation);
             match apply_config(objects, &abi_cfg) {
                 Ok(()) => {
-                    classifiers.set_config(&a.config);
+                    observers.apply_config(&a.config, a.generation);
                     tracing::info!(generation = a.generation, hash = %a.hash, "config applied");
                     shared.mark_applied(a);
                 }
@@ -240,14 +250,17 @@ fn drain_loop(
         }
         {
             let mut b = batch.borrow_mut();
-            for (i, obs) in Observer::ALL.iter().enumerate() {
-                Metrics::observer_counter(&metrics.events, obs.as_str(), b.events[i]);
-                Metrics::observer_counter(&metrics.malformed_events, obs.as_str(), b.malformed[i]);
+            for r in &mut b.rings {
+                let obs = r.observer.as_str();
+                Metrics::observer_counter(&metrics.events, obs, std::mem::take(&mut r.events));
+                Metrics::observer_counter(
+                    &metrics.malformed_events,
+                    obs,
+                    std::mem::take(&mut r.malformed),
+                );
             }
-            b.events = [0; 4];
-            b.malformed = [0; 4];
-            for (obs, fact) in b.facts.drain(..) {
-                classifiers.on_fact(obs, &fact, &mut out);
+            for fact in b.facts.drain(..) {
+                observers.on_fact(&fact, &mut out);
             }
         }
         let now = monotonic_ns();
@@ -256,7 +269,7 @@ fn drain_loop(
         // storm the rings wake the thread far more often than that.
         if now >= next_tick {
             next_tick = now + TICK_MS as u64 * 1_000_000;
-            classifiers.on_tick(now, &mut out);
+            observers.on_tick(now, &mut out);
         }
         // Never waits while running; after stop, waits (bounded by the
         // shutdown budget) so the last findings are not dropped.
@@ -270,14 +283,14 @@ fn drain_loop(
         if now >= next_stats {
             next_stats = now + STATS_EVERY_NS;
             export_stats(objects, &mut stats_prev, metrics);
-            export_drops(&classifiers, &mut drops_prev, metrics);
+            observers.export_drops(&mut drops_exported, metrics);
             export_program_stats(objects, &mut prog_prev, metrics);
         }
     }
-    classifiers.flush(&mut out);
+    observers.flush(&mut out);
     offer_findings(findings_tx, out, metrics, &shared.shutdown);
     export_stats(objects, &mut stats_prev, metrics);
-    export_drops(&classifiers, &mut drops_prev, metrics);
+    observers.export_drops(&mut drops_exported, metrics);
     Ok(())
 }
 
@@ -432,25 +445,6 @@ fn export_program_stats(
     }
 }
 
-fn export_drops(
-    classifiers: &Classifiers,
-    prev: &mut Vec<(Observer, &'static str, u64)>,
-    metrics: &Metrics,
-) {
-    let now = classifiers.drops();
-    for (obs, reason, n) in &now {
-        let before = prev
-            .iter()
-            .find(|(o, r, _)| o == obs && r == reason)
-            .map(|(_, _, n)| *n)
-            .unwrap_or(0);
-        if *n > before {
-            metrics.correlation_drop(obs.as_str(), reason, n - before);
-        }
-    }
-    *prev = now;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -468,6 +462,33 @@ mod tests {
         }
         eprintln!("skipping: creating BPF maps needs root");
         false
+    }
+
+    #[test]
+    fn attach_status_table() {
+        let failed = |names: &[&str]| -> Vec<(String, String)> {
+            names
+                .iter()
+                .map(|n| (n.to_string(), "EINVAL".to_string()))
+                .collect()
+        };
+        let cases = [
+            (3, failed(&[]), ObserverState::Active, ""),
+            (2, failed(&["p"]), ObserverState::Degraded, "p: EINVAL"),
+            (
+                0,
+                failed(&["p", "q"]),
+                ObserverState::Unavailable,
+                "no program attached: p: EINVAL; q: EINVAL",
+            ),
+        ];
+        for (attached, failed, state, reason) in cases {
+            assert_eq!(
+                attach_status(attached, &failed),
+                ObserverStatus::new(state, reason),
+                "{attached} attached"
+            );
+        }
     }
 
     /// A real LRU hash map in the kernel (root only): the walk counts what

@@ -23,7 +23,8 @@ use super::classify::Finding;
 use super::config::AgentConfig;
 use super::metrics::Metrics;
 use super::pipeline::Shared;
-use crate::wire::CompiledConfig;
+use crate::wire::status::ObserverState;
+use crate::wire::{CompiledConfig, Observer};
 
 const CAP_NET_ADMIN: u32 = 12;
 const CAP_SYS_ADMIN: u32 = 21;
@@ -61,7 +62,7 @@ pub(super) fn start_producers(
         Ok(node) => producers.push(node),
         Err(e) => {
             tracing::warn!(observer = "node", "observer unavailable: {e:#}");
-            shared.set_status("node", "unavailable", format!("{e:#}"));
+            shared.set_status(Observer::Node, ObserverState::Unavailable, format!("{e:#}"));
         }
     }
     Ok(producers)

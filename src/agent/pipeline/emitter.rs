@@ -2,8 +2,8 @@
 //! thread, the node sampler) offer batches of findings without waiting;
 //! the emitter turns each finding into an occurrence (container
 //! attribution, drop reason names, id and wall-clock time) and offers it
-//! to the sinks. Also the classifier set the drain thread runs and the
-//! clock that maps kernel (monotonic) time to wall time.
+//! to the sinks. Also the clock that maps kernel (monotonic) time to wall
+//! time.
 //!
 //! The drain thread only decodes and classifies; everything that allocates
 //! per occurrence or may touch the filesystem happens on the emitter.
@@ -27,74 +27,15 @@ use std::time::{Duration, SystemTime};
 
 use super::shared::Shutdown;
 use crate::agent::attribution::Attributor;
-use crate::agent::classify::container::ContainerClassifier;
-use crate::agent::classify::network::NetworkClassifier;
-use crate::agent::classify::storage::StorageClassifier;
-use crate::agent::classify::{Classifier, Finding};
-use crate::agent::decode::Fact;
+use crate::agent::classify::Finding;
 use crate::agent::kernel_enums::{DropReasonNames, VMLINUX_BTF};
 use crate::agent::metrics::{AnomalyLabels, Metrics, TypeLabel};
 use crate::agent::sinks::SinkHandle;
 use crate::wire::evidence::Container;
-use crate::wire::{CompiledConfig, Observer, Occurrence};
+use crate::wire::Occurrence;
 
 /// Most finding batches waiting for the emitter.
 pub const FINDINGS_QUEUE: usize = 1024;
-
-/// One classifier per observer that has one.
-pub struct Classifiers {
-    slots: [Option<Box<dyn Classifier>>; 4],
-}
-
-impl Classifiers {
-    pub fn new(cfg: &CompiledConfig) -> Classifiers {
-        Classifiers {
-            slots: [
-                Some(Box::new(NetworkClassifier::new(cfg))),
-                Some(Box::new(ContainerClassifier::new(cfg))),
-                Some(Box::new(StorageClassifier::new(cfg))),
-                None,
-            ],
-        }
-    }
-
-    pub fn set_config(&mut self, cfg: &CompiledConfig) {
-        for c in self.slots.iter_mut().flatten() {
-            c.set_config(cfg);
-        }
-    }
-
-    pub fn on_fact(&mut self, observer: Observer, fact: &Fact, out: &mut Vec<Finding>) {
-        if let Some(c) = &mut self.slots[observer as usize] {
-            c.on_fact(fact, out);
-        }
-    }
-
-    pub fn on_tick(&mut self, now_mono_ns: u64, out: &mut Vec<Finding>) {
-        for c in self.slots.iter_mut().flatten() {
-            c.on_tick(now_mono_ns, out);
-        }
-    }
-
-    pub fn flush(&mut self, out: &mut Vec<Finding>) {
-        for c in self.slots.iter_mut().flatten() {
-            c.flush(out);
-        }
-    }
-
-    /// Cumulative drop counts per observer and reason.
-    pub fn drops(&self) -> Vec<(Observer, &'static str, u64)> {
-        let mut v = Vec::new();
-        for (i, c) in self.slots.iter().enumerate() {
-            if let Some(c) = c {
-                for (reason, n) in &c.drops().0 {
-                    v.push((Observer::ALL[i], *reason, *n));
-                }
-            }
-        }
-        v
-    }
-}
 
 /// Offers a batch of findings to the emitter without blocking; a full queue
 /// drops the batch and counts it.

@@ -2,8 +2,8 @@
 //!
 //! * [`shared`]: state shared between the drain thread and the rest
 //!   (stop and shutdown budget, configs, statuses, controller link);
-//! * [`emitter`]: the findings queue, the classifier set and the emitter
-//!   thread that turns findings into occurrences for the sinks.
+//! * [`emitter`]: the findings queue and the emitter thread that turns
+//!   findings into occurrences for the sinks.
 //!
 //! Both are re-exported here, so callers name `pipeline::X`.
 
@@ -11,7 +11,6 @@ pub mod emitter;
 pub mod shared;
 
 pub use emitter::{
-    monotonic_ns, occurrence, offer_findings, send_findings, spawn_emitter, Classifiers, Clock,
-    FINDINGS_QUEUE,
+    monotonic_ns, occurrence, offer_findings, send_findings, spawn_emitter, Clock, FINDINGS_QUEUE,
 };
-pub use shared::{lock, Applied, ControllerLink, ObserverStatus, Shared, Shutdown};
+pub use shared::{lock, Applied, ControllerLink, Shared, Shutdown};

@@ -14,16 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::wire::{CompiledConfig, ConfigHash};
-
-/// What an observer is doing right now.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ObserverStatus {
-    /// `active`, `degraded` (some programs missing) or `unavailable`.
-    pub state: &'static str,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub reason: String,
-}
+use crate::wire::status::{ObserverState, ObserverStatus};
+use crate::wire::{CompiledConfig, ConfigHash, Observer};
 
 /// How a controller-mode agent's link to its controller stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -113,7 +105,8 @@ pub struct Shared {
     pending: Mutex<Option<Applied>>,
     /// What the carriers hold now.
     applied: Mutex<Option<Applied>>,
-    statuses: Mutex<BTreeMap<String, ObserverStatus>>,
+    /// Each observer's own report (set when it probes or attaches).
+    statuses: Mutex<BTreeMap<Observer, ObserverStatus>>,
     /// `None` for a standalone agent.
     controller: Mutex<Option<ControllerLink>>,
     /// CLOCK_MONOTONIC ns of the drain thread's latest loop pass (0 before
@@ -147,17 +140,11 @@ impl Shared {
         lock(&self.applied).clone()
     }
 
-    pub fn set_status(&self, observer: &str, state: &'static str, reason: impl Into<String>) {
-        lock(&self.statuses).insert(
-            observer.to_string(),
-            ObserverStatus {
-                state,
-                reason: reason.into(),
-            },
-        );
+    pub fn set_status(&self, observer: Observer, state: ObserverState, reason: impl Into<String>) {
+        lock(&self.statuses).insert(observer, ObserverStatus::new(state, reason));
     }
 
-    pub fn statuses(&self) -> BTreeMap<String, ObserverStatus> {
+    pub fn statuses(&self) -> BTreeMap<Observer, ObserverStatus> {
         lock(&self.statuses).clone()
     }
 

@@ -1,6 +1,6 @@
 //! The node sampler: per-CPU hardware counters and PSI, read once per
 //! `sample_period_ms` on a thread of its own, judged by
-//! [`crate::agent::classify::node`].
+//! [`crate::agent::observers::node`].
 //!
 //! Owns: which sources the sampler found at start, the observer status it
 //! reports from them, PSI reads, and the sampling thread. The counters
@@ -47,11 +47,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::agent::classify::node::{parse_psi, NodeClassifier, NodeSample, PsiTotals};
-use crate::agent::classify::{DropCounts, Finding};
+use crate::agent::classify::Finding;
 use crate::agent::metrics::Metrics;
+use crate::agent::observers::node::{parse_psi, NodeClassifier, NodeSample, PsiTotals};
+use crate::agent::observers::{report, DropsExported, Lifecycle};
 use crate::agent::pipeline::{monotonic_ns, send_findings, Shared};
-use crate::wire::CompiledConfig;
+use crate::wire::status::{ObserverState, ObserverStatus};
+use crate::wire::{CompiledConfig, Observer};
 
 pub mod perf;
 
@@ -100,7 +102,7 @@ fn probe(events: &EventSet) -> Sources {
 }
 
 /// The observer status and its reason, from what could be opened.
-fn status(s: &Sources) -> (&'static str, String) {
+fn status(s: &Sources) -> (ObserverState, String) {
     let mut missing: Vec<String> = Vec::new();
     let (stall_pmc, ipc_pmc, miss_pmc) = match &s.pmc {
         Ok(p) => {
@@ -147,13 +149,13 @@ fn status(s: &Sources) -> (&'static str, String) {
         (false, false) => "memory_pressure not judged",
     };
     if missing.is_empty() {
-        return ("active", String::new());
+        return (ObserverState::Active, String::new());
     }
     let judged_any = stall_pmc || psi_cpu || ipc_pmc || miss_pmc || psi_mem;
     let state = if judged_any {
-        "degraded"
+        ObserverState::Degraded
     } else {
-        "unavailable"
+        ObserverState::Unavailable
     };
     (
         state,
@@ -176,7 +178,7 @@ struct Sampler {
     sources: Sources,
     classifier: NodeClassifier,
     generation: u32,
-    drops_prev: DropCounts,
+    drops: DropsExported,
 }
 
 impl Sampler {
@@ -196,14 +198,7 @@ impl Sampler {
     }
 
     fn export_drops(&mut self, metrics: &Metrics) {
-        let now = self.classifier.drops();
-        for (reason, n) in &now.0 {
-            let before = self.drops_prev.get(reason);
-            if *n > before {
-                metrics.correlation_drop(OBSERVER, reason, n - before);
-            }
-        }
-        self.drops_prev = now.clone();
+        self.drops.export(&self.classifier, metrics);
     }
 }
 
@@ -234,18 +229,18 @@ pub fn start(
 ) -> anyhow::Result<JoinHandle<()>> {
     let sources = probe(&PMC_EVENTS);
     let (state, reason) = status(&sources);
-    match state {
-        "active" => tracing::info!(observer = OBSERVER, "observer active (pmc and psi)"),
-        "degraded" => tracing::warn!(observer = OBSERVER, "observer degraded: {reason}"),
-        _ => tracing::warn!(observer = OBSERVER, "observer unavailable: {reason}"),
-    }
-    shared.set_status(OBSERVER, state, reason);
+    report(
+        &shared,
+        Observer::Node,
+        ObserverStatus::new(state, reason),
+        "pmc and psi",
+    );
     let generation = shared.applied().map_or(1, |a| a.generation);
     let sampler = Sampler {
         sources,
         classifier: NodeClassifier::new(&initial.node, generation),
         generation,
-        drops_prev: DropCounts::default(),
+        drops: DropsExported::default(),
     };
     std::thread::Builder::new()
         .name("node-sampler".into())
@@ -280,7 +275,7 @@ fn run(
         if let Some(a) = shared.applied().filter(|a| a.generation != s.generation) {
             s.generation = a.generation;
             cfg = a.config.node.clone();
-            s.classifier.set_config(&cfg, a.generation);
+            s.classifier.apply_config(&a.config, a.generation);
         }
         // Inert until a config is applied (controller mode starts unconfigured).
         if cfg.enabled && shared.applied().is_some() {
@@ -348,7 +343,7 @@ mod tests {
         assert_eq!(
             status(&s),
             (
-                "degraded",
+                ObserverState::Degraded,
                 "pmc unavailable: perf_event_open(cycles, cpu 0) failed: ENOENT (No such file or directory); rules: cpu_stall from psi, ipc_degradation not judged, memory_pressure from psi".into()
             )
         );
@@ -359,7 +354,7 @@ mod tests {
             psi_cpu: no("/proc/pressure/cpu: gone"),
         };
         let (state, reason) = status(&s);
-        assert_eq!(state, "unavailable");
+        assert_eq!(state, ObserverState::Unavailable);
         assert!(reason.ends_with("rules: cpu_stall not judged, ipc_degradation not judged, memory_pressure not judged"), "{reason}");
         // Everything.
         let s = Sources {
@@ -367,7 +362,7 @@ mod tests {
             psi_memory: psi(),
             psi_cpu: no("not needed"),
         };
-        assert_eq!(status(&s), ("active", String::new()));
+        assert_eq!(status(&s), (ObserverState::Active, String::new()));
         // Modern Intel: no stall events; CPU PSI stands in.
         let mut l = layout_with(false, true, true);
         l.missing.push(OpenError {
@@ -383,7 +378,7 @@ mod tests {
         assert_eq!(
             status(&s),
             (
-                "degraded",
+                ObserverState::Degraded,
                 "pmc perf_event_open(stalled-cycles-frontend, cpu 0) failed: ENOENT (No such file or directory); rules: cpu_stall from psi, ipc_degradation from pmc, memory_pressure from pmc and psi".into()
             )
         );
@@ -403,7 +398,7 @@ mod tests {
             },
             classifier: NodeClassifier::new(&CompiledConfig::default().node, 1),
             generation: 1,
-            drops_prev: DropCounts::default(),
+            drops: DropsExported::default(),
         };
         let metrics = Metrics::new();
         let n = 10_000u64;

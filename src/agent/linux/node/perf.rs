@@ -37,8 +37,8 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 
-use crate::agent::classify::node::{Counter, PmcReading};
 use crate::agent::metrics::Metrics;
+use crate::agent::observers::node::{Counter, PmcReading};
 
 use super::OBSERVER;
 

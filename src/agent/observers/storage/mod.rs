@@ -36,11 +36,12 @@
 //! both map to EINVAL. Anything else maps to EIO, as
 //! `blk_status_to_errno` does. The raw status is kept in `blk_status`.
 
-use super::{Classifier, DropCounts, Finding};
+use super::{Lifecycle, RingObserver};
+use crate::agent::classify::{DropCounts, Finding};
 use crate::agent::decode::{Fact, StoFact};
 use crate::wire::config::StorageConfig;
 use crate::wire::evidence::{Evidence, Flags, Io, IoError, LatencySpike};
-use crate::wire::{CompiledConfig, Outcome, Severity};
+use crate::wire::{CompiledConfig, Observer, Outcome, Severity};
 
 pub struct StorageClassifier {
     cfg: StorageConfig,
@@ -211,20 +212,26 @@ impl StorageClassifier {
     }
 }
 
-impl Classifier for StorageClassifier {
-    fn set_config(&mut self, cfg: &CompiledConfig) {
+impl Lifecycle for StorageClassifier {
+    fn observer(&self) -> Observer {
+        Observer::Storage
+    }
+
+    fn apply_config(&mut self, cfg: &CompiledConfig, _generation: u32) {
         self.cfg = cfg.storage.clone();
     }
 
+    fn drops(&self) -> &DropCounts {
+        &self.drops
+    }
+}
+
+impl RingObserver for StorageClassifier {
     fn on_fact(&mut self, fact: &Fact, out: &mut Vec<Finding>) {
         let Fact::Sto(f) = fact else {
             return;
         };
         out.extend(self.classify(f));
-    }
-
-    fn drops(&self) -> &DropCounts {
-        &self.drops
     }
 }
 
@@ -349,11 +356,11 @@ mod tests {
     }
 
     #[test]
-    fn critical_threshold_follows_set_config() {
+    fn critical_threshold_follows_apply_config() {
         let mut cfg = CompiledConfig::default();
         cfg.storage.io_latency_critical_ns = 200 * MS;
         let mut c = StorageClassifier::new(&CompiledConfig::default());
-        c.set_config(&cfg);
+        c.apply_config(&cfg, 1);
         let mut out = Vec::new();
         c.on_fact(&Fact::Sto(fact(0, Some(250 * MS))), &mut out);
         assert_eq!(out[0].severity, Severity::Critical);

@@ -27,10 +27,11 @@
 //!
 //! No I/O and no clock: the page size is an input of the constructor.
 
-use super::{Classifier, DropCounts, Finding};
+use super::{Lifecycle, RingObserver};
+use crate::agent::classify::{DropCounts, Finding};
 use crate::agent::decode::{CtrFact, CtrKind, Fact};
 use crate::wire::evidence::{AbnormalExit, Comm, Evidence, OomKill, Rss, Sender, Task};
-use crate::wire::{CompiledConfig, Outcome, Severity};
+use crate::wire::{CompiledConfig, Observer, Outcome, Severity};
 
 pub struct ContainerClassifier {
     page_size: u64,
@@ -175,11 +176,21 @@ pub fn signal_name(sig: u32) -> &'static str {
     }
 }
 
-impl Classifier for ContainerClassifier {
-    fn set_config(&mut self, _cfg: &CompiledConfig) {
+impl Lifecycle for ContainerClassifier {
+    fn observer(&self) -> Observer {
+        Observer::Container
+    }
+
+    fn apply_config(&mut self, _cfg: &CompiledConfig, _generation: u32) {
         // Every container knob is applied in BPF; nothing to keep here.
     }
 
+    fn drops(&self) -> &DropCounts {
+        &self.drops
+    }
+}
+
+impl RingObserver for ContainerClassifier {
     fn on_fact(&mut self, fact: &Fact, out: &mut Vec<Finding>) {
         let Fact::Ctr(f) = fact else {
             return;
@@ -188,10 +199,6 @@ impl Classifier for ContainerClassifier {
             CtrKind::Oom => out.push(self.oom(f)),
             CtrKind::Exit => out.extend(self.exit(f)),
         }
-    }
-
-    fn drops(&self) -> &DropCounts {
-        &self.drops
     }
 }
 

@@ -52,22 +52,23 @@
 //!   baseline has `rtt_min_baseline_samples` samples and
 //!   srtt ≥ multiplier × baseline and srtt ≥ `rtt_spike_abs_us`. The
 //!   baseline and that judgement live in the kernel (`rtt_baselines` in
-//!   bpf/network.bpf.c), so a healthy connection's end crosses no ring
-//!   buffer; a qualifying sample arrives flagged with the baseline it was
-//!   judged against. Here: at most one occurrence per destination per
-//!   second.
+//!   `network.bpf.c`, next to this file), so a healthy connection's end
+//!   crosses no ring buffer; a qualifying sample arrives flagged with the
+//!   baseline it was judged against. Here: at most one occurrence per
+//!   destination per second.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
-use super::{Classifier, DropCounts, Finding};
+use super::{Lifecycle, RingObserver};
+use crate::agent::classify::{DropCounts, Finding};
 use crate::agent::decode::{Fact, NetFact, NetKind};
 use crate::wire::config::NetworkConfig;
 use crate::wire::evidence::{
     Comm, Conn as ConnFacts, ConnectFailed, Evidence, Refused, Reset, RetransmitSpike,
     RttDegradation,
 };
-use crate::wire::{CompiledConfig, Outcome, Severity};
+use crate::wire::{CompiledConfig, Observer, Outcome, Severity};
 
 const ETIMEDOUT: i32 = 110;
 const ECONNREFUSED: i32 = 111;
@@ -446,11 +447,21 @@ fn close_finding(f: &NetFact, timed_out: bool, errno: &'static str) -> Finding {
     }
 }
 
-impl Classifier for NetworkClassifier {
-    fn set_config(&mut self, cfg: &CompiledConfig) {
+impl Lifecycle for NetworkClassifier {
+    fn observer(&self) -> Observer {
+        Observer::Network
+    }
+
+    fn apply_config(&mut self, cfg: &CompiledConfig, _generation: u32) {
         self.cfg = cfg.network.clone();
     }
 
+    fn drops(&self) -> &DropCounts {
+        &self.drops
+    }
+}
+
+impl RingObserver for NetworkClassifier {
     fn on_fact(&mut self, fact: &Fact, out: &mut Vec<Finding>) {
         let Fact::Net(f) = fact else {
             return;
@@ -517,10 +528,6 @@ impl Classifier for NetworkClassifier {
                 .drain()
                 .filter_map(|(_, h)| spike_followup(h.spike)),
         );
-    }
-
-    fn drops(&self) -> &DropCounts {
-        &self.drops
     }
 }
 

@@ -1,20 +1,17 @@
-//! Classification: typed facts in, findings out.
+//! What classification produces and counts: [`Finding`] (an anomaly
+//! decided from typed facts, before it gets an id and wall time) and
+//! [`DropCounts`] (facts deliberately not turned into findings).
 //!
-//! Pure state machines, one per observer: thresholds, windows, baselines and
-//! correlation. No I/O, no clock reads, no randomness: time arrives as the
-//! fact's kernel timestamp or as the `now` of a tick, so every rule is
-//! testable with synthetic facts. A finding becomes an occurrence (id, wall
-//! time) outside this module.
-
-pub mod container;
-pub mod network;
-pub mod node;
-pub mod storage;
+//! The classifiers themselves live with their observers
+//! (`agent/observers/<name>/`): pure state machines, one per observer
+//! (thresholds, windows, baselines, correlation). No I/O, no clock reads,
+//! no randomness: time arrives as the fact's kernel timestamp or as the
+//! `now` of a tick, so every rule is testable with synthetic facts. What
+//! every classifier answers to (config, ticks, flush, drop counts) is the
+//! observers' lifecycle, [`crate::agent::observers`].
 
 use crate::wire::evidence::Evidence;
-use crate::wire::{AnomalyType, CompiledConfig, Outcome, Severity};
-
-use super::decode::Fact;
+use crate::wire::{AnomalyType, Outcome, Severity};
 
 /// An anomaly decided by a classifier, before it gets an id and wall time.
 /// Its facts are typed ([`Evidence`]): building one copies numbers and
@@ -69,21 +66,6 @@ impl DropCounts {
     pub fn get(&self, reason: &str) -> u64 {
         self.0.get(reason).copied().unwrap_or(0)
     }
-}
-
-/// What every observer's classifier does.
-pub trait Classifier: Send {
-    /// Applies new thresholds. State (windows, baselines) carries over.
-    fn set_config(&mut self, cfg: &CompiledConfig);
-    fn on_fact(&mut self, fact: &Fact, out: &mut Vec<Finding>);
-    /// Closes windows that ended by `now_mono_ns`. The default, for a
-    /// classifier without windows, does nothing.
-    fn on_tick(&mut self, _now_mono_ns: u64, _out: &mut Vec<Finding>) {}
-    /// Emits everything still pending (shutdown). The default, for a
-    /// classifier that holds nothing back, does nothing.
-    fn flush(&mut self, _out: &mut Vec<Finding>) {}
-    /// Cumulative drop counts since start.
-    fn drops(&self) -> &DropCounts;
 }
 
 /// Counts heap allocations per thread, for the tests that hold the drain

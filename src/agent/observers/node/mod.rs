@@ -83,13 +83,14 @@
 
 use std::collections::BTreeMap;
 
-use super::{DropCounts, Finding};
+use super::Lifecycle;
+use crate::agent::classify::{DropCounts, Finding};
 use crate::wire::config::NodeConfig;
 use crate::wire::evidence::{
     Baseline, CpuStall, Evidence, IpcDegradation, MemoryPressure, PmcMisses, PmcPeriod, PmcStall,
     Psi,
 };
-use crate::wire::{Outcome, Severity};
+use crate::wire::{CompiledConfig, Observer, Outcome, Severity};
 
 /// While a condition holds, at most one occurrence per this many periods.
 pub const REPEAT_EVERY_PERIODS: u32 = 60;
@@ -296,6 +297,22 @@ pub struct NodeClassifier {
     drops: DropCounts,
 }
 
+/// The node observer's lifecycle: no ring, no tick and nothing held back
+/// (a sample is judged whole in [`NodeClassifier::on_sample`]).
+impl Lifecycle for NodeClassifier {
+    fn observer(&self) -> Observer {
+        Observer::Node
+    }
+
+    fn apply_config(&mut self, cfg: &CompiledConfig, generation: u32) {
+        self.set_config(&cfg.node, generation);
+    }
+
+    fn drops(&self) -> &DropCounts {
+        &self.drops
+    }
+}
+
 impl NodeClassifier {
     pub fn new(cfg: &NodeConfig, generation: u32) -> Self {
         NodeClassifier {
@@ -321,11 +338,6 @@ impl NodeClassifier {
             self.psi_cpu.prev = None;
             self.psi_mem.prev = None;
         }
-    }
-
-    /// Cumulative drop counts since start.
-    pub fn drops(&self) -> &DropCounts {
-        &self.drops
     }
 
     /// Judges one period.
