@@ -12,7 +12,7 @@
 use libfuzzer_sys::fuzz_target;
 use tapio::agent::abi::TapioConfig;
 use tapio::agent::config::{parse_file, AgentArgs, AgentConfig, SinkKind};
-use tapio::agent::pipeline::Classifiers;
+use tapio::agent::observers::RingObservers;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -63,5 +63,5 @@ fuzz_target!(|data: &[u8]| {
         c.container.ignore_exit_codes.len()
     );
     let _ = carrier.to_bytes();
-    let _ = Classifiers::new(c);
+    let _ = RingObservers::new(c);
 });

@@ -18,7 +18,8 @@
 use libfuzzer_sys::fuzz_target;
 use tapio::agent::abi;
 use tapio::agent::decode::{self, DecodeError};
-use tapio::agent::pipeline::{occurrence, Classifiers, Clock};
+use tapio::agent::observers::RingObservers;
+use tapio::agent::pipeline::{occurrence, Clock};
 use tapio::wire::{find_reasoning_field, CompiledConfig, Observer};
 
 /// Wall − monotonic as on a host booted in 2026.
@@ -135,7 +136,7 @@ fn check_findings(findings: &mut Vec<tapio::agent::classify::Finding>, from: Opt
 }
 
 fuzz_target!(|data: &[u8]| {
-    let mut classifiers = Classifiers::new(&CompiledConfig::default());
+    let mut observers = RingObservers::new(&CompiledConfig::default());
     let mut findings = Vec::new();
     let mut rest = data;
     for _ in 0..MAX_COMMANDS {
@@ -149,7 +150,7 @@ fuzz_target!(|data: &[u8]| {
             }
             let now = u64::from_ne_bytes(rest[..8].try_into().unwrap());
             rest = &rest[8..];
-            classifiers.on_tick(now, &mut findings);
+            observers.on_tick(now, &mut findings);
             check_findings(&mut findings, None);
             continue;
         }
@@ -168,10 +169,10 @@ fuzz_target!(|data: &[u8]| {
         let got = decode::decode(observer, rec);
         check_decode(observer, rec, &got);
         if let Ok(fact) = got {
-            classifiers.on_fact(observer, &fact, &mut findings);
+            observers.on_fact(&fact, &mut findings);
             check_findings(&mut findings, Some(observer));
         }
     }
-    classifiers.flush(&mut findings);
+    observers.flush(&mut findings);
     check_findings(&mut findings, None);
 });
