@@ -746,7 +746,10 @@ sys.stdin.readline()
     );
     std::thread::sleep(Duration::from_millis(2500));
     let again = retransmits();
-    assert_eq!(again, sum, "no more after the windows closed");
+    assert_eq!(
+        again, sum,
+        "no more after the windows closed (the kernel counted {total})"
+    );
     assert_eq!(
         sum,
         total,

@@ -13,7 +13,7 @@
 #ifndef __TAPIO_ABI_H
 #define __TAPIO_ABI_H
 
-#define TAPIO_ABI_VERSION 3
+#define TAPIO_ABI_VERSION 4
 
 /* tapio_config.flags: one bit per observer. No bit ever means "disable". */
 #define TAPIO_FLAG_NETWORK   (1U << 0)
@@ -31,40 +31,26 @@
  * Runtime configuration, one copy in a single-entry ARRAY map ("tapio_config")
  * per BPF object. All-zero (the map's state before the agent writes it) is
  * inert: programs emit nothing until abi_version and their flag are set.
+ * It holds only what a BPF program reads; the thresholds judged in user
+ * space (refusal and retransmit windows, the critical I/O latency, the node
+ * sampler's) stay in the agent's CompiledConfig.
  */
 struct tapio_config {
 	__u32 abi_version;                 /* 0: TAPIO_ABI_VERSION, first, always */
 	__u32 generation;                  /* 4: stamped into every event */
 	__u32 flags;                       /* 8 */
-	__u32 _pad0;                       /* 12 */
-	/* network */
-	__u32 net_refused_min_count;       /* 16 */
-	__u32 net_refused_window_ms;       /* 20 */
-	__u32 net_retransmit_min_count;    /* 24 */
-	__u32 net_retransmit_window_ms;    /* 28 */
-	__u32 net_rtt_multiplier_permille; /* 32 */
-	__u32 net_rtt_min_baseline_samples;/* 36 */
-	__u32 net_rtt_abs_us;              /* 40 */
-	__u32 _pad1;                       /* 44 */
+	/* network: the RTT judgement (per-destination baselines in the kernel) */
+	__u32 net_rtt_multiplier_permille; /* 12 */
+	__u32 net_rtt_min_baseline_samples;/* 16 */
+	__u32 net_rtt_abs_us;              /* 20 */
 	/* container */
-	__u32 ctr_exit_scope;              /* 48 */
-	__u32 ctr_ignore_exit_codes_count; /* 52: written after the entries */
-	__u32 ctr_ignore_exit_codes[TAPIO_MAX_IGNORE_EXIT_CODES]; /* 56 */
+	__u32 ctr_exit_scope;              /* 24 */
+	__u32 ctr_ignore_exit_codes_count; /* 28: written after the entries */
+	__u32 ctr_ignore_exit_codes[TAPIO_MAX_IGNORE_EXIT_CODES]; /* 32 */
 	/* storage */
-	__u64 sto_slow_io_ns;              /* 120 */
-	__u64 sto_critical_io_ns;          /* 128 */
-	/* node */
-	__u32 node_sample_period_ms;       /* 136 */
-	__u32 node_cpu_stall_permille;     /* 140 */
-	__u32 node_ipc_drop_permille;      /* 144 */
-	__u32 node_mem_mpki_milli;         /* 148 */
-	__u32 node_psi_mem_permille;       /* 152 */
-	__u32 node_psi_cpu_permille;       /* 156 */
-	__u32 node_min_baseline_samples;   /* 160 */
-	__u32 _pad2;                       /* 164 */
-	__u64 _reserved[4];                /* 168 */
+	__u64 sto_slow_io_ns;              /* 96 */
 };
-_Static_assert(sizeof(struct tapio_config) == 200, "tapio_config size");
+_Static_assert(sizeof(struct tapio_config) == 104, "tapio_config size");
 
 /*
  * Per-object counters in a PERCPU_ARRAY ("tapio_stats"), summed by the agent.

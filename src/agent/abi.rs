@@ -114,24 +114,12 @@ macro_rules! knob_members {
 
 knob_members!(
     flags,
-    net_refused_min_count,
-    net_refused_window_ms,
-    net_retransmit_min_count,
-    net_retransmit_window_ms,
     net_rtt_multiplier_permille,
     net_rtt_min_baseline_samples,
     net_rtt_abs_us,
     ctr_exit_scope,
     ctr_ignore_exit_codes,
     sto_slow_io_ns,
-    sto_critical_io_ns,
-    node_sample_period_ms,
-    node_cpu_stall_permille,
-    node_ipc_drop_permille,
-    node_mem_mpki_milli,
-    node_psi_mem_permille,
-    node_psi_cpu_permille,
-    node_min_baseline_samples,
 );
 
 impl TapioConfig {
@@ -144,9 +132,10 @@ impl TapioConfig {
             generation,
             ..TapioConfig::default()
         };
-        for k in &KNOBS {
+        // Rows without a member are judged in user space only.
+        for (k, member) in KNOBS.iter().filter_map(|k| Some((k, k.abi?))) {
             let mut codes_count = None;
-            match (t.member(k.abi), k.get(cfg)) {
+            match (t.member(member), k.get(cfg)) {
                 // `enabled` rows name `flags`: the observer's bit (a
                 // disabled observer sets none, below).
                 (Some(Member::U32(m)), KnobValue::Bool(true)) => *m |= observer_flag(k.observer),
@@ -239,7 +228,8 @@ mod tests {
     }
 
     /// Every member gets its own knob's value, in the knob's unit: a config
-    /// with no default left maps to exactly this struct.
+    /// with no default left maps to exactly this struct, and the knobs
+    /// judged in user space reach nothing.
     #[test]
     fn each_knob_lands_in_its_member() {
         let mut cfg = CompiledConfig {
@@ -276,10 +266,6 @@ mod tests {
             abi_version: ABI_VERSION,
             generation: 20,
             flags: Observer::Network.flag() | Observer::Storage.flag() | Observer::Node.flag(),
-            net_refused_min_count: 2,
-            net_refused_window_ms: 3,
-            net_retransmit_min_count: 4,
-            net_retransmit_window_ms: 5,
             net_rtt_multiplier_permille: 6,
             net_rtt_min_baseline_samples: 7,
             net_rtt_abs_us: 8,
@@ -287,17 +273,14 @@ mod tests {
             ctr_ignore_exit_codes_count: 2,
             ctr_ignore_exit_codes: codes,
             sto_slow_io_ns: 5_000_000_011,
-            sto_critical_io_ns: 5_000_000_012,
-            node_sample_period_ms: 13,
-            node_cpu_stall_permille: 14,
-            node_ipc_drop_permille: 15,
-            node_mem_mpki_milli: 16,
-            node_psi_mem_permille: 17,
-            node_psi_cpu_permille: 18,
-            node_min_baseline_samples: 19,
-            ..TapioConfig::default()
         };
         assert_eq!(TapioConfig::from_compiled(&cfg, 20), want);
+        // Changing only user-space knobs leaves the carrier as it was.
+        let mut user_only = cfg.clone();
+        user_only.network.refused_window_ms = 99;
+        user_only.storage.io_latency_critical_ns = 7_000_000_000;
+        user_only.node.sample_period_ms = 500;
+        assert_eq!(TapioConfig::from_compiled(&user_only, 20), want);
     }
 
     /// Wire's `Observer::flag` (what config readers and tests use) is the
@@ -319,12 +302,12 @@ mod tests {
     fn every_knob_names_a_member() {
         let mut t = TapioConfig::default();
         for k in &KNOBS {
+            let Some(member) = k.abi else { continue };
             assert!(
-                t.member(k.abi).is_some(),
-                "{} knob {} names {:?}, not a tapio_config member",
+                t.member(member).is_some(),
+                "{} knob {} names {member:?}, not a tapio_config member",
                 k.observer.as_str(),
                 k.name,
-                k.abi
             );
         }
         assert!(t.member("_pad0").is_none() && t.member("generation").is_none());

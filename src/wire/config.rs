@@ -1,10 +1,9 @@
 //! The compiled runtime configuration (SPEC §4–§5) and its hash.
 //!
 //! A `CompiledConfig` is what an Evidence Profile compiles to and what the
-//! controller serves. Every field maps one-to-one onto a field of the kernel
-//! ABI struct `tapio_config` (see `bpf/include/tapio_abi.h`); units are the
-//! ABI's (ns, µs, ms, permille) so nothing is rounded on the way to the
-//! kernel. The generation is *not* part of it: the controller numbers
+//! controller serves. The fields BPF reads land in the kernel ABI struct
+//! `tapio_config` (see `bpf/include/tapio_abi.h`); units are the ABI's (ns,
+//! µs, ms, permille) so nothing is rounded on the way to the kernel. The generation is *not* part of it: the controller numbers
 //! configs, the content is identified by its hash.
 //!
 //! # The knob table
@@ -12,7 +11,8 @@
 //! [`KNOBS`] is the one declaration of every threshold: its observer, its
 //! name in a profile and in this struct (which is also its name in the
 //! agent's TOML `[observers.*]`), its type, unit and range, its default, the
-//! `tapio_config` member it reaches and whether BPF reads it. Profile
+//! `tapio_config` member BPF reads it from (none when only user space
+//! judges it). Profile
 //! validation, the agent's TOML overrides, profile compilation,
 //! [`CompiledConfig::default`] and the agent's `tapio_config` writer all
 //! read it, so a standalone agent cannot accept a value a profile refuses.
@@ -311,13 +311,13 @@ pub struct Knob {
     pub field: &'static str,
     pub kind: KnobKind,
     pub default: KnobValue,
-    /// The `struct tapio_config` field it reaches (`bpf/include/tapio_abi.h`;
-    /// `flags` for `enabled`: the observer's bit). `agent::abi` resolves it
-    /// through a member list the compiler checks against the generated
-    /// struct, and tests that every row's name is in that list.
-    pub abi: &'static str,
-    /// Whether a BPF program reads it (the rest is judged in user space).
-    pub bpf: bool,
+    /// The `struct tapio_config` member a BPF program reads it from
+    /// (`bpf/include/tapio_abi.h`; `flags` for `enabled`: the observer's
+    /// bit), or `None` when only user space judges it: the kernel struct
+    /// holds nothing BPF does not read. `agent::abi` resolves the member
+    /// through a list the compiler checks against the generated struct,
+    /// and tests that every named member is in that list.
+    pub abi: Option<&'static str>,
     get: fn(&CompiledConfig) -> KnobValue,
     put: fn(&mut CompiledConfig, KnobValue),
 }
@@ -459,7 +459,13 @@ const ON: KnobValue = KnobValue::Bool(true);
 /// profile name, kind and range, default, the `tapio_config` field, and
 /// whether BPF reads it.
 macro_rules! row {
-    ($obs:ident, $sec:ident . $field:ident, $name:literal, $kind:expr, $default:expr, $abi:literal, bpf: $bpf:literal) => {
+    ($obs:ident, $sec:ident . $field:ident, $name:literal, $kind:expr, $default:expr, kernel: $abi:literal) => {
+        row!(@ $obs, $sec.$field, $name, $kind, $default, Some($abi))
+    };
+    ($obs:ident, $sec:ident . $field:ident, $name:literal, $kind:expr, $default:expr, user) => {
+        row!(@ $obs, $sec.$field, $name, $kind, $default, None)
+    };
+    (@ $obs:ident, $sec:ident . $field:ident, $name:literal, $kind:expr, $default:expr, $abi:expr) => {
         Knob {
             observer: Observer::$obs,
             name: $name,
@@ -467,7 +473,6 @@ macro_rules! row {
             kind: $kind,
             default: $default,
             abi: $abi,
-            bpf: $bpf,
             get: |c| Field::value(&c.$sec.$field),
             put: |c, v| Field::store(&mut c.$sec.$field, v),
         }
@@ -477,59 +482,145 @@ macro_rules! row {
 /// Every knob, per observer in documentation order (`enabled` first).
 /// `enabled` reaches BPF as the observer's bit in `tapio_config.flags`.
 pub static KNOBS: [Knob; 22] = [
-    row!(Network, network.enabled, "enabled", KnobKind::Bool, ON, "flags", bpf: true),
-    row!(Network, network.refused_min_count, "refused_min_count",
-        KnobKind::Count { min: 1, max: 1000 }, KnobValue::Int(1),
-        "net_refused_min_count", bpf: false),
-    row!(Network, network.refused_window_ms, "refused_window",
-        KnobKind::Duration { min_ns: 10 * MS, max_ns: 60 * S, unit: Unit::Millis },
-        KnobValue::Int(1000), "net_refused_window_ms", bpf: false),
-    row!(Network, network.retransmit_min_count, "retransmit_min_count",
-        KnobKind::Count { min: 1, max: 10_000 }, KnobValue::Int(5),
-        "net_retransmit_min_count", bpf: false),
-    row!(Network, network.retransmit_window_ms, "retransmit_window",
-        KnobKind::Duration { min_ns: 10 * MS, max_ns: 60 * S, unit: Unit::Millis },
-        KnobValue::Int(1000), "net_retransmit_window_ms", bpf: false),
+    row!(Network, network.enabled, "enabled", KnobKind::Bool, ON, kernel: "flags"),
+    row!(
+        Network,
+        network.refused_min_count,
+        "refused_min_count",
+        KnobKind::Count { min: 1, max: 1000 },
+        KnobValue::Int(1),
+        user
+    ),
+    row!(
+        Network,
+        network.refused_window_ms,
+        "refused_window",
+        KnobKind::Duration {
+            min_ns: 10 * MS,
+            max_ns: 60 * S,
+            unit: Unit::Millis
+        },
+        KnobValue::Int(1000),
+        user
+    ),
+    row!(
+        Network,
+        network.retransmit_min_count,
+        "retransmit_min_count",
+        KnobKind::Count {
+            min: 1,
+            max: 10_000
+        },
+        KnobValue::Int(5),
+        user
+    ),
+    row!(
+        Network,
+        network.retransmit_window_ms,
+        "retransmit_window",
+        KnobKind::Duration {
+            min_ns: 10 * MS,
+            max_ns: 60 * S,
+            unit: Unit::Millis
+        },
+        KnobValue::Int(1000),
+        user
+    ),
     row!(Network, network.rtt_spike_multiplier_permille, "rtt_spike_multiplier",
         KnobKind::Milli { min: 1_100, max: 100_000 }, KnobValue::Int(3000),
-        "net_rtt_multiplier_permille", bpf: true),
+        kernel: "net_rtt_multiplier_permille"),
     row!(Network, network.rtt_min_baseline_samples, "rtt_min_baseline_samples",
         KnobKind::Count { min: 1, max: 1000 }, KnobValue::Int(8),
-        "net_rtt_min_baseline_samples", bpf: true),
+        kernel: "net_rtt_min_baseline_samples"),
     row!(Network, network.rtt_spike_abs_us, "rtt_spike_abs",
         KnobKind::Duration { min_ns: 100_000, max_ns: 60 * S, unit: Unit::Micros },
-        KnobValue::Int(10_000), "net_rtt_abs_us", bpf: true),
-    row!(Container, container.enabled, "enabled", KnobKind::Bool, ON, "flags", bpf: true),
+        KnobValue::Int(10_000), kernel: "net_rtt_abs_us"),
+    row!(Container, container.enabled, "enabled", KnobKind::Bool, ON, kernel: "flags"),
     row!(Container, container.exit_scope, "exit_scope", KnobKind::ExitScope,
-        KnobValue::Scope(ExitScope::Init), "ctr_exit_scope", bpf: true),
+        KnobValue::Scope(ExitScope::Init), kernel: "ctr_exit_scope"),
     row!(Container, container.ignore_exit_codes, "ignore_exit_codes",
         KnobKind::ExitCodes { min: 1, max: 255 }, KnobValue::Codes(Vec::new()),
-        "ctr_ignore_exit_codes", bpf: true),
-    row!(Storage, storage.enabled, "enabled", KnobKind::Bool, ON, "flags", bpf: true),
+        kernel: "ctr_ignore_exit_codes"),
+    row!(Storage, storage.enabled, "enabled", KnobKind::Bool, ON, kernel: "flags"),
     row!(Storage, storage.slow_io_threshold_ns, "slow_io_threshold",
         KnobKind::Duration { min_ns: MS, max_ns: 60 * S, unit: Unit::Nanos },
-        KnobValue::Int(100 * MS), "sto_slow_io_ns", bpf: true),
-    row!(Storage, storage.io_latency_critical_ns, "io_latency_critical",
-        KnobKind::Duration { min_ns: MS, max_ns: 600 * S, unit: Unit::Nanos },
-        KnobValue::Int(S), "sto_critical_io_ns", bpf: false),
-    row!(Node, node.enabled, "enabled", KnobKind::Bool, ON, "flags", bpf: true),
-    row!(Node, node.sample_period_ms, "sample_period",
-        KnobKind::Duration { min_ns: 100 * MS, max_ns: 60 * S, unit: Unit::Millis },
-        KnobValue::Int(1000), "node_sample_period_ms", bpf: false),
-    row!(Node, node.cpu_stall_permille, "cpu_stall_ratio", RATIO, KnobValue::Int(500),
-        "node_cpu_stall_permille", bpf: false),
-    row!(Node, node.ipc_drop_permille, "ipc_drop_ratio", RATIO, KnobValue::Int(500),
-        "node_ipc_drop_permille", bpf: false),
-    row!(Node, node.memory_pressure_mpki_milli, "memory_pressure_mpki",
-        KnobKind::Milli { min: 1, max: 1_000_000 }, KnobValue::Int(20_000),
-        "node_mem_mpki_milli", bpf: false),
-    row!(Node, node.psi_memory_permille, "psi_memory_ratio", RATIO, KnobValue::Int(100),
-        "node_psi_mem_permille", bpf: false),
-    row!(Node, node.psi_cpu_permille, "psi_cpu_ratio", RATIO, KnobValue::Int(950),
-        "node_psi_cpu_permille", bpf: false),
-    row!(Node, node.min_baseline_samples, "min_baseline_samples",
-        KnobKind::Count { min: 1, max: 1000 }, KnobValue::Int(8),
-        "node_min_baseline_samples", bpf: false),
+        KnobValue::Int(100 * MS), kernel: "sto_slow_io_ns"),
+    row!(
+        Storage,
+        storage.io_latency_critical_ns,
+        "io_latency_critical",
+        KnobKind::Duration {
+            min_ns: MS,
+            max_ns: 600 * S,
+            unit: Unit::Nanos
+        },
+        KnobValue::Int(S),
+        user
+    ),
+    row!(Node, node.enabled, "enabled", KnobKind::Bool, ON, kernel: "flags"),
+    row!(
+        Node,
+        node.sample_period_ms,
+        "sample_period",
+        KnobKind::Duration {
+            min_ns: 100 * MS,
+            max_ns: 60 * S,
+            unit: Unit::Millis
+        },
+        KnobValue::Int(1000),
+        user
+    ),
+    row!(
+        Node,
+        node.cpu_stall_permille,
+        "cpu_stall_ratio",
+        RATIO,
+        KnobValue::Int(500),
+        user
+    ),
+    row!(
+        Node,
+        node.ipc_drop_permille,
+        "ipc_drop_ratio",
+        RATIO,
+        KnobValue::Int(500),
+        user
+    ),
+    row!(
+        Node,
+        node.memory_pressure_mpki_milli,
+        "memory_pressure_mpki",
+        KnobKind::Milli {
+            min: 1,
+            max: 1_000_000
+        },
+        KnobValue::Int(20_000),
+        user
+    ),
+    row!(
+        Node,
+        node.psi_memory_permille,
+        "psi_memory_ratio",
+        RATIO,
+        KnobValue::Int(100),
+        user
+    ),
+    row!(
+        Node,
+        node.psi_cpu_permille,
+        "psi_cpu_ratio",
+        RATIO,
+        KnobValue::Int(950),
+        user
+    ),
+    row!(
+        Node,
+        node.min_baseline_samples,
+        "min_baseline_samples",
+        KnobKind::Count { min: 1, max: 1000 },
+        KnobValue::Int(8),
+        user
+    ),
 ];
 
 /// `sha256:<hex>` over the canonical JSON bytes of a [`CompiledConfig`].
