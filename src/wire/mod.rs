@@ -40,7 +40,7 @@ pub mod v1;
 
 pub use anomaly::{AnomalyType, Observer};
 pub use config::{CompiledConfig, ConfigHash};
-pub use occurrence::{ErrorInfo, Occurrence, Outcome, Severity, PROTOCOL_VERSION, SOURCE};
+pub use occurrence::{Emitted, ErrorInfo, Occurrence, Outcome, Severity, PROTOCOL_VERSION, SOURCE};
 
 /// Field names that would turn evidence into opinion. An occurrence or event
 /// batch that carries any of them, at any depth, is refused.

@@ -49,7 +49,7 @@ impl Finding {
     pub fn data(&self) -> serde_json::Map<String, serde_json::Value> {
         let mut m = serde_json::Map::new();
         self.evidence.visit(&mut |k, v| {
-            m.insert(k.to_string(), v);
+            m.insert(k.to_string(), serde_json::to_value(v).unwrap());
         });
         m
     }

@@ -21,12 +21,13 @@ pub fn controller_sink(
 ) -> anyhow::Result<BatchPoster> {
     let url = base.join(PATH_EVENTS)?;
     let sequence = AtomicU64::new(0);
-    let encode = Box::new(move |batch: &[Arc<crate::wire::Occurrence>]| {
+    let encode = Box::new(move |batch: &[Arc<crate::wire::Emitted>]| {
         let seq = sequence.fetch_add(1, Ordering::Relaxed) + 1;
+        // Each occurrence's shared text goes into the body as it is.
         let body = EventBatch::new(
             agent_id.clone(),
             seq,
-            batch.iter().map(|o| (**o).clone()).collect(),
+            batch.iter().map(|o| o.json()).collect(),
         );
         serde_json::to_vec(&body).unwrap_or_default()
     });
