@@ -30,6 +30,10 @@
 //! * `data` is per type (see [`anomaly`]) and always carries
 //!   `config_generation` and `timestamp_ns`. Facts only: the names in
 //!   [`REASONING_FIELDS`] never appear anywhere in an occurrence.
+//! * The agent writes it from typed evidence ([`Emitted`], its text
+//!   rendered once and shared by every sink); readers parse it as
+//!   [`Occurrence`], whose `data` is generic JSON, so types a newer writer
+//!   adds still parse.
 
 pub mod anomaly;
 pub mod config;

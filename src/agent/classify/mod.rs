@@ -19,7 +19,7 @@ use super::decode::Fact;
 /// An anomaly decided by a classifier, before it gets an id and wall time.
 /// Its facts are typed ([`Evidence`]): building one copies numbers and
 /// static names, never allocates; `data` and the message are rendered
-/// once, by the emitter.
+/// on the sink side (`wire::Emitted`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Finding {
     pub severity: Severity,
@@ -36,7 +36,7 @@ impl Finding {
         self.evidence.anomaly()
     }
 
-    /// The message the occurrence will carry (rendered by the emitter;
+    /// The message the occurrence will carry (rendered by the sinks;
     /// here for the classifiers' tests).
     #[cfg(test)]
     pub fn message(&self) -> String {

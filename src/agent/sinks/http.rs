@@ -399,7 +399,7 @@ pub fn http_sink(
         "http",
         url,
         "application/json",
-        Box::new(|batch| json_array(batch)),
+        Box::new(json_array),
         policy,
         metrics,
     )

@@ -12,7 +12,10 @@
 //! `reason="shutdown_timeout"` by [`account_undelivered`]. A sink thread
 //! stuck in a write that never returns (a stdout pipe nobody reads, a
 //! black-holed endpoint) is abandoned, never waited for: the process exits
-//! around it. Serialisation and I/O happen on the sink threads.
+//! around it. Serialisation and I/O happen on the sink threads: an
+//! occurrence reaches every sink as one shared [`Emitted`] (typed
+//! evidence), and its JSON text is rendered once, by the first sink that
+//! needs it, then reused by every other ([`Emitted::json`]).
 //!
 //! Counting, the same for every sink: `tapio_sink_writes_total{sink,result}`
 //! counts OCCURRENCES (`ok`: delivered; `error`: in a failed write attempt,
