@@ -410,6 +410,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn json_array_joins_the_shared_texts() {
+        assert_eq!(json_array(&[]), b"[]");
+        let batch: Vec<_> = (1..=2).map(crate::agent::sinks::tests::occ).collect();
+        let body = String::from_utf8(json_array(&batch)).unwrap();
+        assert_eq!(
+            body,
+            format!("[{},{}]", batch[0].json().get(), batch[1].json().get())
+        );
+        // What serialising the parsed occurrences as an array writes.
+        let parsed: Vec<crate::wire::Occurrence> = serde_json::from_str(&body).unwrap();
+        assert_eq!(parsed.len(), 2);
+        assert_eq!(serde_json::to_string(&parsed).unwrap(), body);
+    }
+
+    #[test]
     fn only_plain_http_endpoints_pass() {
         assert!(check_plain_http("http://127.0.0.1:8080/x", "--http-endpoint").is_ok());
         let e = check_plain_http("https://collector:4318", "--otlp-endpoint").unwrap_err();
