@@ -1107,8 +1107,20 @@ mod tests {
                     u64::MAX,
                 );
                 let mut data = serde_json::Map::new();
+                // The values as a JSON tree holds them, built without
+                // `Field`'s own serialisation.
                 let mut put = |k: &'static str, v: Field<'_>| {
-                    data.insert(k.into(), serde_json::to_value(v).unwrap());
+                    let v: serde_json::Value = match v {
+                        Field::U64(n) => n.into(),
+                        Field::I64(n) => n.into(),
+                        Field::Bool(b) => b.into(),
+                        Field::Str(t) => t.into(),
+                        Field::Comm(c) => c.to_string().into(),
+                        Field::Ip(a) => a.to_string().into(),
+                        Field::Dev(major, minor) => format!("{major}:{minor}").into(),
+                        Field::List(l) => l.into(),
+                    };
+                    data.insert(k.into(), v);
                 };
                 e.visit(&mut put);
                 if let Some(c) = &c {
