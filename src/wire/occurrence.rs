@@ -211,7 +211,15 @@ impl Emitted {
         }
         put("config_generation", self.config_generation.into());
         put("timestamp_ns", self.timestamp_ns.into());
-        all.sort_unstable_by_key(|(k, _)| *k);
+        // Insertion sort: a few dozen fields, mostly in order already, and
+        // much less code in the size-bound binary than the library sorts.
+        for i in 1..all.len() {
+            let mut j = i;
+            while j > 0 && all[j - 1].0 > all[j].0 {
+                all.swap(j - 1, j);
+                j -= 1;
+            }
+        }
         all
     }
 
