@@ -93,9 +93,11 @@ pub struct Occurrence {
 }
 
 impl Occurrence {
-    /// Builds an occurrence of `kind` from `data` as it is (readers and
-    /// tests that hold JSON already); `config_generation` and
-    /// `timestamp_ns` are added to it.
+    /// Builds an occurrence of `kind` from `data` as it is;
+    /// `config_generation` and `timestamp_ns` are added to it. For tests
+    /// that check the wire form against a JSON tree: the agent writes
+    /// [`Emitted`], readers parse.
+    #[cfg(test)]
     #[expect(
         clippy::too_many_arguments,
         reason = "one argument per required occurrence fact; a builder would only hide them"
