@@ -13,14 +13,10 @@ use common::*;
 use tapio::agent::metrics::Metrics;
 use tapio::agent::sinks::http::{http_sink, PostPolicy};
 use tapio::agent::sinks::SinkHandle;
-use tapio::wire::Occurrence;
+use tapio::wire::Emitted;
 
-fn occ(n: u32) -> Arc<Occurrence> {
-    refused_occurrence(
-        n,
-        &serde_json::json!({"pid": 4242, "comm": "curl", "family": "ipv4", "saddr": "127.0.0.1",
-                            "sport": 50000, "daddr": "127.0.0.1", "dport": n, "count": 1, "cause": "rst"}),
-    )
+fn occ(n: u32) -> Arc<Emitted> {
+    refused_occurrence(n, 4242, None)
 }
 
 fn policy() -> PostPolicy {

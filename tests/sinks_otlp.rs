@@ -24,7 +24,8 @@ use tapio::agent::sinks::otlp::{
     otlp_sink, Identity, OtlpCompression, OtlpEncoding, OtlpHeaders, OtlpOptions, Secret,
 };
 use tapio::agent::sinks::SinkHandle;
-use tapio::wire::Occurrence;
+use tapio::wire::evidence::Container;
+use tapio::wire::Emitted;
 
 /// Where a test occurrence happened.
 #[derive(Clone, Copy)]
@@ -41,30 +42,29 @@ const CTR_B: &str = "22222222222222222222222222222222222222222222222222222222222
 
 /// A refusal numbered `n` (its destination port), from a worker thread
 /// (tid != pid) when `n` is odd.
-fn occ(n: u32, place: Place) -> Arc<Occurrence> {
-    let mut data = json!({"pid": 4242, "tid": if n % 2 == 1 { 4243 } else { 4242 },
-        "comm": "curl", "family": "ipv4", "saddr": "127.0.0.1", "sport": 50000,
-        "daddr": "127.0.0.1", "dport": n, "count": 1, "cause": "rst"});
-    let m = data.as_object_mut().unwrap();
-    match place {
-        Place::PodA => {
-            m.insert("container_id".into(), CTR_A.into());
-            m.insert("pod_uid".into(), UID_A.into());
-            m.insert("pod_name".into(), "web-7d4b9".into());
-            m.insert("namespace".into(), "shop".into());
-            m.insert("container_runtime".into(), "containerd".into());
-        }
-        Place::PodB => {
-            m.insert("container_id".into(), CTR_B.into());
-            m.insert("pod_uid".into(), UID_B.into());
-        }
-        Place::Node => {}
-    }
-    refused_occurrence(n, &data)
+fn occ(n: u32, place: Place) -> Arc<Emitted> {
+    let container = match place {
+        Place::PodA => Some(Container {
+            container_id: CTR_A.into(),
+            runtime: Some("containerd"),
+            cgroup_path: "/kubepods.slice/pod-a".into(),
+            pod_uid: Some(UID_A.into()),
+            pod: Some(("shop".into(), "web-7d4b9".into())),
+        }),
+        Place::PodB => Some(Container {
+            container_id: CTR_B.into(),
+            runtime: None,
+            cgroup_path: "/kubepods.slice/pod-b".into(),
+            pod_uid: Some(UID_B.into()),
+            pod: None,
+        }),
+        Place::Node => None,
+    };
+    refused_occurrence(n, if n % 2 == 1 { 4243 } else { 4242 }, container)
 }
 
 /// The batch every payload test sends: pod A, the node, pod B, interleaved.
-fn batch() -> Vec<Arc<Occurrence>> {
+fn batch() -> Vec<Arc<Emitted>> {
     vec![
         occ(1, Place::PodA),
         occ(2, Place::Node),
@@ -107,7 +107,7 @@ fn options(
 
 /// Sends `occs` through a fresh otlp sink to `url` and closes it (which
 /// flushes); returns the sink's metrics.
-fn send(url: &str, opts: OtlpOptions, p: PostPolicy, occs: &[Arc<Occurrence>]) -> Arc<Metrics> {
+fn send(url: &str, opts: OtlpOptions, p: PostPolicy, occs: &[Arc<Emitted>]) -> Arc<Metrics> {
     let metrics = Metrics::new();
     let sink = otlp_sink(url, opts, p, metrics.clone()).unwrap();
     let h = SinkHandle::spawn(Box::new(sink), metrics.clone()).unwrap();
@@ -171,7 +171,10 @@ fn expected_resources(agent_id: &str) -> Vec<(BTreeMap<String, String>, Vec<u64>
 /// Every record attribute of `occ(4, Place::PodA)` (main thread), as text.
 fn expected_record_attrs(n: u64, main_thread: bool) -> BTreeMap<String, String> {
     let mut m: BTreeMap<String, String> = [
-        ("tapio.occurrence.id", occ(n as u32, Place::Node).id.clone()),
+        (
+            "tapio.occurrence.id",
+            occ(n as u32, Place::Node).id.to_string(),
+        ),
         ("error.type", "CONNECTION_REFUSED".into()),
         ("tapio.outcome", "failure".into()),
         ("process.pid", "4242".into()),
@@ -185,8 +188,10 @@ fn expected_record_attrs(n: u64, main_thread: bool) -> BTreeMap<String, String> 
         ("network.local.port", "50000".into()),
         ("network.peer.address", "127.0.0.1".into()),
         ("network.peer.port", n.to_string()),
+        ("tapio.netns", "4026531840".into()),
         ("tapio.count", "1".into()),
         ("tapio.cause", "rst".into()),
+        ("tapio.errno", "ECONNREFUSED".into()),
         ("tapio.config_generation", "7".into()),
     ]
     .into_iter()
@@ -338,8 +343,12 @@ fn otlp_payloads_decode_with_the_official_proto_definitions() {
                         serde_json::from_value(r["attrs"].clone()).unwrap();
                     let mut want = expected_record_attrs(n, n % 2 == 0);
                     if n == 1 || n == 4 || n == 6 {
-                        // Not a resource attribute: stays on the record.
+                        // Not resource attributes: they stay on the record.
                         want.insert("tapio.container_runtime".into(), "containerd".into());
+                        want.insert("tapio.cgroup_path".into(), "/kubepods.slice/pod-a".into());
+                    }
+                    if n == 3 {
+                        want.insert("tapio.cgroup_path".into(), "/kubepods.slice/pod-b".into());
                     }
                     assert_eq!(attrs, want, "{what} record {n}");
                 }

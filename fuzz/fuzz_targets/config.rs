@@ -56,7 +56,7 @@ fuzz_target!(|data: &[u8]| {
         assert_ne!(v, 0, "{c:?}");
     }
     let carrier = TapioConfig::from_compiled(c, 1);
-    assert_eq!(carrier.net_refused_window_ms, c.network.refused_window_ms);
+    assert_eq!(carrier.net_rtt_abs_us, c.network.rtt_spike_abs_us);
     assert_eq!(carrier.sto_slow_io_ns, c.storage.slow_io_threshold_ns);
     assert_eq!(
         carrier.ctr_ignore_exit_codes_count as usize,

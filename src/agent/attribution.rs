@@ -522,14 +522,13 @@ mod tests {
     /// container, as `data` will show them.
     fn added(at: &mut Attributor, mut ev: Evidence) -> Map<String, Value> {
         let mut m = Map::new();
-        let mut put = |k: &'static str, v: Value| {
-            m.insert(k.to_string(), v);
-        };
         if let Some(c) = at.enrich(&mut ev) {
-            c.visit(&mut put);
+            c.visit(&mut |k, v| {
+                m.insert(k.to_string(), serde_json::to_value(v).unwrap());
+            });
         }
         if let Some(id) = ev.sender_mut().and_then(|s| s.container_id.take()) {
-            put("sender_container_id", id.into());
+            m.insert("sender_container_id".into(), id.into());
         }
         m
     }

@@ -16,7 +16,7 @@ use crate::wire::{AnomalyType, Outcome, Severity};
 /// An anomaly decided by a classifier, before it gets an id and wall time.
 /// Its facts are typed ([`Evidence`]): building one copies numbers and
 /// static names, never allocates; `data` and the message are rendered
-/// once, by the emitter.
+/// on the sink side (`wire::Emitted`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Finding {
     pub severity: Severity,
@@ -33,7 +33,7 @@ impl Finding {
         self.evidence.anomaly()
     }
 
-    /// The message the occurrence will carry (rendered by the emitter;
+    /// The message the occurrence will carry (rendered by the sinks;
     /// here for the classifiers' tests).
     #[cfg(test)]
     pub fn message(&self) -> String {
@@ -46,7 +46,7 @@ impl Finding {
     pub fn data(&self) -> serde_json::Map<String, serde_json::Value> {
         let mut m = serde_json::Map::new();
         self.evidence.visit(&mut |k, v| {
-            m.insert(k.to_string(), v);
+            m.insert(k.to_string(), serde_json::to_value(v).unwrap());
         });
         m
     }

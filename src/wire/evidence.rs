@@ -3,17 +3,17 @@
 //!
 //! This is the typed form of the `data` table in [`super::anomaly`]. It owns
 //! how each fact is named and shown: [`Evidence::visit`] yields the `data`
-//! fields (name and JSON value) and [`Evidence::message`] the
-//! `error.message`. Both run where the occurrence is built (the agent's
-//! emitter), never where facts are classified: building evidence copies
-//! numbers, fixed arrays and `&'static str`s only, so a classifier never
-//! allocates for it. It must not read clocks, do I/O or know any agent
+//! fields (name and typed [`Field`]) and [`Evidence::message`] the
+//! `error.message`. Both run on the sink side (an occurrence's JSON text,
+//! its OTLP record), never where facts are classified: building evidence
+//! copies numbers, fixed arrays and `&'static str`s only, so a classifier
+//! never allocates for it. It must not read clocks, do I/O or know any agent
 //! type (it is `wire`: serde alone).
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use serde_json::Value;
+use serde::{Serialize, Serializer};
 
 use super::anomaly::AnomalyType;
 
@@ -29,8 +29,89 @@ impl std::fmt::Display for Comm {
     }
 }
 
-/// Where a field goes: its `data` name and JSON value.
-pub type Visit<'a> = dyn FnMut(&'static str, Value) + 'a;
+/// One `data` value as the evidence holds it: written straight into the
+/// occurrence's JSON text ([`Serialize`]) or into an OTLP attribute, never
+/// through a JSON tree. Text values (`comm`, addresses, `dev`) are kept as
+/// their typed parts and formatted where they are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field<'a> {
+    U64(u64),
+    I64(i64),
+    Bool(bool),
+    Str(&'a str),
+    Comm(Comm),
+    Ip(IpAddr),
+    /// A block device, shown `major:minor`.
+    Dev(u32, u32),
+    List(&'a [&'static str]),
+}
+
+impl Serialize for Field<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match *self {
+            Field::U64(n) => s.serialize_u64(n),
+            Field::I64(n) => s.serialize_i64(n),
+            Field::Bool(b) => s.serialize_bool(b),
+            Field::Str(t) => s.serialize_str(t),
+            Field::Comm(c) => s.collect_str(&c),
+            Field::Ip(a) => s.collect_str(&a),
+            Field::Dev(major, minor) => s.collect_str(&format_args!("{major}:{minor}")),
+            Field::List(l) => l.serialize(s),
+        }
+    }
+}
+
+impl From<u64> for Field<'_> {
+    fn from(n: u64) -> Self {
+        Field::U64(n)
+    }
+}
+
+impl From<u32> for Field<'_> {
+    fn from(n: u32) -> Self {
+        Field::U64(n.into())
+    }
+}
+
+impl From<u16> for Field<'_> {
+    fn from(n: u16) -> Self {
+        Field::U64(n.into())
+    }
+}
+
+impl From<i64> for Field<'_> {
+    fn from(n: i64) -> Self {
+        Field::I64(n)
+    }
+}
+
+impl From<i32> for Field<'_> {
+    fn from(n: i32) -> Self {
+        Field::I64(n.into())
+    }
+}
+
+impl From<bool> for Field<'_> {
+    fn from(b: bool) -> Self {
+        Field::Bool(b)
+    }
+}
+
+impl<'a> From<&'a str> for Field<'a> {
+    fn from(t: &'a str) -> Self {
+        Field::Str(t)
+    }
+}
+
+impl<'a> From<&'a [&'static str]> for Field<'a> {
+    fn from(l: &'a [&'static str]) -> Self {
+        Field::List(l)
+    }
+}
+
+/// Where a field goes: its `data` name and value, borrowed from the
+/// evidence (`'f`).
+pub type Visit<'a, 'f> = dyn FnMut(&'static str, Field<'f>) + 'a;
 
 /// A TCP connection as the connecting process opened it (every network
 /// type). `cgroup_id` 0: not known (absent from `data`).
@@ -49,15 +130,15 @@ pub struct Conn {
 }
 
 impl Conn {
-    fn visit(&self, v: &mut Visit<'_>) {
+    fn visit<'a>(&'a self, v: &mut Visit<'_, 'a>) {
         v("pid", self.pid.into());
         v("tid", self.tid.into());
-        v("comm", self.comm.to_string().into());
+        v("comm", Field::Comm(self.comm));
         let family = if self.daddr.is_ipv4() { "ipv4" } else { "ipv6" };
         v("family", family.into());
-        v("saddr", self.saddr.to_string().into());
+        v("saddr", Field::Ip(self.saddr));
         v("sport", self.sport.into());
-        v("daddr", self.daddr.to_string().into());
+        v("daddr", Field::Ip(self.daddr));
         v("dport", self.dport.into());
         v("netns", self.netns.into());
         if self.cgroup_id != 0 {
@@ -156,10 +237,10 @@ pub struct Task {
 }
 
 impl Task {
-    fn visit(&self, v: &mut Visit<'_>) {
+    fn visit<'a>(&'a self, v: &mut Visit<'_, 'a>) {
         v("pid", self.pid.into());
         v("tid", self.tid.into());
-        v("comm", self.comm.to_string().into());
+        v("comm", Field::Comm(self.comm));
         if self.ns_pid != 0 {
             v("ns_pid", self.ns_pid.into());
         }
@@ -266,8 +347,8 @@ pub struct Io {
 }
 
 impl Io {
-    fn visit(&self, v: &mut Visit<'_>) {
-        v("dev", format!("{}:{}", self.major, self.minor).into());
+    fn visit<'a>(&'a self, v: &mut Visit<'_, 'a>) {
+        v("dev", Field::Dev(self.major, self.minor));
         v("sector", self.sector.into());
         v("nr_sectors", self.nr_sectors.into());
         v("bytes", self.bytes.into());
@@ -317,7 +398,7 @@ pub struct PmcPeriod {
 }
 
 impl PmcPeriod {
-    fn visit(&self, v: &mut Visit<'_>) {
+    fn visit<'a>(&'a self, v: &mut Visit<'_, 'a>) {
         v("cpu", i64::from(self.cpu).into());
         v("source", "pmc".into());
         v("period_ns", self.period_ns.into());
@@ -335,7 +416,7 @@ pub struct Baseline {
 }
 
 impl Baseline {
-    fn visit(&self, name: &'static str, v: &mut Visit<'_>) {
+    fn visit(&self, name: &'static str, v: &mut Visit<'_, '_>) {
         v(name, (self.value.round() as u64).into());
         v("baseline_samples", self.samples.into());
     }
@@ -390,7 +471,7 @@ pub struct Psi {
 }
 
 impl Psi {
-    fn visit(&self, resource: &'static str, v: &mut Visit<'_>) {
+    fn visit(&self, resource: &'static str, v: &mut Visit<'_, '_>) {
         v("cpu", (-1i64).into());
         v("source", "psi".into());
         v("resource", resource.into());
@@ -500,7 +581,7 @@ impl Evidence {
 
     /// Yields every `data` field of this type (not the attribution or
     /// the fields every occurrence carries).
-    pub fn visit(&self, v: &mut Visit<'_>) {
+    pub fn visit<'a>(&'a self, v: &mut Visit<'_, 'a>) {
         match self {
             Evidence::ConnectionRefused(e) => {
                 e.conn.visit(v);
@@ -567,7 +648,7 @@ impl Evidence {
                 }
                 if let Some(s) = &e.sender {
                     v("sender_pid", s.pid.into());
-                    v("sender_comm", s.comm.to_string().into());
+                    v("sender_comm", Field::Comm(s.comm));
                     if s.cgroup_id != 0 {
                         v("sender_cgroup_id", s.cgroup_id.into());
                     }
@@ -760,7 +841,7 @@ pub struct Container {
 }
 
 impl Container {
-    pub fn visit(&self, v: &mut Visit<'_>) {
+    pub fn visit<'a>(&'a self, v: &mut Visit<'_, 'a>) {
         v("container_id", self.container_id.as_str().into());
         if let Some((ns, pod)) = &self.pod {
             v("pod_name", pod.as_ref().into());
@@ -978,7 +1059,7 @@ mod tests {
         assert_eq!(kinds, AnomalyType::ALL, "one variant per type, in order");
         for e in &types {
             let mut names = vec!["config_generation", "timestamp_ns"];
-            let mut put = |k: &'static str, _: Value| names.push(k);
+            let mut put = |k: &'static str, _: Field<'_>| names.push(k);
             e.visit(&mut put);
             container().visit(&mut put);
             let n = names.len();
@@ -993,6 +1074,75 @@ mod tests {
                 e.anomaly()
             );
             assert!(!e.message().is_empty());
+        }
+    }
+
+    /// The typed rendering writes what a JSON tree of the same fields
+    /// writes, byte for byte (the wire's format before evidence was typed):
+    /// keys sorted, integers as integers, text escaped the same way.
+    #[test]
+    fn typed_json_is_the_json_of_the_same_tree() {
+        use crate::wire::{Emitted, Occurrence, Outcome, Severity};
+        let mut odd = conn();
+        // Invalid UTF-8 and a quote in a comm; an IPv4 peer.
+        odd.comm = Comm(*b"a\"b\xff\n\0\0\0\0\0\0\0\0\0\0\0");
+        odd.daddr = "10.0.0.1".parse().unwrap();
+        let mut types = every_type();
+        types.push(Evidence::RttDegradation(RttDegradation {
+            conn: odd,
+            srtt_us: 1,
+            baseline_srtt_us: 0,
+            baseline_samples: 0,
+        }));
+        for e in types {
+            for c in [None, Some(container())] {
+                let id = ulid::Ulid::from_parts(1_743_691_381_042, 7);
+                let typed = Emitted::new(
+                    id,
+                    Severity::Error,
+                    Outcome::Degraded,
+                    e.clone(),
+                    c.clone(),
+                    u32::MAX,
+                    u64::MAX,
+                );
+                let mut data = serde_json::Map::new();
+                // The values as a JSON tree holds them, built without
+                // `Field`'s own serialisation.
+                let mut put = |k: &'static str, v: Field<'_>| {
+                    let v: serde_json::Value = match v {
+                        Field::U64(n) => n.into(),
+                        Field::I64(n) => n.into(),
+                        Field::Bool(b) => b.into(),
+                        Field::Str(t) => t.into(),
+                        Field::Comm(c) => c.to_string().into(),
+                        Field::Ip(a) => a.to_string().into(),
+                        Field::Dev(major, minor) => format!("{major}:{minor}").into(),
+                        Field::List(l) => l.into(),
+                    };
+                    data.insert(k.into(), v);
+                };
+                e.visit(&mut put);
+                if let Some(c) = &c {
+                    c.visit(&mut put);
+                }
+                let tree = Occurrence::new(
+                    id,
+                    e.anomaly(),
+                    Severity::Error,
+                    Outcome::Degraded,
+                    e.message(),
+                    data,
+                    u32::MAX,
+                    u64::MAX,
+                );
+                assert_eq!(
+                    typed.json().get(),
+                    serde_json::to_string(&tree).unwrap(),
+                    "{:?}",
+                    e.anomaly()
+                );
+            }
         }
     }
 

@@ -30,6 +30,10 @@
 //! * `data` is per type (see [`anomaly`]) and always carries
 //!   `config_generation` and `timestamp_ns`. Facts only: the names in
 //!   [`REASONING_FIELDS`] never appear anywhere in an occurrence.
+//! * The agent writes it from typed evidence ([`Emitted`], its text
+//!   rendered once and shared by every sink); readers parse it as
+//!   [`Occurrence`], whose `data` is generic JSON, so types a newer writer
+//!   adds still parse.
 
 pub mod anomaly;
 pub mod config;
@@ -41,7 +45,7 @@ pub mod v1;
 
 pub use anomaly::{AnomalyType, Observer};
 pub use config::{CompiledConfig, ConfigHash};
-pub use occurrence::{ErrorInfo, Occurrence, Outcome, Severity, PROTOCOL_VERSION, SOURCE};
+pub use occurrence::{Emitted, ErrorInfo, Occurrence, Outcome, Severity, PROTOCOL_VERSION, SOURCE};
 
 /// Field names that would turn evidence into opinion. An occurrence or event
 /// batch that carries any of them, at any depth, is refused.

@@ -1,10 +1,24 @@
-//! The occurrence object (SPEC §2).
+//! The occurrence object (SPEC §2), in its two forms.
+//!
+//! [`Emitted`] is what this agent writes: typed evidence, rendered on the
+//! sink side. Its JSON text is produced once, by the first sink that needs
+//! it, and shared by every sink that writes JSON; OTLP reads its typed
+//! fields. [`Occurrence`] is what readers parse (the store, the CLI, MCP,
+//! the controller): `data` stays a generic JSON object, because files and
+//! batches may come from newer writers with types this build does not know.
+//! Both render the same bytes for the same facts. This module must not do
+//! I/O or read clocks.
 
-use serde::{Deserialize, Serialize};
+use std::fmt::Display;
+use std::sync::OnceLock;
+
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::anomaly::AnomalyType;
-use super::evidence::{Container, Evidence};
+use super::evidence::{Container, Evidence, Field};
 use super::time::format_rfc3339_millis;
 
 /// `protocol_version` of every occurrence this build writes.
@@ -45,6 +59,16 @@ pub enum Outcome {
     Unknown,
 }
 
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Failure => "failure",
+            Outcome::Degraded => "degraded",
+            Outcome::Unknown => "unknown",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorInfo {
     pub code: String,
@@ -69,44 +93,11 @@ pub struct Occurrence {
 }
 
 impl Occurrence {
-    /// Builds the occurrence of `evidence` (its `container`, when
-    /// attribution found one) for a fact seen at `timestamp_ns` (wall
-    /// clock, ns since the epoch): the one place typed evidence becomes
-    /// `data` and `error.message`. Every value is a number, string, bool or
-    /// list of strings, so it cannot fail.
-    pub fn from_evidence(
-        id: ulid::Ulid,
-        severity: Severity,
-        outcome: Outcome,
-        evidence: &Evidence,
-        container: Option<&Container>,
-        config_generation: u32,
-        timestamp_ns: u64,
-    ) -> Occurrence {
-        let mut data = Map::new();
-        let mut put = |k: &'static str, v: Value| {
-            data.insert(k.to_string(), v);
-        };
-        evidence.visit(&mut put);
-        if let Some(c) = container {
-            c.visit(&mut put);
-        }
-        let kind = evidence.anomaly();
-        Occurrence::new(
-            id,
-            kind,
-            severity,
-            outcome,
-            evidence.message(),
-            data,
-            config_generation,
-            timestamp_ns,
-        )
-    }
-
-    /// Builds an occurrence of `kind` from `data` as it is (readers and
-    /// tests that hold JSON already); `config_generation` and
-    /// `timestamp_ns` are added to it.
+    /// Builds an occurrence of `kind` from `data` as it is;
+    /// `config_generation` and `timestamp_ns` are added to it. For tests
+    /// that check the wire form against a JSON tree: the agent writes
+    /// [`Emitted`], readers parse.
+    #[cfg(test)]
     #[expect(
         clippy::too_many_arguments,
         reason = "one argument per required occurrence fact; a builder would only hide them"
@@ -156,6 +147,160 @@ impl Occurrence {
 
     pub fn config_generation(&self) -> Option<u64> {
         self.data.get("config_generation").and_then(Value::as_u64)
+    }
+}
+
+/// An occurrence as this agent emits it: the finding's typed evidence,
+/// where it ran, and when. Nothing is rendered when it is built (the
+/// emitter thread only moves the evidence in); `data`, the message and the
+/// JSON text are rendered from the typed value where a sink needs them.
+#[derive(Debug)]
+pub struct Emitted {
+    pub id: ulid::Ulid,
+    pub severity: Severity,
+    pub outcome: Outcome,
+    pub evidence: Evidence,
+    /// The container attribution found, if any.
+    pub container: Option<Container>,
+    pub config_generation: u32,
+    /// Wall clock of the fact, ns since the epoch.
+    pub timestamp_ns: u64,
+    /// The JSON text, filled by the first sink that asks.
+    json: OnceLock<Box<RawValue>>,
+}
+
+impl Emitted {
+    pub fn new(
+        id: ulid::Ulid,
+        severity: Severity,
+        outcome: Outcome,
+        evidence: Evidence,
+        container: Option<Container>,
+        config_generation: u32,
+        timestamp_ns: u64,
+    ) -> Emitted {
+        Emitted {
+            id,
+            severity,
+            outcome,
+            evidence,
+            container,
+            config_generation,
+            timestamp_ns,
+            json: OnceLock::new(),
+        }
+    }
+
+    pub fn anomaly(&self) -> AnomalyType {
+        self.evidence.anomaly()
+    }
+
+    /// The `error.message`.
+    pub fn message(&self) -> String {
+        self.evidence.message()
+    }
+
+    /// Every `data` field (the type's, attribution's, `config_generation`
+    /// and `timestamp_ns`) in the order `data` shows them: by name, as a
+    /// JSON object of this build has always been written.
+    pub fn fields(&self) -> Vec<(&'static str, Field<'_>)> {
+        // Sized for the largest type with attribution, so it never grows.
+        let mut all: Vec<(&'static str, Field<'_>)> = Vec::with_capacity(40);
+        let mut put = |k, v| all.push((k, v));
+        self.evidence.visit(&mut put);
+        if let Some(c) = &self.container {
+            c.visit(&mut put);
+        }
+        put("config_generation", self.config_generation.into());
+        put("timestamp_ns", self.timestamp_ns.into());
+        // Insertion sort: a few dozen fields, mostly in order already, and
+        // much less code in the size-bound binary than the library sorts.
+        for i in 1..all.len() {
+            let mut j = i;
+            while j > 0 && all[j - 1].0 > all[j].0 {
+                all.swap(j - 1, j);
+                j -= 1;
+            }
+        }
+        all
+    }
+
+    /// The occurrence's JSON text: serialised the first time it is asked
+    /// for, then shared by every sink (one line of a file, of stdout, one
+    /// element of a batch body).
+    pub fn json(&self) -> &RawValue {
+        self.json.get_or_init(|| {
+            // Every field is a number, bool, string or list of strings and
+            // every key a string: serialising cannot fail. Should it ever,
+            // `null` is written rather than a torn object.
+            serde_json::value::to_raw_value(self).unwrap_or_else(|_| RawValue::NULL.to_owned())
+        })
+    }
+}
+
+/// Writes `T` through its `Display`, without a `String` in between.
+struct Shown<T>(T);
+
+impl<T: Display> Serialize for Shown<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+/// `data` of an [`Emitted`].
+struct TypedData<'a>(&'a Emitted);
+
+impl Serialize for TypedData<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let fields = self.0.fields();
+        let mut map = s.serialize_map(Some(fields.len()))?;
+        for (k, v) in &fields {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+/// The wire form of an [`Emitted`]: the fields of [`Occurrence`] in the
+/// same order (SPEC §2), borrowed or rendered.
+#[derive(Serialize)]
+struct EmittedWire<'a> {
+    id: Shown<ulid::Ulid>,
+    timestamp: String,
+    source: &'static str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    protocol_version: &'static str,
+    severity: Severity,
+    outcome: Outcome,
+    error: ErrorWire,
+    data: TypedData<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorWire {
+    code: &'static str,
+    message: String,
+}
+
+impl Serialize for Emitted {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let kind = self.anomaly();
+        EmittedWire {
+            id: Shown(self.id),
+            timestamp: format_rfc3339_millis(self.timestamp_ns),
+            source: SOURCE,
+            kind: kind.as_str(),
+            protocol_version: PROTOCOL_VERSION,
+            severity: self.severity,
+            outcome: self.outcome,
+            error: ErrorWire {
+                code: kind.error_code(),
+                message: self.message(),
+            },
+            data: TypedData(self),
+        }
+        .serialize(s)
     }
 }
 
@@ -280,19 +425,20 @@ mod tests {
     #[test]
     fn typed_evidence_renders_the_wire_bytes() {
         let id: ulid::Ulid = "01JA1B2C3D4E5F6G7H8J9K0M1N".parse().unwrap();
-        let o = Occurrence::from_evidence(
+        let o = Emitted::new(
             id,
             Severity::Warning,
             Outcome::Failure,
-            &refused(),
+            refused(),
             None,
             2,
             1743691381042000000,
         );
+        let text = o.json().get();
         // Byte for byte what the agent wrote before evidence was typed:
         // `data` keys sorted, numbers as integers, no cgroup_id when 0.
         assert_eq!(
-            serde_json::to_string(&o).unwrap(),
+            text,
             concat!(
                 r#"{"id":"01JA1B2C3D4E5F6G7H8J9K0M1N","timestamp":"2025-04-03T14:43:01.042Z","#,
                 r#""source":"tapio","type":"kernel.network.connection_refused","#,
@@ -304,6 +450,12 @@ mod tests {
                 r#""timestamp_ns":1743691381042000000}}"#
             )
         );
+        // Readers parse it and write the same bytes back (the controller
+        // stores what agents sent).
+        let read: Occurrence = serde_json::from_str(text).unwrap();
+        assert_eq!(serde_json::to_string(&read).unwrap(), text);
+        // Serialised once: a second ask returns the same text, not a copy.
+        assert!(std::ptr::eq(o.json(), o.json()));
     }
 
     #[test]
@@ -316,15 +468,20 @@ mod tests {
             pod_uid: Some("u".into()),
             pod: Some(("shop".into(), "cart".into())),
         };
-        let o = Occurrence::from_evidence(
-            ulid::Ulid::nil(),
-            Severity::Warning,
-            Outcome::Failure,
-            &refused(),
-            Some(&c),
-            1,
-            5,
-        );
+        let o: Occurrence = serde_json::from_str(
+            Emitted::new(
+                ulid::Ulid::nil(),
+                Severity::Warning,
+                Outcome::Failure,
+                refused(),
+                Some(c),
+                1,
+                5,
+            )
+            .json()
+            .get(),
+        )
+        .unwrap();
         assert_eq!(o.data["container_id"], "c".repeat(64));
         assert_eq!(o.data["container_runtime"], "containerd");
         assert_eq!(o.data["cgroup_path"], "/kubepods.slice/x");

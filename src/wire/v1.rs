@@ -531,14 +531,19 @@ pub struct HeartbeatAck {
     pub hello_required: bool,
 }
 
-/// `POST /v1/events` request.
+/// `POST /v1/events` request. The controller reads its occurrences as
+/// [`Occurrence`]s; an agent sends the JSON text each occurrence already
+/// has (`EventBatch<&RawValue>`), so the body is one struct around those
+/// texts, not a second serialisation of them.
+///
+/// [`Occurrence`]: super::Occurrence
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EventBatch {
+pub struct EventBatch<O = Occurrence> {
     #[serde(default)]
     pub wire_version: String,
     pub agent_id: String,
     pub sequence: u64,
-    pub occurrences: Vec<Occurrence>,
+    pub occurrences: Vec<O>,
 }
 
 impl Message for EventBatch {
@@ -546,12 +551,8 @@ impl Message for EventBatch {
         &["wire_version", "agent_id", "sequence", "occurrences"];
 }
 
-impl EventBatch {
-    pub fn new(
-        agent_id: impl Into<String>,
-        sequence: u64,
-        occurrences: Vec<Occurrence>,
-    ) -> EventBatch {
+impl<O> EventBatch<O> {
+    pub fn new(agent_id: impl Into<String>, sequence: u64, occurrences: Vec<O>) -> EventBatch<O> {
         EventBatch {
             wire_version: wire_version(),
             agent_id: agent_id.into(),

@@ -3,20 +3,36 @@
 
 use std::sync::Arc;
 
-use serde_json::Value;
+use tapio::wire::evidence::{Comm, Conn, Container, Evidence, Refused};
+use tapio::wire::{Emitted, Outcome, Severity};
 
-/// A connection-refused occurrence numbered `n` (its ULID, its time and the
-/// port in its message) with `data` as its evidence: the fixture the sink
-/// tests send through a real sink.
-pub fn refused_occurrence(n: u32, data: &Value) -> Arc<tapio::wire::Occurrence> {
-    use tapio::wire::{AnomalyType, Occurrence, Outcome, Severity};
-    Arc::new(Occurrence::new(
+/// A connection refusal numbered `n` (its ULID, its time and its
+/// destination port) by pid 4242 (`curl`) from thread `tid`, in
+/// `container` when given: typed, as the agent's emitter hands it to the
+/// sinks.
+pub fn refused_occurrence(n: u32, tid: u32, container: Option<Container>) -> Arc<Emitted> {
+    let mut comm = [0u8; 16];
+    comm[..4].copy_from_slice(b"curl");
+    Arc::new(Emitted::new(
         ulid::Ulid::from_parts(1_800_000_000_000 + u64::from(n), u128::from(n)),
-        AnomalyType::ConnectionRefused,
         Severity::Warning,
         Outcome::Failure,
-        format!("connect to 127.0.0.1:{n} refused (rst), count=1"),
-        data.as_object().expect("fixture data is an object").clone(),
+        Evidence::ConnectionRefused(Refused {
+            conn: Conn {
+                pid: 4242,
+                tid,
+                comm: Comm(comm),
+                saddr: "127.0.0.1".parse().unwrap(),
+                sport: 50000,
+                daddr: "127.0.0.1".parse().unwrap(),
+                dport: u16::try_from(n).expect("a port"),
+                netns: 4026531840,
+                cgroup_id: 0,
+            },
+            count: 1,
+            cause: "rst",
+        }),
+        container,
         7,
         1_800_000_000_000_000_000 + u64::from(n),
     ))

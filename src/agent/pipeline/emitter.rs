@@ -32,7 +32,7 @@ use crate::agent::kernel_enums::{DropReasonNames, VMLINUX_BTF};
 use crate::agent::metrics::{AnomalyLabels, Metrics, TypeLabel};
 use crate::agent::sinks::SinkHandle;
 use crate::wire::evidence::Container;
-use crate::wire::Occurrence;
+use crate::wire::Emitted;
 
 /// Most finding batches waiting for the emitter.
 pub const FINDINGS_QUEUE: usize = 1024;
@@ -130,18 +130,19 @@ pub fn monotonic_ns() -> u64 {
 
 /// Builds the occurrence for a finding whose fact happened at `wall_ns`
 /// (computed once by the caller, which also derives the id from it), in
-/// `container` when attribution found one.
+/// `container` when attribution found one. The evidence moves in typed;
+/// sinks render it.
 pub fn occurrence(
-    f: &Finding,
-    container: Option<&Container>,
+    f: Finding,
+    container: Option<Container>,
     id: ulid::Ulid,
     wall_ns: u64,
-) -> Occurrence {
-    Occurrence::from_evidence(
+) -> Emitted {
+    Emitted::new(
         id,
         f.severity,
         f.outcome,
-        &f.evidence,
+        f.evidence,
         container,
         f.generation,
         wall_ns,
@@ -213,7 +214,7 @@ pub fn spawn_emitter(
                             kind: TypeLabel(anomaly.as_str().into()),
                         })
                         .inc();
-                    let occ = Arc::new(occurrence(&f, container.as_ref(), id, wall));
+                    let occ = Arc::new(occurrence(f, container, id, wall));
                     for s in &sinks {
                         s.offer(occ.clone());
                     }
@@ -252,7 +253,10 @@ mod tests {
         f.generation = 4;
         f.mono_ns = 1_000;
         let clock = Clock::with_offset(1_743_691_381_042_000_000 - 1_000);
-        let o = occurrence(&f, None, ulid::Ulid::nil(), clock.wall_ns(f.mono_ns));
+        let wall = clock.wall_ns(f.mono_ns);
+        let emitted = occurrence(f.clone(), None, ulid::Ulid::nil(), wall);
+        // As a reader sees it.
+        let o: crate::wire::Occurrence = serde_json::from_str(emitted.json().get()).unwrap();
         assert_eq!(o.timestamp, "2025-04-03T14:43:01.042Z");
         assert_eq!(o.timestamp_ns(), Some(1_743_691_381_042_000_000));
         assert_eq!(o.config_generation(), Some(4));

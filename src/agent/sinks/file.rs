@@ -42,7 +42,7 @@ use prometheus_client::metrics::counter::Counter;
 use super::retention::{occurrence_id, Entry, Index, Reason, Retention};
 use super::{Shutdown, Sink};
 use crate::agent::metrics::Metrics;
-use crate::wire::Occurrence;
+use crate::wire::Emitted;
 
 /// How often an idle sink looks for files that aged out (the runner may
 /// call sooner; a check with nothing to do is one clock read).
@@ -183,9 +183,9 @@ impl FileSink {
 
     /// Writes one file; if the directory is gone, re-creates it and tries
     /// once more.
-    fn write_one(&mut self, occ: &Occurrence) -> std::io::Result<()> {
+    fn write_one(&mut self, occ: &Emitted) -> std::io::Result<()> {
         self.buf.clear();
-        serde_json::to_writer(&mut self.buf, occ)?;
+        self.buf.extend_from_slice(occ.json().get().as_bytes());
         self.buf.push(b'\n');
         match self.write_file(occ) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !self.dir.is_dir() => {
@@ -200,7 +200,7 @@ impl FileSink {
         }
     }
 
-    fn write_file(&self, occ: &Occurrence) -> std::io::Result<()> {
+    fn write_file(&self, occ: &Emitted) -> std::io::Result<()> {
         let tmp = self.dir.join(format!(".{}.json.tmp", occ.id));
         let dst = self.dir.join(format!("{}.json", occ.id));
         let result = (|| {
@@ -240,7 +240,7 @@ impl Sink for FileSink {
         self.enforce(now_ms());
     }
 
-    fn accept(&mut self, batch: &[Arc<Occurrence>]) {
+    fn accept(&mut self, batch: &[Arc<Emitted>]) {
         if Instant::now() >= self.next_listing {
             self.scan();
         }
@@ -255,12 +255,8 @@ impl Sink for FileSink {
             match result {
                 Ok(()) => {
                     self.last_error = None;
-                    // The pipeline's ids always parse; one that did not
-                    // could not be pruned by name, so it is not indexed.
-                    if let Ok(id) = ulid::Ulid::from_string(&o.id) {
-                        self.index.insert(Entry::new(id, self.buf.len() as u64));
-                        self.enforce(now_ms());
-                    }
+                    self.index.insert(Entry::new(o.id, self.buf.len() as u64));
+                    self.enforce(now_ms());
                 }
                 Err(e) => {
                     self.metrics.sink_drop("file", "write_error", 1);
@@ -339,7 +335,10 @@ mod tests {
         for o in &batch {
             let text =
                 fs::read_to_string(dir.path().join("occ").join(format!("{}.json", o.id))).unwrap();
-            assert_eq!(serde_json::from_str::<Occurrence>(&text).unwrap(), **o);
+            // The shared text, one line, and a reader parses it.
+            assert_eq!(text, format!("{}\n", o.json().get()));
+            let read: crate::wire::Occurrence = serde_json::from_str(&text).unwrap();
+            assert_eq!(read.id, o.id.to_string());
         }
     }
 
@@ -414,22 +413,17 @@ mod tests {
 
     /// An occurrence with the given ULID time; `n` varies the id and the
     /// message length (so sizes differ).
-    fn occ_at(ms: u64, n: u32) -> Arc<Occurrence> {
-        Arc::new(Occurrence::new(
+    fn occ_at(ms: u64, n: u32) -> Arc<Emitted> {
+        Arc::new(crate::agent::sinks::tests::refused(
             ulid::Ulid::from_parts(ms, u128::from(n)),
-            crate::wire::AnomalyType::ConnectionRefused,
-            crate::wire::Severity::Warning,
-            crate::wire::Outcome::Failure,
-            "x".repeat(n as usize * 7),
-            [("dport".to_string(), n.into())].into_iter().collect(),
-            1,
             ms * 1_000_000,
+            n,
         ))
     }
 
     /// What the sink writes for `o`: its file name and length.
-    fn file_of(o: &Occurrence) -> (String, u64) {
-        let len = serde_json::to_vec(o).unwrap().len() as u64 + 1;
+    fn file_of(o: &Emitted) -> (String, u64) {
+        let len = o.json().get().len() as u64 + 1;
         (format!("{}.json", o.id), len)
     }
 

@@ -30,7 +30,7 @@ use anyhow::bail;
 
 use super::{Shutdown, Sink};
 use crate::agent::metrics::Metrics;
-use crate::wire::Occurrence;
+use crate::wire::Emitted;
 
 /// Validates a sink endpoint before anything connects to it.
 pub fn check_plain_http(url: &str, flag: &str) -> anyhow::Result<reqwest::Url> {
@@ -111,7 +111,7 @@ impl Default for PostPolicy {
 }
 
 /// Turns a batch into a request body and its content type.
-pub type Encoder = Box<dyn Fn(&[Arc<Occurrence>]) -> Vec<u8> + Send>;
+pub type Encoder = Box<dyn Fn(&[Arc<Emitted>]) -> Vec<u8> + Send>;
 
 /// Buffers occurrences and POSTs them in batches.
 pub struct BatchPoster {
@@ -121,7 +121,7 @@ pub struct BatchPoster {
     encode: Encoder,
     client: reqwest::blocking::Client,
     policy: PostPolicy,
-    pending: Vec<Arc<Occurrence>>,
+    pending: Vec<Arc<Emitted>>,
     oldest: Option<Instant>,
     metrics: Arc<Metrics>,
     rng: u64,
@@ -332,7 +332,7 @@ impl Sink for BatchPoster {
         self.name
     }
 
-    fn accept(&mut self, batch: &[Arc<Occurrence>]) {
+    fn accept(&mut self, batch: &[Arc<Emitted>]) {
         for o in batch {
             if self.pending.is_empty() {
                 self.oldest = Some(Instant::now());
@@ -372,6 +372,22 @@ impl Sink for BatchPoster {
     }
 }
 
+/// A JSON array of the occurrences' shared texts (no whitespace, as
+/// `serde_json` writes one): assembled, not serialised again.
+pub fn json_array(batch: &[Arc<Emitted>]) -> Vec<u8> {
+    let texts = || batch.iter().map(|o| o.json().get().as_bytes());
+    let mut body = Vec::with_capacity(2 + texts().map(|t| t.len() + 1).sum::<usize>());
+    body.push(b'[');
+    for (i, t) in texts().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(t);
+    }
+    body.push(b']');
+    body
+}
+
 /// The `http` sink: a JSON array of occurrences per POST.
 pub fn http_sink(
     endpoint: &str,
@@ -383,10 +399,7 @@ pub fn http_sink(
         "http",
         url,
         "application/json",
-        Box::new(|batch| {
-            let refs: Vec<&Occurrence> = batch.iter().map(|o| &**o).collect();
-            serde_json::to_vec(&refs).unwrap_or_default()
-        }),
+        Box::new(json_array),
         policy,
         metrics,
     )
@@ -395,6 +408,21 @@ pub fn http_sink(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_array_joins_the_shared_texts() {
+        assert_eq!(json_array(&[]), b"[]");
+        let batch: Vec<_> = (1..=2).map(crate::agent::sinks::tests::occ).collect();
+        let body = String::from_utf8(json_array(&batch)).unwrap();
+        assert_eq!(
+            body,
+            format!("[{},{}]", batch[0].json().get(), batch[1].json().get())
+        );
+        // What serialising the parsed occurrences as an array writes.
+        let parsed: Vec<crate::wire::Occurrence> = serde_json::from_str(&body).unwrap();
+        assert_eq!(parsed.len(), 2);
+        assert_eq!(serde_json::to_string(&parsed).unwrap(), body);
+    }
 
     #[test]
     fn only_plain_http_endpoints_pass() {

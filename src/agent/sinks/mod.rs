@@ -12,7 +12,10 @@
 //! `reason="shutdown_timeout"` by [`account_undelivered`]. A sink thread
 //! stuck in a write that never returns (a stdout pipe nobody reads, a
 //! black-holed endpoint) is abandoned, never waited for: the process exits
-//! around it. Serialisation and I/O happen on the sink threads.
+//! around it. Serialisation and I/O happen on the sink threads: an
+//! occurrence reaches every sink as one shared [`Emitted`] (typed
+//! evidence), and its JSON text is rendered once, by the first sink that
+//! needs it, then reused by every other ([`Emitted::json`]).
 //!
 //! Counting, the same for every sink: `tapio_sink_writes_total{sink,result}`
 //! counts OCCURRENCES (`ok`: delivered; `error`: in a failed write attempt,
@@ -40,7 +43,7 @@ use prometheus_client::metrics::gauge::Gauge;
 
 use crate::agent::metrics::{Metrics, SinkLabel};
 pub use crate::agent::pipeline::Shutdown;
-use crate::wire::Occurrence;
+use crate::wire::Emitted;
 
 /// Most occurrences waiting for one sink.
 pub const QUEUE_CAPACITY: usize = 4096;
@@ -59,7 +62,7 @@ pub trait Sink: Send {
     fn name(&self) -> &'static str;
     /// Takes occurrences from the queue: writes them, or buffers them for a
     /// batched write.
-    fn accept(&mut self, batch: &[Arc<Occurrence>]);
+    fn accept(&mut self, batch: &[Arc<Emitted>]);
     /// How long the runner may wait for input before calling `tick`
     /// (time-based batching); `None` waits for input only.
     fn tick_interval(&self) -> Option<Duration> {
@@ -102,13 +105,13 @@ impl SinkLedger {
 /// The producer side of one running sink.
 pub struct SinkHandle {
     name: &'static str,
-    tx: Option<SyncSender<Arc<Occurrence>>>,
+    tx: Option<SyncSender<Arc<Emitted>>>,
     thread: Option<JoinHandle<()>>,
     metrics: Arc<Metrics>,
     ledger: Arc<SinkLedger>,
     shutdown: Shutdown,
     /// During shutdown: offered, waiting for room in the queue.
-    backlog: RefCell<VecDeque<Arc<Occurrence>>>,
+    backlog: RefCell<VecDeque<Arc<Emitted>>>,
     /// Raised before each send (lowered again if it fails) and lowered by
     /// the sink thread per occurrence taken, so it never goes negative.
     depth: Gauge,
@@ -191,7 +194,7 @@ impl SinkHandle {
     /// [`deliver_backlogs`] and [`SinkHandle::close`] move on as the sink
     /// makes room. Offers never wait, so one stuck sink cannot keep the
     /// others from getting everything.
-    pub fn offer(&self, occ: Arc<Occurrence>) {
+    pub fn offer(&self, occ: Arc<Emitted>) {
         let Some(tx) = &self.tx else { return };
         self.ledger.offered.fetch_add(1, Ordering::Relaxed);
         if self.shutdown.started() {
@@ -304,12 +307,7 @@ pub fn deliver_backlogs(sinks: &[SinkHandle]) {
     }
 }
 
-fn run_sink(
-    sink: &mut dyn Sink,
-    rx: Receiver<Arc<Occurrence>>,
-    shutdown: &Shutdown,
-    depth: &Gauge,
-) {
+fn run_sink(sink: &mut dyn Sink, rx: Receiver<Arc<Emitted>>, shutdown: &Shutdown, depth: &Gauge) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
         if shutdown.expired() {
@@ -452,7 +450,7 @@ mod tests {
         fn name(&self) -> &'static str {
             "gate"
         }
-        fn accept(&mut self, batch: &[Arc<Occurrence>]) {
+        fn accept(&mut self, batch: &[Arc<Emitted>]) {
             let (lock, cv) = &*self.open;
             let mut open = lock.lock().unwrap();
             while !*open {
@@ -462,16 +460,43 @@ mod tests {
         }
     }
 
-    pub(crate) fn occ(n: u32) -> Arc<Occurrence> {
-        Arc::new(Occurrence::new(
-            ulid::Ulid::from_parts(1_700_000_000_000 + u64::from(n), u128::from(n)),
-            crate::wire::AnomalyType::ConnectionRefused,
+    /// A connection-refused occurrence as the emitter builds it: `n` is
+    /// its port and count, and sets its `comm` to `n % 16` bytes (so
+    /// sizes differ).
+    pub(crate) fn refused(id: ulid::Ulid, timestamp_ns: u64, n: u32) -> Emitted {
+        use crate::wire::evidence::{Comm, Conn, Evidence, Refused};
+        let mut comm = [0u8; 16];
+        comm[..(n % 16) as usize].fill(b'x');
+        Emitted::new(
+            id,
             crate::wire::Severity::Warning,
             crate::wire::Outcome::Failure,
-            format!("m{n}"),
-            [("dport".to_string(), n.into())].into_iter().collect(),
+            Evidence::ConnectionRefused(Refused {
+                conn: Conn {
+                    pid: 4242,
+                    tid: 4242,
+                    comm: Comm(comm),
+                    saddr: "127.0.0.1".parse().unwrap(),
+                    sport: 40000,
+                    daddr: "127.0.0.1".parse().unwrap(),
+                    dport: n as u16,
+                    netns: 4026531840,
+                    cgroup_id: 0,
+                },
+                count: n,
+                cause: "rst",
+            }),
+            None,
             1,
+            timestamp_ns,
+        )
+    }
+
+    pub(crate) fn occ(n: u32) -> Arc<Emitted> {
+        Arc::new(refused(
+            ulid::Ulid::from_parts(1_700_000_000_000 + u64::from(n), u128::from(n)),
             1_700_000_000_000_000_000 + u64::from(n),
+            n,
         ))
     }
 
@@ -619,7 +644,7 @@ mod tests {
         fn name(&self) -> &'static str {
             "count"
         }
-        fn accept(&mut self, batch: &[Arc<Occurrence>]) {
+        fn accept(&mut self, batch: &[Arc<Emitted>]) {
             *self.written.lock().unwrap() += batch.len();
             self.metrics.sink_write("count", true, batch.len() as u64);
         }
@@ -697,7 +722,7 @@ mod tests {
         fn name(&self) -> &'static str {
             "held"
         }
-        fn accept(&mut self, _batch: &[Arc<Occurrence>]) {
+        fn accept(&mut self, _batch: &[Arc<Emitted>]) {
             *self.entered.0.lock().unwrap() = true;
             self.entered.1.notify_all();
             let (lock, cv) = &*self.open;

@@ -54,7 +54,8 @@ use serde_json::{json, Value};
 
 use super::http::{check_plain_http, BatchPoster, PostPolicy};
 use crate::agent::metrics::Metrics;
-use crate::wire::{Occurrence, Severity};
+use crate::wire::evidence::Field;
+use crate::wire::{Emitted, Severity};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -182,7 +183,6 @@ impl OtlpHeaders {
 pub enum Attr {
     Str(String),
     Int(i64),
-    Double(f64),
     Bool(bool),
 }
 
@@ -220,14 +220,17 @@ const PLACEMENT_FIELDS: [(&str, &str); 4] = [
 pub struct Placement([Option<String>; 4]);
 
 impl Placement {
-    pub fn of(o: &Occurrence) -> Placement {
-        Placement(PLACEMENT_FIELDS.map(|(field, _)| {
-            o.data
-                .get(field)
-                .and_then(|v| v.as_str())
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-        }))
+    pub fn of(o: &Emitted) -> Placement {
+        let mut p = Placement::default();
+        for (k, v) in o.fields() {
+            let slot = PLACEMENT_FIELDS.iter().position(|(f, _)| *f == k);
+            if let (Some(i), Field::Str(s)) = (slot, v) {
+                if !s.is_empty() {
+                    p.0[i] = Some(s.to_string());
+                }
+            }
+        }
+        p
     }
 }
 
@@ -290,65 +293,74 @@ fn semconv_name(field: &str) -> Option<String> {
     )
 }
 
-fn attr_of(v: &Value) -> Attr {
+/// The attribute of a typed `data` value: text as text (a list as its
+/// JSON text), integers as `int` (clamped to `i64`).
+fn attr_of(v: Field<'_>) -> Attr {
     match v {
-        Value::String(s) => Attr::Str(s.clone()),
-        Value::Bool(b) => Attr::Bool(*b),
-        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
-            (Some(i), _) => Attr::Int(i),
-            (None, Some(u)) => Attr::Int(u.min(i64::MAX as u64) as i64),
-            _ => Attr::Double(n.as_f64().unwrap_or(0.0)),
-        },
-        other => Attr::Str(other.to_string()),
+        Field::U64(u) => Attr::Int(u.min(i64::MAX as u64) as i64),
+        Field::I64(i) => Attr::Int(i),
+        Field::Bool(b) => Attr::Bool(b),
+        Field::Str(s) => Attr::Str(s.to_string()),
+        Field::Comm(c) => Attr::Str(c.to_string()),
+        Field::Ip(a) => Attr::Str(a.to_string()),
+        Field::Dev(major, minor) => Attr::Str(format!("{major}:{minor}")),
+        Field::List(l) => Attr::Str(serde_json::to_string(l).unwrap_or_default()),
     }
 }
 
-/// The log record for one occurrence.
-pub fn record(o: &Occurrence, observed_ns: u64) -> Record {
+/// The log record for one occurrence, from its typed fields.
+pub fn record(o: &Emitted, observed_ns: u64) -> Record {
+    let kind = o.anomaly();
     let mut attributes = vec![
-        ("tapio.occurrence.id".to_string(), Attr::Str(o.id.clone())),
-        ("error.type".to_string(), Attr::Str(o.error.code.clone())),
+        (
+            "tapio.occurrence.id".to_string(),
+            Attr::Str(o.id.to_string()),
+        ),
+        (
+            "error.type".to_string(),
+            Attr::Str(kind.error_code().to_string()),
+        ),
         (
             "tapio.outcome".to_string(),
-            Attr::Str(
-                serde_json::to_value(o.outcome)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default(),
-            ),
+            Attr::Str(o.outcome.as_str().to_string()),
         ),
     ];
-    for (k, v) in &o.data {
+    let (mut pid, mut tid, mut comm) = (None, None, None);
+    for (k, v) in o.fields() {
+        match (k, v) {
+            ("pid", Field::U64(p)) => pid = Some(p),
+            ("tid", Field::U64(t)) => tid = Some(t),
+            ("comm", Field::Comm(c)) => comm = Some(c),
+            _ => {}
+        }
         if let Some(name) = semconv_name(k) {
             attributes.push((name, attr_of(v)));
         }
     }
     // The main thread's comm is the process's executable name (as the
     // kernel truncates it); another thread's comm is only the thread's.
-    let main_thread = matches!(
-        (o.data.get("pid").and_then(Value::as_u64), o.data.get("tid").and_then(Value::as_u64)),
-        (Some(p), Some(t)) if p == t
-    );
-    if let (true, Some(Value::String(comm))) = (main_thread, o.data.get("comm")) {
-        attributes.push((
-            "process.executable.name".to_string(),
-            Attr::Str(comm.clone()),
-        ));
+    if let (Some(p), Some(t), Some(comm)) = (pid, tid, comm) {
+        if p == t {
+            attributes.push((
+                "process.executable.name".to_string(),
+                Attr::Str(comm.to_string()),
+            ));
+        }
     }
     Record {
-        time_unix_nano: o.timestamp_ns().unwrap_or(0),
+        time_unix_nano: o.timestamp_ns,
         observed_time_unix_nano: observed_ns,
         severity_number: severity_number(o.severity),
         severity_text: o.severity.as_str().to_string(),
-        event_name: o.kind.clone(),
-        body: o.error.message.clone(),
+        event_name: kind.as_str().to_string(),
+        body: o.message(),
         attributes,
     }
 }
 
 /// Records grouped by resource: one group per placement, in the order each
 /// placement first appears; records keep their order within a group.
-pub fn group(batch: &[Arc<Occurrence>], observed_ns: u64) -> Vec<ResourceGroup> {
+pub fn group(batch: &[Arc<Emitted>], observed_ns: u64) -> Vec<ResourceGroup> {
     let mut groups: Vec<ResourceGroup> = Vec::new();
     let mut index: HashMap<Placement, usize> = HashMap::new();
     for o in batch {
@@ -371,7 +383,6 @@ fn json_value(a: &Attr) -> Value {
     match a {
         Attr::Str(s) => json!({"stringValue": s}),
         Attr::Int(i) => json!({"intValue": i.to_string()}),
-        Attr::Double(d) => json!({"doubleValue": d}),
         Attr::Bool(b) => json!({"boolValue": b}),
     }
 }
@@ -452,10 +463,6 @@ fn any_value(a: &Attr) -> Vec<u8> {
         Attr::Int(i) => {
             key(&mut b, 3, 0);
             varint(&mut b, *i as u64);
-        }
-        Attr::Double(d) => {
-            key(&mut b, 4, 1);
-            b.extend_from_slice(&d.to_le_bytes());
         }
     }
     b
@@ -589,28 +596,48 @@ pub fn logs_url(base: &reqwest::Url) -> anyhow::Result<reqwest::Url> {
 mod tests {
     use super::*;
 
-    fn occ_with(n: u128, data: Value) -> Arc<Occurrence> {
-        let Value::Object(data) = data else {
-            panic!("occurrence data must be an object: {data}")
-        };
-        Arc::new(Occurrence::new(
+    use crate::wire::evidence::{Comm, Conn, Container, Evidence, OomKill, Refused, Task};
+
+    fn comm(name: &str) -> Comm {
+        let mut c = [0u8; 16];
+        c[..name.len()].copy_from_slice(name.as_bytes());
+        Comm(c)
+    }
+
+    fn emitted(n: u128, evidence: Evidence, container: Option<Container>) -> Arc<Emitted> {
+        Arc::new(Emitted::new(
             ulid::Ulid::from_parts(1, n),
-            crate::wire::AnomalyType::ConnectionRefused,
             Severity::Warning,
             crate::wire::Outcome::Failure,
-            "connect to 127.0.0.1:9 refused (rst), count=1".into(),
-            data,
+            evidence,
+            container,
             3,
             1_700_000_000_123_000_000,
         ))
     }
 
-    fn occ() -> Arc<Occurrence> {
-        occ_with(
-            2,
-            json!({"pid": 42, "tid": 42, "comm": "curl", "daddr": "127.0.0.1", "dport": 9,
-                   "count": 1, "cause": "rst", "exit_code": 137}),
-        )
+    /// A refusal of port 9 by `pid`/`tid` (`comm`), in `container`.
+    fn refused(pid: u32, tid: u32, name: &str, container: Option<Container>) -> Arc<Emitted> {
+        let ev = Evidence::ConnectionRefused(Refused {
+            conn: Conn {
+                pid,
+                tid,
+                comm: comm(name),
+                saddr: "127.0.0.1".parse().unwrap(),
+                sport: 40000,
+                daddr: "127.0.0.1".parse().unwrap(),
+                dport: 9,
+                netns: 1,
+                cgroup_id: 0,
+            },
+            count: 1,
+            cause: "rst",
+        });
+        emitted(u128::from(pid), ev, container)
+    }
+
+    fn occ() -> Arc<Emitted> {
+        refused(42, 42, "curl", None)
     }
 
     fn get(r: &Record, k: &str) -> Option<Attr> {
@@ -634,13 +661,15 @@ mod tests {
             get(&r, "process.executable.name"),
             Some(Attr::Str("curl".into()))
         );
-        assert_eq!(get(&r, "process.exit.code"), Some(Attr::Int(137)));
         assert_eq!(get(&r, "network.peer.port"), Some(Attr::Int(9)));
         assert_eq!(
             get(&r, "network.peer.address"),
             Some(Attr::Str("127.0.0.1".into()))
         );
         assert_eq!(get(&r, "tapio.count"), Some(Attr::Int(1)));
+        assert_eq!(get(&r, "network.type"), Some(Attr::Str("ipv4".into())));
+        assert_eq!(get(&r, "tapio.outcome"), Some(Attr::Str("failure".into())));
+        assert_eq!(r.body, "connect to 127.0.0.1:9 refused (rst), count=1");
         assert_eq!(get(&r, "tapio.config_generation"), Some(Attr::Int(3)));
         assert_eq!(
             get(&r, "error.type"),
@@ -655,34 +684,76 @@ mod tests {
         dedup.sort_unstable();
         dedup.dedup();
         assert_eq!(dedup.len(), names.len(), "{names:?}");
+        // An OOM kill: its exit code, and its typed numbers as ints.
+        let oom = Evidence::OomKill(OomKill {
+            task: Task {
+                pid: 42,
+                tid: 42,
+                comm: comm("stress"),
+                ..Task::default()
+            },
+            rss: None,
+            memory_limit_bytes: u64::MAX,
+            memory_limit_source: "memcg",
+            memcg: None,
+        });
+        let r = record(&emitted(1, oom, None), 5);
+        assert_eq!(get(&r, "process.exit.code"), Some(Attr::Int(137)));
+        assert_eq!(
+            get(&r, "tapio.memory_limit_bytes"),
+            Some(Attr::Int(i64::MAX)),
+            "clamped to OTLP's int"
+        );
+        assert_eq!(r.event_name, "kernel.container.oom_kill");
     }
 
     #[test]
     fn comm_is_the_executable_name_only_on_the_main_thread() {
-        let worker = occ_with(3, json!({"pid": 42, "tid": 43, "comm": "worker-1"}));
+        let worker = refused(42, 43, "worker-1", None);
         let r = record(&worker, 0);
         assert_eq!(get(&r, "thread.name"), Some(Attr::Str("worker-1".into())));
         assert_eq!(get(&r, "process.executable.name"), None);
-        // Without a tid the thread is unknown: no executable name either.
-        let r = record(&occ_with(4, json!({"pid": 42, "comm": "x"})), 0);
+        // A node-wide type has no thread: neither name.
+        let psi = Evidence::CpuStall(crate::wire::evidence::CpuStall::Psi(
+            crate::wire::evidence::Psi {
+                period_us: 1,
+                some_stall_us: 1,
+                some_permille: 1,
+                full: None,
+                threshold_permille: 1,
+                episode_periods: 1,
+            },
+        ));
+        let r = record(&emitted(4, psi, None), 0);
         assert_eq!(get(&r, "process.executable.name"), None);
-        assert_eq!(get(&r, "thread.name"), Some(Attr::Str("x".into())));
+        assert_eq!(get(&r, "thread.name"), None);
+        assert_eq!(get(&r, "tapio.cpu"), Some(Attr::Int(-1)));
     }
 
     #[test]
     fn occurrences_group_by_pod_and_container_in_first_seen_order() {
         // `pid` numbers the occurrences in batch order.
-        let pod_a = |pid: u32| json!({"container_id": "c-a", "pod_uid": "u-a", "pod_name": "web", "namespace": "shop", "pid": pid});
-        let pod_b = |pid: u32| json!({"container_id": "c-b", "pod_uid": "u-b", "pid": pid});
-        let node = |pid: u32| json!({"pid": pid});
+        let ctr = |id: &str, uid: Option<&str>, pod: Option<(&str, &str)>| Container {
+            container_id: id.into(),
+            runtime: None,
+            cgroup_path: "/x".into(),
+            pod_uid: uid.map(String::from),
+            pod: pod.map(|(ns, name)| (ns.into(), name.into())),
+        };
+        let pod_a = |pid: u32| {
+            let c = ctr("c-a", Some("u-a"), Some(("shop", "web")));
+            refused(pid, pid, "curl", Some(c))
+        };
+        let pod_b = |pid: u32| refused(pid, pid, "curl", Some(ctr("c-b", Some("u-b"), None)));
+        let node = |pid: u32| refused(pid, pid, "curl", None);
         let batch = vec![
-            occ_with(1, pod_a(1)),
-            occ_with(2, node(2)),
-            occ_with(3, pod_b(3)),
-            occ_with(4, pod_a(4)),
-            occ_with(5, node(5)),
+            pod_a(1),
+            node(2),
+            pod_b(3),
+            pod_a(4),
+            node(5),
             // Empty strings are not identities: this one is the node's.
-            occ_with(6, json!({"container_id": "", "pid": 6})),
+            refused(6, 6, "curl", Some(ctr("", None, None))),
         ];
         let groups = group(&batch, 0);
         let pids: Vec<Vec<Attr>> = groups
