@@ -556,12 +556,15 @@ mod tests {
         assert_eq!(set_ways(&map), Some(8));
         let mut set = [0u8; 192];
         set[64..].fill(0xff);
-        map.update(&0u32.to_ne_bytes(), &set, MapFlags::ANY).unwrap();
+        map.update(&0u32.to_ne_bytes(), &set, MapFlags::ANY)
+            .unwrap();
         assert_eq!(count_tags(&map, 8), 0, "owner bytes are not tags");
         set[8..16].copy_from_slice(&0xffff_8880_1234_5600u64.to_ne_bytes());
         set[56..64].copy_from_slice(&1u64.to_ne_bytes());
-        map.update(&0u32.to_ne_bytes(), &set, MapFlags::ANY).unwrap();
-        map.update(&3u32.to_ne_bytes(), &set, MapFlags::ANY).unwrap();
+        map.update(&0u32.to_ne_bytes(), &set, MapFlags::ANY)
+            .unwrap();
+        map.update(&3u32.to_ne_bytes(), &set, MapFlags::ANY)
+            .unwrap();
         assert_eq!(count_tags(&map, 8), 4);
         let metrics = Metrics::new();
         let label = ObserverMap {
@@ -570,11 +573,13 @@ mod tests {
         };
         export_map_fill(&[(label, MapHandle::try_from(&map).unwrap())], &metrics);
         let text = metrics.encode();
-        assert!(text.contains("tapio_bpf_map_capacity{observer=\"network\",map=\"conn_owners\"} 32"));
+        assert!(
+            text.contains("tapio_bpf_map_capacity{observer=\"network\",map=\"conn_owners\"} 32")
+        );
         assert!(text.contains("tapio_bpf_map_entries{observer=\"network\",map=\"conn_owners\"} 4"));
         // Another array of that shape but another name is not a table.
-        let other = MapHandle::create(MapType::Array, Some("tapio_config"), 4, 192, 1, &opts)
-            .unwrap();
+        let other =
+            MapHandle::create(MapType::Array, Some("tapio_config"), 4, 192, 1, &opts).unwrap();
         assert_eq!(set_ways(&other), None);
     }
 
