@@ -61,7 +61,7 @@ struct {
  * connect resolves or the connection ends, released at its close.
  *
  * A set-associative table in an ARRAY, not a hash map: the socket pointer
- * picks one set of OWNER_WAYS slots (their tags share one cache line), a
+ * picks one set of OWNER_WAYS slots (their tags fill two cache lines), a
  * slot is claimed with a compare-and-swap of its tag and released with an
  * exchange. No bucket lock, no allocation, no hashing of a key: an LRU
  * hash cost ~250 ns to insert and ~100 ns to delete per connection here,
@@ -90,10 +90,14 @@ struct conn_owner {
 	__u64 flow_seq; /* flow_drop_seq when the connect started */
 };
 
-/* 2048 sets x 8 ways = 16384 sockets between connect and close (the LRU
- * map's capacity before). The agent's map-fill walk knows OWNER_WAYS. */
-#define OWNER_WAYS 8
-#define OWNER_SET_BITS 11
+/* 1024 sets x 16 ways = 16384 sockets between connect and close (the LRU
+ * map's capacity before). With L sockets live, a new connect finds its set
+ * full with probability P(Poisson(L/1024) >= 16): ~4e-6 at L = 4000,
+ * ~7e-3 at L = 8000 (8 ways x 2048 sets: 9e-4 and 5e-2, at the same
+ * cost per connection within this machine's noise). The agent's map-fill
+ * walk knows OWNER_WAYS (src/agent/linux/drain.rs SET_TABLES). */
+#define OWNER_WAYS 16
+#define OWNER_SET_BITS 10
 
 struct owner_set {
 	__u64 sk[OWNER_WAYS]; /* the socket holding each slot, 0 = free */

@@ -58,7 +58,7 @@ container signal_senders 4096
 container tapio_config  1
 container tapio_stats   8
 network   events        1048576
-network   conn_owners   2048
+network   conn_owners   1024
 network   flow_drop_seq 1
 network   rtt_baselines 4096
 network   flow_drops    4096
@@ -75,10 +75,10 @@ storage   tapio_stats   8
 #   (scripts/bench-refused-storm.sh checks lost = 0 at this size).
 # - storage events 512 KiB, container events 256 KiB: their fact rates are
 #   far below network's (slow I/O and errors, OOM kills and exits).
-# - conn_owners 2048: sets of 8 slots (bpf/network.bpf.c OWNER_WAYS), so
+# - conn_owners 1024: sets of 16 slots (bpf/network.bpf.c OWNER_WAYS), so
 #   16384 sockets between connect and their close, as the LRU hash it
 #   replaced held (issue 15: no insert/delete cost per connection). Its
-#   values are 576-byte sets (1.2 MB in all, preallocated); a full set
+#   values are 1152-byte sets (1.2 MB in all, preallocated); a full set
 #   leaves a new connect without an owner, never blocks.
 # - flow_drop_seq 1: one counter.
 # - inflight 8192: block requests in flight at once (queue depth x devices);

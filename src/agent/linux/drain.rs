@@ -333,7 +333,7 @@ fn export_stats(objects: &[LoadedObject], prev: &mut [[u64; STAT_MAX]], metrics:
 /// value (a set) begins with that many u64 tags, 0 for a free slot. Must
 /// match `OWNER_WAYS` in `bpf/network.bpf.c` (the capacity it gives is
 /// checked against the compiled 16384 by tests/fleet_metrics_kernel.rs).
-const SET_TABLES: &[(&str, u32)] = &[("conn_owners", 8)];
+const SET_TABLES: &[(&str, u32)] = &[("conn_owners", 16)];
 
 /// The ways of `map` if it is one of [`SET_TABLES`].
 fn set_ways(map: &impl MapCore) -> Option<u32> {
@@ -550,22 +550,22 @@ mod tests {
             sz: size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
             ..Default::default()
         };
-        // 8 tags, then 8 values of 16 bytes.
-        let map = MapHandle::create(MapType::Array, Some("conn_owners"), 4, 192, 4, &opts)
+        // 16 tags, then 16 owners of 8 bytes each.
+        let map = MapHandle::create(MapType::Array, Some("conn_owners"), 4, 256, 4, &opts)
             .expect("create an array map");
-        assert_eq!(set_ways(&map), Some(8));
-        let mut set = [0u8; 192];
-        set[64..].fill(0xff);
+        assert_eq!(set_ways(&map), Some(16));
+        let mut set = [0u8; 256];
+        set[128..].fill(0xff);
         map.update(&0u32.to_ne_bytes(), &set, MapFlags::ANY)
             .unwrap();
-        assert_eq!(count_tags(&map, 8), 0, "owner bytes are not tags");
+        assert_eq!(count_tags(&map, 16), 0, "owner bytes are not tags");
         set[8..16].copy_from_slice(&0xffff_8880_1234_5600u64.to_ne_bytes());
-        set[56..64].copy_from_slice(&1u64.to_ne_bytes());
+        set[120..128].copy_from_slice(&1u64.to_ne_bytes());
         map.update(&0u32.to_ne_bytes(), &set, MapFlags::ANY)
             .unwrap();
         map.update(&3u32.to_ne_bytes(), &set, MapFlags::ANY)
             .unwrap();
-        assert_eq!(count_tags(&map, 8), 4);
+        assert_eq!(count_tags(&map, 16), 4);
         let metrics = Metrics::new();
         let label = ObserverMap {
             observer: "network".into(),
@@ -574,12 +574,12 @@ mod tests {
         export_map_fill(&[(label, MapHandle::try_from(&map).unwrap())], &metrics);
         let text = metrics.encode();
         assert!(
-            text.contains("tapio_bpf_map_capacity{observer=\"network\",map=\"conn_owners\"} 32")
+            text.contains("tapio_bpf_map_capacity{observer=\"network\",map=\"conn_owners\"} 64")
         );
         assert!(text.contains("tapio_bpf_map_entries{observer=\"network\",map=\"conn_owners\"} 4"));
         // Another array of that shape but another name is not a table.
         let other =
-            MapHandle::create(MapType::Array, Some("tapio_config"), 4, 192, 1, &opts).unwrap();
+            MapHandle::create(MapType::Array, Some("tapio_config"), 4, 256, 1, &opts).unwrap();
         assert_eq!(set_ways(&other), None);
     }
 
