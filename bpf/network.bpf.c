@@ -115,16 +115,21 @@ static __always_inline struct owner_set *owner_set_of(struct sock *sk)
 {
 	/* Fibonacci hashing of the pointer's low 32 bits: the high bits of
 	 * the product depend on all of them, so slab alignment does not
-	 * matter. A 32-bit copy is the one way the verifier lets a pointer
-	 * become a number (no arithmetic on pointers; a privileged loader
-	 * may leak them). */
-	__u32 low = (__u32)(unsigned long)sk;
-	__u32 idx = (low * 0x9E3779B1U) >> (32 - OWNER_SET_BITS);
+	 * matter. A 32-bit register copy is the one way the verifier lets a
+	 * pointer become a number (no arithmetic on pointers; a privileged
+	 * loader may leak them). Written as asm so the compiler cannot fold
+	 * the copy into the multiply, which the verifier would refuse. */
+	__u32 low, idx;
+
+	asm volatile("%0 = %1" : "=w"(low) : "w"((__u32)(unsigned long)sk));
+	idx = (low * 0x9E3779B1U) >> (32 - OWNER_SET_BITS);
 
 	return bpf_map_lookup_elem(&conn_owners, &idx);
 }
 
-/* The owner of @sk and, in @tag, its slot's tag for the release. */
+/* The owner of @sk and, in @tag, its slot's tag for the release. Inlined
+ * and unrolled: as a subprogram it saved ~6 KB of object (and binary) but
+ * cost ~40 ns per connection; as a plain loop ~50-100 ns. */
 static __always_inline struct conn_owner *owner_find(struct sock *sk, __u64 **tag)
 {
 	struct owner_set *s = owner_set_of(sk);
