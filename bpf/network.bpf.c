@@ -174,6 +174,31 @@ static __always_inline struct conn_owner *owner_claim(struct sock *sk)
 	return NULL;
 }
 
+/*
+ * The few fields of the current task an owner needs, as CO-RE views of
+ * the kernel's types (matched by name, offsets relocated at load): naming
+ * struct task_struct itself would pull its whole type graph into the
+ * object's BTF (~25 KB more object, and so binary).
+ */
+struct kernfs_node___own {
+	__u64 id;
+} __attribute__((preserve_access_index));
+
+struct cgroup___own {
+	struct kernfs_node___own *kn;
+} __attribute__((preserve_access_index));
+
+struct css_set___own {
+	struct cgroup___own *dfl_cgrp;
+} __attribute__((preserve_access_index));
+
+struct task_struct___own {
+	int pid;
+	int tgid;
+	char comm[16];
+	struct css_set___own *cgroups;
+} __attribute__((preserve_access_index));
+
 /* A destination within its network namespace (the agent's Dest). */
 struct rtt_dest {
 	__u32 netns;
@@ -461,18 +486,21 @@ int BPF_PROG(handle_net__inet_sock_set_state, struct sock *sk, int oldstate, int
 		return 0;
 
 	if (newstate == TCP_SYN_SENT) {
-		__u64 id;
+		struct task_struct___own *task;
 
 		if (!tapio_config_get(TAPIO_FLAG_NETWORK))
 			return 0;
 		owner = owner_claim(sk);
 		if (!owner)
 			return 0; /* a full set: its failure counts as owner missing */
-		id = bpf_get_current_pid_tgid();
-		owner->pid = id >> 32;
-		owner->tid = (__u32)id;
-		bpf_get_current_comm(owner->comm, sizeof(owner->comm));
-		owner->cgroup_id = bpf_get_current_cgroup_id();
+		/* Direct loads from the current task (what the pid_tgid, comm
+		 * and cgroup_id helpers read, without three helper calls;
+		 * comm is kept NUL-padded by the kernel, as the helper pads). */
+		task = (void *)bpf_get_current_task_btf();
+		owner->pid = task->tgid;
+		owner->tid = task->pid;
+		__builtin_memcpy(owner->comm, task->comm, sizeof(owner->comm));
+		owner->cgroup_id = task->cgroups->dfl_cgrp->kn->id;
 		owner->err = 0;
 		owner->err_ts = 0;
 		owner->drops = 0;

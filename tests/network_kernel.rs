@@ -137,6 +137,22 @@ fn a_socket_reused_for_a_second_connect_gets_its_new_owner() {
     assert_eq!(got.len(), 2, "{out}");
     assert!(got.iter().all(|(e, _)| *e == libc::ECONNREFUSED), "{out}");
     assert_ne!(got[0].1, got[1].1, "two threads");
+    // The connector's cgroup2 id is its cgroup directory's inode (the
+    // kernfs id); python runs in this test's cgroup.
+    let cgroup_id = {
+        use std::os::unix::fs::MetadataExt;
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let path = own
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .expect("a cgroup2 line")
+            .to_string();
+        ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+            .iter()
+            .find_map(|root| std::fs::metadata(format!("{root}{path}")).ok())
+            .expect("the cgroup2 mount")
+            .ino()
+    };
     let refused = "kernel.network.connection_refused";
     for (port, (_, tid)) in [p1, p2].into_iter().zip(&got) {
         let v = agent.wait_for(
@@ -146,6 +162,8 @@ fn a_socket_reused_for_a_second_connect_gets_its_new_owner() {
         );
         assert_eq!(v["data"]["pid"], pid, "port {port}");
         assert_eq!(v["data"]["tid"], *tid, "port {port}: the connecting thread");
+        assert_eq!(v["data"]["comm"], "python3", "port {port}");
+        assert_eq!(v["data"]["cgroup_id"], cgroup_id, "port {port}");
         assert_eq!(v["data"]["count"], 1);
     }
 }
