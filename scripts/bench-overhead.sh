@@ -19,6 +19,9 @@
 #   50k refusals, 2k forks, 2k writes). WORKLOADS="connect io" runs only
 #   those; TAPIO_BIN=target/debug/tapio skips the release build (the BPF
 #   objects, and so the kernel-side figures, are the same in both).
+#   EBPF_DIR=<dir> runs the agent with --ebpf-dir <dir> (BPF objects built
+#   elsewhere), so two versions of the kernel side can be compared with
+#   one binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-6}
@@ -36,10 +39,12 @@ cleanup() {
 }
 trap cleanup EXIT
 sysctl -qw kernel.bpf_stats_enabled=1
-echo "machine: $(nproc) cores, $(uname -r), $(date -u +%FT%TZ)"
-python3 - "$BIN" "$GEN" "$WORK" "$ROUNDS" "$SCALE" <<'PY'
+EBPF_ARGS=${EBPF_DIR:+--ebpf-dir $(realpath "$EBPF_DIR")}
+echo "machine: $(nproc) cores, $(uname -r), $(date -u +%FT%TZ); agent $BIN ${EBPF_ARGS}"
+python3 - "$BIN" "$GEN" "$WORK" "$ROUNDS" "$SCALE" "$EBPF_ARGS" <<'PY'
 import json, os, re, signal, socket, statistics, subprocess, sys, time, urllib.request
 BIN, GEN, WORK, ROUNDS, SCALE = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+EBPF_ARGS = sys.argv[6].split()
 
 def free_port():
     s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
@@ -94,7 +99,7 @@ for r in range(ROUNDS):
         f.write(f'[metrics]\nenabled = true\naddr = "127.0.0.1:{mport}"\n')
     out = open(f"{WORK}/out-{r}.jsonl", "w")
     log = open(f"{WORK}/agent-{r}.log", "w")
-    agent = subprocess.Popen([BIN, "agent", "--config", f"{WORK}/agent.toml", "--sink", "stdout"],
+    agent = subprocess.Popen([BIN, "agent", "--config", f"{WORK}/agent.toml", "--sink", "stdout"] + EBPF_ARGS,
                              stdout=out, stderr=log)
     for _ in range(300):
         if "config applied" in open(f"{WORK}/agent-{r}.log").read():

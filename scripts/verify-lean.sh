@@ -36,14 +36,16 @@ ALLOWED_NEEDED="libc.so.6 libgcc_s.so.1 ld-linux-*"
 # Maps: `events` (the ring), the `tapio_config` carrier, the per-CPU
 # `tapio_stats` counters and the state maps: storage one (per request in
 # flight), container two (OOM victims; senders of fatal signals, issue 16),
-# network three (owners per socket; RTT baselines per destination, kept in
+# network four (owners per socket; RTT baselines per destination, kept in
 # the kernel so a healthy connection's end crosses no ring buffer, issue 15;
-# locally dropped SYNs per flow, issue 16). No global variables, so no
-# .bss/.data maps. Raised for issue 16 (resets, drop reasons, senders):
-# network 96 -> 128 KiB, container 72 -> 80 KiB.
+# locally dropped SYNs per flow, issue 16; the one-entry flow_drop_seq that
+# lets a failed connect skip the flow_drops lookup when nothing was dropped,
+# issue 15). No global variables, so no .bss/.data maps. Raised for issue
+# 16 (resets, drop reasons, senders): network 96 -> 128 KiB, container
+# 72 -> 80 KiB; network maps 6 -> 7 for flow_drop_seq (issue 15, item 2).
 OBJECT_BUDGETS="
 container 81920  5
-network   131072 6
+network   131072 7
 storage   32768  4
 "
 
@@ -56,7 +58,8 @@ container signal_senders 4096
 container tapio_config  1
 container tapio_stats   8
 network   events        1048576
-network   conn_owners   16384
+network   conn_owners   1024
+network   flow_drop_seq 1
 network   rtt_baselines 4096
 network   flow_drops    4096
 network   tapio_config  1
@@ -72,8 +75,12 @@ storage   tapio_stats   8
 #   (scripts/bench-refused-storm.sh checks lost = 0 at this size).
 # - storage events 512 KiB, container events 256 KiB: their fact rates are
 #   far below network's (slow I/O and errors, OOM kills and exits).
-# - conn_owners 16384: sockets between connect and the state change that
-#   resolves them; LRU, so overflow evicts the oldest, never blocks.
+# - conn_owners 1024: sets of 16 slots (bpf/network.bpf.c OWNER_WAYS), so
+#   16384 sockets between connect and their close, as the LRU hash it
+#   replaced held (issue 15: no insert/delete cost per connection). Its
+#   values are 1152-byte sets (1.2 MB in all, preallocated); a full set
+#   leaves a new connect without an owner, never blocks.
+# - flow_drop_seq 1: one counter.
 # - inflight 8192: block requests in flight at once (queue depth x devices);
 #   LRU for the same reason.
 # - oom_victims 1024: OOM kills awaiting their task exit; LRU.

@@ -103,6 +103,76 @@ fn refusals_in_one_window_fold_into_counts_that_sum_exactly() {
     assert_eq!(total, 50);
 }
 
+/// One socket, two connects: the first refused, then, from another thread,
+/// a second to another closed port. Each refusal names the thread that
+/// made that connect: the first close hands its owner slot back, and the
+/// second connect takes one again with the new thread's identity.
+#[test]
+fn a_socket_reused_for_a_second_connect_gets_its_new_owner() {
+    if !require_ebpf("a_socket_reused_for_a_second_connect_gets_its_new_owner") {
+        return;
+    }
+    let agent = Agent::start("", &[]);
+    let p1 = closed_port("127.0.0.1");
+    let p2 = closed_port("127.0.0.1");
+    let (ok, out, err, pid) = python_in(
+        None,
+        &format!(
+            "import socket, threading\n\
+             s = socket.socket()\n\
+             got = []\n\
+             def go(port):\n  \
+               try:\n    s.connect(('127.0.0.1', port))\n  \
+               except OSError as e:\n    got.append('%d:%d' % (e.errno, threading.get_native_id()))\n\
+             for p in ({p1}, {p2}):\n  \
+               t = threading.Thread(target=go, args=(p,))\n  t.start()\n  t.join()\n\
+             s.close()\n\
+             print(' '.join(got))"
+        ),
+        Duration::from_secs(20),
+    );
+    assert!(ok, "{err}");
+    let got: Vec<(i32, u64)> = out
+        .split_whitespace()
+        .map(|w| {
+            let (e, t) = w.split_once(':').unwrap();
+            (e.parse().unwrap(), t.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(got.len(), 2, "{out}");
+    assert!(got.iter().all(|(e, _)| *e == libc::ECONNREFUSED), "{out}");
+    assert_ne!(got[0].1, got[1].1, "two threads");
+    // The connector's cgroup2 id is its cgroup directory's inode (the
+    // kernfs id); python runs in this test's cgroup.
+    let cgroup_id = {
+        use std::os::unix::fs::MetadataExt;
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let path = own
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .expect("a cgroup2 line")
+            .to_string();
+        ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+            .iter()
+            .find_map(|root| std::fs::metadata(format!("{root}{path}")).ok())
+            .expect("the cgroup2 mount")
+            .ino()
+    };
+    let refused = "kernel.network.connection_refused";
+    for (port, (_, tid)) in [p1, p2].into_iter().zip(&got) {
+        let v = agent.wait_for(
+            "a refusal of the reused socket",
+            Duration::from_secs(10),
+            of_type_port(refused, port),
+        );
+        assert_eq!(v["data"]["pid"], pid, "port {port}");
+        assert_eq!(v["data"]["tid"], *tid, "port {port}: the connecting thread");
+        assert_eq!(v["data"]["comm"], "python3", "port {port}");
+        assert_eq!(v["data"]["cgroup_id"], cgroup_id, "port {port}");
+        assert_eq!(v["data"]["count"], 1);
+    }
+}
+
 const NFT_TABLE: &str = "nft add table inet tapiotest && nft add chain inet tapiotest in '{ type filter hook input priority 0; policy accept; }'";
 
 /// A namespace of the test's own and a port number the host just handed

@@ -5,9 +5,9 @@
 //! per tick, not per record), consumes at most `DRAIN_CAP` records, decodes
 //! and classifies them, and hands findings to the emitter without blocking.
 //! It does no I/O besides the rings, except rare carrier writes when config
-//! changes and one counter read per second. The BPF hash maps' fill is
-//! counted on a helper thread (`bpf-map-count`) it starts and joins, so
-//! that walk never delays a drain.
+//! changes and one counter read per second. The fill of the BPF hash maps
+//! and socket tables is counted on a helper thread (`bpf-map-count`) it
+//! starts and joins, so that walk never delays a drain.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use anyhow::Context;
-use libbpf_rs::{MapCore, MapHandle, RingBufferBuilder};
+use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType, RingBufferBuilder};
 
 use super::loader::{load_object, object_sources, LoadedObject};
 use crate::agent::abi::{self, TapioConfig, STAT_MAX};
@@ -342,14 +342,29 @@ fn export_stats(objects: &[LoadedObject], prev: &mut [[u64; STAT_MAX]], metrics:
     }
 }
 
-/// Every hash map of the loaded objects (the per-flow and per-request
-/// state tables; arrays and rings have no fill), with its own fd so another
-/// thread can walk it.
+/// Arrays that are set-associative socket tables, with their ways: each
+/// value (a set) begins with that many u64 tags, 0 for a free slot. Must
+/// match `OWNER_WAYS` in `bpf/network.bpf.c` (the capacity it gives is
+/// checked against the compiled 16384 by tests/fleet_metrics_kernel.rs).
+const SET_TABLES: &[(&str, u32)] = &[("conn_owners", 16)];
+
+/// The ways of `map` if it is one of [`SET_TABLES`].
+fn set_ways(map: &impl MapCore) -> Option<u32> {
+    if map.map_type() != MapType::Array {
+        return None;
+    }
+    let name = map.name().to_str()?;
+    SET_TABLES.iter().find(|(n, _)| *n == name).map(|(_, w)| *w)
+}
+
+/// Every hash map and socket table of the loaded objects (the per-flow and
+/// per-request state; other arrays and rings have no fill), with its own
+/// fd so another thread can walk it.
 fn hash_maps(objects: &[LoadedObject]) -> Vec<(ObserverMap, MapHandle)> {
     let mut out = Vec::new();
     for lo in objects {
         for map in lo.obj.maps() {
-            if !map.map_type().is_hash_map() {
+            if !map.map_type().is_hash_map() && set_ways(&map).is_none() {
                 continue;
             }
             let label = ObserverMap {
@@ -372,14 +387,21 @@ fn hash_maps(objects: &[LoadedObject]) -> Vec<(ObserverMap, MapHandle)> {
 /// Sets `tapio_bpf_map_{capacity,entries}` for `maps`.
 fn export_map_fill(maps: &[(ObserverMap, MapHandle)], metrics: &Metrics) {
     for (label, map) in maps {
+        let (capacity, entries) = match set_ways(map) {
+            Some(ways) => (
+                u64::from(map.max_entries()) * u64::from(ways),
+                count_tags(map, ways),
+            ),
+            None => (u64::from(map.max_entries()), count_entries(map)),
+        };
         metrics
             .bpf_map_capacity
             .get_or_create(label)
-            .set(i64::from(map.max_entries()));
+            .set(capacity as i64);
         metrics
             .bpf_map_entries
             .get_or_create(label)
-            .set(count_entries(map) as i64);
+            .set(entries as i64);
     }
 }
 
@@ -416,6 +438,22 @@ pub fn count_entries(map: &impl MapCore) -> usize {
     map.keys().take(map.max_entries() as usize).count()
 }
 
+/// Slots in use in a socket table: the nonzero tags among the first `ways`
+/// u64 of each set. Read set by set (one bpf(2) call each), so a slot
+/// claimed or released during the walk may or may not count; the total
+/// never exceeds the capacity.
+pub fn count_tags(map: &impl MapCore, ways: u32) -> usize {
+    (0..map.max_entries())
+        .filter_map(|set| map.lookup(&set.to_ne_bytes(), MapFlags::ANY).ok().flatten())
+        .map(|v| {
+            v.chunks_exact(8)
+                .take(ways as usize)
+                .filter(|tag| tag.iter().any(|b| *b != 0))
+                .count()
+        })
+        .sum()
+}
+
 fn export_program_stats(
     objects: &[LoadedObject],
     prev: &mut std::collections::HashMap<(Observer, String), (u64, u64)>,
@@ -448,7 +486,6 @@ fn export_program_stats(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use libbpf_rs::{MapFlags, MapType};
 
     /// Creating BPF maps needs root: skips with one line elsewhere, fails
     /// under `TAPIO_REQUIRE_EBPF=1` (CI), where a skip would hide a failure.
@@ -520,6 +557,51 @@ mod tests {
         eprintln!("counted {n} entries in {:?}", t.elapsed());
         // LRU may evict early (per-CPU free lists), never beyond capacity.
         assert!(n <= 16384 && n > 16384 / 2, "{n}");
+    }
+
+    /// A socket table: capacity is sets x ways, fill the slots whose tag is
+    /// set, wherever they are in their set; the owner data after the tags
+    /// does not count.
+    #[test]
+    fn counts_the_claimed_slots_of_a_socket_table() {
+        if !may_create_maps() {
+            return;
+        }
+        let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
+            sz: size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
+            ..Default::default()
+        };
+        // 16 tags, then 16 owners of 8 bytes each.
+        let map = MapHandle::create(MapType::Array, Some("conn_owners"), 4, 256, 4, &opts)
+            .expect("create an array map");
+        assert_eq!(set_ways(&map), Some(16));
+        let mut set = [0u8; 256];
+        set[128..].fill(0xff);
+        map.update(&0u32.to_ne_bytes(), &set, MapFlags::ANY)
+            .unwrap();
+        assert_eq!(count_tags(&map, 16), 0, "owner bytes are not tags");
+        set[8..16].copy_from_slice(&0xffff_8880_1234_5600u64.to_ne_bytes());
+        set[120..128].copy_from_slice(&1u64.to_ne_bytes());
+        map.update(&0u32.to_ne_bytes(), &set, MapFlags::ANY)
+            .unwrap();
+        map.update(&3u32.to_ne_bytes(), &set, MapFlags::ANY)
+            .unwrap();
+        assert_eq!(count_tags(&map, 16), 4);
+        let metrics = Metrics::new();
+        let label = ObserverMap {
+            observer: "network".into(),
+            map: "conn_owners".into(),
+        };
+        export_map_fill(&[(label, MapHandle::try_from(&map).unwrap())], &metrics);
+        let text = metrics.encode();
+        assert!(
+            text.contains("tapio_bpf_map_capacity{observer=\"network\",map=\"conn_owners\"} 64")
+        );
+        assert!(text.contains("tapio_bpf_map_entries{observer=\"network\",map=\"conn_owners\"} 4"));
+        // Another array of that shape but another name is not a table.
+        let other =
+            MapHandle::create(MapType::Array, Some("tapio_config"), 4, 256, 1, &opts).unwrap();
+        assert_eq!(set_ways(&other), None);
     }
 
     /// The counter thread refreshes the gauges on its own and ends as soon

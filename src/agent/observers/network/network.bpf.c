@@ -56,26 +56,148 @@ struct {
 	__uint(max_entries, 1 << 20);
 } events SEC(".maps");
 
-/* Who opened a socket actively. One entry per live outgoing connection,
- * deleted at its close; LRU so a socket whose close we miss cannot leak. */
+/*
+ * Who opened a socket actively: set at CLOSE->SYN_SENT, read where the
+ * connect resolves or the connection ends, released at its close.
+ *
+ * A set-associative table in an ARRAY, not a hash map: the socket pointer
+ * picks one set of OWNER_WAYS slots (their tags fill two cache lines), a
+ * slot is claimed with a compare-and-swap of its tag and released with an
+ * exchange. No bucket lock, no allocation, no hashing of a key: an LRU
+ * hash cost ~250 ns to insert and ~100 ns to delete per connection here,
+ * most of the budget of a healthy one (BENCHMARKS.md). Socket-local
+ * storage was tried too: its allocation per socket cost more than the
+ * LRU insert.
+ *
+ * Exactness: a tag is the socket pointer itself and every socket that
+ * went CLOSE->SYN_SENT passes ->CLOSE before it is freed (the tracepoint
+ * is in tcp_set_state), so a slot never outlives its socket and a reused
+ * pointer never finds a stale owner. A full set (OWNER_WAYS live connects
+ * hashing alike) leaves the new connect without an owner, as an evicted
+ * LRU entry did (its failure then counts as owner missing). Accepted
+ * sockets never go CLOSE->SYN_SENT, so they never have a slot.
+ */
 struct conn_owner {
 	__u32 pid;
 	__u32 tid;
 	char comm[16];
-	__u32 flags;
+	__u32 flags;    /* TAPIO_NET_F_RST */
 	__s32 err;      /* error reported while in SYN_SENT (see below) */
 	__u64 cgroup_id;
 	__u64 err_ts;   /* when it was reported */
 	__u32 drops;    /* its packets this kernel dropped while in SYN_SENT */
 	__u32 drop_reason; /* skb_drop_reason of the first */
+	__u64 flow_seq; /* flow_drop_seq when the connect started */
+};
+
+/* 1024 sets x 16 ways = 16384 sockets between connect and close (the LRU
+ * map's capacity before). With L sockets live, a new connect finds its set
+ * full with probability P(Poisson(L/1024) >= 16): ~4e-6 at L = 4000,
+ * ~7e-3 at L = 8000 (8 ways x 2048 sets: 9e-4 and 5e-2, at the same
+ * cost per connection within this machine's noise). The agent's map-fill
+ * walk knows OWNER_WAYS (src/agent/linux/drain.rs SET_TABLES). */
+#define OWNER_WAYS 16
+#define OWNER_SET_BITS 10
+
+struct owner_set {
+	__u64 sk[OWNER_WAYS]; /* the socket holding each slot, 0 = free */
+	struct conn_owner o[OWNER_WAYS];
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
-	__type(value, struct conn_owner);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1 << OWNER_SET_BITS);
+	__type(key, __u32);
+	__type(value, struct owner_set);
 } conn_owners SEC(".maps");
+
+static __always_inline struct owner_set *owner_set_of(struct sock *sk)
+{
+	/* Fibonacci hashing of the pointer's low 32 bits: the high bits of
+	 * the product depend on all of them, so slab alignment does not
+	 * matter. A 32-bit register copy is the one way the verifier lets a
+	 * pointer become a number (no arithmetic on pointers; a privileged
+	 * loader may leak them). Written as asm so the compiler cannot fold
+	 * the copy into the multiply, which the verifier would refuse. */
+	__u32 low, idx;
+
+	asm volatile("%0 = %1" : "=w"(low) : "w"((__u32)(unsigned long)sk));
+	idx = (low * 0x9E3779B1U) >> (32 - OWNER_SET_BITS);
+
+	return bpf_map_lookup_elem(&conn_owners, &idx);
+}
+
+/* The owner of @sk and, in @tag, its slot's tag for the release. Inlined
+ * and unrolled: as a subprogram it saved ~6 KB of object (and binary) but
+ * cost ~40 ns per connection; as a plain loop ~50-100 ns. */
+static __always_inline struct conn_owner *owner_find(struct sock *sk, __u64 **tag)
+{
+	struct owner_set *s = owner_set_of(sk);
+	int i;
+
+	if (!s)
+		return NULL;
+#pragma unroll
+	for (i = 0; i < OWNER_WAYS; i++) {
+		if (s->sk[i] == (__u64)sk) {
+			*tag = &s->sk[i];
+			return &s->o[i];
+		}
+	}
+	return NULL;
+}
+
+static __always_inline struct conn_owner *owner_of(struct sock *sk)
+{
+	__u64 *tag;
+
+	return owner_find(sk, &tag);
+}
+
+/* A slot for @sk's new connect: its own if it still holds one (never
+ * expected, see above), else the first free one. NULL if the set is full. */
+static __always_inline struct conn_owner *owner_claim(struct sock *sk)
+{
+	struct owner_set *s = owner_set_of(sk);
+	int i;
+
+	if (!s)
+		return NULL;
+#pragma unroll
+	for (i = 0; i < OWNER_WAYS; i++)
+		if (s->sk[i] == (__u64)sk)
+			return &s->o[i];
+#pragma unroll
+	for (i = 0; i < OWNER_WAYS; i++)
+		if (!s->sk[i] && !__sync_val_compare_and_swap(&s->sk[i], 0, (__u64)sk))
+			return &s->o[i];
+	return NULL;
+}
+
+/*
+ * The few fields of the current task an owner needs, as CO-RE views of
+ * the kernel's types (matched by name, offsets relocated at load): naming
+ * struct task_struct itself would pull its whole type graph into the
+ * object's BTF (~25 KB more object, and so binary).
+ */
+struct kernfs_node___own {
+	__u64 id;
+} __attribute__((preserve_access_index));
+
+struct cgroup___own {
+	struct kernfs_node___own *kn;
+} __attribute__((preserve_access_index));
+
+struct css_set___own {
+	struct cgroup___own *dfl_cgrp;
+} __attribute__((preserve_access_index));
+
+struct task_struct___own {
+	int pid;
+	int tgid;
+	char comm[16];
+	struct css_set___own *cgroups;
+} __attribute__((preserve_access_index));
 
 /* A destination within its network namespace (the agent's Dest). */
 struct rtt_dest {
@@ -170,6 +292,26 @@ struct {
 	__type(value, struct flow_drops);
 } flow_drops SEC(".maps");
 
+/* Bumped (after the map change) whenever a socketless drop is recorded in
+ * flow_drops. A connect whose failure sees the value its start saw had no
+ * such drop meanwhile, so it skips building the flow key and the lookup,
+ * which every failed connect paid for and almost none needs. A named
+ * one-entry array rather than a global: the agent and scripts/verify-lean.sh
+ * name maps, and libbpf names a .bss map after the object's address. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} flow_drop_seq SEC(".maps");
+
+static __always_inline __u64 *flow_seq(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&flow_drop_seq, &zero);
+}
+
 /* Per-kind facts beyond the common ones. */
 struct net_extra {
 	__u32 unacked;
@@ -188,9 +330,16 @@ static __always_inline void emit(struct sock *sk, const struct tapio_config *cfg
 		tapio_stat_inc(TAPIO_STAT_RB_FULL);
 		return;
 	}
-	tapio_hdr(&e->hdr, cfg, kind, sizeof(*e));
-	if (owner && owner->err_ts && kind == TAPIO_EV_NET_CONNECT_FAIL)
-		e->hdr.ts_ns = owner->err_ts; /* the refusal, not the later close */
+	/* A connect failure is dated at its refusal, not the later close: no
+	 * second clock read then. */
+	if (owner && owner->err_ts && kind == TAPIO_EV_NET_CONNECT_FAIL) {
+		e->hdr.ts_ns = owner->err_ts;
+		e->hdr.generation = cfg->generation;
+		e->hdr.kind = kind;
+		e->hdr.size = sizeof(*e);
+	} else {
+		tapio_hdr(&e->hdr, cfg, kind, sizeof(*e));
+	}
 	__builtin_memset(e->saddr, 0, sizeof(e->saddr));
 	__builtin_memset(e->daddr, 0, sizeof(e->daddr));
 	fill_addrs(e, sk, tp);
@@ -261,7 +410,10 @@ static __always_inline void take_flow_drops(struct sock *sk, struct conn_owner *
 {
 	struct flow_drops *fd;
 	struct flow_key k;
+	__u64 *seq = flow_seq();
 
+	if (seq && *seq == owner->flow_seq)
+		return;
 	sock_flow_key(&k, sk, bpf_skc_to_tcp_sock(sk));
 	fd = bpf_map_lookup_elem(&flow_drops, &k);
 	if (!fd)
@@ -325,7 +477,7 @@ int BPF_PROG(handle_net__inet_sock_set_state, struct sock *sk, int oldstate, int
 {
 	const struct tapio_config *cfg;
 	struct conn_owner *owner;
-	__u64 key = (__u64)sk;
+	__u64 *tag = NULL;
 
 	/* Cheapest filter first: only a connect's start and any close matter. */
 	if (newstate != TCP_SYN_SENT && newstate != TCP_CLOSE)
@@ -334,22 +486,37 @@ int BPF_PROG(handle_net__inet_sock_set_state, struct sock *sk, int oldstate, int
 		return 0;
 
 	if (newstate == TCP_SYN_SENT) {
-		struct conn_owner o = {};
-		__u64 id;
+		struct task_struct___own *task;
 
-		if (!(cfg = tapio_config_get(TAPIO_FLAG_NETWORK)))
+		if (!tapio_config_get(TAPIO_FLAG_NETWORK))
 			return 0;
-		id = bpf_get_current_pid_tgid();
-		o.pid = id >> 32;
-		o.tid = (__u32)id;
-		bpf_get_current_comm(o.comm, sizeof(o.comm));
-		o.cgroup_id = bpf_get_current_cgroup_id();
-		bpf_map_update_elem(&conn_owners, &key, &o, BPF_ANY);
+		owner = owner_claim(sk);
+		if (!owner)
+			return 0; /* a full set: its failure counts as owner missing */
+		/* Direct loads from the current task (what the pid_tgid, comm
+		 * and cgroup_id helpers read, without three helper calls;
+		 * comm is kept NUL-padded by the kernel, as the helper pads). */
+		task = (void *)bpf_get_current_task_btf();
+		owner->pid = task->tgid;
+		owner->tid = task->pid;
+		__builtin_memcpy(owner->comm, task->comm, sizeof(owner->comm));
+		owner->cgroup_id = task->cgroups->dfl_cgrp->kn->id;
+		owner->err = 0;
+		owner->err_ts = 0;
+		owner->drops = 0;
+		owner->drop_reason = 0;
+		{
+			__u64 *seq = flow_seq();
+
+			/* No seq map value (never): always look, as before. */
+			owner->flow_seq = seq ? *seq : ~0ULL;
+		}
+		owner->flags = 0;
 		return 0;
 	}
 
 	/* newstate == TCP_CLOSE: per-socket state is dropped whatever the config. */
-	owner = bpf_map_lookup_elem(&conn_owners, &key);
+	owner = owner_find(sk, &tag);
 	if (oldstate == TCP_SYN_SENT) {
 		__s32 err = sk->sk_err;
 
@@ -378,8 +545,10 @@ int BPF_PROG(handle_net__inet_sock_set_state, struct sock *sk, int oldstate, int
 				emit(sk, cfg, TAPIO_EV_NET_RTT, owner, 0, oldstate, &v, NULL);
 		}
 	}
+	/* Everything read from the slot is read: hand it back (a full
+	 * barrier, so no read above can see another socket's claim). */
 	if (owner)
-		bpf_map_delete_elem(&conn_owners, &key);
+		__sync_lock_test_and_set(tag, 0);
 	return 0;
 }
 
@@ -390,11 +559,10 @@ int BPF_PROG(handle_net__tcp_receive_reset, struct sock *sk)
 	struct conn_owner *owner;
 	const struct tapio_config *cfg;
 	struct tcp_sock *tp;
-	__u64 key = (__u64)sk;
 	__u8 state = sk->__sk_common.skc_state;
 
 	/* Softirq context: never take the current task here. */
-	owner = bpf_map_lookup_elem(&conn_owners, &key);
+	owner = owner_of(sk);
 	if (state == TCP_SYN_SENT) {
 		/* A reset answering our SYN: "refused by RST". */
 		if (owner)
@@ -447,13 +615,12 @@ int BPF_PROG(handle_net__inet_sk_error_report, struct sock *sk)
 	struct sock_exterr_skb *serr;
 	struct conn_owner *owner;
 	struct sk_buff *skb;
-	__u64 key = (__u64)sk;
 	__s32 err;
 	__u8 origin;
 
 	if (sk->__sk_common.skc_state != TCP_SYN_SENT)
 		return 0;
-	owner = bpf_map_lookup_elem(&conn_owners, &key);
+	owner = owner_of(sk);
 	if (!owner)
 		return 0;
 	err = sk->sk_err;
@@ -479,7 +646,6 @@ int BPF_PROG(handle_net__tcp_retransmit_skb, struct sock *sk, struct sk_buff *sk
 	struct conn_owner *owner;
 	struct rtt_verdict v = {};
 	struct net_extra x = {};
-	__u64 key = (__u64)sk;
 	__u8 state = sk->__sk_common.skc_state;
 	__u32 srtt;
 	int err = 0;
@@ -500,7 +666,7 @@ int BPF_PROG(handle_net__tcp_retransmit_skb, struct sock *sk, struct sk_buff *sk
 	/* Segments, as total_retrans counts them (tcp_skb_pcount). */
 	x.segs = BPF_CORE_READ((struct tcp_skb_cb *)&skb->cb, tcp_gso_segs);
 	/* Timer context: the owner map, not the current task, names the process. */
-	owner = bpf_map_lookup_elem(&conn_owners, &key);
+	owner = owner_of(sk);
 	/* A retransmit's srtt is an RTT sample too, of actively opened
 	 * connections only (the baseline is the connector's view). */
 	srtt = read_srtt_us(bpf_skc_to_tcp_sock(sk));
@@ -592,7 +758,6 @@ int handle_net__kfree_skb(__u64 *ctx)
 	struct flow_key k;
 	struct sock *sk;
 	__u32 reason;
-	__u64 key;
 
 	/* Before 5.17 the tracepoint has no reason (and no third argument):
 	 * nothing here can name a drop then. */
@@ -613,8 +778,7 @@ int handle_net__kfree_skb(__u64 *ctx)
 	if (sk) {
 		if (sk->__sk_common.skc_state != TCP_SYN_SENT)
 			return 0;
-		key = (__u64)sk;
-		owner = bpf_map_lookup_elem(&conn_owners, &key);
+		owner = owner_of(sk);
 		if (!owner)
 			return 0;
 		if (!owner->drops)
@@ -627,11 +791,18 @@ int handle_net__kfree_skb(__u64 *ctx)
 	fd = bpf_map_lookup_elem(&flow_drops, &k);
 	if (fd) {
 		__sync_fetch_and_add(&fd->drops, 1);
-		return 0;
+	} else {
+		n.drops = 1;
+		n.reason = reason;
+		bpf_map_update_elem(&flow_drops, &k, &n, BPF_NOEXIST);
 	}
-	n.drops = 1;
-	n.reason = reason;
-	bpf_map_update_elem(&flow_drops, &k, &n, BPF_NOEXIST);
+	/* After the change, so a close that sees the new value finds it. */
+	{
+		__u64 *seq = flow_seq();
+
+		if (seq)
+			__sync_fetch_and_add(seq, 1);
+	}
 	return 0;
 }
 
