@@ -399,7 +399,7 @@ pub struct Metrics {
     /// Occurrences waiting in a sink's queue; kept by `SinkHandle`.
     pub sink_queue_depth: Family<SinkLabel, Gauge>,
     pub sink_queue_capacity: Family<SinkLabel, Gauge>,
-    /// Entries in a BPF hash map, counted by the drain thread (see
+    /// Entries in a BPF hash map or socket table, counted by the drain thread (see
     /// `linux::drain::MAP_COUNT_EVERY_NS`).
     pub bpf_map_entries: Family<ObserverMap, Gauge>,
     pub bpf_map_capacity: Family<ObserverMap, Gauge>,
@@ -568,12 +568,12 @@ impl Metrics {
         );
         registry.register(
             "tapio_bpf_map_entries",
-            "Entries in a BPF hash map (counted every 30 s)",
+            "Entries in a BPF hash map or claimed slots of a socket table (counted every 30 s)",
             m.bpf_map_entries.clone(),
         );
         registry.register(
             "tapio_bpf_map_capacity",
-            "Most entries a BPF hash map holds (LRU maps evict beyond it)",
+            "Most entries a BPF hash map or socket table holds (LRU maps evict beyond it; a full table set leaves a connect without an owner)",
             m.bpf_map_capacity.clone(),
         );
         registry.register_collector(Box::new(ProcessCollector));
