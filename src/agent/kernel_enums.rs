@@ -260,17 +260,7 @@ mod tests {
         assert_eq!(names.name(7), Some("B"));
         assert_eq!(names.name(2), None);
         let failed = |drops, code| ConnectFailed {
-            conn: crate::wire::evidence::Conn {
-                pid: 1,
-                tid: 1,
-                comm: Default::default(),
-                saddr: "127.0.0.1".parse().unwrap(),
-                sport: 1,
-                daddr: "127.0.0.1".parse().unwrap(),
-                dport: 2,
-                netns: 0,
-                cgroup_id: 0,
-            },
+            conn: crate::wire::evidence::Conn::loopback(1, 2),
             errno: "ETIMEDOUT",
             drops,
             drop_reason_code: code,

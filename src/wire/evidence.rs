@@ -129,6 +129,26 @@ pub struct Conn {
     pub cgroup_id: u64,
 }
 
+#[cfg(test)]
+impl Conn {
+    /// A loopback IPv4 connect from `pid` (its only thread, comm empty,
+    /// netns 1, no cgroup) from port 40000 to `dport`: the fixture unit
+    /// tests start from and change what they check.
+    pub fn loopback(pid: u32, dport: u16) -> Conn {
+        Conn {
+            pid,
+            tid: pid,
+            comm: Comm::default(),
+            saddr: IpAddr::from([127, 0, 0, 1]),
+            sport: 40000,
+            daddr: IpAddr::from([127, 0, 0, 1]),
+            dport,
+            netns: 1,
+            cgroup_id: 0,
+        }
+    }
+}
+
 impl Conn {
     fn visit<'a>(&'a self, v: &mut Visit<'_, 'a>) {
         v("pid", self.pid.into());

@@ -407,15 +407,11 @@ mod tests {
         comm[..4].copy_from_slice(b"bash");
         Evidence::ConnectionRefused(Refused {
             conn: Conn {
-                pid: 4242,
                 tid: 4243,
                 comm: Comm(comm),
-                saddr: "127.0.0.1".parse().unwrap(),
                 sport: 50312,
-                daddr: "127.0.0.1".parse().unwrap(),
-                dport: 9,
                 netns: 4026531840,
-                cgroup_id: 0,
+                ..Conn::loopback(4242, 9)
             },
             count: 3,
             cause: "rst",

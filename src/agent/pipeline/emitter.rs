@@ -267,22 +267,12 @@ mod tests {
     }
 
     fn finding() -> Finding {
-        use crate::wire::evidence::{Comm, Conn, Evidence, Refused};
+        use crate::wire::evidence::{Conn, Evidence, Refused};
         Finding {
             severity: Severity::Warning,
             outcome: Outcome::Failure,
             evidence: Evidence::ConnectionRefused(Refused {
-                conn: Conn {
-                    pid: 1,
-                    tid: 1,
-                    comm: Comm::default(),
-                    saddr: "127.0.0.1".parse().unwrap(),
-                    sport: 40000,
-                    daddr: "127.0.0.1".parse().unwrap(),
-                    dport: 9,
-                    netns: 1,
-                    cgroup_id: 0,
-                },
+                conn: Conn::loopback(1, 9),
                 count: 1,
                 cause: "rst",
             }),

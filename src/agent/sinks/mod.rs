@@ -473,15 +473,9 @@ mod tests {
             crate::wire::Outcome::Failure,
             Evidence::ConnectionRefused(Refused {
                 conn: Conn {
-                    pid: 4242,
-                    tid: 4242,
                     comm: Comm(comm),
-                    saddr: "127.0.0.1".parse().unwrap(),
-                    sport: 40000,
-                    daddr: "127.0.0.1".parse().unwrap(),
-                    dport: n as u16,
                     netns: 4026531840,
-                    cgroup_id: 0,
+                    ..Conn::loopback(4242, n as u16)
                 },
                 count: n,
                 cause: "rst",

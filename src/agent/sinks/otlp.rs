@@ -620,15 +620,9 @@ mod tests {
     fn refused(pid: u32, tid: u32, name: &str, container: Option<Container>) -> Arc<Emitted> {
         let ev = Evidence::ConnectionRefused(Refused {
             conn: Conn {
-                pid,
                 tid,
                 comm: comm(name),
-                saddr: "127.0.0.1".parse().unwrap(),
-                sport: 40000,
-                daddr: "127.0.0.1".parse().unwrap(),
-                dport: 9,
-                netns: 1,
-                cgroup_id: 0,
+                ..Conn::loopback(pid, 9)
             },
             count: 1,
             cause: "rst",
