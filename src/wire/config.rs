@@ -481,51 +481,21 @@ macro_rules! row {
 
 /// Every knob, per observer in documentation order (`enabled` first).
 /// `enabled` reaches BPF as the observer's bit in `tapio_config.flags`.
+#[rustfmt::skip]
 pub static KNOBS: [Knob; 22] = [
     row!(Network, network.enabled, "enabled", KnobKind::Bool, ON, kernel: "flags"),
-    row!(
-        Network,
-        network.refused_min_count,
-        "refused_min_count",
-        KnobKind::Count { min: 1, max: 1000 },
-        KnobValue::Int(1),
-        user
-    ),
-    row!(
-        Network,
-        network.refused_window_ms,
-        "refused_window",
-        KnobKind::Duration {
-            min_ns: 10 * MS,
-            max_ns: 60 * S,
-            unit: Unit::Millis
-        },
-        KnobValue::Int(1000),
-        user
-    ),
-    row!(
-        Network,
-        network.retransmit_min_count,
-        "retransmit_min_count",
-        KnobKind::Count {
-            min: 1,
-            max: 10_000
-        },
-        KnobValue::Int(5),
-        user
-    ),
-    row!(
-        Network,
-        network.retransmit_window_ms,
-        "retransmit_window",
-        KnobKind::Duration {
-            min_ns: 10 * MS,
-            max_ns: 60 * S,
-            unit: Unit::Millis
-        },
-        KnobValue::Int(1000),
-        user
-    ),
+    row!(Network, network.refused_min_count, "refused_min_count",
+        KnobKind::Count { min: 1, max: 1000 }, KnobValue::Int(1),
+        user),
+    row!(Network, network.refused_window_ms, "refused_window",
+        KnobKind::Duration { min_ns: 10 * MS, max_ns: 60 * S, unit: Unit::Millis },
+        KnobValue::Int(1000), user),
+    row!(Network, network.retransmit_min_count, "retransmit_min_count",
+        KnobKind::Count { min: 1, max: 10_000 }, KnobValue::Int(5),
+        user),
+    row!(Network, network.retransmit_window_ms, "retransmit_window",
+        KnobKind::Duration { min_ns: 10 * MS, max_ns: 60 * S, unit: Unit::Millis },
+        KnobValue::Int(1000), user),
     row!(Network, network.rtt_spike_multiplier_permille, "rtt_spike_multiplier",
         KnobKind::Milli { min: 1_100, max: 100_000 }, KnobValue::Int(3000),
         kernel: "net_rtt_multiplier_permille"),
@@ -545,82 +515,27 @@ pub static KNOBS: [Knob; 22] = [
     row!(Storage, storage.slow_io_threshold_ns, "slow_io_threshold",
         KnobKind::Duration { min_ns: MS, max_ns: 60 * S, unit: Unit::Nanos },
         KnobValue::Int(100 * MS), kernel: "sto_slow_io_ns"),
-    row!(
-        Storage,
-        storage.io_latency_critical_ns,
-        "io_latency_critical",
-        KnobKind::Duration {
-            min_ns: MS,
-            max_ns: 600 * S,
-            unit: Unit::Nanos
-        },
-        KnobValue::Int(S),
-        user
-    ),
+    row!(Storage, storage.io_latency_critical_ns, "io_latency_critical",
+        KnobKind::Duration { min_ns: MS, max_ns: 600 * S, unit: Unit::Nanos },
+        KnobValue::Int(S), user),
     row!(Node, node.enabled, "enabled", KnobKind::Bool, ON, kernel: "flags"),
-    row!(
-        Node,
-        node.sample_period_ms,
-        "sample_period",
-        KnobKind::Duration {
-            min_ns: 100 * MS,
-            max_ns: 60 * S,
-            unit: Unit::Millis
-        },
-        KnobValue::Int(1000),
-        user
-    ),
-    row!(
-        Node,
-        node.cpu_stall_permille,
-        "cpu_stall_ratio",
-        RATIO,
-        KnobValue::Int(500),
-        user
-    ),
-    row!(
-        Node,
-        node.ipc_drop_permille,
-        "ipc_drop_ratio",
-        RATIO,
-        KnobValue::Int(500),
-        user
-    ),
-    row!(
-        Node,
-        node.memory_pressure_mpki_milli,
-        "memory_pressure_mpki",
-        KnobKind::Milli {
-            min: 1,
-            max: 1_000_000
-        },
-        KnobValue::Int(20_000),
-        user
-    ),
-    row!(
-        Node,
-        node.psi_memory_permille,
-        "psi_memory_ratio",
-        RATIO,
-        KnobValue::Int(100),
-        user
-    ),
-    row!(
-        Node,
-        node.psi_cpu_permille,
-        "psi_cpu_ratio",
-        RATIO,
-        KnobValue::Int(950),
-        user
-    ),
-    row!(
-        Node,
-        node.min_baseline_samples,
-        "min_baseline_samples",
-        KnobKind::Count { min: 1, max: 1000 },
-        KnobValue::Int(8),
-        user
-    ),
+    row!(Node, node.sample_period_ms, "sample_period",
+        KnobKind::Duration { min_ns: 100 * MS, max_ns: 60 * S, unit: Unit::Millis },
+        KnobValue::Int(1000), user),
+    row!(Node, node.cpu_stall_permille, "cpu_stall_ratio", RATIO, KnobValue::Int(500),
+        user),
+    row!(Node, node.ipc_drop_permille, "ipc_drop_ratio", RATIO, KnobValue::Int(500),
+        user),
+    row!(Node, node.memory_pressure_mpki_milli, "memory_pressure_mpki",
+        KnobKind::Milli { min: 1, max: 1_000_000 }, KnobValue::Int(20_000),
+        user),
+    row!(Node, node.psi_memory_permille, "psi_memory_ratio", RATIO, KnobValue::Int(100),
+        user),
+    row!(Node, node.psi_cpu_permille, "psi_cpu_ratio", RATIO, KnobValue::Int(950),
+        user),
+    row!(Node, node.min_baseline_samples, "min_baseline_samples",
+        KnobKind::Count { min: 1, max: 1000 }, KnobValue::Int(8),
+        user),
 ];
 
 /// `sha256:<hex>` over the canonical JSON bytes of a [`CompiledConfig`].
