@@ -43,6 +43,7 @@ fn kinds_of(observer: Observer) -> &'static [u16] {
             abi::EV_NET_CONNECT_FAIL,
             abi::EV_NET_RETRANSMIT,
             abi::EV_NET_RTT,
+            abi::EV_NET_RESET,
         ],
         Observer::Container => &[abi::EV_CTR_OOM, abi::EV_CTR_EXIT],
         Observer::Storage => &[abi::EV_STO_IO],

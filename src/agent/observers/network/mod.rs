@@ -269,11 +269,13 @@ impl NetworkClassifier {
             }
         }
         h.times.push_back((f.mono_ns, segs));
-        let n: u32 = h.times.iter().map(|(_, n)| *n).sum();
+        // Saturating: `segs` is the kernel's per-skb segment count, and a
+        // window of them must never wrap (found by fuzz/decode).
+        let n = h.times.iter().fold(0u32, |a, (_, n)| a.saturating_add(*n));
         if n >= min {
             h.times.clear();
             h.spike = Some(Spike {
-                end_ns: f.mono_ns + window,
+                end_ns: f.mono_ns.saturating_add(window),
                 window_ms,
                 pending: 0,
                 first: None,
@@ -303,7 +305,7 @@ impl NetworkClassifier {
             self.rtt.insert(
                 key,
                 RttCooldown {
-                    quiet_until: f.mono_ns + RTT_COOLDOWN_NS,
+                    quiet_until: f.mono_ns.saturating_add(RTT_COOLDOWN_NS),
                 },
             );
         }
@@ -989,6 +991,22 @@ mod tests {
         c.on_fact(&with_segs(4, 0), &mut out); // never less than one
         c.flush(&mut out);
         assert_eq!(retransmits(&out), vec![7, 5]);
+    }
+
+    /// Segment counts near u32::MAX saturate instead of wrapping (or
+    /// panicking in a debug build): found by fuzz/decode.
+    #[test]
+    fn huge_segment_counts_saturate() {
+        let mut c = NetworkClassifier::new(&CompiledConfig::default());
+        let mut out = Vec::new();
+        for (t, segs) in [(0, 3), (1, u32::MAX - 1)] {
+            let Fact::Net(mut f) = retrans(t) else {
+                unreachable!()
+            };
+            f.segs = segs;
+            c.on_fact(&Fact::Net(f), &mut out);
+        }
+        assert_eq!(retransmits(&out), vec![u64::from(u32::MAX)]);
     }
 
     /// An RTT record as the kernel sends it: judged a spike against
