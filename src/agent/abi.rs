@@ -94,11 +94,11 @@ impl<'a> From<&'a mut [u32; MAX_IGNORE_EXIT_CODES]> for Member<'a> {
     }
 }
 
-/// The members the knob table's `abi` column may name. Each name is the
-/// member itself (`stringify!` of a field access the compiler checks
-/// against the generated struct), so a renamed or removed member fails to
-/// build and a knob naming a member not listed here fails
-/// `every_knob_names_a_member`.
+/// The members the knob table's `abi` column may name, as build.rs found
+/// them in the header. Each name is the member itself (`stringify!` of a
+/// field access the compiler checks against the generated struct), so a
+/// member of a type [`Member`] does not know fails to build, and a knob
+/// naming something else fails `every_knob_names_a_member`.
 macro_rules! knob_members {
     ($($member:ident),* $(,)?) => {
         impl TapioConfig {
@@ -112,16 +112,9 @@ macro_rules! knob_members {
     };
 }
 
-knob_members!(
-    flags,
-    net_rtt_multiplier_permille,
-    net_rtt_min_baseline_samples,
-    net_rtt_abs_us,
-    ctr_exit_scope,
-    ctr_ignore_exit_codes,
-    sto_slow_io_ns,
-);
-
+// Every member but the struct's header and the ignore list's count, as
+// build.rs read them from the header (`knob_members!(flags, …);`).
+include!(concat!(env!("OUT_DIR"), "/tapio_config_members.rs"));
 impl TapioConfig {
     /// The carrier for `cfg` judged as `generation`: every knob table row's
     /// value lands in the member its `abi` column names. Observers whose
