@@ -56,18 +56,18 @@ container events        262144
 container oom_victims   1024
 container signal_senders 4096
 container tapio_config  1
-container tapio_stats   8
+container tapio_stats   9
 network   events        1048576
 network   conn_owners   1024
 network   flow_drop_seq 1
 network   rtt_baselines 4096
 network   flow_drops    4096
 network   tapio_config  1
-network   tapio_stats   8
+network   tapio_stats   9
 storage   events        524288
 storage   inflight      8192
 storage   tapio_config  1
-storage   tapio_stats   8
+storage   tapio_stats   9
 "
 # Why these sizes:
 # - network events 1 MiB: a refused-connect storm at the maximal loopback
@@ -91,7 +91,7 @@ storage   tapio_stats   8
 # - flow_drops 4096: connects whose SYNs or answers this kernel dropped,
 #   until the connect resolves; LRU.
 # - tapio_config 1: one config record per observer, written by the agent.
-# - tapio_stats 8: one counter slot per STAT_* index (agent/abi.rs
+# - tapio_stats 9: one counter slot per STAT_* index (agent/abi.rs
 #   STAT_MAX), per CPU.
 
 # ------------------------------------------------------------- 1. lints

@@ -73,7 +73,11 @@ _Static_assert(sizeof(struct tapio_config) == 104, "tapio_config size");
  * already closed (an orphan): the application sees nothing (reason
  * reset_after_close) */
 #define TAPIO_STAT_RESET_ORPHAN   7
-#define TAPIO_STAT_MAX            8
+/* net: a connect found its owner set full (16 sockets already connecting
+ * in the same set): it runs without an owner, so its failure carries no
+ * pid and its end gives no RTT sample */
+#define TAPIO_STAT_OWNER_FULL     8
+#define TAPIO_STAT_MAX            9
 
 /* Event kinds (tapio_event_hdr.kind). */
 #define TAPIO_EV_NET_CONNECT_FAIL 1

@@ -64,6 +64,11 @@ pub fn stat_reason(observer: Observer, idx: usize) -> Option<&'static str> {
         (Observer::Storage, STAT_CORR_DUP) => Some("ambiguous_inflight_io"),
         (Observer::Storage, STAT_CORR_MISSING) => Some("completion_without_issue"),
         (Observer::Network, STAT_RESET_ORPHAN) => Some("reset_after_close"),
+        // A failed connect reported without its process (begun before the
+        // observer was live, or its owner set was full).
+        (Observer::Network, STAT_OWNER_MISSING) => Some("owner_missing"),
+        // A connect that could not record its owner at all.
+        (Observer::Network, STAT_OWNER_FULL) => Some("owner_table_full"),
         _ => None,
     }
 }
@@ -215,6 +220,14 @@ mod tests {
         assert_eq!(
             stat_reason(Observer::Network, STAT_RESET_ORPHAN),
             Some("reset_after_close")
+        );
+        assert_eq!(
+            stat_reason(Observer::Network, STAT_OWNER_MISSING),
+            Some("owner_missing")
+        );
+        assert_eq!(
+            stat_reason(Observer::Network, STAT_OWNER_FULL),
+            Some("owner_table_full")
         );
         // Inbound resets are their own metric, not a drop.
         assert_eq!(stat_reason(Observer::Network, STAT_RESET_INBOUND), None);

@@ -229,23 +229,33 @@ struct {
  * calls, which is most of the per-run budget. inet_sock/tcp_sock fields
  * need the checked cast bpf_skc_to_tcp_sock (NULL for non-TCP sockets).
  */
-static __always_inline void fill_addrs(struct tapio_net_event *e, struct sock *sk,
-				       struct tcp_sock *tp)
+/*
+ * @sk's local and remote addresses into 16-byte fields the caller zeroed
+ * (IPv4 in the first 4 bytes); returns the family.
+ */
+static __always_inline __u16 sock_addrs(struct sock *sk, __u8 *saddr, __u8 *daddr)
 {
 	__u16 family = sk->__sk_common.skc_family;
-	__u16 sport = sk->__sk_common.skc_num;
 
-	e->family = family;
 	if (family == AF_INET) {
 		__u32 s = sk->__sk_common.skc_rcv_saddr;
 		__u32 d = sk->__sk_common.skc_daddr;
 
-		__builtin_memcpy(e->saddr, &s, 4);
-		__builtin_memcpy(e->daddr, &d, 4);
+		__builtin_memcpy(saddr, &s, 4);
+		__builtin_memcpy(daddr, &d, 4);
 	} else {
-		__builtin_memcpy(e->saddr, &sk->__sk_common.skc_v6_rcv_saddr, 16);
-		__builtin_memcpy(e->daddr, &sk->__sk_common.skc_v6_daddr, 16);
+		__builtin_memcpy(saddr, &sk->__sk_common.skc_v6_rcv_saddr, 16);
+		__builtin_memcpy(daddr, &sk->__sk_common.skc_v6_daddr, 16);
 	}
+	return family;
+}
+
+static __always_inline void fill_addrs(struct tapio_net_event *e, struct sock *sk,
+				       struct tcp_sock *tp)
+{
+	__u16 sport = sk->__sk_common.skc_num;
+
+	e->family = sock_addrs(sk, e->saddr, e->daddr);
 	/* skc_num is already released on a failed connect's close. */
 	if (!sport && tp)
 		sport = bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport);
@@ -385,20 +395,8 @@ static __always_inline void emit(struct sock *sk, const struct tapio_config *cfg
 /* The connector's 4-tuple of @sk, as flow_drops keys it. */
 static __always_inline void sock_flow_key(struct flow_key *k, struct sock *sk, struct tcp_sock *tp)
 {
-	__u16 family = sk->__sk_common.skc_family;
-
 	__builtin_memset(k, 0, sizeof(*k));
-	k->family = family;
-	if (family == AF_INET) {
-		__u32 s = sk->__sk_common.skc_rcv_saddr;
-		__u32 d = sk->__sk_common.skc_daddr;
-
-		__builtin_memcpy(k->saddr, &s, 4);
-		__builtin_memcpy(k->daddr, &d, 4);
-	} else {
-		__builtin_memcpy(k->saddr, &sk->__sk_common.skc_v6_rcv_saddr, 16);
-		__builtin_memcpy(k->daddr, &sk->__sk_common.skc_v6_daddr, 16);
-	}
+	k->family = sock_addrs(sk, k->saddr, k->daddr);
 	k->sport = tp ? bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport) : 0;
 	k->dport = bpf_ntohs(sk->__sk_common.skc_dport);
 	/* Nothing was acknowledged in SYN_SENT: snd_una is still the ISN. */
@@ -491,8 +489,11 @@ int BPF_PROG(handle_net__inet_sock_set_state, struct sock *sk, int oldstate, int
 		if (!tapio_config_get(TAPIO_FLAG_NETWORK))
 			return 0;
 		owner = owner_claim(sk);
-		if (!owner)
-			return 0; /* a full set: its failure counts as owner missing */
+		if (!owner) {
+			/* A full set; its failure also counts as owner missing. */
+			tapio_stat_inc(TAPIO_STAT_OWNER_FULL);
+			return 0;
+		}
 		/* Direct loads from the current task (what the pid_tgid, comm
 		 * and cgroup_id helpers read, without three helper calls;
 		 * comm is kept NUL-padded by the kernel, as the helper pads). */
