@@ -10,11 +10,6 @@
 
 #include "tapio_abi.h"
 
-/* Wake the drain thread only once this much is queued; otherwise it picks
- * records up on its next tick. Keeps a storm from costing a wake-up per
- * record (DESIGN.md, performance by design). */
-#define TAPIO_WAKEUP_BYTES (64 * 1024)
-
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -64,11 +59,31 @@ static __always_inline const struct tapio_config *tapio_config_get(__u32 flag)
 	return (c->flags & flag) ? c : NULL;
 }
 
-static __always_inline __u64 tapio_rb_flags(void *rb)
+/*
+ * Submit flags for a record of @size bytes just reserved in a ring of
+ * @ring_bytes (a power of two). The drain thread is woken once per quarter
+ * ring queued; otherwise it picks records up on its next tick, so a storm
+ * costs a wake-up per ~2,000 records, not per record (DESIGN.md,
+ * performance by design), and three quarters of the ring stay free for
+ * the burst that comes before the woken drain runs.
+ *
+ * Only the record that takes the queued bytes across a multiple of the
+ * mark wakes it. Forcing a wake-up for every record while the queue stays
+ * over the mark (until the woken drain gets to it) cost a refused storm
+ * ~125 ns per refusal in self-interrupts (BENCHMARKS.md). The ring's poll
+ * is level-triggered, so one wake-up per crossing is enough: a drain busy
+ * when it comes finds the data on its next wait. Two CPUs reserving at
+ * once can step over a window together; the next multiple wakes it, and
+ * the drain's tick bounds the wait whatever happens.
+ */
+static __always_inline __u64 tapio_rb_flags(void *rb, __u32 size, __u32 ring_bytes)
 {
-	return bpf_ringbuf_query(rb, BPF_RB_AVAIL_DATA) >= TAPIO_WAKEUP_BYTES ?
-		       BPF_RB_FORCE_WAKEUP :
-		       BPF_RB_NO_WAKEUP;
+	/* What the record occupies: its header plus the payload, 8-aligned. */
+	__u64 len = (size + BPF_RINGBUF_HDR_SZ + 7) & ~7ULL;
+	__u64 mark = ring_bytes / 4;
+	__u64 avail = bpf_ringbuf_query(rb, BPF_RB_AVAIL_DATA);
+
+	return avail >= mark && (avail & (mark - 1)) < len ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 }
 
 static __always_inline void tapio_hdr(struct tapio_event_hdr *h, const struct tapio_config *cfg,

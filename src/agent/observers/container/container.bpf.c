@@ -45,9 +45,12 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* Ancestors searched for the effective memory limit. */
 #define MEMCG_MAX_DEPTH 16
 
+/* The ring's size; the wake-up mark is a quarter of it (tapio_rb_flags). */
+#define EVENTS_BYTES (256 * 1024)
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 256 * 1024);
+	__uint(max_entries, EVENTS_BYTES);
 } events SEC(".maps");
 
 /* tgid -> mark_victim time. An entry lives from the OOM kill to the
@@ -223,7 +226,7 @@ int handle_ctr__mark_victim(__u64 *ctx)
 		}
 		fill_memcg(e, task);
 	}
-	bpf_ringbuf_submit(e, tapio_rb_flags(&events));
+	bpf_ringbuf_submit(e, tapio_rb_flags(&events, sizeof(*e), EVENTS_BYTES));
 	return 0;
 }
 
@@ -343,7 +346,7 @@ int handle_ctr__sched_process_exit(__u64 *ctx)
 		if (m)
 			e->memcg_id = BPF_CORE_READ(m, css.cgroup, kn, id);
 	}
-	bpf_ringbuf_submit(e, tapio_rb_flags(&events));
+	bpf_ringbuf_submit(e, tapio_rb_flags(&events, sizeof(*e), EVENTS_BYTES));
 	return 0;
 }
 

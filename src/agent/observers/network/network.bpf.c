@@ -51,9 +51,12 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define EINVAL 22
 #define EHOSTUNREACH 113
 
+/* The ring's size; the wake-up mark is a quarter of it (tapio_rb_flags). */
+#define EVENTS_BYTES (1 << 20)
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 20);
+	__uint(max_entries, EVENTS_BYTES);
 } events SEC(".maps");
 
 /*
@@ -390,7 +393,7 @@ static __always_inline void emit(struct sock *sk, const struct tapio_config *cfg
 		e->drops = 0;
 		e->drop_reason = 0;
 	}
-	bpf_ringbuf_submit(e, tapio_rb_flags(&events));
+	bpf_ringbuf_submit(e, tapio_rb_flags(&events, sizeof(*e), EVENTS_BYTES));
 }
 /* The connector's 4-tuple of @sk, as flow_drops keys it. */
 static __always_inline void sock_flow_key(struct flow_key *k, struct sock *sk, struct tcp_sock *tp)

@@ -73,9 +73,12 @@ static __always_inline struct request *rq_fields(const void *rq)
 #define INFLIGHT_REQUEUED  (1U << 0)
 #define INFLIGHT_AMBIGUOUS (1U << 1)
 
+/* The ring's size; the wake-up mark is a quarter of it (tapio_rb_flags). */
+#define EVENTS_BYTES (512 * 1024)
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 512 * 1024);
+	__uint(max_entries, EVENTS_BYTES);
 } events SEC(".maps");
 
 struct inflight {
@@ -283,6 +286,6 @@ int BPF_PROG(handle_sto__block_rq_complete, struct request *arg, blk_status_t er
 	e->status = status;
 	e->requeues = requeues;
 	e->flags = flags;
-	bpf_ringbuf_submit(e, tapio_rb_flags(&events));
+	bpf_ringbuf_submit(e, tapio_rb_flags(&events, sizeof(*e), EVENTS_BYTES));
 	return 0;
 }
