@@ -33,10 +33,105 @@ fn u32_at(b: &[u8], off: usize) -> Option<u32> {
     Some(u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
 }
 
-fn str_at(strings: &[u8], off: u32) -> Option<&str> {
-    let s = strings.get(off as usize..)?;
-    let end = s.iter().position(|c| *c == 0)?;
-    std::str::from_utf8(&s[..end]).ok()
+/// Exact positioned reads of a BTF blob: the kernel's file itself, or
+/// bytes in memory (tests). Positioned, so the reader walks the type
+/// section through a small window and looks names up where they lie,
+/// instead of holding the whole blob (vmlinux BTF is ≈ 6 MiB: read whole,
+/// it was most of the agent's peak RSS at start).
+pub trait ReadAt {
+    /// Fills `buf` from `off`; `None` when that range cannot be read.
+    fn read_exact_at(&self, off: u64, buf: &mut [u8]) -> Option<()>;
+}
+
+impl ReadAt for [u8] {
+    fn read_exact_at(&self, off: u64, buf: &mut [u8]) -> Option<()> {
+        let start = usize::try_from(off).ok()?;
+        buf.copy_from_slice(self.get(start..start.checked_add(buf.len())?)?);
+        Some(())
+    }
+}
+
+impl ReadAt for std::fs::File {
+    fn read_exact_at(&self, off: u64, buf: &mut [u8]) -> Option<()> {
+        std::os::unix::fs::FileExt::read_exact_at(self, buf, off).ok()
+    }
+}
+
+/// How much of the type section is read at a time.
+const WINDOW: usize = 64 << 10;
+/// Longest name read from the string section (the kernel's own symbol
+/// limit, KSYM_NAME_LEN, is 512).
+const MAX_NAME: usize = 1024;
+
+/// A section of the blob read through one reused window.
+struct Section<'a, R: ?Sized> {
+    src: &'a R,
+    /// Where the section starts in the blob, and its length.
+    base: u64,
+    len: usize,
+    buf: Vec<u8>,
+    /// Section offset of `buf[0]`.
+    at: usize,
+}
+
+impl<'a, R: ReadAt + ?Sized> Section<'a, R> {
+    fn new(src: &'a R, base: u64, len: usize) -> Self {
+        Section {
+            src,
+            base,
+            len,
+            buf: Vec::new(),
+            at: 0,
+        }
+    }
+
+    /// `n` bytes at section offset `off`, refilling the window when they
+    /// are not in it; `None` past the section's end.
+    fn get(&mut self, off: usize, n: usize) -> Option<&[u8]> {
+        let end = off.checked_add(n)?;
+        if end > self.len {
+            return None;
+        }
+        if off < self.at || end > self.at + self.buf.len() {
+            let take = n.max(WINDOW).min(self.len - off);
+            self.buf.resize(take, 0);
+            self.src
+                .read_exact_at(self.base + off as u64, &mut self.buf)?;
+            self.at = off;
+        }
+        self.buf.get(off - self.at..end - self.at)
+    }
+}
+
+/// The NUL-terminated string at `off` of the string section, if it is
+/// UTF-8 and at most [`MAX_NAME`] bytes.
+fn str_at<R: ReadAt + ?Sized>(strings: &Section<'_, R>, off: u32) -> Option<String> {
+    let off = off as usize;
+    let n = MAX_NAME.min(strings.len.checked_sub(off)?);
+    let mut b = vec![0u8; n];
+    strings
+        .src
+        .read_exact_at(strings.base + off as u64, &mut b)?;
+    let end = b.iter().position(|c| *c == 0)?;
+    b.truncate(end);
+    String::from_utf8(b).ok()
+}
+
+/// Whether the string at `off` of the string section is `name`.
+fn str_is<R: ReadAt + ?Sized>(strings: &Section<'_, R>, off: u32, name: &str) -> bool {
+    let Some(n) = (off as usize).checked_add(name.len() + 1) else {
+        return false;
+    };
+    if n > strings.len {
+        return false;
+    }
+    let mut b = vec![0u8; name.len() + 1];
+    strings
+        .src
+        .read_exact_at(strings.base + u64::from(off), &mut b)
+        .is_some()
+        && b[..name.len()] == *name.as_bytes()
+        && b[name.len()] == 0
 }
 
 /// Bytes that follow a `struct btf_type` of `kind` with `vlen` members
@@ -59,40 +154,53 @@ fn extra_len(kind: u32, vlen: usize) -> Option<usize> {
 }
 
 /// `(value, name)` of every member of the enum called `name` in a BTF
-/// blob, or `None` when the blob is malformed or has no such enum.
-pub fn enum_members(btf: &[u8], name: &str) -> Option<Vec<(u64, String)>> {
-    if btf.len() < 24 || u16::from_ne_bytes([btf[0], btf[1]]) != BTF_MAGIC {
+/// blob of `len` bytes, or `None` when the blob is malformed or has no
+/// such enum.
+pub fn enum_members<R: ReadAt + ?Sized>(
+    btf: &R,
+    len: u64,
+    name: &str,
+) -> Option<Vec<(u64, String)>> {
+    let mut hdr = [0u8; 24];
+    btf.read_exact_at(0, &mut hdr)?;
+    if u16::from_ne_bytes([hdr[0], hdr[1]]) != BTF_MAGIC {
         return None;
     }
-    let hdr_len = u32_at(btf, 4)? as usize;
-    let (type_off, type_len) = (u32_at(btf, 8)? as usize, u32_at(btf, 12)? as usize);
-    let (str_off, str_len) = (u32_at(btf, 16)? as usize, u32_at(btf, 20)? as usize);
-    let types = btf.get(hdr_len + type_off..hdr_len + type_off + type_len)?;
-    let strings = btf.get(hdr_len + str_off..hdr_len + str_off + str_len)?;
+    let hdr_len = u64::from(u32_at(&hdr, 4)?);
+    let section = |off: usize, size: usize| -> Option<(u64, usize)> {
+        let (off, size) = (u64::from(u32_at(&hdr, off)?), u32_at(&hdr, size)?);
+        let base = hdr_len.checked_add(off)?;
+        (base.checked_add(u64::from(size))? <= len).then_some((base, size as usize))
+    };
+    let (type_base, type_len) = section(8, 12)?;
+    let (str_base, str_len) = section(16, 20)?;
+    let mut types = Section::new(btf, type_base, type_len);
+    let strings = Section::new(btf, str_base, str_len);
     let mut off = 0usize;
-    while off + 12 <= types.len() {
-        let name_off = u32_at(types, off)?;
-        let info = u32_at(types, off + 4)?;
+    while off + 12 <= type_len {
+        let t = types.get(off, 12)?;
+        let (name_off, info) = (u32_at(t, 0)?, u32_at(t, 4)?);
         let kind = (info >> 24) & 0x1f;
         let vlen = (info & 0xffff) as usize;
         let body = off + 12;
-        let next = body.checked_add(extra_len(kind, vlen)?)?;
-        if next > types.len() {
+        let extra = extra_len(kind, vlen)?;
+        let next = body.checked_add(extra)?;
+        if next > type_len {
             return None;
         }
-        if (kind == KIND_ENUM || kind == KIND_ENUM64) && str_at(strings, name_off) == Some(name) {
+        if (kind == KIND_ENUM || kind == KIND_ENUM64) && str_is(&strings, name_off, name) {
             let step = if kind == KIND_ENUM { 8 } else { 12 };
+            let members = types.get(body, extra)?.to_vec();
             let mut out = Vec::with_capacity(vlen);
-            for i in 0..vlen {
-                let m = body + i * step;
-                let member = str_at(strings, u32_at(types, m)?)?;
-                let lo = u64::from(u32_at(types, m + 4)?);
+            for m in members.chunks_exact(step) {
+                let member = str_at(&strings, u32_at(m, 0)?)?;
+                let lo = u64::from(u32_at(m, 4)?);
                 let value = if kind == KIND_ENUM {
                     lo
                 } else {
-                    lo | u64::from(u32_at(types, m + 8)?) << 32
+                    lo | u64::from(u32_at(m, 8)?) << 32
                 };
-                out.push((value, member.to_string()));
+                out.push((value, member));
             }
             return Some(out);
         }
@@ -112,20 +220,17 @@ impl DropReasonNames {
     /// Reads the names from `btf_path` (normally [`VMLINUX_BTF`]); empty
     /// (names nothing) when it cannot.
     pub fn load(btf_path: &Path) -> Self {
-        let Ok(meta) = std::fs::metadata(btf_path) else {
+        let Ok(file) = std::fs::File::open(btf_path) else {
             return Self::default();
         };
-        if meta.len() > MAX_BTF_BYTES {
-            return Self::default();
-        }
-        match std::fs::read(btf_path) {
-            Ok(b) => Self::from_btf(&b),
-            Err(_) => Self::default(),
+        match file.metadata() {
+            Ok(meta) if meta.len() <= MAX_BTF_BYTES => Self::from_btf(&file, meta.len()),
+            _ => Self::default(),
         }
     }
 
-    pub fn from_btf(btf: &[u8]) -> Self {
-        let by_value = enum_members(btf, "skb_drop_reason")
+    pub fn from_btf<R: ReadAt + ?Sized>(btf: &R, len: u64) -> Self {
+        let by_value = enum_members(btf, len, "skb_drop_reason")
             .unwrap_or_default()
             .into_iter()
             .filter_map(|(v, n)| {
@@ -162,6 +267,12 @@ mod tests {
     /// <e> { SKB_DROP_REASON_A = 1, SKB_DROP_REASON_B = 7 }` and an ENUM64
     /// `big { C = 1 << 40 }`.
     fn blob_named(e: &str) -> Vec<u8> {
+        blob_padded(e, 0)
+    }
+
+    /// [`blob_named`] with `pad` more INTs before the enum, so the type
+    /// section can span several reader windows.
+    fn blob_padded(e: &str, pad: usize) -> Vec<u8> {
         let strings = format!("\0int\0s\0m\0{e}\0SKB_DROP_REASON_A\0SKB_DROP_REASON_B\0big\0C\0");
         let strings = strings.as_bytes();
         let off = |s: &str| {
@@ -180,6 +291,9 @@ mod tests {
         };
         put(&[off("int"), 1 << 24, 4, 0x20]); // INT + 4
         put(&[off("s"), 4 << 24 | 1, 4, off("m"), 1, 0]); // STRUCT, 1 member
+        for _ in 0..pad {
+            put(&[off("int"), 1 << 24, 4, 0x20]);
+        }
         put(&[off(e), 6 << 24 | 2, 4]);
         put(&[off("SKB_DROP_REASON_A"), 1, off("SKB_DROP_REASON_B"), 7]);
         put(&[off("big"), 19 << 24 | 1, 8, off("C"), 0, 1 << 8]);
@@ -204,19 +318,23 @@ mod tests {
         blob_named("e")
     }
 
+    fn members(b: &[u8], name: &str) -> Option<Vec<(u64, String)>> {
+        enum_members(b, b.len() as u64, name)
+    }
+
     #[test]
     fn reads_enum_and_enum64_members() {
         let b = blob();
         assert_eq!(
-            enum_members(&b, "e"),
+            members(&b, "e"),
             Some(vec![
                 (1, "SKB_DROP_REASON_A".to_string()),
                 (7, "SKB_DROP_REASON_B".to_string())
             ])
         );
-        assert_eq!(enum_members(&b, "big"), Some(vec![(1 << 40, "C".into())]));
-        assert_eq!(enum_members(&b, "nope"), None);
-        assert_eq!(enum_members(&b, "s"), None, "a struct is not an enum");
+        assert_eq!(members(&b, "big"), Some(vec![(1 << 40, "C".into())]));
+        assert_eq!(members(&b, "nope"), None);
+        assert_eq!(members(&b, "s"), None, "a struct is not an enum");
     }
 
     #[test]
@@ -224,16 +342,16 @@ mod tests {
         let b = blob();
         for len in 0..b.len() {
             // A cut blob either still holds the enum or yields nothing.
-            let got = enum_members(&b[..len], "e");
+            let got = members(&b[..len], "e");
             assert!(got.is_none() || got.unwrap().len() == 2, "len {len}");
         }
         let mut bad = b.clone();
         bad[0] ^= 0xff;
-        assert_eq!(enum_members(&bad, "e"), None, "wrong magic");
+        assert_eq!(members(&bad, "e"), None, "wrong magic");
         let mut unknown_kind = b.clone();
         // The INT's info word becomes kind 31.
         unknown_kind[24 + 4..24 + 8].copy_from_slice(&(31u32 << 24).to_ne_bytes());
-        assert_eq!(enum_members(&unknown_kind, "e"), None);
+        assert_eq!(members(&unknown_kind, "e"), None);
         // Deterministic garbage of every length.
         let mut x: u64 = 0x2545f4914f6cdd1d;
         for len in 0..512 {
@@ -248,14 +366,14 @@ mod tests {
             if g.len() >= 2 {
                 g[..2].copy_from_slice(&BTF_MAGIC.to_ne_bytes());
             }
-            let _ = enum_members(&g, "skb_drop_reason");
+            let _ = members(&g, "skb_drop_reason");
         }
     }
 
     #[test]
     fn drop_reason_names_strip_the_prefix_and_enrich() {
         let mut b = blob_named("skb_drop_reason");
-        let names = DropReasonNames::from_btf(&b);
+        let names = DropReasonNames::from_btf(&b[..], b.len() as u64);
         assert_eq!(names.name(1), Some("A"));
         assert_eq!(names.name(7), Some("B"));
         assert_eq!(names.name(2), None);
@@ -277,7 +395,36 @@ mod tests {
         names.enrich(&mut none);
         assert_eq!(none.drop_reason, None);
         b.truncate(10);
-        assert!(DropReasonNames::from_btf(&b).is_empty());
+        assert!(DropReasonNames::from_btf(&b[..], b.len() as u64).is_empty());
+    }
+
+    /// A type section larger than the reader's window is walked across
+    /// refills, from memory and from a file alike, and a blob whose stated
+    /// sections run past its length is refused.
+    #[test]
+    fn reads_across_windows_from_a_file() {
+        let pad = 3 * WINDOW / 16;
+        let b = blob_padded("skb_drop_reason", pad);
+        assert!(b.len() > 3 * WINDOW);
+        let want = Some(vec![
+            (1, "SKB_DROP_REASON_A".to_string()),
+            (7, "SKB_DROP_REASON_B".to_string()),
+        ]);
+        assert_eq!(members(&b, "skb_drop_reason"), want);
+        let dir = std::env::temp_dir().join(format!("tapio-btf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("vmlinux");
+        std::fs::write(&path, &b).unwrap();
+        let names = DropReasonNames::load(&path);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(names.name(1), Some("A"));
+        assert_eq!(names.name(7), Some("B"));
+        assert_eq!(enum_members(&b[..], b.len() as u64 + 1, "x"), None);
+        assert_eq!(
+            enum_members(&b[..b.len() - 1], b.len() as u64, "skb_drop_reason"),
+            None,
+            "a blob shorter than it says"
+        );
     }
 
     /// The running kernel's own table (KERNEL-FACTS: NETFILTER_DROP is 12,

@@ -52,7 +52,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define EHOSTUNREACH 113
 
 /* The ring's size; the wake-up mark is a quarter of it (tapio_rb_flags). */
-#define EVENTS_BYTES (1 << 20)
+#define EVENTS_BYTES (512 * 1024)
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
