@@ -40,20 +40,45 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::anomaly::observer_list;
 use super::Observer;
 
 /// Most exit codes `ignore_exit_codes` can hold (the ABI array length).
 pub const MAX_IGNORE_EXIT_CODES: usize = 16;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CompiledConfig {
-    /// `metadata.name` of the profile this came from.
-    pub profile: String,
-    pub network: NetworkConfig,
-    pub container: ContainerConfig,
-    pub storage: StorageConfig,
-    pub node: NodeConfig,
+/// The struct, one section per observer in the list's order (which is
+/// the JSON's), and the generic lookups by [`Observer`], expanded from
+/// the one observer list (`wire::anomaly`): a new observer gets its
+/// section and its `enabled` without a line here.
+macro_rules! compiled_config {
+    ($($variant:ident $name:ident $section:ident $feed:ident,)*) => {
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        pub struct CompiledConfig {
+            /// `metadata.name` of the profile this came from.
+            pub profile: String,
+            $(pub $name: $section,)*
+        }
+
+        impl CompiledConfig {
+            /// Whether this config runs `observer`: its section's
+            /// `enabled` (every section has one; the compiler checks).
+            pub fn enabled(&self, observer: Observer) -> bool {
+                match observer {
+                    $(Observer::$variant => self.$name.enabled,)*
+                }
+            }
+
+            /// Every section with no knob set (all zero).
+            fn unset(profile: String) -> CompiledConfig {
+                CompiledConfig {
+                    profile,
+                    $($name: $section::default(),)*
+                }
+            }
+        }
+    };
 }
+observer_list!(compiled_config);
 
 /// `Default` is all zero (no knob set); the built-in values are the
 /// [`KNOBS`] defaults, applied by [`CompiledConfig::default`].
@@ -137,13 +162,7 @@ impl Default for CompiledConfig {
     /// The built-in defaults (SPEC §1, the [`KNOBS`] defaults), used by a
     /// standalone agent.
     fn default() -> Self {
-        let mut c = CompiledConfig {
-            profile: "default".into(),
-            network: NetworkConfig::default(),
-            container: ContainerConfig::default(),
-            storage: StorageConfig::default(),
-            node: NodeConfig::default(),
-        };
+        let mut c = CompiledConfig::unset("default".into());
         for k in &KNOBS {
             k.set(&mut c, k.default.clone());
         }
@@ -637,6 +656,21 @@ mod tests {
                 changed[k.observer.as_str()][k.field],
                 json[k.observer.as_str()][k.field]
             );
+        }
+    }
+
+    /// `enabled` by observer reads that observer's own section, and every
+    /// observer's `enabled` is a knob row (a profile can switch it).
+    #[test]
+    fn enabled_is_looked_up_by_observer() {
+        for o in Observer::ALL {
+            let mut c = CompiledConfig::default();
+            assert!(c.enabled(o), "{o:?}");
+            let row = knob_by_field(o, "enabled").unwrap_or_else(|| panic!("{o:?}: no row"));
+            row.set(&mut c, KnobValue::Bool(false));
+            for other in Observer::ALL {
+                assert_eq!(c.enabled(other), other != o, "{o:?} off, {other:?}");
+            }
         }
     }
 
