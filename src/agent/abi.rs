@@ -3,9 +3,9 @@
 //! writer of `struct tapio_config` from a [`CompiledConfig`].
 //!
 //! Owns: how knob values land in config members, the compile-time check
-//! that the header's observer bits are wire's observer list, which stat
-//! counters are drops. Must not: read ring records
-//! (that is `decode`), or restate any layout, offset or value the header
+//! that the header's observer bits are wire's observer list. Must not:
+//! read ring records (that is `decode` and each observer's folder, which
+//! also says what its own stat counters mean), or restate any layout, offset or value the header
 //! defines. The header is the single source: a new member, record field,
 //! flag or stat is one edit there, and its Rust name (`tapio_net_event` →
 //! [`TapioNetEvent`], `TAPIO_EV_NET_RTT` → [`EV_NET_RTT`]) exists on the
@@ -91,23 +91,6 @@ const fn exit_scope(scope: ExitScope) -> u32 {
     match scope {
         ExitScope::Init => EXIT_SCOPE_INIT,
         ExitScope::All => EXIT_SCOPE_ALL,
-    }
-}
-
-/// The `tapio_correlation_drops_total` reason for an object counter beyond
-/// the shared ones (config, ring full), or `None` for counters that are not
-/// drops.
-pub fn stat_reason(observer: Observer, idx: usize) -> Option<&'static str> {
-    match (observer, idx) {
-        (Observer::Storage, STAT_CORR_DUP) => Some("ambiguous_inflight_io"),
-        (Observer::Storage, STAT_CORR_MISSING) => Some("completion_without_issue"),
-        (Observer::Network, STAT_RESET_ORPHAN) => Some("reset_after_close"),
-        // A failed connect reported without its process (begun before the
-        // observer was live, or its owner set was full).
-        (Observer::Network, STAT_OWNER_MISSING) => Some("owner_missing"),
-        // A connect that could not record its owner at all.
-        (Observer::Network, STAT_OWNER_FULL) => Some("owner_table_full"),
-        _ => None,
     }
 }
 
@@ -240,35 +223,6 @@ mod tests {
         assert_eq!(c.flags & Observer::Storage.flag(), 0);
         assert_eq!(c.ctr_ignore_exit_codes_count, 2);
         assert_eq!(&c.ctr_ignore_exit_codes[..3], &[3, 7, 0]);
-    }
-
-    #[test]
-    fn stat_reasons_name_drops_only() {
-        assert_eq!(
-            stat_reason(Observer::Storage, STAT_CORR_DUP),
-            Some("ambiguous_inflight_io")
-        );
-        assert_eq!(
-            stat_reason(Observer::Storage, STAT_CORR_MISSING),
-            Some("completion_without_issue")
-        );
-        assert_eq!(stat_reason(Observer::Storage, STAT_RB_FULL), None);
-        assert_eq!(stat_reason(Observer::Container, STAT_CORR_DUP), None);
-        assert_eq!(stat_reason(Observer::Storage, STAT_MAX), None);
-        assert_eq!(
-            stat_reason(Observer::Network, STAT_RESET_ORPHAN),
-            Some("reset_after_close")
-        );
-        assert_eq!(
-            stat_reason(Observer::Network, STAT_OWNER_MISSING),
-            Some("owner_missing")
-        );
-        assert_eq!(
-            stat_reason(Observer::Network, STAT_OWNER_FULL),
-            Some("owner_table_full")
-        );
-        // Inbound resets are their own metric, not a drop.
-        assert_eq!(stat_reason(Observer::Network, STAT_RESET_INBOUND), None);
     }
 
     /// Every member gets its own knob's value, in the knob's unit: a config
