@@ -103,6 +103,16 @@ impl Observer {
         Observer::ALL.into_iter().find(|o| o.as_str() == s)
     }
 
+    /// The names as a sentence's choice, for "expected …" messages:
+    /// `network, container, storage or node`.
+    pub fn choices() -> String {
+        match Observer::NAMES.split_last() {
+            Some((last, [])) => (*last).to_string(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => String::new(),
+        }
+    }
+
     /// Bit of this observer in `tapio_config.flags`: its place in the
     /// list (`agent::abi` asserts at compile time that the header's
     /// `TAPIO_FLAG_<NAME>` is this bit).
@@ -243,6 +253,7 @@ mod tests {
     #[test]
     fn observer_names_are_one_name() {
         assert_eq!(Observer::NAMES, ["network", "container", "storage", "node"]);
+        assert_eq!(Observer::choices(), "network, container, storage or node");
         for o in Observer::ALL {
             let json = serde_json::to_string(&o).unwrap();
             assert_eq!(json, format!("\"{}\"", o.as_str()));

@@ -20,6 +20,11 @@
 //! header, and its name in `agent::abi`'s compiler-checked member list,
 //! when the kernel needs it).
 //!
+//! Per observer, the struct's section, its `enabled` row and the lookup
+//! by [`Observer`] ([`CompiledConfig::enabled`]) expand from the one
+//! observer list (`wire::anomaly`); a new observer adds its section type
+//! (with `enabled: bool`) and its threshold rows here, nothing else.
+//!
 //! Canonical bytes are `serde_json::to_vec` of the struct: field order is
 //! the declaration order below and there are no maps, so the bytes (and the
 //! `sha256:<hex>` hash over them) are deterministic.
@@ -450,6 +455,7 @@ pub fn knob(observer: Observer, name: &str) -> Option<&'static Knob> {
     KNOBS
         .iter()
         .find(|k| k.observer == observer && k.name == name)
+        .copied()
 }
 
 /// The row of `observer`'s knob whose [`CompiledConfig`] field is `field`.
@@ -457,6 +463,7 @@ pub fn knob_by_field(observer: Observer, field: &str) -> Option<&'static Knob> {
     KNOBS
         .iter()
         .find(|k| k.observer == observer && k.field == field)
+        .copied()
 }
 
 /// Ordered knob pairs `(observer, low, high)` by profile name: `high` must
@@ -498,11 +505,39 @@ macro_rules! row {
     };
 }
 
-/// Every knob, per observer in documentation order (`enabled` first).
-/// `enabled` reaches BPF as the observer's bit in `tapio_config.flags`.
+/// Every observer's `enabled` knob, one row per line of the observer
+/// list, so a new observer can be switched off without a row of its own.
+/// It reaches BPF as the observer's bit in `tapio_config.flags`.
+macro_rules! enabled_rows {
+    ($($variant:ident $name:ident $section:ident $feed:ident,)*) => {
+        static ENABLED: [Knob; Observer::ALL.len()] = [
+            $(row!($variant, $name.enabled, "enabled", KnobKind::Bool, ON, kernel: "flags"),)*
+        ];
+    };
+}
+observer_list!(enabled_rows);
+
+/// Every knob: each observer's `enabled` (from the observer list), then
+/// [`THRESHOLDS`]. Per observer, that is documentation order (`enabled`
+/// first), which is the order profile messages list a section's knobs in.
+pub static KNOBS: [&Knob; ENABLED.len() + THRESHOLDS.len()] = {
+    let mut all = [&ENABLED[0]; ENABLED.len() + THRESHOLDS.len()];
+    let mut i = 0;
+    while i < ENABLED.len() {
+        all[i] = &ENABLED[i];
+        i += 1;
+    }
+    while i < all.len() {
+        all[i] = &THRESHOLDS[i - ENABLED.len()];
+        i += 1;
+    }
+    all
+};
+
+/// Every threshold, per observer in documentation order: the one place a
+/// knob is declared (issue 17). `enabled` rows come from the observer list.
 #[rustfmt::skip]
-pub static KNOBS: [Knob; 22] = [
-    row!(Network, network.enabled, "enabled", KnobKind::Bool, ON, kernel: "flags"),
+pub static THRESHOLDS: [Knob; 18] = [
     row!(Network, network.refused_min_count, "refused_min_count",
         KnobKind::Count { min: 1, max: 1000 }, KnobValue::Int(1),
         user),
@@ -524,20 +559,17 @@ pub static KNOBS: [Knob; 22] = [
     row!(Network, network.rtt_spike_abs_us, "rtt_spike_abs",
         KnobKind::Duration { min_ns: 100_000, max_ns: 60 * S, unit: Unit::Micros },
         KnobValue::Int(10_000), kernel: "net_rtt_abs_us"),
-    row!(Container, container.enabled, "enabled", KnobKind::Bool, ON, kernel: "flags"),
     row!(Container, container.exit_scope, "exit_scope", KnobKind::ExitScope,
         KnobValue::Scope(ExitScope::Init), kernel: "ctr_exit_scope"),
     row!(Container, container.ignore_exit_codes, "ignore_exit_codes",
         KnobKind::ExitCodes { min: 1, max: 255 }, KnobValue::Codes(Vec::new()),
         kernel: "ctr_ignore_exit_codes"),
-    row!(Storage, storage.enabled, "enabled", KnobKind::Bool, ON, kernel: "flags"),
     row!(Storage, storage.slow_io_threshold_ns, "slow_io_threshold",
         KnobKind::Duration { min_ns: MS, max_ns: 60 * S, unit: Unit::Nanos },
         KnobValue::Int(100 * MS), kernel: "sto_slow_io_ns"),
     row!(Storage, storage.io_latency_critical_ns, "io_latency_critical",
         KnobKind::Duration { min_ns: MS, max_ns: 600 * S, unit: Unit::Nanos },
         KnobValue::Int(S), user),
-    row!(Node, node.enabled, "enabled", KnobKind::Bool, ON, kernel: "flags"),
     row!(Node, node.sample_period_ms, "sample_period",
         KnobKind::Duration { min_ns: 100 * MS, max_ns: 60 * S, unit: Unit::Millis },
         KnobValue::Int(1000), user),
