@@ -66,7 +66,7 @@ pub(crate) use observer_list;
 
 macro_rules! observer_enum {
     ($($variant:ident $name:ident $section:ident $feed:ident,)*) => {
-        /// The observer families (see [`observer_list`] for the one list).
+        /// The observer families, one per line of `observer_list!` above.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(rename_all = "lowercase")]
         pub enum Observer {
