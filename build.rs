@@ -124,6 +124,8 @@ fn main() {
 #[derive(Debug, Default)]
 struct AbiNames {
     config_members: Arc<Mutex<Vec<String>>>,
+    /// `TAPIO_FLAG_<NAME>` macros, one per observer.
+    observer_flags: Arc<Mutex<Vec<String>>>,
 }
 
 impl ParseCallbacks for AbiNames {
@@ -162,6 +164,12 @@ impl ParseCallbacks for AbiNames {
     /// (ABI version, observer bits, exit scope, container flags) are `u32`,
     /// like the members they land in.
     fn int_macro(&self, name: &str, _value: i64) -> Option<IntKind> {
+        if let Some(observer) = name.strip_prefix("TAPIO_FLAG_") {
+            self.observer_flags
+                .lock()
+                .expect("bindgen runs its callbacks on one thread")
+                .push(observer.to_string());
+        }
         let usize = IntKind::Custom {
             name: "usize",
             is_signed: false,
@@ -205,6 +213,7 @@ fn generate_abi_types(out: &Path) {
     // vmlinux.h on the BPF side; here they are spelled out so libclang
     // needs no system or kernel headers on any OS.
     let members = Arc::new(Mutex::new(Vec::new()));
+    let flags = Arc::new(Mutex::new(Vec::new()));
     let wrapper = "typedef unsigned char __u8;\n\
                    typedef unsigned short __u16;\n\
                    typedef unsigned int __u32;\n\
@@ -219,6 +228,7 @@ fn generate_abi_types(out: &Path) {
         .allowlist_file(".*tapio_abi\\.h")
         .parse_callbacks(Box::new(AbiNames {
             config_members: Arc::clone(&members),
+            observer_flags: Arc::clone(&flags),
         }))
         .derive_default(true)
         .derive_eq(true)
@@ -247,6 +257,27 @@ fn generate_abi_types(out: &Path) {
         members.iter().any(|m| m == "abi_version") && !knobs.is_empty(),
         "bindgen reported no members of struct tapio_config: {members:?}"
     );
+    // The observer bits by name (`TAPIO_FLAG_NETWORK` -> "network"):
+    // agent::abi asserts at compile time that they are exactly wire's
+    // observer list, each at its place in the list.
+    let flags = flags.lock().expect("bindgen is done");
+    assert!(
+        !flags.is_empty(),
+        "bindgen reported no TAPIO_FLAG_* macros in tapio_abi.h"
+    );
+    let rows: String = flags
+        .iter()
+        .map(|f| format!("    ({:?}, FLAG_{f}),\n", f.to_ascii_lowercase()))
+        .collect();
+    fs::write(
+        out.join("tapio_observer_flags.rs"),
+        format!(
+            "/// `(observer name, bit)` of every `TAPIO_FLAG_<NAME>` in the header.\n\
+             pub const HEADER_OBSERVER_FLAGS: [(&str, u32); {}] = [\n{rows}];\n",
+            flags.len()
+        ),
+    )
+    .expect("write tapio_observer_flags.rs");
     fs::write(
         out.join("tapio_config_members.rs"),
         format!("knob_members!({});\n", knobs.join(", ")),

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use libbpf_rs::{MapCore, RingBufferBuilder};
 use tapio::agent::abi::{TapioConfig, STAT_CFG_ABI, STAT_CFG_ZERO};
-use tapio::agent::decode::{decode, Fact, NetKind};
 use tapio::agent::linux::loader::{embedded_objects, load_object};
+use tapio::agent::observers::network::NetKind;
+use tapio::agent::observers::{decode, Fact};
 use tapio::wire::{CompiledConfig, Observer};
 
 fn network_bytes() -> &'static [u8] {
@@ -57,7 +58,7 @@ fn inert_and_mismatched_configs_emit_nothing_valid_config_emits() {
         }
         seen.borrow()
             .iter()
-            .filter(|f| f.as_net().is_some_and(|n| n.dport == port))
+            .filter(|f| matches!(f, Fact::Network(n) if n.dport == port))
             .copied()
             .collect()
     };
@@ -100,7 +101,9 @@ fn inert_and_mismatched_configs_emit_nothing_valid_config_emits() {
     let p = refuse_once();
     let got = drain(p);
     assert_eq!(got.len(), 1, "{got:?}");
-    let f = got[0].as_net().expect("a network fact");
+    let Fact::Network(f) = got[0] else {
+        panic!("not a network fact: {got:?}")
+    };
     assert_eq!(f.kind, NetKind::ConnectFail);
     assert_eq!(f.generation, 5);
     assert_eq!(f.sk_err, 111);

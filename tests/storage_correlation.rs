@@ -22,7 +22,8 @@ use libbpf_rs::{
     MapCore, MapFlags, Object, ObjectBuilder, ProgramInput, ProgramType, RingBufferBuilder,
 };
 use tapio::agent::abi::{self, TapioConfig};
-use tapio::agent::decode::{decode, Fact, StoFact};
+use tapio::agent::observers::storage::StoFact;
+use tapio::agent::observers::{decode, Fact};
 use tapio::wire::{CompiledConfig, Observer};
 
 struct Harness {
@@ -122,7 +123,7 @@ impl Harness {
         let mut b = RingBufferBuilder::new();
         b.add(&m, move |data: &[u8]| {
             match decode(Observer::Storage, data) {
-                Ok(Fact::Sto(f)) => sink.borrow_mut().push(f),
+                Ok(Fact::Storage(f)) => sink.borrow_mut().push(f),
                 other => panic!("bad record: {other:?}"),
             }
             0

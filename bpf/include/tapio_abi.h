@@ -15,7 +15,9 @@
 
 #define TAPIO_ABI_VERSION 4
 
-/* tapio_config.flags: one bit per observer. No bit ever means "disable". */
+/* tapio_config.flags: one bit per observer, TAPIO_FLAG_<NAME> at the place
+ * of <name> in the agent's observer list (src/wire/anomaly.rs; checked when
+ * the agent compiles). No bit ever means "disable". */
 #define TAPIO_FLAG_NETWORK   (1U << 0)
 #define TAPIO_FLAG_CONTAINER (1U << 1)
 #define TAPIO_FLAG_STORAGE   (1U << 2)

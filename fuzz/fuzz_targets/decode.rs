@@ -17,8 +17,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use tapio::agent::abi;
-use tapio::agent::decode::{self, DecodeError};
-use tapio::agent::observers::RingObservers;
+use tapio::agent::decode::DecodeError;
+use tapio::agent::observers::{decode, Fact, RingObservers};
 use tapio::agent::pipeline::{occurrence, Clock};
 use tapio::wire::{find_reasoning_field, CompiledConfig, Observer};
 
@@ -63,7 +63,7 @@ const HDR_KIND: usize = std::mem::offset_of!(abi::TapioEventHdr, kind);
 const HDR_SIZE: usize = std::mem::offset_of!(abi::TapioEventHdr, size);
 
 /// Checks what `decode` said about `rec` against the ABI.
-fn check_decode(observer: Observer, rec: &[u8], got: &Result<decode::Fact, DecodeError>) {
+fn check_decode(observer: Observer, rec: &[u8], got: &Result<Fact, DecodeError>) {
     let size = size_of(observer);
     match got {
         Ok(fact) => {
@@ -82,18 +82,20 @@ fn check_decode(observer: Observer, rec: &[u8], got: &Result<decode::Fact, Decod
             assert_eq!(fact.generation(), generation);
             let mono = u64::from_ne_bytes(rec[HDR_TS..HDR_TS + 8].try_into().unwrap());
             let fact_mono = match fact {
-                decode::Fact::Net(f) => f.mono_ns,
-                decode::Fact::Ctr(f) => f.mono_ns,
-                decode::Fact::Sto(f) => f.mono_ns,
+                Fact::Network(f) => f.mono_ns,
+                Fact::Container(f) => f.mono_ns,
+                Fact::Storage(f) => f.mono_ns,
             };
             assert_eq!(fact_mono, mono);
-            let matches_observer = match observer {
-                Observer::Network => fact.as_net().is_some(),
-                Observer::Container => fact.as_ctr().is_some(),
-                Observer::Storage => fact.as_sto().is_some(),
-                Observer::Node => false,
-            };
+            assert_eq!(fact.mono_ns(), mono);
+            let matches_observer = matches!(
+                (observer, fact),
+                (Observer::Network, Fact::Network(_))
+                    | (Observer::Container, Fact::Container(_))
+                    | (Observer::Storage, Fact::Storage(_))
+            );
             assert!(matches_observer, "{observer:?} ring produced {fact:?}");
+            assert_eq!(fact.observer(), observer);
         }
         Err(DecodeError::Truncated { len, need }) => {
             assert_eq!(*len, rec.len());
@@ -177,7 +179,7 @@ fuzz_target!(|data: &[u8]| {
         };
         let (rec, tail) = rest.split_at(len.min(rest.len()));
         rest = tail;
-        let got = decode::decode(observer, rec);
+        let got = decode(observer, rec);
         check_decode(observer, rec, &got);
         if let Ok(fact) = got {
             observers.on_fact(&fact, &mut findings);

@@ -2,9 +2,10 @@
 //! build time from `bpf/include/tapio_abi.h` (see `build.rs`), and the one
 //! writer of `struct tapio_config` from a [`CompiledConfig`].
 //!
-//! Owns: how knob values land in config members, which observer owns which
-//! flag bit, which stat counters are drops. Must not: read ring records
-//! (that is `decode`), or restate any layout, offset or value the header
+//! Owns: how knob values land in config members, the compile-time check
+//! that the header's observer bits are wire's observer list. Must not:
+//! read ring records (that is `decode` and each observer's folder, which
+//! also says what its own stat counters mean), or restate any layout, offset or value the header
 //! defines. The header is the single source: a new member, record field,
 //! flag or stat is one edit there, and its Rust name (`tapio_net_event` →
 //! [`TapioNetEvent`], `TAPIO_EV_NET_RTT` → [`EV_NET_RTT`]) exists on the
@@ -35,41 +36,61 @@ pub use generated::*;
 // list with its own constant; it must be the header's.
 const _: () = assert!(crate::wire::config::MAX_IGNORE_EXIT_CODES == MAX_IGNORE_EXIT_CODES);
 
-/// The bit of `observer` in `tapio_config.flags`, as the header defines it.
-/// Exhaustive, so a new observer cannot compile without its bit;
-/// `Observer::flag` (wire's copy for config consumers) is tested against
-/// it.
-pub const fn observer_flag(observer: Observer) -> u32 {
-    match observer {
-        Observer::Network => FLAG_NETWORK,
-        Observer::Container => FLAG_CONTAINER,
-        Observer::Storage => FLAG_STORAGE,
-        Observer::Node => FLAG_NODE,
+// `(observer name, bit)` of every `TAPIO_FLAG_<NAME>` the header defines,
+// as build.rs found them (`HEADER_OBSERVER_FLAGS`).
+include!(concat!(env!("OUT_DIR"), "/tapio_observer_flags.rs"));
+
+/// `a == b`, usable in a constant.
+const fn same_str(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
     }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
+
+// The flag bit of an observer is its place in wire's observer list
+// (`Observer::flag`); the header's `TAPIO_FLAG_<NAME>` must be exactly
+// that bit, one per observer and none for an observer that does not
+// exist. Checked when this compiles, so an observer added on one side
+// only does not build.
+const _: () = {
+    assert!(
+        HEADER_OBSERVER_FLAGS.len() == Observer::ALL.len(),
+        "tapio_abi.h needs one TAPIO_FLAG_<NAME> per observer of wire's list, no more"
+    );
+    let mut i = 0;
+    while i < Observer::ALL.len() {
+        let o = Observer::ALL[i];
+        let mut found = false;
+        let mut j = 0;
+        while j < HEADER_OBSERVER_FLAGS.len() {
+            if same_str(HEADER_OBSERVER_FLAGS[j].0, o.as_str()) {
+                assert!(
+                    HEADER_OBSERVER_FLAGS[j].1 == o.flag(),
+                    "a TAPIO_FLAG_<NAME> is not the bit of its place in wire's observer list"
+                );
+                found = true;
+            }
+            j += 1;
+        }
+        assert!(found, "an observer has no TAPIO_FLAG_<NAME> in tapio_abi.h");
+        i += 1;
+    }
+};
 
 /// `tapio_config.ctr_exit_scope` for `scope`.
 const fn exit_scope(scope: ExitScope) -> u32 {
     match scope {
         ExitScope::Init => EXIT_SCOPE_INIT,
         ExitScope::All => EXIT_SCOPE_ALL,
-    }
-}
-
-/// The `tapio_correlation_drops_total` reason for an object counter beyond
-/// the shared ones (config, ring full), or `None` for counters that are not
-/// drops.
-pub fn stat_reason(observer: Observer, idx: usize) -> Option<&'static str> {
-    match (observer, idx) {
-        (Observer::Storage, STAT_CORR_DUP) => Some("ambiguous_inflight_io"),
-        (Observer::Storage, STAT_CORR_MISSING) => Some("completion_without_issue"),
-        (Observer::Network, STAT_RESET_ORPHAN) => Some("reset_after_close"),
-        // A failed connect reported without its process (begun before the
-        // observer was live, or its owner set was full).
-        (Observer::Network, STAT_OWNER_MISSING) => Some("owner_missing"),
-        // A connect that could not record its owner at all.
-        (Observer::Network, STAT_OWNER_FULL) => Some("owner_table_full"),
-        _ => None,
     }
 }
 
@@ -136,7 +157,7 @@ impl TapioConfig {
             match (t.member(member), k.get(cfg)) {
                 // `enabled` rows name `flags`: the observer's bit (a
                 // disabled observer sets none, below).
-                (Some(Member::U32(m)), KnobValue::Bool(true)) => *m |= observer_flag(k.observer),
+                (Some(Member::U32(m)), KnobValue::Bool(true)) => *m |= k.observer.flag(),
                 (Some(Member::U32(m)), KnobValue::Scope(scope)) => *m = exit_scope(scope),
                 // The knob ranges keep u32 members far below u32::MAX;
                 // saturate, never wrap.
@@ -204,35 +225,6 @@ mod tests {
         assert_eq!(&c.ctr_ignore_exit_codes[..3], &[3, 7, 0]);
     }
 
-    #[test]
-    fn stat_reasons_name_drops_only() {
-        assert_eq!(
-            stat_reason(Observer::Storage, STAT_CORR_DUP),
-            Some("ambiguous_inflight_io")
-        );
-        assert_eq!(
-            stat_reason(Observer::Storage, STAT_CORR_MISSING),
-            Some("completion_without_issue")
-        );
-        assert_eq!(stat_reason(Observer::Storage, STAT_RB_FULL), None);
-        assert_eq!(stat_reason(Observer::Container, STAT_CORR_DUP), None);
-        assert_eq!(stat_reason(Observer::Storage, STAT_MAX), None);
-        assert_eq!(
-            stat_reason(Observer::Network, STAT_RESET_ORPHAN),
-            Some("reset_after_close")
-        );
-        assert_eq!(
-            stat_reason(Observer::Network, STAT_OWNER_MISSING),
-            Some("owner_missing")
-        );
-        assert_eq!(
-            stat_reason(Observer::Network, STAT_OWNER_FULL),
-            Some("owner_table_full")
-        );
-        // Inbound resets are their own metric, not a drop.
-        assert_eq!(stat_reason(Observer::Network, STAT_RESET_INBOUND), None);
-    }
-
     /// Every member gets its own knob's value, in the knob's unit: a config
     /// with no default left maps to exactly this struct, and the knobs
     /// judged in user space reach nothing.
@@ -289,17 +281,22 @@ mod tests {
         assert_eq!(TapioConfig::from_compiled(&user_only, 20), want);
     }
 
-    /// Wire's `Observer::flag` (what config readers and tests use) is the
-    /// header's bit for every observer.
+    /// The header's bits, by name, are the list's (the compile-time check
+    /// above, seen from a test), and every observer has one.
     #[test]
     fn observer_flags_are_the_headers_bits() {
         for o in Observer::ALL {
-            assert_eq!(o.flag(), observer_flag(o), "{o:?}");
+            let bit = HEADER_OBSERVER_FLAGS
+                .iter()
+                .find(|(name, _)| *name == o.as_str())
+                .map(|(_, bit)| *bit);
+            assert_eq!(bit, Some(o.flag()), "{o:?}");
         }
         assert_eq!(
             (FLAG_NETWORK, FLAG_CONTAINER, FLAG_STORAGE, FLAG_NODE),
             (1, 2, 4, 8)
         );
+        assert!(same_str("node", "node") && !same_str("node", "nod") && !same_str("a", "b"));
     }
 
     /// The knob table's `abi` column names only members `knob_members!`

@@ -489,7 +489,8 @@ pub fn apply_overrides(
     for (section, value) in overrides {
         let Some(observer) = Observer::parse(section) else {
             bail!(
-                "unknown key `observers.{section}`: expected network, container, storage or node"
+                "unknown key `observers.{section}`: expected {}",
+                Observer::choices()
             );
         };
         let Some(table) = value.as_table() else {

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use super::pipeline::{Applied, ControllerLink};
 use crate::wire::status::{ObserverState, ObserverStatus};
-use crate::wire::{CompiledConfig, Observer};
+use crate::wire::Observer;
 
 /// `/healthz` fails when the drain thread has not ticked for this long. It
 /// ticks at least every 100 ms while alive, so 5 s means wedged, not slow.
@@ -35,16 +35,6 @@ pub fn liveness(now_ns: u64, last_tick_ns: u64) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether the applied config runs `observer`.
-pub fn observer_enabled(cfg: &CompiledConfig, observer: Observer) -> bool {
-    match observer {
-        Observer::Network => cfg.network.enabled,
-        Observer::Container => cfg.container.enabled,
-        Observer::Storage => cfg.storage.enabled,
-        Observer::Node => cfg.node.enabled,
-    }
-}
-
 /// Every observer's state as the agent reports it (status file, CLI): the
 /// observer's own status, `disabled` when the applied config switches it
 /// off, and `unavailable` while it has reported nothing yet.
@@ -55,7 +45,7 @@ pub fn observer_states(
     Observer::ALL
         .into_iter()
         .map(|o| {
-            let shown = if applied.is_some_and(|a| !observer_enabled(&a.config, o)) {
+            let shown = if applied.is_some_and(|a| !a.config.enabled(o)) {
                 ObserverStatus::new(
                     ObserverState::Disabled,
                     "switched off by the applied config",
@@ -109,7 +99,7 @@ pub fn readiness(
     }
     for o in Observer::ALL {
         let name = o.as_str();
-        if applied.is_some_and(|a| !observer_enabled(&a.config, o)) {
+        if applied.is_some_and(|a| !a.config.enabled(o)) {
             continue;
         }
         match statuses.get(&o) {
@@ -141,6 +131,7 @@ pub fn readiness(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::CompiledConfig;
 
     const S: u64 = 1_000_000_000;
 

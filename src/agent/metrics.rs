@@ -27,6 +27,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use super::observers::Stat;
 use super::pipeline::Shared;
 use crate::wire::status::ObserverState;
 use crate::wire::{AnomalyType, Observer};
@@ -623,7 +624,7 @@ impl Metrics {
         // The evidence the BPF side refuses to correlate, per observer.
         for obs in Observer::ALL {
             for i in 0..super::abi::STAT_MAX {
-                if let Some(reason) = super::abi::stat_reason(obs, i) {
+                if let Some(Stat::Drop(reason)) = super::observers::stat(obs, i) {
                     self.correlation_drop(obs.as_str(), reason, 0);
                 }
             }

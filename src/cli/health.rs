@@ -36,7 +36,7 @@ pub struct HealthArgs {
     #[command(flatten)]
     pub data_dir: DataDirArg,
     /// Only this observer.
-    #[arg(value_parser = ["network", "container", "storage", "node"])]
+    #[arg(value_parser = crate::wire::Observer::NAMES)]
     pub observer: Option<String>,
     /// Window start: a duration back from --until (30s, 5m, 2h, 1d) or an
     /// RFC 3339 time.

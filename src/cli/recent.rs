@@ -26,7 +26,7 @@ pub struct RecentArgs {
     #[arg(long = "type", value_name = "TYPE")]
     pub kind: Option<String>,
     /// Only this observer.
-    #[arg(long, value_parser = ["network", "container", "storage", "node"])]
+    #[arg(long, value_parser = crate::wire::Observer::NAMES)]
     pub observer: Option<String>,
     /// Only this severity or a more severe one.
     #[arg(long, value_parser = ["info", "warning", "error", "critical"])]

@@ -32,18 +32,8 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
 pub struct WatchArgs {
     #[command(flatten)]
     pub data_dir: DataDirArg,
-    /// Only network occurrences.
-    #[arg(long)]
-    pub network: bool,
-    /// Only container occurrences.
-    #[arg(long)]
-    pub container: bool,
-    /// Only storage occurrences.
-    #[arg(long)]
-    pub storage: bool,
-    /// Only node occurrences.
-    #[arg(long)]
-    pub node: bool,
+    #[command(flatten)]
+    pub observers: ObserverFlags,
     /// Only this pod: its name, or namespace/pod.
     #[arg(long, value_name = "POD")]
     pub pod: Option<String>,
@@ -62,18 +52,48 @@ pub struct WatchArgs {
     pub json: bool,
 }
 
+/// `--network`, `--container`, …: one flag per observer of the list, in
+/// its order, each selecting that observer's occurrences.
+#[derive(Debug, Clone, Default)]
+pub struct ObserverFlags(pub Vec<Observer>);
+
+impl clap::FromArgMatches for ObserverFlags {
+    fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        Ok(ObserverFlags(
+            Observer::ALL
+                .into_iter()
+                .filter(|o| m.get_flag(o.as_str()))
+                .collect(),
+        ))
+    }
+
+    fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(m)?;
+        Ok(())
+    }
+}
+
+impl clap::Args for ObserverFlags {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        Observer::ALL.into_iter().fold(cmd, |cmd, o| {
+            cmd.arg(
+                clap::Arg::new(o.as_str())
+                    .long(o.as_str())
+                    .action(clap::ArgAction::SetTrue)
+                    .help(format!("Only {} occurrences", o.as_str())),
+            )
+        })
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
 impl WatchArgs {
     fn filter(&self) -> Result<Filter, CliError> {
         let usage = |m: String| CliError::usage(anyhow::anyhow!(m));
-        let observers = [
-            (self.network, Observer::Network),
-            (self.container, Observer::Container),
-            (self.storage, Observer::Storage),
-            (self.node, Observer::Node),
-        ]
-        .into_iter()
-        .filter_map(|(on, o)| on.then_some(o))
-        .collect();
+        let observers = self.observers.0.clone();
         let container = self
             .container_id
             .as_deref()
@@ -337,6 +357,32 @@ async fn follow(args: WatchArgs, filter: Filter) -> Result<(), CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        watch: WatchArgs,
+    }
+
+    /// Every observer of the list has its flag, named as the observer;
+    /// flags combine, in the list's order.
+    #[test]
+    fn every_observer_has_its_flag() {
+        for o in Observer::ALL {
+            let flag = format!("--{}", o.as_str());
+            let cli = Cli::try_parse_from(["watch", flag.as_str()]).unwrap();
+            assert_eq!(cli.watch.observers.0, vec![o]);
+        }
+        let cli = Cli::try_parse_from(["watch", "--storage", "--network"]).unwrap();
+        assert_eq!(
+            cli.watch.observers.0,
+            vec![Observer::Network, Observer::Storage]
+        );
+        let cli = Cli::try_parse_from(["watch"]).unwrap();
+        assert!(cli.watch.observers.0.is_empty());
+        assert!(Cli::try_parse_from(["watch", "--gpu"]).is_err());
+    }
 
     #[test]
     fn lines_have_fixed_columns() {

@@ -39,7 +39,7 @@ fn known_types() -> String {
         .join(", ")
 }
 
-const OBSERVERS: [&str; 4] = ["network", "container", "storage", "node"];
+const OBSERVERS: [&str; crate::wire::Observer::ALL.len()] = crate::wire::Observer::NAMES;
 const VERDICTS: [&str; 4] = ["ok", "degraded", "failing", "unknown"];
 const SEVERITIES: [&str; 4] = ["info", "warning", "error", "critical"];
 

@@ -81,9 +81,8 @@ pub fn parse_severity(s: &str) -> Result<Severity, String> {
 
 /// Parses an `--observer` value.
 pub fn parse_observer(s: &str) -> Result<Observer, String> {
-    Observer::parse(s).ok_or_else(|| {
-        format!("invalid observer {s:?}: expected network, container, storage or node")
-    })
+    Observer::parse(s)
+        .ok_or_else(|| format!("invalid observer {s:?}: expected {}", Observer::choices()))
 }
 
 /// Parses a `--type` value: a type this build knows

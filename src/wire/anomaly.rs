@@ -30,39 +30,93 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The observer families. Each owns one BPF object and one ring buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Observer {
-    Network,
-    Container,
-    Storage,
-    Node,
+/// The one list of observers: adding an observer is one line here, plus
+/// its folder `src/agent/observers/<name>/` (classifier, decode, BPF
+/// source) and its config section with its knob rows (`wire::config`, the
+/// knob table). Everything else that names observers derives from it.
+///
+/// A line is `Variant name SectionType feed`:
+/// * `name` is its string everywhere: the serde name, the metrics label,
+///   the status key, the config section, the BPF object (`<name>.bpf.o`
+///   under `--ebpf-dir`), the agent's module, the CLI value;
+/// * `SectionType` is its [`CompiledConfig`](super::CompiledConfig)
+///   section (it must have `enabled: bool`, the compiler checks);
+/// * `feed` is `ring` (a BPF object and its ring buffer, run by the drain
+///   thread) or `sampled` (a sampler thread of its own, no BPF).
+///
+/// The order is the flag bit order in `tapio_config.flags` (checked at
+/// compile time against the header's `TAPIO_FLAG_<NAME>`) and the section
+/// order of the compiled config JSON (whose bytes are hashed: append, do
+/// not reorder).
+///
+/// It is a macro that hands the list to `$callback`, so each consumer
+/// (this file, `wire::config`, `agent::observers`) expands it into what it
+/// needs without restating a name.
+macro_rules! observer_list {
+    ($callback:ident) => {
+        $callback! {
+            Network network NetworkConfig ring,
+            Container container ContainerConfig ring,
+            Storage storage StorageConfig ring,
+            Node node NodeConfig sampled,
+        }
+    };
 }
+pub(crate) use observer_list;
+
+macro_rules! observer_enum {
+    ($($variant:ident $name:ident $section:ident $feed:ident,)*) => {
+        /// The observer families, one per line of `observer_list!` above.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        pub enum Observer {
+            $($variant,)*
+        }
+
+        impl Observer {
+            pub const ALL: [Observer; [$(stringify!($name)),*].len()] = [$(Observer::$variant,)*];
+
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Observer::$variant => stringify!($name),)*
+                }
+            }
+        }
+    };
+}
+observer_list!(observer_enum);
 
 impl Observer {
-    pub const ALL: [Observer; 4] = [
-        Observer::Network,
-        Observer::Container,
-        Observer::Storage,
-        Observer::Node,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Observer::Network => "network",
-            Observer::Container => "container",
-            Observer::Storage => "storage",
-            Observer::Node => "node",
+    /// Every observer's name, in [`Observer::ALL`] order (CLI and MCP
+    /// value lists).
+    pub const NAMES: [&'static str; Observer::ALL.len()] = {
+        let mut names = [""; Observer::ALL.len()];
+        let mut i = 0;
+        while i < names.len() {
+            names[i] = Observer::ALL[i].as_str();
+            i += 1;
         }
-    }
+        names
+    };
 
     pub fn parse(s: &str) -> Option<Observer> {
         Observer::ALL.into_iter().find(|o| o.as_str() == s)
     }
 
-    /// Bit of this observer in `tapio_config.flags`.
-    pub fn flag(self) -> u32 {
+    /// The names as a sentence's choice, for "expected …" messages:
+    /// `network, container, storage or node`.
+    pub fn choices() -> String {
+        match Observer::NAMES.split_last() {
+            Some((last, [])) => (*last).to_string(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => String::new(),
+        }
+    }
+
+    /// Bit of this observer in `tapio_config.flags`: its place in the
+    /// list (`agent::abi` asserts at compile time that the header's
+    /// `TAPIO_FLAG_<NAME>` is this bit).
+    pub const fn flag(self) -> u32 {
         1 << (self as u32)
     }
 }
@@ -192,5 +246,18 @@ mod tests {
         let all: u32 = Observer::ALL.iter().map(|o| o.flag()).sum();
         assert_eq!(all, 0b1111);
         assert_eq!(Observer::parse("storage"), Some(Observer::Storage));
+    }
+
+    /// The serde name (status file keys, heartbeat lists) is the list's
+    /// name for every observer, and names round-trip.
+    #[test]
+    fn observer_names_are_one_name() {
+        assert_eq!(Observer::NAMES, ["network", "container", "storage", "node"]);
+        assert_eq!(Observer::choices(), "network, container, storage or node");
+        for o in Observer::ALL {
+            let json = serde_json::to_string(&o).unwrap();
+            assert_eq!(json, format!("\"{}\"", o.as_str()));
+            assert_eq!(Observer::parse(o.as_str()), Some(o));
+        }
     }
 }

@@ -20,6 +20,11 @@
 //! header, and its name in `agent::abi`'s compiler-checked member list,
 //! when the kernel needs it).
 //!
+//! Per observer, the struct's section, its `enabled` row and the lookup
+//! by [`Observer`] ([`CompiledConfig::enabled`]) expand from the one
+//! observer list (`wire::anomaly`); a new observer adds its section type
+//! (with `enabled: bool`) and its threshold rows here, nothing else.
+//!
 //! Canonical bytes are `serde_json::to_vec` of the struct: field order is
 //! the declaration order below and there are no maps, so the bytes (and the
 //! `sha256:<hex>` hash over them) are deterministic.
@@ -40,20 +45,45 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::anomaly::observer_list;
 use super::Observer;
 
 /// Most exit codes `ignore_exit_codes` can hold (the ABI array length).
 pub const MAX_IGNORE_EXIT_CODES: usize = 16;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CompiledConfig {
-    /// `metadata.name` of the profile this came from.
-    pub profile: String,
-    pub network: NetworkConfig,
-    pub container: ContainerConfig,
-    pub storage: StorageConfig,
-    pub node: NodeConfig,
+/// The struct, one section per observer in the list's order (which is
+/// the JSON's), and the generic lookups by [`Observer`], expanded from
+/// the one observer list (`wire::anomaly`): a new observer gets its
+/// section and its `enabled` without a line here.
+macro_rules! compiled_config {
+    ($($variant:ident $name:ident $section:ident $feed:ident,)*) => {
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        pub struct CompiledConfig {
+            /// `metadata.name` of the profile this came from.
+            pub profile: String,
+            $(pub $name: $section,)*
+        }
+
+        impl CompiledConfig {
+            /// Whether this config runs `observer`: its section's
+            /// `enabled` (every section has one; the compiler checks).
+            pub fn enabled(&self, observer: Observer) -> bool {
+                match observer {
+                    $(Observer::$variant => self.$name.enabled,)*
+                }
+            }
+
+            /// Every section with no knob set (all zero).
+            fn unset(profile: String) -> CompiledConfig {
+                CompiledConfig {
+                    profile,
+                    $($name: $section::default(),)*
+                }
+            }
+        }
+    };
 }
+observer_list!(compiled_config);
 
 /// `Default` is all zero (no knob set); the built-in values are the
 /// [`KNOBS`] defaults, applied by [`CompiledConfig::default`].
@@ -137,13 +167,7 @@ impl Default for CompiledConfig {
     /// The built-in defaults (SPEC §1, the [`KNOBS`] defaults), used by a
     /// standalone agent.
     fn default() -> Self {
-        let mut c = CompiledConfig {
-            profile: "default".into(),
-            network: NetworkConfig::default(),
-            container: ContainerConfig::default(),
-            storage: StorageConfig::default(),
-            node: NodeConfig::default(),
-        };
+        let mut c = CompiledConfig::unset("default".into());
         for k in &KNOBS {
             k.set(&mut c, k.default.clone());
         }
@@ -431,6 +455,7 @@ pub fn knob(observer: Observer, name: &str) -> Option<&'static Knob> {
     KNOBS
         .iter()
         .find(|k| k.observer == observer && k.name == name)
+        .copied()
 }
 
 /// The row of `observer`'s knob whose [`CompiledConfig`] field is `field`.
@@ -438,6 +463,7 @@ pub fn knob_by_field(observer: Observer, field: &str) -> Option<&'static Knob> {
     KNOBS
         .iter()
         .find(|k| k.observer == observer && k.field == field)
+        .copied()
 }
 
 /// Ordered knob pairs `(observer, low, high)` by profile name: `high` must
@@ -479,11 +505,39 @@ macro_rules! row {
     };
 }
 
-/// Every knob, per observer in documentation order (`enabled` first).
-/// `enabled` reaches BPF as the observer's bit in `tapio_config.flags`.
+/// Every observer's `enabled` knob, one row per line of the observer
+/// list, so a new observer can be switched off without a row of its own.
+/// It reaches BPF as the observer's bit in `tapio_config.flags`.
+macro_rules! enabled_rows {
+    ($($variant:ident $name:ident $section:ident $feed:ident,)*) => {
+        static ENABLED: [Knob; Observer::ALL.len()] = [
+            $(row!($variant, $name.enabled, "enabled", KnobKind::Bool, ON, kernel: "flags"),)*
+        ];
+    };
+}
+observer_list!(enabled_rows);
+
+/// Every knob: each observer's `enabled` (from the observer list), then
+/// [`THRESHOLDS`]. Per observer, that is documentation order (`enabled`
+/// first), which is the order profile messages list a section's knobs in.
+pub static KNOBS: [&Knob; ENABLED.len() + THRESHOLDS.len()] = {
+    let mut all = [&ENABLED[0]; ENABLED.len() + THRESHOLDS.len()];
+    let mut i = 0;
+    while i < ENABLED.len() {
+        all[i] = &ENABLED[i];
+        i += 1;
+    }
+    while i < all.len() {
+        all[i] = &THRESHOLDS[i - ENABLED.len()];
+        i += 1;
+    }
+    all
+};
+
+/// Every threshold, per observer in documentation order: the one place a
+/// knob is declared (issue 17). `enabled` rows come from the observer list.
 #[rustfmt::skip]
-pub static KNOBS: [Knob; 22] = [
-    row!(Network, network.enabled, "enabled", KnobKind::Bool, ON, kernel: "flags"),
+pub static THRESHOLDS: [Knob; 18] = [
     row!(Network, network.refused_min_count, "refused_min_count",
         KnobKind::Count { min: 1, max: 1000 }, KnobValue::Int(1),
         user),
@@ -505,20 +559,17 @@ pub static KNOBS: [Knob; 22] = [
     row!(Network, network.rtt_spike_abs_us, "rtt_spike_abs",
         KnobKind::Duration { min_ns: 100_000, max_ns: 60 * S, unit: Unit::Micros },
         KnobValue::Int(10_000), kernel: "net_rtt_abs_us"),
-    row!(Container, container.enabled, "enabled", KnobKind::Bool, ON, kernel: "flags"),
     row!(Container, container.exit_scope, "exit_scope", KnobKind::ExitScope,
         KnobValue::Scope(ExitScope::Init), kernel: "ctr_exit_scope"),
     row!(Container, container.ignore_exit_codes, "ignore_exit_codes",
         KnobKind::ExitCodes { min: 1, max: 255 }, KnobValue::Codes(Vec::new()),
         kernel: "ctr_ignore_exit_codes"),
-    row!(Storage, storage.enabled, "enabled", KnobKind::Bool, ON, kernel: "flags"),
     row!(Storage, storage.slow_io_threshold_ns, "slow_io_threshold",
         KnobKind::Duration { min_ns: MS, max_ns: 60 * S, unit: Unit::Nanos },
         KnobValue::Int(100 * MS), kernel: "sto_slow_io_ns"),
     row!(Storage, storage.io_latency_critical_ns, "io_latency_critical",
         KnobKind::Duration { min_ns: MS, max_ns: 600 * S, unit: Unit::Nanos },
         KnobValue::Int(S), user),
-    row!(Node, node.enabled, "enabled", KnobKind::Bool, ON, kernel: "flags"),
     row!(Node, node.sample_period_ms, "sample_period",
         KnobKind::Duration { min_ns: 100 * MS, max_ns: 60 * S, unit: Unit::Millis },
         KnobValue::Int(1000), user),
@@ -637,6 +688,21 @@ mod tests {
                 changed[k.observer.as_str()][k.field],
                 json[k.observer.as_str()][k.field]
             );
+        }
+    }
+
+    /// `enabled` by observer reads that observer's own section, and every
+    /// observer's `enabled` is a knob row (a profile can switch it).
+    #[test]
+    fn enabled_is_looked_up_by_observer() {
+        for o in Observer::ALL {
+            let mut c = CompiledConfig::default();
+            assert!(c.enabled(o), "{o:?}");
+            let row = knob_by_field(o, "enabled").unwrap_or_else(|| panic!("{o:?}: no row"));
+            row.set(&mut c, KnobValue::Bool(false));
+            for other in Observer::ALL {
+                assert_eq!(c.enabled(other), other != o, "{o:?} off, {other:?}");
+            }
         }
     }
 

@@ -21,9 +21,8 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType, RingBufferBuilder};
 use super::loader::{load_object, object_sources, LoadedObject};
 use crate::agent::abi::{self, TapioConfig, STAT_MAX};
 use crate::agent::classify::Finding;
-use crate::agent::decode::{decode, Fact};
 use crate::agent::metrics::{Metrics, ObserverMap, ObserverReason};
-use crate::agent::observers::{report, DropsExported, RingObservers};
+use crate::agent::observers::{self, decode, report, DropsExported, Fact, RingObservers, Stat};
 use crate::agent::pipeline::{monotonic_ns, offer_findings, Shared};
 use crate::wire::status::{ObserverState, ObserverStatus};
 use crate::wire::{CompiledConfig, Observer};
@@ -328,33 +327,26 @@ fn export_stats(objects: &[LoadedObject], prev: &mut [[u64; STAT_MAX]], metrics:
                         .inc_by(delta);
                 }
                 abi::STAT_RB_FULL => Metrics::observer_counter(&metrics.lost_events, obs, delta),
-                abi::STAT_RESET_INBOUND if lo.observer == Observer::Network => {
-                    metrics.inbound_resets.inc_by(delta);
-                }
-                _ => {
-                    if let Some(reason) = abi::stat_reason(lo.observer, i) {
-                        metrics.correlation_drop(obs, reason, delta);
+                _ => match observers::stat(lo.observer, i) {
+                    Some(Stat::Drop(reason)) => metrics.correlation_drop(obs, reason, delta),
+                    Some(Stat::InboundResets) => {
+                        metrics.inbound_resets.inc_by(delta);
                     }
-                }
+                    None => {}
+                },
             }
         }
         *prev = now;
     }
 }
 
-/// Arrays that are set-associative socket tables, with their ways: each
-/// value (a set) begins with that many u64 tags, 0 for a free slot. Must
-/// match `OWNER_WAYS` in `bpf/network.bpf.c` (the capacity it gives is
-/// checked against the compiled 16384 by tests/fleet_metrics_kernel.rs).
-const SET_TABLES: &[(&str, u32)] = &[("conn_owners", 16)];
-
-/// The ways of `map` if it is one of [`SET_TABLES`].
-fn set_ways(map: &impl MapCore) -> Option<u32> {
+/// The ways of `observer`'s `map` if it is one of its socket tables
+/// (`RingObserver::SET_TABLES`, in the observer's folder).
+fn set_ways(observer: Observer, map: &impl MapCore) -> Option<u32> {
     if map.map_type() != MapType::Array {
         return None;
     }
-    let name = map.name().to_str()?;
-    SET_TABLES.iter().find(|(n, _)| *n == name).map(|(_, w)| *w)
+    observers::set_ways(observer, map.name().to_str()?)
 }
 
 /// Every hash map and socket table of the loaded objects (the per-flow and
@@ -364,7 +356,7 @@ fn hash_maps(objects: &[LoadedObject]) -> Vec<(ObserverMap, MapHandle)> {
     let mut out = Vec::new();
     for lo in objects {
         for map in lo.obj.maps() {
-            if !map.map_type().is_hash_map() && set_ways(&map).is_none() {
+            if !map.map_type().is_hash_map() && set_ways(lo.observer, &map).is_none() {
                 continue;
             }
             let label = ObserverMap {
@@ -387,7 +379,9 @@ fn hash_maps(objects: &[LoadedObject]) -> Vec<(ObserverMap, MapHandle)> {
 /// Sets `tapio_bpf_map_{capacity,entries}` for `maps`.
 fn export_map_fill(maps: &[(ObserverMap, MapHandle)], metrics: &Metrics) {
     for (label, map) in maps {
-        let (capacity, entries) = match set_ways(map) {
+        // The label names the observer (its list name).
+        let ways = Observer::parse(&label.observer).and_then(|o| set_ways(o, map));
+        let (capacity, entries) = match ways {
             Some(ways) => (
                 u64::from(map.max_entries()) * u64::from(ways),
                 count_tags(map, ways),
@@ -574,7 +568,7 @@ mod tests {
         // 16 tags, then 16 owners of 8 bytes each.
         let map = MapHandle::create(MapType::Array, Some("conn_owners"), 4, 256, 4, &opts)
             .expect("create an array map");
-        assert_eq!(set_ways(&map), Some(16));
+        assert_eq!(set_ways(Observer::Network, &map), Some(16));
         let mut set = [0u8; 256];
         set[128..].fill(0xff);
         map.update(&0u32.to_ne_bytes(), &set, MapFlags::ANY)
@@ -601,7 +595,7 @@ mod tests {
         // Another array of that shape but another name is not a table.
         let other =
             MapHandle::create(MapType::Array, Some("tapio_config"), 4, 256, 1, &opts).unwrap();
-        assert_eq!(set_ways(&other), None);
+        assert_eq!(set_ways(Observer::Network, &other), None);
     }
 
     /// The counter thread refreshes the gauges on its own and ends as soon

@@ -209,6 +209,31 @@ mod tests {
     use super::*;
     use libbpf_rs::ErrorExt;
 
+    /// Every ring observer of the list has its object built in (from its
+    /// folder's `<name>.bpf.c`, named for it: the `--ebpf-dir` file name
+    /// too), and every object is a ring observer's. An observer added to
+    /// the list without its BPF source, or a source without its line,
+    /// fails here.
+    #[test]
+    fn every_ring_observer_has_its_object() {
+        let mut objects: Vec<&str> = embedded_objects().iter().map(|(n, _)| *n).collect();
+        objects.sort_unstable();
+        let mut ring: Vec<&str> = crate::agent::observers::RING
+            .iter()
+            .map(|o| o.as_str())
+            .collect();
+        ring.sort_unstable();
+        assert_eq!(objects, ring);
+        let dir = Path::new("/nonexistent-ebpf-dir");
+        for (observer, src) in object_sources(Some(dir)) {
+            let Err(why) = src else {
+                panic!("{observer:?} read from a missing dir")
+            };
+            let want = format!("/nonexistent-ebpf-dir/{}.bpf.o", observer.as_str());
+            assert!(why.contains(&want), "{why}");
+        }
+    }
+
     #[test]
     fn libbpf_codes_are_described_in_words_and_causes_printed_once() {
         let e = libbpf_rs::Error::from_raw_os_error(4001);

@@ -23,7 +23,7 @@ use super::classify::Finding;
 use super::config::AgentConfig;
 use super::metrics::Metrics;
 use super::pipeline::Shared;
-use crate::wire::status::ObserverState;
+use crate::wire::status::{ObserverState, ObserverStatus};
 use crate::wire::{CompiledConfig, Observer};
 
 const CAP_NET_ADMIN: u32 = 12;
@@ -60,10 +60,12 @@ pub(super) fn start_producers(
     // it is reported unavailable and the agent runs on.
     match node::start(shared.clone(), metrics, findings, initial) {
         Ok(node) => producers.push(node),
-        Err(e) => {
-            tracing::warn!(observer = "node", "observer unavailable: {e:#}");
-            shared.set_status(Observer::Node, ObserverState::Unavailable, format!("{e:#}"));
-        }
+        Err(e) => super::observers::report(
+            &shared,
+            Observer::Node,
+            ObserverStatus::new(ObserverState::Unavailable, format!("{e:#}")),
+            "",
+        ),
     }
     Ok(producers)
 }

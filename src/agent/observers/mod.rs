@@ -20,21 +20,23 @@
 //! held back at stop: its sampler thread reads counters each period and
 //! hands the sample to `NodeClassifier::on_sample` directly.
 //!
-//! Pure dispatch and bookkeeping: must not do I/O (decoding records and
-//! loading objects stay with the drain thread and `decode`).
+//! Adding an observer is its folder here plus its line in wire's one
+//! list (`wire::anomaly::observer_list!`): the folder holds its classifier,
+//! its record decode (`fact.rs`) and its BPF source (`<name>.bpf.c`, which
+//! build.rs compiles into the object of that name); the list's expansion
+//! below declares the module and gives it its [`Fact`] variant, its
+//! dispatch arms and its place in [`RingObservers`].
+//!
+//! Pure dispatch and bookkeeping: must not do I/O (loading objects and
+//! polling rings stay with the drain thread; the record checks every
+//! decode shares are `agent::decode`'s).
 
-pub mod container;
-pub mod network;
-pub mod node;
-pub mod storage;
-
-use self::container::ContainerClassifier;
-use self::network::NetworkClassifier;
-use self::storage::StorageClassifier;
+use super::abi::TapioEventHdr;
 use super::classify::{DropCounts, Finding};
-use super::decode::Fact;
+use super::decode::{header, DecodeError};
 use super::metrics::Metrics;
 use super::pipeline::Shared;
+use crate::wire::anomaly::observer_list;
 use crate::wire::status::{ObserverState, ObserverStatus};
 use crate::wire::{CompiledConfig, Observer};
 
@@ -51,9 +53,25 @@ pub trait Lifecycle: Send {
     fn drops(&self) -> &DropCounts;
 }
 
-/// An observer fed by its BPF ring: the drain thread decodes each record
-/// into a fact for it, ticks it and flushes it at stop.
+/// An observer fed by its BPF ring: everything the agent knows about one
+/// BPF observer besides its name (which is also its object's name, and
+/// the name of the folder that holds its BPF source). The drain thread
+/// decodes each record of its ring into its fact, ticks it and flushes it
+/// at stop. Its folder exports the implementing type as `Classifier`,
+/// with `Classifier::new(&CompiledConfig)`.
 pub trait RingObserver: Lifecycle {
+    /// What one record of its ring decodes to.
+    type Fact: Copy + std::fmt::Debug + PartialEq + Eq;
+    /// Its `tapio_stats` counters beyond the shared ones (config, ring
+    /// full), and what each one means.
+    const STATS: &'static [(usize, Stat)] = &[];
+    /// Its set-associative socket tables, `(map, ways)`: arrays whose
+    /// every value (a set) begins with that many u64 tags, 0 for a free
+    /// slot; `tapio_bpf_map_{capacity,entries}` count their slots.
+    const SET_TABLES: &'static [(&'static str, u32)] = &[];
+    /// Reads one record of its ring whose header is `hdr` (the checks
+    /// are `agent::decode`'s).
+    fn decode(hdr: &TapioEventHdr, b: &[u8]) -> Result<Self::Fact, DecodeError>;
     fn on_fact(&mut self, fact: &Fact, out: &mut Vec<Finding>);
     /// Closes windows that ended by `now_mono_ns`. The default, for an
     /// observer without windows, does nothing.
@@ -63,69 +81,153 @@ pub trait RingObserver: Lifecycle {
     fn flush(&mut self, _out: &mut Vec<Finding>) {}
 }
 
-/// The ring-fed observers, one of each. Adding one is a field here, its
-/// line in [`RingObservers::all_mut`] and its arm in
-/// [`RingObservers::on_fact`] (the compiler asks for the arm: the match
-/// is on its fact type).
-pub struct RingObservers {
-    network: NetworkClassifier,
-    container: ContainerClassifier,
-    storage: StorageClassifier,
+/// What an observer's own `tapio_stats` counter means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stat {
+    /// Evidence deliberately dropped: `tapio_correlation_drops_total`
+    /// with this reason.
+    Drop(&'static str),
+    /// `tapio_inbound_resets_total` (peer resets of sockets the network
+    /// observer never saw connect: context, not a drop).
+    InboundResets,
 }
 
-impl RingObservers {
-    pub fn new(cfg: &CompiledConfig) -> RingObservers {
-        RingObservers {
-            network: NetworkClassifier::new(cfg),
-            container: ContainerClassifier::new(cfg),
-            storage: StorageClassifier::new(cfg),
+/// Expands wire's observer list into the agent's side of every observer:
+/// its module (`agent/observers/<name>/`), and for the ring-fed ones the
+/// [`Fact`] variant, the record dispatch ([`decode`]), their counters
+/// ([`stat`], [`set_ways`]) and [`RingObservers`]. It sorts the list by
+/// feed first (`@sort`), then expands once with both groups. Dispatch is
+/// by `match` on [`Observer`] or [`Fact`], so an observer without its arm
+/// does not compile.
+macro_rules! agent_observers {
+    (@sort [$($ring:tt)*] [$($sampled:tt)*]) => {
+        agent_observers!(@expand [$($ring)*] [$($sampled)*]);
+    };
+    (@sort [$($ring:tt)*] [$($sampled:tt)*] $variant:ident $name:ident $section:ident ring, $($rest:tt)*) => {
+        agent_observers!(@sort [$($ring)* $variant $name,] [$($sampled)*] $($rest)*);
+    };
+    (@sort [$($ring:tt)*] [$($sampled:tt)*] $variant:ident $name:ident $section:ident sampled, $($rest:tt)*) => {
+        agent_observers!(@sort [$($ring)*] [$($sampled)* $variant $name,] $($rest)*);
+    };
+    (@expand [$($rv:ident $rn:ident,)*] [$($sv:ident $sn:ident,)*]) => {
+        $(pub mod $rn;)*
+        $(pub mod $sn;)*
+
+        /// The observers fed by a BPF ring (each has `<name>.bpf.o`), in
+        /// list order.
+        pub const RING: [Observer; [$(stringify!($rn)),*].len()] = [$(Observer::$rv,)*];
+
+        /// One decoded ring record, typed by the observer whose ring it
+        /// came from: the type names its observer, so no fact can reach
+        /// another one.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Fact {
+            $($rv(<$rn::Classifier as RingObserver>::Fact),)*
         }
-    }
 
-    /// Every ring observer, in one fixed order.
-    fn all_mut(&mut self) -> [&mut dyn RingObserver; 3] {
-        [&mut self.network, &mut self.container, &mut self.storage]
-    }
+        impl Fact {
+            /// The observer whose ring it came from.
+            pub fn observer(&self) -> Observer {
+                match self {
+                    $(Fact::$rv(_) => Observer::$rv,)*
+                }
+            }
 
-    fn all(&self) -> [&dyn RingObserver; 3] {
-        [&self.network, &self.container, &self.storage]
-    }
+            /// The config generation that judged it in BPF.
+            pub fn generation(&self) -> u32 {
+                match self {
+                    $(Fact::$rv(f) => f.generation,)*
+                }
+            }
 
-    /// Hands a fact to the observer whose record it decoded from: the
-    /// fact's type names it, so no fact can reach another observer.
-    pub fn on_fact(&mut self, fact: &Fact, out: &mut Vec<Finding>) {
-        match fact {
-            Fact::Net(_) => self.network.on_fact(fact, out),
-            Fact::Ctr(_) => self.container.on_fact(fact, out),
-            Fact::Sto(_) => self.storage.on_fact(fact, out),
+            /// When it happened, CLOCK_MONOTONIC ns.
+            pub fn mono_ns(&self) -> u64 {
+                match self {
+                    $(Fact::$rv(f) => f.mono_ns,)*
+                }
+            }
         }
-    }
 
-    pub fn apply_config(&mut self, cfg: &CompiledConfig, generation: u32) {
-        for o in self.all_mut() {
-            o.apply_config(cfg, generation);
+        /// Decodes one record from `observer`'s ring.
+        pub fn decode(observer: Observer, b: &[u8]) -> Result<Fact, DecodeError> {
+            let hdr = header(b)?;
+            match observer {
+                $(Observer::$rv => <$rn::Classifier as RingObserver>::decode(&hdr, b).map(Fact::$rv),)*
+                // No ring: no record is ever its.
+                $(Observer::$sv => Err(DecodeError::UnknownKind(hdr.kind)),)*
+            }
         }
-    }
 
-    pub fn on_tick(&mut self, now_mono_ns: u64, out: &mut Vec<Finding>) {
-        for o in self.all_mut() {
-            o.on_tick(now_mono_ns, out);
+        /// What `observer`'s counter `idx` of `tapio_stats` means beyond
+        /// the shared ones, or `None` for a counter that is neither a drop
+        /// nor a metric of its own.
+        pub fn stat(observer: Observer, idx: usize) -> Option<Stat> {
+            let stats: &[(usize, Stat)] = match observer {
+                $(Observer::$rv => <$rn::Classifier as RingObserver>::STATS,)*
+                $(Observer::$sv => &[],)*
+            };
+            stats.iter().find(|(i, _)| *i == idx).map(|(_, s)| *s)
         }
-    }
 
-    pub fn flush(&mut self, out: &mut Vec<Finding>) {
-        for o in self.all_mut() {
-            o.flush(out);
+        /// The ways of `observer`'s map `map` if it is one of its socket
+        /// tables ([`RingObserver::SET_TABLES`]).
+        pub fn set_ways(observer: Observer, map: &str) -> Option<u32> {
+            let tables: &[(&str, u32)] = match observer {
+                $(Observer::$rv => <$rn::Classifier as RingObserver>::SET_TABLES,)*
+                $(Observer::$sv => &[],)*
+            };
+            tables.iter().find(|(n, _)| *n == map).map(|(_, w)| *w)
         }
-    }
 
-    /// Adds each observer's drop growth to the metrics.
-    pub fn export_drops(&self, exported: &mut DropsExported, metrics: &Metrics) {
-        for o in self.all() {
-            exported.export(o, metrics);
+        /// The ring-fed observers, one of each.
+        pub struct RingObservers {
+            $($rn: $rn::Classifier,)*
         }
-    }
+
+        impl RingObservers {
+            pub fn new(cfg: &CompiledConfig) -> RingObservers {
+                RingObservers {
+                    $($rn: $rn::Classifier::new(cfg),)*
+                }
+            }
+
+            /// Hands a fact to the observer whose record it decoded from.
+            pub fn on_fact(&mut self, fact: &Fact, out: &mut Vec<Finding>) {
+                match fact {
+                    $(Fact::$rv(_) => self.$rn.on_fact(fact, out),)*
+                }
+            }
+
+            pub fn apply_config(&mut self, cfg: &CompiledConfig, generation: u32) {
+                $(self.$rn.apply_config(cfg, generation);)*
+            }
+
+            pub fn on_tick(&mut self, now_mono_ns: u64, out: &mut Vec<Finding>) {
+                $(self.$rn.on_tick(now_mono_ns, out);)*
+            }
+
+            pub fn flush(&mut self, out: &mut Vec<Finding>) {
+                $(self.$rn.flush(out);)*
+            }
+
+            /// Adds each observer's drop growth to the metrics.
+            pub fn export_drops(&self, exported: &mut DropsExported, metrics: &Metrics) {
+                $(exported.export(&self.$rn, metrics);)*
+            }
+
+            /// `(the list's observer, what its classifier says it is)`,
+            /// for the test that they agree.
+            #[cfg(test)]
+            fn named(&self) -> Vec<(Observer, Observer)> {
+                vec![$((Observer::$rv, self.$rn.observer()),)*]
+            }
+        }
+    };
+    ($($list:tt)*) => {
+        agent_observers!(@sort [] [] $($list)*);
+    };
 }
+observer_list!(agent_observers);
 
 /// What `tapio_correlation_drops_total` already holds of each observer's
 /// cumulative drop counts, so each export adds only the growth.
@@ -174,7 +276,11 @@ pub fn report(shared: &Shared, observer: Observer, status: ObserverStatus, detai
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::decode::{CtrFact, CtrKind};
+    use crate::agent::abi::{self, TapioEventHdr};
+    use crate::agent::observers::container::fact::tests::ctr_record;
+    use crate::agent::observers::container::{CtrFact, CtrKind};
+    use crate::agent::observers::storage::fact::tests::sto_record;
+    use zerocopy::{FromBytes, IntoBytes};
 
     /// Counts drops as a test tells it.
     struct Dropper(DropCounts);
@@ -214,7 +320,7 @@ mod tests {
     }
 
     fn exit(exit_status: u32) -> Fact {
-        Fact::Ctr(CtrFact {
+        Fact::Container(CtrFact {
             kind: CtrKind::Exit,
             mono_ns: 1,
             generation: 1,
@@ -258,5 +364,142 @@ mod tests {
         assert_eq!(drop_total(&m, "network", "not_abnormal"), None);
         set.flush(&mut out);
         assert_eq!(out.len(), 1, "nothing held back: {out:?}");
+    }
+
+    /// The list, the classifiers and the facts agree on who is who: a
+    /// classifier reports under its own name, and a record of each ring
+    /// decodes to that observer's fact.
+    #[test]
+    fn every_ring_observer_is_wired_under_its_name() {
+        let set = RingObservers::new(&CompiledConfig::default());
+        for (listed, says) in set.named() {
+            assert_eq!(listed, says);
+        }
+        assert_eq!(
+            set.named().iter().map(|(o, _)| *o).collect::<Vec<_>>(),
+            RING.to_vec()
+        );
+        let net = network::fact::tests::net_record(abi::EV_NET_RTT, 2, &[10, 0, 0, 1], 80, 0);
+        for (o, rec) in [
+            (Observer::Network, net),
+            (Observer::Container, ctr_record(abi::EV_CTR_EXIT, 1, 9, 0)),
+            (Observer::Storage, sto_record(10, None)),
+        ] {
+            let fact = decode(o, &rec).unwrap_or_else(|e| panic!("{o:?}: {e:?}"));
+            assert_eq!(fact.observer(), o);
+        }
+        // An observer without a ring takes no record.
+        for o in Observer::ALL.into_iter().filter(|o| !RING.contains(o)) {
+            assert!(decode(o, &sto_record(10, None)).is_err(), "{o:?}");
+        }
+    }
+
+    #[test]
+    fn stats_name_drops_and_their_own_metrics_only() {
+        let drop = |o, i| match stat(o, i) {
+            Some(Stat::Drop(reason)) => Some(reason),
+            _ => None,
+        };
+        assert_eq!(
+            drop(Observer::Storage, abi::STAT_CORR_DUP),
+            Some("ambiguous_inflight_io")
+        );
+        assert_eq!(
+            drop(Observer::Storage, abi::STAT_CORR_MISSING),
+            Some("completion_without_issue")
+        );
+        assert_eq!(stat(Observer::Storage, abi::STAT_RB_FULL), None);
+        assert_eq!(stat(Observer::Container, abi::STAT_CORR_DUP), None);
+        assert_eq!(stat(Observer::Storage, abi::STAT_MAX), None);
+        assert_eq!(stat(Observer::Node, abi::STAT_CORR_DUP), None);
+        assert_eq!(
+            drop(Observer::Network, abi::STAT_RESET_ORPHAN),
+            Some("reset_after_close")
+        );
+        assert_eq!(
+            drop(Observer::Network, abi::STAT_OWNER_MISSING),
+            Some("owner_missing")
+        );
+        assert_eq!(
+            drop(Observer::Network, abi::STAT_OWNER_FULL),
+            Some("owner_table_full")
+        );
+        // Inbound resets are their own metric, not a drop.
+        assert_eq!(
+            stat(Observer::Network, abi::STAT_RESET_INBOUND),
+            Some(Stat::InboundResets)
+        );
+        // The shared counters are no observer's own.
+        for o in Observer::ALL {
+            for i in [abi::STAT_CFG_ZERO, abi::STAT_CFG_ABI, abi::STAT_RB_FULL] {
+                assert_eq!(stat(o, i), None, "{o:?} {i}");
+            }
+        }
+        assert_eq!(set_ways(Observer::Network, "conn_owners"), Some(16));
+        assert_eq!(set_ways(Observer::Network, "rtt_baselines"), None);
+        assert_eq!(set_ways(Observer::Storage, "conn_owners"), None);
+    }
+
+    #[test]
+    fn container_and_storage_lengths_and_kinds_are_checked() {
+        for (obs, rec) in [
+            (Observer::Container, ctr_record(abi::EV_CTR_EXIT, 1, 9, 0)),
+            (Observer::Storage, sto_record(10, None)),
+        ] {
+            assert!(decode(obs, &rec).is_ok());
+            for len in 0..rec.len() {
+                assert!(decode(obs, &rec[..len]).is_err(), "{obs:?} len {len}");
+            }
+            let mut long = rec.clone();
+            long.push(0);
+            assert!(matches!(
+                decode(obs, &long),
+                Err(DecodeError::Oversized { .. })
+            ));
+            let (hdr, body) = TapioEventHdr::read_from_prefix(&rec).expect("a header");
+            let with_hdr = |hdr: TapioEventHdr| [hdr.as_bytes(), body].concat();
+            let bad = with_hdr(TapioEventHdr { size: 8, ..hdr });
+            assert_eq!(
+                decode(obs, &bad),
+                Err(DecodeError::SizeMismatch {
+                    len: rec.len(),
+                    declared: 8
+                })
+            );
+            // Another observer's kind is refused, not misread.
+            let other = with_hdr(TapioEventHdr {
+                kind: abi::EV_NET_RTT,
+                ..hdr
+            });
+            assert_eq!(
+                decode(obs, &other),
+                Err(DecodeError::UnknownKind(abi::EV_NET_RTT))
+            );
+        }
+        // A container record on the storage ring is refused by kind.
+        let rec = ctr_record(abi::EV_CTR_OOM, 1, 0, 0);
+        assert_eq!(
+            decode(Observer::Storage, &rec),
+            Err(DecodeError::UnknownKind(abi::EV_CTR_OOM))
+        );
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        // A cheap deterministic fuzz: xorshift bytes of every length.
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        for len in 0..300 {
+            let buf: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            for obs in Observer::ALL {
+                let _ = decode(obs, &buf);
+            }
+        }
     }
 }

@@ -62,7 +62,8 @@ pub use perf::{
 };
 use perf::{open_pmc, EventSet, Pmc, Reread};
 
-const OBSERVER: &str = "node";
+/// This sampler's observer name (metrics label, log field).
+const OBSERVER: &str = Observer::Node.as_str();
 const PSI_MEMORY: &str = "/proc/pressure/memory";
 const PSI_CPU: &str = "/proc/pressure/cpu";
 /// Longest sleep between checks of the stop flag.

@@ -27,9 +27,13 @@
 //!
 //! No I/O and no clock: the page size is an input of the constructor.
 
-use super::{Lifecycle, RingObserver};
+pub mod fact;
+
+pub use self::fact::{CtrFact, CtrKind, SignalSender};
+use super::{Fact, Lifecycle, RingObserver};
+use crate::agent::abi::TapioEventHdr;
+use crate::agent::decode::DecodeError;
 use crate::agent::classify::{DropCounts, Finding};
-use crate::agent::decode::{CtrFact, CtrKind, Fact};
 use crate::wire::evidence::{AbnormalExit, Comm, Evidence, OomKill, Rss, Sender, Task};
 use crate::wire::{CompiledConfig, Observer, Outcome, Severity};
 
@@ -190,9 +194,18 @@ impl Lifecycle for ContainerClassifier {
     }
 }
 
+/// This folder's ring observer, as `agent::observers` names it.
+pub type Classifier = ContainerClassifier;
+
 impl RingObserver for ContainerClassifier {
+    type Fact = CtrFact;
+
+    fn decode(hdr: &TapioEventHdr, b: &[u8]) -> Result<CtrFact, DecodeError> {
+        fact::decode(hdr, b)
+    }
+
     fn on_fact(&mut self, fact: &Fact, out: &mut Vec<Finding>) {
-        let Fact::Ctr(f) = fact else {
+        let Fact::Container(f) = fact else {
             return;
         };
         match f.kind {
@@ -237,7 +250,7 @@ mod tests {
     fn classify(f: CtrFact) -> Vec<Finding> {
         let mut c = ContainerClassifier::with_page_size(&CompiledConfig::default(), PAGE);
         let mut out = Vec::new();
-        c.on_fact(&Fact::Ctr(f), &mut out);
+        c.on_fact(&Fact::Container(f), &mut out);
         out
     }
 
@@ -312,11 +325,11 @@ mod tests {
         let mut out = Vec::new();
         let mut f = fact(CtrKind::Oom);
         f.memcg_max_pages = 1024;
-        c.on_fact(&Fact::Ctr(f), &mut out);
+        c.on_fact(&Fact::Container(f), &mut out);
         assert_eq!(out[0].data()["memory_limit_bytes"], 64 << 20);
         // PAGE_COUNTER_MAX depends on the page size too.
         f.memcg_max_pages = i64::MAX as u64 / 65536;
-        c.on_fact(&Fact::Ctr(f), &mut out);
+        c.on_fact(&Fact::Container(f), &mut out);
         assert_eq!(out[1].data()["memory_limit_source"], "unlimited");
     }
 
@@ -396,7 +409,7 @@ mod tests {
     fn a_signal_another_process_sent_names_the_sender() {
         let mut f = fact(CtrKind::Exit);
         f.exit_status = 9;
-        f.sender = Some(crate::agent::decode::SignalSender {
+        f.sender = Some(SignalSender {
             pid: 777,
             comm: *b"kubelet\0\0\0\0\0\0\0\0\0",
             cgroup_id: 55,
@@ -428,7 +441,7 @@ mod tests {
     fn clean_status_is_dropped_and_counted() {
         let mut c = ContainerClassifier::with_page_size(&CompiledConfig::default(), PAGE);
         let mut out = Vec::new();
-        c.on_fact(&Fact::Ctr(fact(CtrKind::Exit)), &mut out);
+        c.on_fact(&Fact::Container(fact(CtrKind::Exit)), &mut out);
         assert!(out.is_empty());
         assert_eq!(c.drops().get("not_abnormal"), 1);
     }
@@ -465,7 +478,7 @@ mod tests {
         use crate::agent::classify::alloc_count::allocations;
         let mut c = ContainerClassifier::with_page_size(&CompiledConfig::default(), PAGE);
         let mut out = Vec::with_capacity(4);
-        let clean = Fact::Ctr(fact(CtrKind::Exit));
+        let clean = Fact::Container(fact(CtrKind::Exit));
         c.on_fact(&clean, &mut out); // warm-up: the drop reason's counter
         let n = allocations(|| {
             for _ in 0..100 {
@@ -475,7 +488,7 @@ mod tests {
         assert_eq!(n, 0);
         assert!(out.is_empty());
         assert_eq!(c.drops().get("not_abnormal"), 101);
-        let oom = Fact::Ctr(fact(CtrKind::Oom));
+        let oom = Fact::Container(fact(CtrKind::Oom));
         assert_eq!(allocations(|| c.on_fact(&oom, &mut out)), 0);
         assert_eq!(out[0].anomaly(), AnomalyType::OomKill);
     }

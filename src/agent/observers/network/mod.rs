@@ -60,9 +60,13 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
-use super::{Lifecycle, RingObserver};
+pub mod fact;
+
+pub use self::fact::{NetFact, NetKind};
+use super::{Fact, Lifecycle, RingObserver, Stat};
+use crate::agent::abi::{self, TapioEventHdr};
+use crate::agent::decode::DecodeError;
 use crate::agent::classify::{DropCounts, Finding};
-use crate::agent::decode::{Fact, NetFact, NetKind};
 use crate::wire::config::NetworkConfig;
 use crate::wire::evidence::{
     Comm, Conn as ConnFacts, ConnectFailed, Evidence, Refused, Reset, RetransmitSpike,
@@ -463,9 +467,35 @@ impl Lifecycle for NetworkClassifier {
     }
 }
 
+/// This folder's ring observer, as `agent::observers` names it.
+pub type Classifier = NetworkClassifier;
+
+/// Ways of the `conn_owners` socket table: `OWNER_WAYS` in
+/// `network.bpf.c` (its capacity, sets × ways, is checked against the
+/// compiled 16384 by tests/fleet_metrics_kernel.rs).
+const OWNER_WAYS: u32 = 16;
+
 impl RingObserver for NetworkClassifier {
+    type Fact = NetFact;
+    const STATS: &'static [(usize, Stat)] = &[
+        (abi::STAT_RESET_ORPHAN, Stat::Drop("reset_after_close")),
+        // A failed connect reported without its process (begun before the
+        // observer was live, or its owner set was full).
+        (abi::STAT_OWNER_MISSING, Stat::Drop("owner_missing")),
+        // A connect that could not record its owner at all.
+        (abi::STAT_OWNER_FULL, Stat::Drop("owner_table_full")),
+        // Resets of sockets it never saw connect: their own metric, not
+        // a drop.
+        (abi::STAT_RESET_INBOUND, Stat::InboundResets),
+    ];
+    const SET_TABLES: &'static [(&'static str, u32)] = &[("conn_owners", OWNER_WAYS)];
+
+    fn decode(hdr: &TapioEventHdr, b: &[u8]) -> Result<NetFact, DecodeError> {
+        fact::decode(hdr, b)
+    }
+
     fn on_fact(&mut self, fact: &Fact, out: &mut Vec<Finding>) {
-        let Fact::Net(f) = fact else {
+        let Fact::Network(f) = fact else {
             return;
         };
         match f.kind {
@@ -542,7 +572,7 @@ mod tests {
     const MS: u64 = 1_000_000;
 
     fn fact(kind: NetKind, t_ms: u64, dport: u16, sk_err: i32) -> Fact {
-        Fact::Net(NetFact {
+        Fact::Network(NetFact {
             kind,
             mono_ns: t_ms * MS,
             generation: 1,
@@ -628,7 +658,7 @@ mod tests {
         let mut out = Vec::new();
         c.on_fact(&refused(0, 9), &mut out);
         let mut other = refused(10, 9);
-        if let Fact::Net(f) = &mut other {
+        if let Fact::Network(f) = &mut other {
             f.netns = 4026532000;
         }
         c.on_fact(&other, &mut out);
@@ -707,11 +737,11 @@ mod tests {
     fn icmp_refusal_says_icmp() {
         let mut c = NetworkClassifier::new(&CompiledConfig::default());
         let mut out = Vec::new();
-        let Fact::Net(mut f) = refused(0, 9) else {
+        let Fact::Network(mut f) = refused(0, 9) else {
             unreachable!("refused() builds network facts")
         };
         f.rst = false;
-        c.on_fact(&Fact::Net(f), &mut out);
+        c.on_fact(&Fact::Network(f), &mut out);
         assert_eq!(out[0].data()["cause"], "icmp");
     }
 
@@ -836,11 +866,11 @@ mod tests {
         for burst in 0..20u64 {
             for i in 0..10u64 {
                 for port in [1u16, 2, 3] {
-                    let Fact::Net(mut f) = retrans(burst * 500 + i * 5) else {
+                    let Fact::Network(mut f) = retrans(burst * 500 + i * 5) else {
                         unreachable!()
                     };
                     f.sport = port;
-                    c.on_fact(&Fact::Net(f), &mut out);
+                    c.on_fact(&Fact::Network(f), &mut out);
                     made += 1;
                 }
             }
@@ -869,12 +899,12 @@ mod tests {
         }
         // ...then MAX_RETRANS_CONNS others push it out.
         for i in 0..MAX_RETRANS_CONNS as u64 {
-            let Fact::Net(mut f) = retrans(10 + i) else {
+            let Fact::Network(mut f) = retrans(10 + i) else {
                 unreachable!()
             };
             f.sport = (i % 60000) as u16 + 1;
             f.dport = 444 + (i / 60000) as u16;
-            c.on_fact(&Fact::Net(f), &mut out);
+            c.on_fact(&Fact::Network(f), &mut out);
         }
         assert!(c.retrans.len() <= MAX_RETRANS_CONNS);
         assert_eq!(retransmits(&out), vec![5, 2]);
@@ -882,12 +912,12 @@ mod tests {
     }
 
     fn reset(t_ms: u64, dport: u16, state: u32, unacked: u32) -> Fact {
-        let Fact::Net(mut f) = fact(NetKind::Reset, t_ms, dport, 0) else {
+        let Fact::Network(mut f) = fact(NetKind::Reset, t_ms, dport, 0) else {
             unreachable!()
         };
         f.state = state;
         f.unacked = unacked;
-        Fact::Net(f)
+        Fact::Network(f)
     }
 
     #[test]
@@ -954,12 +984,12 @@ mod tests {
         let mut c = NetworkClassifier::new(&CompiledConfig::default());
         let mut out = Vec::new();
         for (dport, err) in [(80, ETIMEDOUT), (81, EHOSTUNREACH)] {
-            let Fact::Net(mut f) = fact(NetKind::ConnectFail, 0, dport, err) else {
+            let Fact::Network(mut f) = fact(NetKind::ConnectFail, 0, dport, err) else {
                 unreachable!()
             };
             f.drops = 3;
             f.drop_reason = 12;
-            c.on_fact(&Fact::Net(f), &mut out);
+            c.on_fact(&Fact::Network(f), &mut out);
         }
         c.on_fact(&fact(NetKind::ConnectFail, 0, 82, ETIMEDOUT), &mut out);
         assert_eq!(out.len(), 3);
@@ -976,11 +1006,11 @@ mod tests {
         let mut c = NetworkClassifier::new(&CompiledConfig::default());
         let mut out = Vec::new();
         let with_segs = |t: u64, segs: u32| {
-            let Fact::Net(mut f) = retrans(t) else {
+            let Fact::Network(mut f) = retrans(t) else {
                 unreachable!()
             };
             f.segs = segs;
-            Fact::Net(f)
+            Fact::Network(f)
         };
         c.on_fact(&with_segs(0, 2), &mut out);
         c.on_fact(&with_segs(1, 2), &mut out);
@@ -1000,11 +1030,11 @@ mod tests {
         let mut c = NetworkClassifier::new(&CompiledConfig::default());
         let mut out = Vec::new();
         for (t, segs) in [(0, 3), (1, u32::MAX - 1)] {
-            let Fact::Net(mut f) = retrans(t) else {
+            let Fact::Network(mut f) = retrans(t) else {
                 unreachable!()
             };
             f.segs = segs;
-            c.on_fact(&Fact::Net(f), &mut out);
+            c.on_fact(&Fact::Network(f), &mut out);
         }
         assert_eq!(retransmits(&out), vec![u64::from(u32::MAX)]);
     }
@@ -1012,14 +1042,14 @@ mod tests {
     /// An RTT record as the kernel sends it: judged a spike against
     /// `baseline_us` over 8 samples.
     fn spike(t_ms: u64, dport: u16, srtt_us: u32, baseline_us: u32) -> Fact {
-        let Fact::Net(mut f) = fact(NetKind::Rtt, t_ms, dport, 0) else {
+        let Fact::Network(mut f) = fact(NetKind::Rtt, t_ms, dport, 0) else {
             unreachable!("fact() builds network facts")
         };
         f.srtt_us = srtt_us;
         f.rtt_spike = true;
         f.rtt_baseline_us = baseline_us;
         f.rtt_samples = 8;
-        Fact::Net(f)
+        Fact::Network(f)
     }
 
     #[test]
@@ -1055,19 +1085,19 @@ mod tests {
         let mut c = NetworkClassifier::new(&CompiledConfig::default());
         let mut out = Vec::new();
         // A retransmit whose sample did not qualify.
-        let Fact::Net(mut f) = fact(NetKind::Retransmit, 10, 8080, 0) else {
+        let Fact::Network(mut f) = fact(NetKind::Retransmit, 10, 8080, 0) else {
             unreachable!()
         };
         f.srtt_us = 90_000;
         f.rtt_baseline_us = 100;
         f.rtt_samples = 20;
-        c.on_fact(&Fact::Net(f), &mut out);
+        c.on_fact(&Fact::Network(f), &mut out);
         // A spike on a socket whose owner the kernel did not know.
-        let Fact::Net(mut f) = spike(20, 8080, 90_000, 100) else {
+        let Fact::Network(mut f) = spike(20, 8080, 90_000, 100) else {
             unreachable!()
         };
         f.owner_known = false;
-        c.on_fact(&Fact::Net(f), &mut out);
+        c.on_fact(&Fact::Network(f), &mut out);
         assert!(out.is_empty(), "{out:?}");
         assert!(c.rtt.is_empty());
     }
@@ -1076,11 +1106,11 @@ mod tests {
     fn a_retransmit_carrying_a_spike_reports_it() {
         let mut c = NetworkClassifier::new(&CompiledConfig::default());
         let mut out = Vec::new();
-        let Fact::Net(mut f) = spike(10, 8080, 90_000, 100) else {
+        let Fact::Network(mut f) = spike(10, 8080, 90_000, 100) else {
             unreachable!()
         };
         f.kind = NetKind::Retransmit;
-        c.on_fact(&Fact::Net(f), &mut out);
+        c.on_fact(&Fact::Network(f), &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].anomaly(), AnomalyType::RttDegradation);
     }
@@ -1090,20 +1120,20 @@ mod tests {
         let mut c = NetworkClassifier::new(&CompiledConfig::default());
         let mut out = Vec::new();
         for i in 0..MAX_RTT_DESTS as u64 {
-            let Fact::Net(mut f) = spike(0, 1, 50_000, 1_000) else {
+            let Fact::Network(mut f) = spike(0, 1, 50_000, 1_000) else {
                 unreachable!()
             };
             f.dport = (i % 60000) as u16 + 1;
             f.netns = (i / 60000) as u32;
-            c.on_fact(&Fact::Net(f), &mut out);
+            c.on_fact(&Fact::Network(f), &mut out);
         }
         assert_eq!(c.rtt.len(), MAX_RTT_DESTS);
         // Two seconds on, every cooldown has ended: the table makes room.
-        let Fact::Net(mut f) = spike(2000, 1, 50_000, 1_000) else {
+        let Fact::Network(mut f) = spike(2000, 1, 50_000, 1_000) else {
             unreachable!()
         };
         f.netns = 999;
-        c.on_fact(&Fact::Net(f), &mut out);
+        c.on_fact(&Fact::Network(f), &mut out);
         assert_eq!(out.len(), MAX_RTT_DESTS + 1);
         assert_eq!(c.rtt.len(), 1);
     }

@@ -98,7 +98,7 @@ struct conn_owner {
  * full with probability P(Poisson(L/1024) >= 16): ~4e-6 at L = 4000,
  * ~7e-3 at L = 8000 (8 ways x 2048 sets: 9e-4 and 5e-2, at the same
  * cost per connection within this machine's noise). The agent's map-fill
- * walk knows OWNER_WAYS (src/agent/linux/drain.rs SET_TABLES). */
+ * walk knows OWNER_WAYS (SET_TABLES in mod.rs next to this file). */
 #define OWNER_WAYS 16
 #define OWNER_SET_BITS 10
 

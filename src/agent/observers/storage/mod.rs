@@ -3,8 +3,8 @@
 //!
 //! The BPF program correlates issue and completion by the request pointer
 //! and sends only errors and completions at or above `slow_io_threshold`
-//! (the drops of that correlation are counted there, see
-//! `abi::stat_reason`). Here:
+//! (the drops of that correlation are counted there, exported under the
+//! reasons `STATS` below gives its counters). Here:
 //!
 //! * a completion with a non-zero `blk_status_t` → `io_error` (error,
 //!   failure), with `errno` named by the kernel's own mapping and
@@ -36,9 +36,13 @@
 //! both map to EINVAL. Anything else maps to EIO, as
 //! `blk_status_to_errno` does. The raw status is kept in `blk_status`.
 
-use super::{Lifecycle, RingObserver};
+pub mod fact;
+
+pub use self::fact::StoFact;
+use super::{Fact, Lifecycle, RingObserver, Stat};
+use crate::agent::abi::{self, TapioEventHdr};
+use crate::agent::decode::DecodeError;
 use crate::agent::classify::{DropCounts, Finding};
-use crate::agent::decode::{Fact, StoFact};
 use crate::wire::config::StorageConfig;
 use crate::wire::evidence::{Evidence, Flags, Io, IoError, LatencySpike};
 use crate::wire::{CompiledConfig, Observer, Outcome, Severity};
@@ -226,9 +230,22 @@ impl Lifecycle for StorageClassifier {
     }
 }
 
+/// This folder's ring observer, as `agent::observers` names it.
+pub type Classifier = StorageClassifier;
+
 impl RingObserver for StorageClassifier {
+    type Fact = StoFact;
+    const STATS: &'static [(usize, Stat)] = &[
+        (abi::STAT_CORR_DUP, Stat::Drop("ambiguous_inflight_io")),
+        (abi::STAT_CORR_MISSING, Stat::Drop("completion_without_issue")),
+    ];
+
+    fn decode(hdr: &TapioEventHdr, b: &[u8]) -> Result<StoFact, DecodeError> {
+        fact::decode(hdr, b)
+    }
+
     fn on_fact(&mut self, fact: &Fact, out: &mut Vec<Finding>) {
-        let Fact::Sto(f) = fact else {
+        let Fact::Storage(f) = fact else {
             return;
         };
         out.extend(self.classify(f));
@@ -261,7 +278,7 @@ mod tests {
     fn classify(f: StoFact) -> (Vec<Finding>, DropCounts) {
         let mut c = StorageClassifier::new(&CompiledConfig::default());
         let mut out = Vec::new();
-        c.on_fact(&Fact::Sto(f), &mut out);
+        c.on_fact(&Fact::Storage(f), &mut out);
         (out, c.drops().clone())
     }
 
@@ -362,7 +379,7 @@ mod tests {
         let mut c = StorageClassifier::new(&CompiledConfig::default());
         c.apply_config(&cfg, 1);
         let mut out = Vec::new();
-        c.on_fact(&Fact::Sto(fact(0, Some(250 * MS))), &mut out);
+        c.on_fact(&Fact::Storage(fact(0, Some(250 * MS))), &mut out);
         assert_eq!(out[0].severity, Severity::Critical);
         assert_eq!(out[0].data()["io_latency_critical_ns"], 200 * MS);
     }
@@ -540,19 +557,19 @@ mod tests {
         let mut out = Vec::with_capacity(4);
         let (uncorrelated, tail) = (fact(0, None), flush_tail(Some(5 * MS), 0));
         // Warm-up: each drop reason counted once.
-        c.on_fact(&Fact::Sto(uncorrelated), &mut out);
-        c.on_fact(&Fact::Sto(tail), &mut out);
+        c.on_fact(&Fact::Storage(uncorrelated), &mut out);
+        c.on_fact(&Fact::Storage(tail), &mut out);
         let n = allocations(|| {
             for _ in 0..100 {
-                c.on_fact(&Fact::Sto(uncorrelated), &mut out);
-                c.on_fact(&Fact::Sto(tail), &mut out);
+                c.on_fact(&Fact::Storage(uncorrelated), &mut out);
+                c.on_fact(&Fact::Storage(tail), &mut out);
             }
         });
         assert_eq!(n, 0);
         assert!(out.is_empty());
         assert_eq!(c.drops().get("uncorrelated_latency"), 101);
         assert_eq!(c.drops().get("ambiguous_inflight_io"), 101);
-        let error = Fact::Sto(fact(10, Some(MS)));
+        let error = Fact::Storage(fact(10, Some(MS)));
         assert_eq!(allocations(|| c.on_fact(&error, &mut out)), 0);
         assert_eq!(out[0].anomaly(), AnomalyType::IoError);
     }
