@@ -60,7 +60,7 @@ container tapio_stats   9
 network   events        524288
 network   conn_owners   1024
 network   flow_drop_seq 1
-network   rtt_baselines 4096
+network   rtt_baselines 1024
 network   flow_drops    4096
 network   tapio_config  1
 network   tapio_stats   9
@@ -89,8 +89,11 @@ storage   tapio_stats   9
 # - oom_victims 1024: OOM kills awaiting their task exit; LRU.
 # - signal_senders 4096: fatal signals (crash signals, SIGKILL) sent by
 #   another process and not yet followed by the target's exit; LRU.
-# - rtt_baselines 4096: destinations with an RTT baseline (the agent's
-#   former MAX_RTT_DESTS); LRU, the least recently used forgets its baseline.
+# - rtt_baselines 1024: sets of 4 destinations (network.bpf.c RTT_WAYS),
+#   so 4096 destinations with an RTT baseline, as the LRU hash it replaced
+#   held (the agent's former MAX_RTT_DESTS). Its values are 160-byte sets
+#   (160 KB in all); a full set replaces a random baseline (issue 15: the
+#   LRU lookup cost ~110 ns per healthy connection).
 # - flow_drops 4096: connects whose SYNs or answers this kernel dropped,
 #   until the connect resolves; LRU.
 # - tapio_config 1: one config record per observer, written by the agent.

@@ -120,6 +120,14 @@ fn a_real_agent_exports_the_fleet_metrics() {
         "tapio_bpf_map_entries{observer=\"network\",map=\"conn_owners\"}",
     );
     assert!((0.0..=16384.0).contains(&entries), "{entries}");
+    // The RTT baselines: 1024 sets of 4 destinations.
+    let cap = "tapio_bpf_map_capacity{observer=\"network\",map=\"rtt_baselines\"}";
+    assert_eq!(must_metric(&text, cap), 4096.0);
+    let entries = must_metric(
+        &text,
+        "tapio_bpf_map_entries{observer=\"network\",map=\"rtt_baselines\"}",
+    );
+    assert!((0.0..=4096.0).contains(&entries), "{entries}");
 
     // The whole exposition stays one OpenMetrics document (a real
     // Prometheus parses the agent's in tests/metrics_kernel.rs).

@@ -381,16 +381,20 @@ fn queueing_delay_raises_srtt_into_an_rtt_degradation() {
         &[],
     );
     let (ns, port) = ns_and_port("tprtt");
+    // A second destination in the namespace (its own port space): it has
+    // no baseline when the delay starts, so its slow connection starts
+    // one and must not be judged against the first destination's.
+    let fresh = if port < u16::MAX { port + 1 } else { port - 1 };
     // Small frames so the token bucket queues many packets (tbf drops
     // packets larger than its burst).
     ns.exec("ip link set lo mtu 1500");
     let prog = format!(
-        r#"import socket,sys,threading
-l=socket.socket()
-l.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
-l.bind(('127.0.0.1',{port}))
-l.listen(16)
-def serve():
+        r#"import socket,sys,threading,time
+def serve(port):
+    l=socket.socket()
+    l.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
+    l.bind(('127.0.0.1',port))
+    l.listen(16)
     while True:
         a,_=l.accept()
         n=0
@@ -400,9 +404,11 @@ def serve():
             n+=len(b)
         a.sendall(str(n).encode())
         a.close()
-threading.Thread(target=serve,daemon=True).start()
-def one(size):
-    c=socket.create_connection(('127.0.0.1',{port}))
+for p in ({port},{fresh}):
+    threading.Thread(target=serve,args=(p,),daemon=True).start()
+time.sleep(0.2)
+def one(size,port={port}):
+    c=socket.create_connection(('127.0.0.1',port))
     c.sendall(b'z'*size)
     c.shutdown(socket.SHUT_WR)
     r=c.recv(100)
@@ -412,6 +418,7 @@ for i in range(4):
     one(2000)
 print('baseline',flush=True)
 sys.stdin.readline()
+print(one(400000,{fresh}).decode(),flush=True)
 print(one(400000).decode(),flush=True)
 "#
     );
@@ -436,6 +443,10 @@ print(one(400000).decode(),flush=True)
     assert!(d["baseline_samples"].as_u64().unwrap() >= 3);
     assert_eq!(d["pid"], pid);
     assert_eq!(v["error"]["code"], "RTT_DEGRADATION");
+    // The fresh destination's slow connection ended before this one: its
+    // sample only started its own baseline.
+    let other = agent.matching(of_type_port("kernel.network.rtt_degradation", fresh));
+    assert!(other.is_empty(), "{other:#?}");
 }
 
 /// The server side of the reset scenarios: one listener per role, each

@@ -436,7 +436,8 @@ mod tests {
             }
         }
         assert_eq!(set_ways(Observer::Network, "conn_owners"), Some(16));
-        assert_eq!(set_ways(Observer::Network, "rtt_baselines"), None);
+        assert_eq!(set_ways(Observer::Network, "rtt_baselines"), Some(4));
+        assert_eq!(set_ways(Observer::Network, "flow_drops"), None);
         assert_eq!(set_ways(Observer::Storage, "conn_owners"), None);
     }
 

@@ -474,6 +474,9 @@ pub type Classifier = NetworkClassifier;
 /// `network.bpf.c` (its capacity, sets × ways, is checked against the
 /// compiled 16384 by tests/fleet_metrics_kernel.rs).
 const OWNER_WAYS: u32 = 16;
+/// Ways of the `rtt_baselines` destination table: `RTT_WAYS` in
+/// `network.bpf.c` (capacity 4096, checked by the same test).
+const RTT_WAYS: u32 = 4;
 
 impl RingObserver for NetworkClassifier {
     type Fact = NetFact;
@@ -488,7 +491,8 @@ impl RingObserver for NetworkClassifier {
         // a drop.
         (abi::STAT_RESET_INBOUND, Stat::InboundResets),
     ];
-    const SET_TABLES: &'static [(&'static str, u32)] = &[("conn_owners", OWNER_WAYS)];
+    const SET_TABLES: &'static [(&'static str, u32)] =
+        &[("conn_owners", OWNER_WAYS), ("rtt_baselines", RTT_WAYS)];
 
     fn decode(hdr: &TapioEventHdr, b: &[u8]) -> Result<NetFact, DecodeError> {
         fact::decode(hdr, b)

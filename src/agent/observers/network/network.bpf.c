@@ -202,13 +202,14 @@ struct task_struct___own {
 	struct css_set___own *cgroups;
 } __attribute__((preserve_access_index));
 
-/* A destination within its network namespace (the agent's Dest). */
+/* A destination within its network namespace (the agent's Dest). 8-aligned
+ * so the table compares it as three words. */
 struct rtt_dest {
 	__u32 netns;
 	__u16 family;
 	__u16 dport;
 	__u8 daddr[16];
-};
+} __attribute__((aligned(8)));
 
 /* EWMA (alpha 1/8) of srtt samples, kept <<3 like tcp_sock.srtt_us so the
  * integer update loses no precision. Updated in place without a lock: two
@@ -219,11 +220,41 @@ struct rtt_base {
 	__u32 samples;
 };
 
+/*
+ * Baselines per destination: a set-associative table in an ARRAY, like
+ * conn_owners. A hash of the destination picks one set of RTT_WAYS slots;
+ * a slot's tag is that hash (odd, so never 0 = free) and its key is
+ * compared whole, so a baseline is only ever read for its own destination.
+ * The LRU hash it replaces cost ~110 ns per healthy connection in lookup
+ * alone (jhash, bucket walk, LRU bookkeeping; BENCHMARKS.md).
+ *
+ * A new destination takes a free slot by compare-and-swap of its tag; in a
+ * full set it replaces a random one (the LRU evicted the least recently
+ * used instead; with 1024 sets a set fills only when more than four busy
+ * destinations hash alike). A replaced baseline starts over, so it judges
+ * nothing until it has its minimum samples again: a lost judgement, never
+ * a wrong one. As with the LRU map's reuse of evicted elements, a slot
+ * replaced at the very moment another CPU reads it can hand that reader
+ * the newcomer's first sample (samples = 1, below any minimum but 1).
+ */
+#define RTT_WAYS 4
+#define RTT_SET_BITS 10
+
+struct rtt_slot {
+	struct rtt_dest d;
+	struct rtt_base b;
+};
+
+struct rtt_set {
+	__u64 tag[RTT_WAYS]; /* the destination's hash, 0 = free */
+	struct rtt_slot s[RTT_WAYS];
+};
+
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 4096);
-	__type(key, struct rtt_dest);
-	__type(value, struct rtt_base);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1 << RTT_SET_BITS);
+	__type(key, __u32);
+	__type(value, struct rtt_set);
 } rtt_baselines SEC(".maps");
 
 /*
@@ -436,8 +467,12 @@ static __always_inline void rtt_judge(struct sock *sk, const struct tapio_config
 				      __u32 srtt, struct rtt_verdict *v)
 {
 	struct rtt_dest d = {};
-	struct rtt_base *b, n;
-	__u32 ewma, samples, min_samples, x8;
+	const __u64 *w = (const __u64 *)&d;
+	struct rtt_base *b = NULL;
+	struct rtt_set *set;
+	__u32 ewma, samples, min_samples, x8, idx;
+	__u64 h;
+	int i;
 
 	d.netns = sk->__sk_common.skc_net.net->ns.inum;
 	d.family = sk->__sk_common.skc_family;
@@ -449,11 +484,44 @@ static __always_inline void rtt_judge(struct sock *sk, const struct tapio_config
 	} else {
 		__builtin_memcpy(d.daddr, &sk->__sk_common.skc_v6_daddr, 16);
 	}
-	b = bpf_map_lookup_elem(&rtt_baselines, &d);
+	/* Multiplicative mixing of the three words; the top bits pick the
+	 * set, the whole (odd) value is the tag. */
+	h = (w[0] ^ 0x9E3779B97F4A7C15ULL) * 0xBF58476D1CE4E5B9ULL;
+	h = (h ^ w[1]) * 0x94D049BB133111EBULL;
+	h = (h ^ w[2]) * 0x9E3779B97F4A7C15ULL;
+	h ^= h >> 29;
+	idx = h >> (64 - RTT_SET_BITS);
+	h |= 1;
+	set = bpf_map_lookup_elem(&rtt_baselines, &idx);
+	if (!set)
+		return;
+#pragma unroll
+	for (i = 0; i < RTT_WAYS; i++) {
+		const __u64 *k = (const __u64 *)&set->s[i].d;
+
+		if (set->tag[i] == h && k[0] == w[0] && k[1] == w[1] && k[2] == w[2]) {
+			b = &set->s[i].b;
+			break;
+		}
+	}
 	if (!b) {
-		n.ewma_us_x8 = srtt << 3;
-		n.samples = 1;
-		bpf_map_update_elem(&rtt_baselines, &d, &n, BPF_NOEXIST);
+		struct rtt_slot *slot = NULL;
+
+#pragma unroll
+		for (i = 0; i < RTT_WAYS; i++) {
+			if (!set->tag[i] && !__sync_val_compare_and_swap(&set->tag[i], 0, h)) {
+				slot = &set->s[i];
+				break;
+			}
+		}
+		if (!slot) {
+			i = bpf_get_prandom_u32() & (RTT_WAYS - 1);
+			set->tag[i] = h;
+			slot = &set->s[i];
+		}
+		slot->d = d;
+		slot->b.ewma_us_x8 = srtt << 3;
+		slot->b.samples = 1;
 		return;
 	}
 	ewma = b->ewma_us_x8;
