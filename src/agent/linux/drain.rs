@@ -1,8 +1,9 @@
 //! The drain thread: one OS thread that owns every loaded object and ring.
 //!
 //! Per tick it waits on the rings' epoll fd (BPF submits with
-//! `BPF_RB_NO_WAKEUP` until enough is queued, so a storm costs one wake-up
-//! per tick, not per record), consumes at most `DRAIN_CAP` records, decodes
+//! `BPF_RB_NO_WAKEUP` and wakes it only as the queue crosses each quarter
+//! of the ring, so a storm costs a wake-up per ~1,000 records, not per
+//! record), consumes at most `DRAIN_CAP` records, decodes
 //! and classifies them, and hands findings to the emitter without blocking.
 //! It does no I/O besides the rings, except rare carrier writes when config
 //! changes and one counter read per second. The fill of the BPF hash maps
