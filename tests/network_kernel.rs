@@ -103,6 +103,51 @@ fn refusals_in_one_window_fold_into_counts_that_sum_exactly() {
     assert_eq!(total, 50);
 }
 
+/// A refusal storm larger than the network ring holds between two drain
+/// ticks (512 KiB is ~3,800 records; 100 ms of this storm is more) loses
+/// nothing: BPF wakes the drain each time the queue crosses a quarter of
+/// the ring, so every refusal ends up in a `count` and the ring lost no
+/// record. (Submitting every record without a wake-up made this lose
+/// records.)
+#[test]
+fn a_refusal_storm_wakes_the_drain_and_loses_nothing() {
+    require_ebpf!();
+    let mport = free_port();
+    let agent = Agent::start("", &["--metrics-addr", &format!("127.0.0.1:{mport}")]);
+    let p = closed_port("127.0.0.1");
+    const PER_THREAD: u64 = 20_000;
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            std::thread::spawn(move || {
+                for _ in 0..PER_THREAD {
+                    let e = std::net::TcpStream::connect(("127.0.0.1", p)).unwrap_err();
+                    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let refused = "kernel.network.connection_refused";
+    let sum = || -> u64 {
+        agent
+            .matching(of_type_port(refused, p))
+            .iter()
+            .map(|v| v["data"]["count"].as_u64().unwrap())
+            .sum()
+    };
+    let total = poll(Duration::from_secs(20), Duration::from_millis(200), || {
+        Some(sum()).filter(|n| *n >= 2 * PER_THREAD)
+    });
+    assert_eq!(total, Some(2 * PER_THREAD), "refusals in counts: {}", sum());
+    let text = get_ok(&format!("http://127.0.0.1:{mport}/metrics")).expect("metrics");
+    assert_eq!(
+        must_metric(&text, "tapio_lost_events_total{observer=\"network\"}"),
+        0.0
+    );
+}
+
 /// One socket, two connects: the first refused, then, from another thread,
 /// a second to another closed port. Each refusal names the thread that
 /// made that connect: the first close hands its owner slot back, and the
