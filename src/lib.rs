@@ -19,4 +19,6 @@ pub mod httpd;
 pub mod mcp;
 pub mod profile;
 pub mod store;
+#[cfg(test)]
+mod testutil;
 pub mod wire;

@@ -488,16 +488,9 @@ mod tests {
     #[test]
     fn arbitrary_bytes_never_panic() {
         // A cheap deterministic fuzz: xorshift bytes of every length.
-        let mut x: u64 = 0x9e3779b97f4a7c15;
+        let mut x = crate::testutil::XorShift(0x9e3779b97f4a7c15);
         for len in 0..300 {
-            let buf: Vec<u8> = (0..len)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect();
+            let buf = x.bytes(len);
             for obs in Observer::ALL {
                 let _ = decode(obs, &buf);
             }
