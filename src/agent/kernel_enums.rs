@@ -217,16 +217,23 @@ pub struct DropReasonNames {
 }
 
 impl DropReasonNames {
-    /// Reads the names from `btf_path` (normally [`VMLINUX_BTF`]); empty
-    /// (names nothing) when it cannot.
-    pub fn load(btf_path: &Path) -> Self {
-        let Ok(file) = std::fs::File::open(btf_path) else {
-            return Self::default();
-        };
-        match file.metadata() {
-            Ok(meta) if meta.len() <= MAX_BTF_BYTES => Self::from_btf(&file, meta.len()),
-            _ => Self::default(),
+    /// Reads the names from `btf_path` (normally [`VMLINUX_BTF`]), or says
+    /// why it could not (the caller reports it; drop reasons then carry
+    /// their numbers only).
+    pub fn load(btf_path: &Path) -> Result<Self, String> {
+        let path = btf_path.display();
+        let file = std::fs::File::open(btf_path).map_err(|e| format!("{path}: {e}"))?;
+        let len = file.metadata().map_err(|e| format!("{path}: {e}"))?.len();
+        if len > MAX_BTF_BYTES {
+            return Err(format!(
+                "{path}: {len} bytes, over the {MAX_BTF_BYTES} read"
+            ));
         }
+        let names = Self::from_btf(&file, len);
+        if names.is_empty() {
+            return Err(format!("{path}: no readable enum skb_drop_reason"));
+        }
+        Ok(names)
     }
 
     pub fn from_btf<R: ReadAt + ?Sized>(btf: &R, len: u64) -> Self {
@@ -353,16 +360,9 @@ mod tests {
         unknown_kind[24 + 4..24 + 8].copy_from_slice(&(31u32 << 24).to_ne_bytes());
         assert_eq!(members(&unknown_kind, "e"), None);
         // Deterministic garbage of every length.
-        let mut x: u64 = 0x2545f4914f6cdd1d;
+        let mut x = crate::testutil::XorShift(0x2545f4914f6cdd1d);
         for len in 0..512 {
-            let mut g: Vec<u8> = (0..len)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect();
+            let mut g = x.bytes(len);
             if g.len() >= 2 {
                 g[..2].copy_from_slice(&BTF_MAGIC.to_ne_bytes());
             }
@@ -415,10 +415,20 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("vmlinux");
         std::fs::write(&path, &b).unwrap();
-        let names = DropReasonNames::load(&path);
+        let names = DropReasonNames::load(&path).unwrap();
+        // What cannot be read says why.
+        let other = dir.join("other");
+        std::fs::write(&other, blob_named("other")).unwrap();
+        let no_enum = DropReasonNames::load(&other).unwrap_err();
         std::fs::remove_dir_all(&dir).unwrap();
+        let missing = DropReasonNames::load(&path).unwrap_err();
         assert_eq!(names.name(1), Some("A"));
         assert_eq!(names.name(7), Some("B"));
+        assert!(
+            no_enum.ends_with("no readable enum skb_drop_reason"),
+            "{no_enum}"
+        );
+        assert!(missing.contains("No such file"), "{missing}");
         assert_eq!(enum_members(&b[..], b.len() as u64 + 1, "x"), None);
         assert_eq!(
             enum_members(&b[..b.len() - 1], b.len() as u64, "skb_drop_reason"),
@@ -431,15 +441,17 @@ mod tests {
     /// NO_SOCKET 3 on the 6.18 test machine); skipped without BTF.
     #[test]
     fn the_running_kernels_drop_reasons() {
-        let names = DropReasonNames::load(Path::new(VMLINUX_BTF));
-        if names.is_empty() {
-            assert!(
-                !Path::new(VMLINUX_BTF).exists(),
-                "BTF exists but skb_drop_reason was not read"
-            );
-            eprintln!("skipping: no {VMLINUX_BTF}");
-            return;
-        }
+        let names = match DropReasonNames::load(Path::new(VMLINUX_BTF)) {
+            Ok(names) => names,
+            Err(why) => {
+                assert!(
+                    !Path::new(VMLINUX_BTF).exists(),
+                    "BTF exists but skb_drop_reason was not read: {why}"
+                );
+                eprintln!("skipping: no {VMLINUX_BTF}");
+                return;
+            }
+        };
         assert_eq!(names.name(2), Some("NOT_SPECIFIED"));
         let netfilter = names
             .by_value

@@ -171,7 +171,11 @@ pub fn spawn_emitter(
             // here, never on the drain thread.
             let mut attributor = Attributor::new("/sys/fs/cgroup".into());
             // The running kernel's drop reason names (its BTF, read once).
-            let drop_reasons = DropReasonNames::load(Path::new(VMLINUX_BTF));
+            let drop_reasons =
+                DropReasonNames::load(Path::new(VMLINUX_BTF)).unwrap_or_else(|why| {
+                    tracing::warn!("kernel drop reasons are reported by number only: {why}");
+                    DropReasonNames::default()
+                });
             // Batches taken after the deadline: bounded, so a producer that
             // keeps producing past the budget cannot keep the emitter alive.
             let mut late = 0usize;
