@@ -44,6 +44,19 @@ fn prometheus_scrapes_the_agent_and_parses_its_openmetrics() {
         counter(&text, "tapio_bpf_program_runs_total{observer=\"network\",program=\"handle_net__inet_sock_set_state\"}") >= 2,
         "{text}"
     );
+    // Every attached program has its skipped-runs series from the first
+    // export (with or without the stats switch), so rate() works at once.
+    for (observer, program) in [
+        ("network", "handle_net__tcp_retransmit_skb"),
+        ("network", "handle_net__kfree_skb"),
+        ("container", "handle_ctr__sched_process_exit"),
+        ("storage", "handle_sto__block_rq_complete"),
+    ] {
+        let series = format!(
+            "tapio_bpf_program_missed_runs_total{{observer=\"{observer}\",program=\"{program}\"}}"
+        );
+        assert!(text.contains(&series), "{series}: {text}");
+    }
     assert!(counter(&text, "tapio_anomalies_total{observer=\"network\",type=\"kernel.network.connection_refused\"}") >= 1, "{text}");
     assert!(
         counter(&text, "tapio_events_total{observer=\"network\"}") >= 1,

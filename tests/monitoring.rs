@@ -238,6 +238,12 @@ fn exported_names() -> BTreeSet<String> {
     };
     m.bpf_map_entries.get_or_create(&map).set(0);
     m.bpf_map_capacity.get_or_create(&map).set(16384);
+    // Per-program series exist once the drain exports the programs' counters.
+    let program = tapio::agent::metrics::ProgramLabel {
+        observer: "network".into(),
+        program: "handle_net__tcp_retransmit_skb".into(),
+    };
+    m.bpf_missed_runs.get_or_create(&program).inc_by(0);
     let agent = m.encode();
     let controller = tapio::controller::metrics::Snapshot::default().encode();
     let mut names: BTreeSet<String> = agent

@@ -21,11 +21,13 @@ fn of_type_port(t: &'static str, port: u16) -> impl Fn(&Value) -> bool {
     move |v| is_type(v, t) && dport(v) == u64::from(port)
 }
 
-/// The (first) connection timeout to `port`, waited for (bounded).
+/// The (first) connection timeout to `port`, waited for (bounded; 30 s
+/// because once, under the full suite's load, 10 s after the connect's own
+/// ETIMEDOUT was not enough, and the cause was never found).
 fn timeout_to(agent: &Agent, port: u16) -> Value {
     agent.wait_for(
         "timeout",
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         of_type_port("kernel.network.connection_timeout", port),
     )
 }
@@ -810,9 +812,12 @@ fn a_lossy_bulk_transfers_spike_occurrences_sum_to_the_kernels_retransmits() {
     );
     let (ns, port) = ns_and_port("tplossy");
     // Drop about 1 in 20 of the client's segments to the server: fast
-    // retransmits of multi-segment (GSO) skbs, SACK repairs and RTOs.
+    // retransmits of multi-segment (GSO) skbs, SACK repairs and RTOs. And
+    // exactly the first SYN (the rule's own counter starts at 0): its
+    // retransmit is in tcpi_total_retrans too, but it belongs to the
+    // connect (a timeout if it never gets through), never to a spike.
     ns.exec(&format!(
-        "{NFT_TABLE} && nft add rule inet tapiotest in tcp dport {port} numgen random mod 20 == 0 drop"
+        "{NFT_TABLE} && nft add rule inet tapiotest in tcp dport {port} 'tcp flags & syn == syn' numgen inc mod 1000 == 0 drop && nft add rule inet tapiotest in tcp dport {port} 'tcp flags & syn == 0' numgen random mod 20 == 0 drop"
     ));
     let prog = format!(
         r#"import socket,struct,sys,threading
@@ -849,8 +854,10 @@ sys.stdin.readline()
         .split_whitespace()
         .map(|x| x.parse().unwrap())
         .collect();
-    let (sport, total, got) = (v[0], v[1], v[2]);
+    let (sport, kernel_total, got) = (v[0], v[1], v[2]);
     assert_eq!(got, 8 << 20, "everything arrived");
+    // The one SYN retransmit is the kernel's, not a spike's.
+    let total = kernel_total - 1;
     assert!(total > 0, "the drop rule made retransmits");
     // The socket stays open: the last window closes by time (2 s), then
     // the sum is final.
@@ -874,7 +881,7 @@ sys.stdin.readline()
     let again = retransmits();
     assert_eq!(
         again, sum,
-        "no more after the windows closed (the kernel counted {total})"
+        "no more after the windows closed (the kernel counted {kernel_total}, one a SYN)"
     );
     assert_eq!(
         sum,

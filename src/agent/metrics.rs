@@ -390,6 +390,9 @@ pub struct Metrics {
     pub config_errors: Family<ObserverReason, Counter>,
     pub bpf_runs: Family<ProgramLabel, Counter>,
     pub bpf_run_time_seconds: Family<ProgramLabel, Counter<f64, AtomicU64>>,
+    /// Program runs the kernel skipped (the program was already running on
+    /// that CPU): facts lost before the ring buffer.
+    pub bpf_missed_runs: Family<ProgramLabel, Counter>,
     pub http_connections_rejected: Family<ServerReason, Counter>,
     pub http_timeouts: Family<ServerKind, Counter>,
     /// Times the file sink found its data dir removed and re-created it.
@@ -430,6 +433,7 @@ impl Metrics {
             config_errors: Family::default(),
             bpf_runs: Family::default(),
             bpf_run_time_seconds: Family::default(),
+            bpf_missed_runs: Family::default(),
             http_connections_rejected: Family::default(),
             http_timeouts: Family::default(),
             data_dir_recreated: Counter::default(),
@@ -521,6 +525,11 @@ impl Metrics {
             "tapio_bpf_program_run_time_seconds",
             "Time spent in a BPF program (kernel.bpf_stats_enabled=1 only)",
             m.bpf_run_time_seconds.clone(),
+        );
+        registry.register(
+            "tapio_bpf_program_missed_runs",
+            "BPF program runs the kernel skipped because the program was already running on that CPU (its tracepoint fired again in an interrupt): those facts are lost before the ring buffer",
+            m.bpf_missed_runs.clone(),
         );
         registry.register(
             "tapio_http_connections_rejected",

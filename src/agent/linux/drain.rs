@@ -202,7 +202,7 @@ fn drain_loop(
 
     let mut observers = RingObservers::new(&initial);
     let mut stats_prev: Vec<[u64; STAT_MAX]> = vec![[0; STAT_MAX]; objects.len()];
-    let mut prog_prev: std::collections::HashMap<(Observer, String), (u64, u64)> =
+    let mut prog_prev: std::collections::HashMap<(Observer, String), (u64, u64, u64)> =
         std::collections::HashMap::new();
     if std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|v| v.trim() != "1")
     {
@@ -291,6 +291,7 @@ fn drain_loop(
     offer_findings(findings_tx, out, metrics, &shared.shutdown);
     export_stats(objects, &mut stats_prev, metrics);
     observers.export_drops(&mut drops_exported, metrics);
+    export_program_stats(objects, &mut prog_prev, metrics);
     Ok(())
 }
 
@@ -451,29 +452,35 @@ pub fn count_tags(map: &impl MapCore, ways: u32) -> usize {
 
 fn export_program_stats(
     objects: &[LoadedObject],
-    prev: &mut std::collections::HashMap<(Observer, String), (u64, u64)>,
+    prev: &mut std::collections::HashMap<(Observer, String), (u64, u64, u64)>,
     metrics: &Metrics,
 ) {
     use crate::agent::metrics::ProgramLabel;
     for lo in objects {
-        for (program, runs, ns) in lo.program_stats() {
-            let key = (lo.observer, program);
-            let (pr, pn) = prev.get(&key).copied().unwrap_or((0, 0));
-            if runs > pr || ns > pn {
-                let label = ProgramLabel {
-                    observer: lo.observer.as_str().into(),
-                    program: key.1.clone(),
-                };
+        for st in lo.program_stats() {
+            let key = (lo.observer, st.program);
+            let (pr, pn, pm) = prev.get(&key).copied().unwrap_or((0, 0, 0));
+            let label = ProgramLabel {
+                observer: lo.observer.as_str().into(),
+                program: key.1.clone(),
+            };
+            if st.runs > pr || st.run_ns > pn {
                 metrics
                     .bpf_runs
                     .get_or_create(&label)
-                    .inc_by(runs.saturating_sub(pr));
+                    .inc_by(st.runs.saturating_sub(pr));
                 metrics
                     .bpf_run_time_seconds
                     .get_or_create(&label)
-                    .inc_by(ns.saturating_sub(pn) as f64 / 1e9);
+                    .inc_by(st.run_ns.saturating_sub(pn) as f64 / 1e9);
             }
-            prev.insert(key, (runs, ns));
+            // Every program has its series from the first export, so a
+            // miss shows as an increase (rate()) rather than a new series.
+            metrics
+                .bpf_missed_runs
+                .get_or_create(&label)
+                .inc_by(st.missed.saturating_sub(pm));
+            prev.insert(key, (st.runs, st.run_ns, st.missed));
         }
     }
 }

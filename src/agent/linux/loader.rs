@@ -99,9 +99,10 @@ impl LoadedObject {
             })
     }
 
-    /// Run count and total run time (ns) of each program, as the kernel
-    /// keeps them while `kernel.bpf_stats_enabled` is 1 (zeros otherwise).
-    pub fn program_stats(&self) -> Vec<(String, u64, u64)> {
+    /// Each program's counters as the kernel keeps them: run count and
+    /// total run time (ns) while `kernel.bpf_stats_enabled` is 1 (zeros
+    /// otherwise), and always the runs it skipped.
+    pub fn program_stats(&self) -> Vec<ProgramStats> {
         use std::os::fd::{AsFd, AsRawFd};
         let mut out = Vec::new();
         for prog in self.obj.progs() {
@@ -117,11 +118,12 @@ impl LoadedObject {
                 )
             };
             if rc == 0 {
-                out.push((
-                    prog.name().to_string_lossy().into_owned(),
-                    info.run_cnt,
-                    info.run_time_ns,
-                ));
+                out.push(ProgramStats {
+                    program: prog.name().to_string_lossy().into_owned(),
+                    runs: info.run_cnt,
+                    run_ns: info.run_time_ns,
+                    missed: info.recursion_misses,
+                });
             }
         }
         out
@@ -143,6 +145,19 @@ impl LoadedObject {
         }
         Ok(out)
     }
+}
+
+/// A program's name and its kernel-kept counters (`bpf_prog_info`).
+#[derive(Clone, Debug)]
+pub struct ProgramStats {
+    pub program: String,
+    pub runs: u64,
+    pub run_ns: u64,
+    /// Runs the kernel skipped because this program was already running on
+    /// that CPU (`recursion_misses`): a tracepoint hit in an interrupt
+    /// while the same program ran in the interrupted context. The fact
+    /// is gone before Tapio sees it; this count is all that is left.
+    pub missed: u64,
 }
 
 /// Opens and loads one object from bytes, then attaches each program on its
