@@ -75,7 +75,12 @@ struct {
  * Exactness: a tag is the socket pointer itself and every socket that
  * went CLOSE->SYN_SENT passes ->CLOSE before it is freed (the tracepoint
  * is in tcp_set_state), so a slot never outlives its socket and a reused
- * pointer never finds a stale owner. A full set (OWNER_WAYS live connects
+ * pointer never finds a stale owner. The one exception is a ->CLOSE run
+ * the kernel skipped because this program was already running on that CPU
+ * (docs/KERNEL-FACTS.md, Attaching): the slot then stays claimed, a socket
+ * later allocated at the same address finds that owner until it closes
+ * (or takes the slot over at its own connect), and the skip is counted in
+ * tapio_bpf_program_missed_runs_total. A full set (OWNER_WAYS live connects
  * hashing alike) leaves the new connect without an owner, as an evicted
  * LRU entry did (its failure then counts as owner missing). Accepted
  * sockets never go CLOSE->SYN_SENT, so they never have a slot.
