@@ -113,21 +113,17 @@ fn a_real_agent_exports_the_fleet_metrics() {
 
     // BPF map fill: the per-flow table's capacity as compiled, its count
     // within it.
-    let cap = "tapio_bpf_map_capacity{observer=\"network\",map=\"conn_owners\"}";
-    assert_eq!(must_metric(&text, cap), 16384.0);
-    let entries = must_metric(
-        &text,
-        "tapio_bpf_map_entries{observer=\"network\",map=\"conn_owners\"}",
-    );
-    assert!((0.0..=16384.0).contains(&entries), "{entries}");
-    // The RTT baselines: 1024 sets of 4 destinations.
-    let cap = "tapio_bpf_map_capacity{observer=\"network\",map=\"rtt_baselines\"}";
-    assert_eq!(must_metric(&text, cap), 4096.0);
-    let entries = must_metric(
-        &text,
-        "tapio_bpf_map_entries{observer=\"network\",map=\"rtt_baselines\"}",
-    );
-    assert!((0.0..=4096.0).contains(&entries), "{entries}");
+    // conn_owners: 1024 sets of 16 sockets; rtt_baselines: 1024 sets of 4
+    // destinations.
+    for (map, capacity) in [("conn_owners", 16384.0), ("rtt_baselines", 4096.0)] {
+        let series = |name: &str| format!("{name}{{observer=\"network\",map=\"{map}\"}}");
+        assert_eq!(
+            must_metric(&text, &series("tapio_bpf_map_capacity")),
+            capacity
+        );
+        let entries = must_metric(&text, &series("tapio_bpf_map_entries"));
+        assert!((0.0..=capacity).contains(&entries), "{map}: {entries}");
+    }
 
     // The whole exposition stays one OpenMetrics document (a real
     // Prometheus parses the agent's in tests/metrics_kernel.rs).

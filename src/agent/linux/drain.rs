@@ -503,6 +503,16 @@ mod tests {
         false
     }
 
+    /// A kernel map of its own (root only: see [`may_create_maps`]).
+    fn new_map(kind: MapType, name: &str, value_size: u32, entries: u32) -> MapHandle {
+        let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
+            sz: size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
+            ..Default::default()
+        };
+        MapHandle::create(kind, Some(name), 4, value_size, entries, &opts)
+            .unwrap_or_else(|e| panic!("create the {kind:?} map {name}: {e}"))
+    }
+
     #[test]
     fn attach_status_table() {
         let failed = |names: &[&str]| -> Vec<(String, String)> {
@@ -537,12 +547,7 @@ mod tests {
         if !may_create_maps() {
             return;
         }
-        let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
-            sz: size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
-            ..Default::default()
-        };
-        let map = MapHandle::create(MapType::LruHash, Some("tapio_count"), 4, 8, 16384, &opts)
-            .expect("create an LRU hash map");
+        let map = new_map(MapType::LruHash, "tapio_count", 8, 16384);
         assert_eq!(count_entries(&map), 0);
         for k in 0u32..300 {
             map.update(&k.to_ne_bytes(), &[0; 8], MapFlags::ANY)
@@ -569,13 +574,8 @@ mod tests {
         if !may_create_maps() {
             return;
         }
-        let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
-            sz: size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
-            ..Default::default()
-        };
         // 16 tags, then 16 owners of 8 bytes each.
-        let map = MapHandle::create(MapType::Array, Some("conn_owners"), 4, 256, 4, &opts)
-            .expect("create an array map");
+        let map = new_map(MapType::Array, "conn_owners", 256, 4);
         assert_eq!(set_ways(Observer::Network, &map), Some(16));
         let mut set = [0u8; 256];
         set[128..].fill(0xff);
@@ -601,8 +601,7 @@ mod tests {
         );
         assert!(text.contains("tapio_bpf_map_entries{observer=\"network\",map=\"conn_owners\"} 4"));
         // Another array of that shape but another name is not a table.
-        let other =
-            MapHandle::create(MapType::Array, Some("tapio_config"), 4, 256, 1, &opts).unwrap();
+        let other = new_map(MapType::Array, "tapio_config", 256, 1);
         assert_eq!(set_ways(Observer::Network, &other), None);
     }
 
@@ -613,11 +612,7 @@ mod tests {
         if !may_create_maps() {
             return;
         }
-        let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
-            sz: size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
-            ..Default::default()
-        };
-        let map = MapHandle::create(MapType::Hash, Some("tapio_fill"), 4, 4, 64, &opts).unwrap();
+        let map = new_map(MapType::Hash, "tapio_fill", 4, 64);
         let label = ObserverMap {
             observer: "network".into(),
             map: "tapio_fill".into(),

@@ -396,34 +396,31 @@ mod tests {
 
     #[test]
     fn stats_name_drops_and_their_own_metrics_only() {
-        let drop = |o, i| match stat(o, i) {
-            Some(Stat::Drop(reason)) => Some(reason),
-            _ => None,
-        };
-        assert_eq!(
-            drop(Observer::Storage, abi::STAT_CORR_DUP),
-            Some("ambiguous_inflight_io")
-        );
-        assert_eq!(
-            drop(Observer::Storage, abi::STAT_CORR_MISSING),
-            Some("completion_without_issue")
-        );
+        for (o, i, reason) in [
+            (
+                Observer::Storage,
+                abi::STAT_CORR_DUP,
+                "ambiguous_inflight_io",
+            ),
+            (
+                Observer::Storage,
+                abi::STAT_CORR_MISSING,
+                "completion_without_issue",
+            ),
+            (
+                Observer::Network,
+                abi::STAT_RESET_ORPHAN,
+                "reset_after_close",
+            ),
+            (Observer::Network, abi::STAT_OWNER_MISSING, "owner_missing"),
+            (Observer::Network, abi::STAT_OWNER_FULL, "owner_table_full"),
+        ] {
+            assert_eq!(stat(o, i), Some(Stat::Drop(reason)), "{o:?} {i}");
+        }
         assert_eq!(stat(Observer::Storage, abi::STAT_RB_FULL), None);
         assert_eq!(stat(Observer::Container, abi::STAT_CORR_DUP), None);
         assert_eq!(stat(Observer::Storage, abi::STAT_MAX), None);
         assert_eq!(stat(Observer::Node, abi::STAT_CORR_DUP), None);
-        assert_eq!(
-            drop(Observer::Network, abi::STAT_RESET_ORPHAN),
-            Some("reset_after_close")
-        );
-        assert_eq!(
-            drop(Observer::Network, abi::STAT_OWNER_MISSING),
-            Some("owner_missing")
-        );
-        assert_eq!(
-            drop(Observer::Network, abi::STAT_OWNER_FULL),
-            Some("owner_table_full")
-        );
         // Inbound resets are their own metric, not a drop.
         assert_eq!(
             stat(Observer::Network, abi::STAT_RESET_INBOUND),
