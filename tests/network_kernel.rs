@@ -150,6 +150,73 @@ fn a_refusal_storm_wakes_the_drain_and_loses_nothing() {
     );
 }
 
+/// The RTT baseline set `rtt_judge` (network.bpf.c) picks for 127.0.0.1:`port`
+/// in the namespace with inode `netns`: the same words, mixing and top bits.
+fn rtt_set_of(netns: u32, port: u16) -> u64 {
+    // struct rtt_dest as three little-endian words: netns, family (AF_INET)
+    // and the port as the kernel keeps it (network order), then the address.
+    let w0 = u64::from(netns) | 2 << 32 | u64::from(port.to_be()) << 48;
+    let w1 = u64::from_le_bytes([127, 0, 0, 1, 0, 0, 0, 0]);
+    let mut h = (w0 ^ 0x9E37_79B9_7F4A_7C15).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    h = (h ^ w1).wrapping_mul(0x94D0_49BB_1331_11EB);
+    h = h.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    h ^= h >> 29;
+    h >> (64 - 10)
+}
+
+/// Five destinations whose baselines share one set of four: the fifth
+/// replaces one, and that is counted, not silent.
+#[test]
+fn a_full_rtt_baseline_set_counts_the_destination_it_replaces() {
+    require_ebpf!();
+    let mport = free_port();
+    let _agent = Agent::start("", &["--metrics-addr", &format!("127.0.0.1:{mport}")]);
+    let ns = Netns::new("tprttset");
+    let inode = netns_inode(&format!("/run/netns/{}", ns.name)) as u32;
+    // Its own namespace: every port is free, so any five that share a set.
+    let mut by_set = std::collections::HashMap::<u64, Vec<u16>>::new();
+    let ports = (20_000u16..60_000)
+        .find_map(|p| {
+            let same = by_set.entry(rtt_set_of(inode, p)).or_default();
+            same.push(p);
+            (same.len() == 5).then(|| same.clone())
+        })
+        .expect("five ports in one of 1024 sets");
+    let (_, out, err, _) = python_in(
+        Some(&ns),
+        &format!(
+            "import socket
+ls=[]
+for p in {ports:?}:
+  l=socket.socket()
+  l.bind(('127.0.0.1',p))
+  l.listen(1)
+  ls.append(l)
+for p,l in zip({ports:?},ls):
+  c=socket.create_connection(('127.0.0.1',p))
+  a,_=l.accept()
+  c.sendall(b'x')
+  a.recv(1)
+  a.sendall(b'y')
+  c.recv(1)
+  c.close()
+  a.close()
+print('done')"
+        ),
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.trim(), "done", "{err}");
+    let series = "tapio_correlation_drops_total{observer=\"network\",reason=\"rtt_table_full\"}";
+    let replaced = poll(Duration::from_secs(10), Duration::from_millis(200), || {
+        let text = get_ok(&format!("http://127.0.0.1:{mport}/metrics"))?;
+        metric(&text, series).filter(|n| *n >= 1.0)
+    });
+    assert!(
+        replaced.is_some(),
+        "{series} stayed 0 after five destinations in one set"
+    );
+}
+
 /// One socket, two connects: the first refused, then, from another thread,
 /// a second to another closed port. Each refusal names the thread that
 /// made that connect: the first close hands its owner slot back, and the

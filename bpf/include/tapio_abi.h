@@ -79,7 +79,11 @@ _Static_assert(sizeof(struct tapio_config) == 104, "tapio_config size");
  * in the same set): it runs without an owner, so its failure carries no
  * pid and its end gives no RTT sample */
 #define TAPIO_STAT_OWNER_FULL     8
-#define TAPIO_STAT_MAX            9
+/* net: a new destination found its RTT baseline set full (4 destinations
+ * already learned in the same set) and replaced one: that destination's
+ * baseline starts over (reason rtt_table_full) */
+#define TAPIO_STAT_RTT_FULL       9
+#define TAPIO_STAT_MAX            10
 
 /* Event kinds (tapio_event_hdr.kind). */
 #define TAPIO_EV_NET_CONNECT_FAIL 1

@@ -414,6 +414,7 @@ mod tests {
             ),
             (Observer::Network, abi::STAT_OWNER_MISSING, "owner_missing"),
             (Observer::Network, abi::STAT_OWNER_FULL, "owner_table_full"),
+            (Observer::Network, abi::STAT_RTT_FULL, "rtt_table_full"),
         ] {
             assert_eq!(stat(o, i), Some(Stat::Drop(reason)), "{o:?} {i}");
         }

@@ -487,6 +487,8 @@ impl RingObserver for NetworkClassifier {
         (abi::STAT_OWNER_MISSING, Stat::Drop("owner_missing")),
         // A connect that could not record its owner at all.
         (abi::STAT_OWNER_FULL, Stat::Drop("owner_table_full")),
+        // A destination's RTT baseline replaced in a full set.
+        (abi::STAT_RTT_FULL, Stat::Drop("rtt_table_full")),
         // Resets of sockets it never saw connect: their own metric, not
         // a drop.
         (abi::STAT_RESET_INBOUND, Stat::InboundResets),

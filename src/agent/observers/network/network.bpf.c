@@ -238,7 +238,7 @@ struct rtt_base {
  * used instead; with 1024 sets a set fills only when more than four busy
  * destinations hash alike). A replaced baseline starts over, so it judges
  * nothing until it has its minimum samples again: a lost judgement, never
- * a wrong one. As with the LRU map's reuse of evicted elements, a slot
+ * a wrong one, and counted (TAPIO_STAT_RTT_FULL). As with the LRU map's reuse of evicted elements, a slot
  * replaced at the very moment another CPU reads it can hand that reader
  * the newcomer's first sample (samples = 1, below any minimum but 1).
  */
@@ -520,6 +520,7 @@ static __always_inline void rtt_judge(struct sock *sk, const struct tapio_config
 			}
 		}
 		if (!slot) {
+			tapio_stat_inc(TAPIO_STAT_RTT_FULL);
 			i = bpf_get_prandom_u32() & (RTT_WAYS - 1);
 			set->tag[i] = h;
 			slot = &set->s[i];
