@@ -56,18 +56,18 @@ container events        262144
 container oom_victims   1024
 container signal_senders 4096
 container tapio_config  1
-container tapio_stats   9
+container tapio_stats   10
 network   events        524288
 network   conn_owners   1024
 network   flow_drop_seq 1
 network   rtt_baselines 1024
 network   flow_drops    4096
 network   tapio_config  1
-network   tapio_stats   9
+network   tapio_stats   10
 storage   events        524288
 storage   inflight      8192
 storage   tapio_config  1
-storage   tapio_stats   9
+storage   tapio_stats   10
 "
 # Why these sizes:
 # - network events 512 KiB: a refused-connect storm at the maximal loopback
@@ -97,7 +97,7 @@ storage   tapio_stats   9
 # - flow_drops 4096: connects whose SYNs or answers this kernel dropped,
 #   until the connect resolves; LRU.
 # - tapio_config 1: one config record per observer, written by the agent.
-# - tapio_stats 9: one counter slot per STAT_* index (agent/abi.rs
+# - tapio_stats 10: one counter slot per STAT_* index (agent/abi.rs
 #   STAT_MAX), per CPU.
 
 # ------------------------------------------------------------- 1. lints
